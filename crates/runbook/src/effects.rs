@@ -1,0 +1,110 @@
+//! The runbook engine's only window on the world. Everything a runbook does
+//! that is not pure computation goes through [`Effects`], which is what keeps
+//! this crate ignorant of wasmtime, of the secrets store and of the terminal,
+//! and what lets a journal record and replay every effect.
+
+use std::sync::Arc;
+
+use keycycle_contract::{PluginDescription, PluginError, Value};
+use keycycle_secret::SecretValue;
+
+/// A question a runbook asks its operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prompt {
+    /// The name an answer is given under with `--input NAME=SRC`.
+    pub name: String,
+    /// What the operator is shown.
+    pub text: String,
+    pub kind: PromptKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromptKind {
+    /// Free text, echoed.
+    Text,
+    /// A secret, not echoed; the answer comes back as a secret handle.
+    Secret,
+    /// Yes or no.
+    Confirm,
+}
+
+/// An operator's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    Text(String),
+    Secret(SecretValue),
+    Confirm(bool),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Info,
+    Warn,
+}
+
+/// Why an effect failed. The engine turns these into runbook errors that keep
+/// the kind, so the CLI can tell a denied capability from a provider error.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EffectError {
+    /// The plugin ran and reported a typed error.
+    #[error("{plugin}.{operation}: {error}")]
+    Plugin {
+        plugin: String,
+        operation: String,
+        error: PluginError,
+    },
+    /// The sandbox refused a capability (host, secret, import).
+    #[error("{0}")]
+    Denied(String),
+    /// An answer the run needs was not given.
+    #[error("missing input `{name}`: {hint}")]
+    MissingInput { name: String, hint: String },
+    /// Anything else: a plugin trapped, timed out, hit a limit, or could not
+    /// be loaded; a secret is not in the store.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl EffectError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EffectError::Plugin { error, .. } => error.kind(),
+            EffectError::Denied(_) => "denied",
+            EffectError::MissingInput { .. } => "missing-input",
+            EffectError::Failed(_) => "failed",
+        }
+    }
+}
+
+/// The capabilities the host gives a runbook. Implementations must be safe
+/// to call from the engine's thread; they may block.
+pub trait Effects: Send + Sync {
+    /// Names of the plugins the configuration knows. Their operations are
+    /// registered as methods before the runbook is compiled.
+    fn plugin_names(&self) -> Vec<String>;
+
+    /// What a configured plugin offers. Errors when it cannot be loaded.
+    fn describe(&self, plugin: &str) -> Result<Arc<PluginDescription>, EffectError>;
+
+    /// Runs one plugin operation. `input` may hold secret handles; the
+    /// implementation hands their values to the plugin and nowhere else.
+    fn invoke(&self, plugin: &str, operation: &str, input: Value) -> Result<Value, EffectError>;
+
+    /// A secret from the store, by the name the runbook was granted.
+    fn secret(&self, name: &str) -> Result<SecretValue, EffectError>;
+
+    /// Writes a secret to the store, under a name the runbook was granted.
+    fn store_secret(&self, name: &str, value: &SecretValue) -> Result<(), EffectError>;
+
+    /// Asks the operator, or reads the answer given with `--input`.
+    fn prompt(&self, prompt: &Prompt) -> Result<Answer, EffectError>;
+
+    /// Seconds since the Unix epoch.
+    fn now(&self) -> Result<i64, EffectError>;
+
+    /// `bytes` random bytes, hex-encoded, as a secret.
+    fn random_secret(&self, bytes: usize) -> Result<SecretValue, EffectError>;
+
+    /// A line from the runbook (`info`, `warn`, `print`).
+    fn log(&self, level: LogLevel, message: &str);
+}
