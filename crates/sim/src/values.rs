@@ -1,0 +1,77 @@
+//! Secret values the simulators mint, and how the control API shows them.
+//!
+//! Inside the simulators every token value is a [`SecretValue`], so Debug
+//! output and panics never show one; only the serializers here, used by the
+//! control API's "true state", write the clear value.
+
+use keycycle_secret::SecretValue;
+use rand::Rng;
+use serde::Serializer;
+
+const URL_SAFE: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// `prefix` followed by `len` random URL-safe characters.
+pub(crate) fn url_safe_token(prefix: &str, len: usize) -> SecretValue {
+    let mut rng = rand::rng();
+    let mut value = String::with_capacity(prefix.len() + len);
+    value.push_str(prefix);
+    for _ in 0..len {
+        value.push(char::from(URL_SAFE[rng.random_range(0..URL_SAFE.len())]));
+    }
+    SecretValue::new(value)
+}
+
+/// `prefix` followed by `bytes` random bytes in lowercase hex.
+pub(crate) fn hex_token(prefix: &str, bytes: usize) -> SecretValue {
+    let mut rng = rand::rng();
+    let raw: Vec<u8> = (0..bytes).map(|_| rng.random::<u8>()).collect();
+    SecretValue::new(format!("{prefix}{}", hex::encode(raw)))
+}
+
+/// serde: a [`SecretValue`] as its clear text (control API only).
+pub mod expose {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(value: &SecretValue, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(value.expose())
+    }
+
+    /// serde: an optional [`SecretValue`] as its clear text or null.
+    pub mod opt {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(
+            value: &Option<SecretValue>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match value {
+                Some(value) => s.serialize_str(value.expose()),
+                None => s.serialize_none(),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minted_values_have_the_documented_shape() {
+        let pat = url_safe_token("glpat-", 20);
+        let rest = pat.expose().strip_prefix("glpat-").unwrap();
+        assert_eq!(rest.len(), 20);
+        assert!(rest.bytes().all(|b| URL_SAFE.contains(&b)));
+
+        let trigger = hex_token("glptt-", 20);
+        let rest = trigger.expose().strip_prefix("glptt-").unwrap();
+        assert_eq!(rest.len(), 40);
+        assert!(
+            rest.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        );
+
+        assert_ne!(url_safe_token("x", 20), url_safe_token("x", 20));
+        assert_eq!(format!("{pat:?}"), "***");
+    }
+}
