@@ -1,0 +1,345 @@
+//! The master key that encrypts the secrets store, and its two outside
+//! forms: base64 text (for `KEYCYCLE_MASTER_KEY`) and an owner-only key file.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use chacha20poly1305::{KeyInit, XChaCha20Poly1305};
+use rand::RngCore;
+use zeroize::Zeroizing;
+
+use crate::error::{KeyProblem, StoreError};
+use crate::fs::{create_private_dirs, parent_dir, private_file_options, sync_dir};
+
+/// The environment variable that carries the master key as base64.
+pub const MASTER_KEY_ENV: &str = "KEYCYCLE_MASTER_KEY";
+
+/// The length of a master key in bytes.
+pub const KEY_LEN: usize = 32;
+
+/// A key file holds 45 bytes; anything far larger is the wrong file, and
+/// reading it whole would only copy more of it into memory.
+const MAX_KEY_FILE_LEN: u64 = 1024;
+
+/// The 32-byte key that encrypts every secret in a [`crate::SecretStore`].
+///
+/// The bytes are wiped from memory when the key (or any clone) is dropped,
+/// and `Debug` shows no key material.
+#[derive(Clone)]
+pub struct MasterKey(Zeroizing<[u8; KEY_LEN]>);
+
+impl MasterKey {
+    /// A new key from the operating system's secure random source (through
+    /// `rand`'s thread-local generator, which reseeds from it).
+    pub fn generate() -> MasterKey {
+        let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
+        rand::rng().fill_bytes(&mut bytes[..]);
+        MasterKey(bytes)
+    }
+
+    /// Decodes a key from standard, padded base64, the form of
+    /// [`MASTER_KEY_ENV`]. Surrounding whitespace is ignored. The error never
+    /// repeats the text.
+    pub fn from_base64(text: &str) -> Result<MasterKey, StoreError> {
+        decode(text).map_err(|problem| StoreError::InvalidKey {
+            origin: format!("the base64 master key (as in {MASTER_KEY_ENV})"),
+            problem,
+        })
+    }
+
+    /// Reads the key from [`MASTER_KEY_ENV`], or `None` when it is not set.
+    pub fn from_env() -> Result<Option<MasterKey>, StoreError> {
+        let Some(value) = std::env::var_os(MASTER_KEY_ENV) else {
+            return Ok(None);
+        };
+        let invalid = |problem| StoreError::InvalidKey {
+            origin: MASTER_KEY_ENV.to_owned(),
+            problem,
+        };
+        let value = Zeroizing::new(
+            value
+                .into_string()
+                .map_err(|_| invalid(KeyProblem::NotBase64))?,
+        );
+        decode(&value).map(Some).map_err(invalid)
+    }
+
+    /// Reads a key file written by [`MasterKey::write_new_file`].
+    ///
+    /// A key file that group or others may read or write is refused (on
+    /// Unix), because anyone who can read it can read every stored secret.
+    pub fn load_file(path: impl AsRef<Path>) -> Result<MasterKey, StoreError> {
+        let path = path.as_ref();
+        let file = File::open(path).map_err(|e| StoreError::io("open master key file", path, e))?;
+        // The checks use the open file, not the path, so the file that is
+        // checked is the file that is read.
+        let meta = file
+            .metadata()
+            .map_err(|e| StoreError::io("inspect master key file", path, e))?;
+        if !meta.is_file() {
+            return Err(StoreError::KeyFileNotRegular {
+                path: path.to_path_buf(),
+            });
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = meta.permissions().mode() & 0o7777;
+            if mode & 0o077 != 0 {
+                return Err(StoreError::KeyFileTooOpen {
+                    path: path.to_path_buf(),
+                    mode,
+                });
+            }
+        }
+        let invalid = |problem| StoreError::InvalidKey {
+            origin: format!("master key file {}", path.display()),
+            problem,
+        };
+        if meta.len() > MAX_KEY_FILE_LEN {
+            return Err(invalid(KeyProblem::TooLarge));
+        }
+        // Enough room up front that reading never reallocates and leaves an
+        // unwiped copy of the key behind.
+        let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_KEY_FILE_LEN as usize + 64));
+        file.take(MAX_KEY_FILE_LEN + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| StoreError::io("read master key file", path, e))?;
+        if bytes.len() as u64 > MAX_KEY_FILE_LEN {
+            return Err(invalid(KeyProblem::TooLarge));
+        }
+        let text = std::str::from_utf8(&bytes).map_err(|_| invalid(KeyProblem::NotBase64))?;
+        decode(text).map_err(invalid)
+    }
+
+    /// Writes this key to a new file at `path` as one line of base64,
+    /// readable and writable by the owner only (mode 0600 from the moment
+    /// it exists). Missing parent directories are created with mode 0700.
+    ///
+    /// Refuses to replace an existing file: that file may hold the only key
+    /// to an existing store.
+    pub fn write_new_file(&self, path: impl AsRef<Path>) -> Result<(), StoreError> {
+        let path = path.as_ref();
+        let dir = parent_dir(path);
+        create_private_dirs(&dir)?;
+        let mut file = private_file_options()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::AlreadyExists => StoreError::KeyFileExists {
+                    path: path.to_path_buf(),
+                },
+                _ => StoreError::io("create master key file", path, e),
+            })?;
+        let mut line = self.to_base64();
+        line.push('\n');
+        let written = file
+            .write_all(line.as_bytes())
+            .and_then(|()| file.sync_all());
+        if let Err(e) = written {
+            // A half-written key file would be refused later as invalid;
+            // removing it lets the operator simply retry.
+            drop(file);
+            let _ = std::fs::remove_file(path);
+            return Err(StoreError::io("write master key file", path, e));
+        }
+        sync_dir(&dir)
+    }
+
+    /// The key as standard, padded base64 (44 characters), the form
+    /// [`MasterKey::from_base64`] and [`MASTER_KEY_ENV`] accept.
+    ///
+    /// This exists for `keycycle secrets init`, which prints a new key once
+    /// so the operator can store it elsewhere (a password manager, a CI
+    /// secret). Nothing else should call it: every copy of this text is a
+    /// copy of the key to every stored secret. The returned string is wiped
+    /// when dropped.
+    pub fn to_base64(&self) -> Zeroizing<String> {
+        // One allocation of the final size, so no unwiped copy is left by
+        // a reallocation.
+        let mut text = Zeroizing::new(String::with_capacity(48));
+        STANDARD.encode_string(&self.0[..], &mut text);
+        text
+    }
+
+    /// The cipher keyed with this key. The cipher wipes its own copy of the
+    /// key when dropped.
+    pub(crate) fn cipher(&self) -> XChaCha20Poly1305 {
+        XChaCha20Poly1305::new((&*self.0).into())
+    }
+}
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MasterKey(***)")
+    }
+}
+
+fn decode(text: &str) -> Result<MasterKey, KeyProblem> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(KeyProblem::Empty);
+    }
+    // `decode` allocates its output once at the estimated size, so the
+    // only heap copy is this one, wiped on drop.
+    let decoded = Zeroizing::new(STANDARD.decode(text).map_err(|_| KeyProblem::NotBase64)?);
+    if decoded.len() != KEY_LEN {
+        return Err(KeyProblem::WrongLength {
+            bytes: decoded.len(),
+        });
+    }
+    let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
+    bytes.copy_from_slice(&decoded);
+    Ok(MasterKey(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_round_trip() {
+        let key = MasterKey::generate();
+        let text = key.to_base64();
+        assert_eq!(text.len(), 44);
+        let back = MasterKey::from_base64(&format!("  {}\n", text.as_str())).unwrap();
+        assert_eq!(back.0[..], key.0[..]);
+    }
+
+    #[test]
+    fn generated_keys_differ() {
+        assert_ne!(MasterKey::generate().0[..], MasterKey::generate().0[..]);
+    }
+
+    #[test]
+    fn wrong_length_and_encoding_are_refused_without_echo() {
+        let short = STANDARD.encode([7u8; 16]);
+        let err = MasterKey::from_base64(&short).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("16 bytes instead of 32"), "{msg}");
+        assert!(!msg.contains(&short), "{msg}");
+
+        let garbage = "not-base64-but-a-secret-looking-value!!";
+        let err = MasterKey::from_base64(garbage).unwrap_err();
+        let msg = format!("{err} {err:?}");
+        assert!(msg.contains("not valid base64"), "{msg}");
+        assert!(!msg.contains("secret-looking"), "{msg}");
+
+        assert!(matches!(
+            MasterKey::from_base64("  \n"),
+            Err(StoreError::InvalidKey {
+                problem: KeyProblem::Empty,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn debug_shows_no_key_material() {
+        let key = MasterKey::generate();
+        let text = key.to_base64();
+        let debug = format!("{key:?}");
+        assert_eq!(debug, "MasterKey(***)");
+        assert!(!debug.contains(text.as_str()));
+    }
+
+    #[test]
+    fn key_file_round_trip_with_owner_only_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/dir/master.key");
+        let key = MasterKey::generate();
+        key.write_new_file(&path).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+            let dir_mode = std::fs::metadata(path.parent().unwrap())
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777;
+            assert_eq!(dir_mode & 0o077, 0, "directory mode {dir_mode:o}");
+        }
+        let loaded = MasterKey::load_file(&path).unwrap();
+        assert_eq!(loaded.0[..], key.0[..]);
+    }
+
+    #[test]
+    fn write_new_file_refuses_to_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        let first = MasterKey::generate();
+        first.write_new_file(&path).unwrap();
+        let err = MasterKey::generate().write_new_file(&path).unwrap_err();
+        assert!(matches!(err, StoreError::KeyFileExists { .. }), "{err}");
+        assert!(err.to_string().contains(&path.display().to_string()));
+        // The original key is untouched.
+        assert_eq!(MasterKey::load_file(&path).unwrap().0[..], first.0[..]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn key_file_readable_by_others_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        MasterKey::generate().write_new_file(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+        let err = MasterKey::load_file(&path).unwrap_err();
+        assert!(
+            matches!(err, StoreError::KeyFileTooOpen { mode: 0o644, .. }),
+            "{err}"
+        );
+        let msg = err.to_string();
+        let shown = path.display().to_string();
+        assert!(msg.contains(&shown), "{msg}");
+        assert!(msg.contains("0644"), "{msg}");
+        assert!(msg.contains(&format!("chmod 600 {shown}")), "{msg}");
+
+        // Group-writable alone is refused too.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o620)).unwrap();
+        assert!(matches!(
+            MasterKey::load_file(&path),
+            Err(StoreError::KeyFileTooOpen { mode: 0o620, .. })
+        ));
+
+        // The suggested fix works.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        MasterKey::load_file(&path).unwrap();
+    }
+
+    #[test]
+    fn invalid_key_file_names_the_file_not_the_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.key");
+        let contents = STANDARD.encode([1u8; 31]);
+        private_file_options()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap()
+            .write_all(contents.as_bytes())
+            .unwrap();
+        let err = MasterKey::load_file(&path).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(msg.contains("31 bytes"), "{msg}");
+        assert!(!msg.contains(&contents), "{msg}");
+    }
+
+    #[test]
+    fn missing_key_file_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("absent.key");
+        let err = MasterKey::load_file(&path).unwrap_err();
+        assert!(matches!(err, StoreError::Io { .. }), "{err}");
+        assert!(err.to_string().contains(&path.display().to_string()));
+    }
+}

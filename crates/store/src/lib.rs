@@ -1,0 +1,25 @@
+//! Local storage for keycycle: the operator's secrets at rest, encrypted
+//! under a master key the operator keeps outside the store.
+//!
+//! ```no_run
+//! use keycycle_secret::SecretValue;
+//! use keycycle_store::{MasterKey, SecretStore};
+//!
+//! # fn main() -> Result<(), keycycle_store::StoreError> {
+//! let key = MasterKey::load_file(".keycycle/master.key")?;
+//! let mut store = SecretStore::open(".keycycle/secrets.json", &key)?;
+//! store.set("gitlab/token", &SecretValue::new("glpat-..."))?;
+//! let token = store.get("gitlab/token")?;
+//! # let _ = token;
+//! # Ok(())
+//! # }
+//! ```
+
+mod error;
+mod fs;
+mod key;
+mod secrets;
+
+pub use error::{KeyProblem, StoreError};
+pub use key::{KEY_LEN, MASTER_KEY_ENV, MasterKey};
+pub use secrets::{FORMAT_VERSION, MAX_NAME_LEN, SecretInfo, SecretStore, validate_name};
