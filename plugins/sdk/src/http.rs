@@ -1,0 +1,352 @@
+//! An HTTP client over the host's `http-send`: the only way out of the
+//! sandbox. The host sends the request only to origins granted to the
+//! plugin and follows redirects only through granted origins.
+//!
+//! ```ignore
+//! let response = http::Request::post(format!("{base}/api/tokens"))
+//!     .bearer(&secret("token")?)
+//!     .json(&json!({"name": name}))
+//!     .send()?;
+//! let created: Created = response.json()?;
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::Error;
+use crate::bindings::keycycle::plugin::host;
+use crate::error::describe_json_error;
+
+/// Everything but RFC 3986 unreserved characters is encoded, so a value
+/// means the same to every server whatever its view of `+`, `;` or `/`.
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Percent-encode `value` for use as one URL path segment or query
+/// component.
+pub fn encode(value: &str) -> String {
+    utf8_percent_encode(value, COMPONENT).to_string()
+}
+
+/// An HTTP request being built. Nothing is sent until [`Request::send`].
+///
+/// There is no `Debug`: headers carry credentials.
+pub struct Request {
+    method: String,
+    url: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    /// A body that failed to encode; reported by `send`, so that building
+    /// stays a plain chain of calls.
+    error: Option<Error>,
+}
+
+impl Request {
+    /// A request with any method, such as `"PATCH"` or `"HEAD"`.
+    pub fn new(method: impl Into<String>, url: impl Into<String>) -> Self {
+        Request {
+            method: method.into(),
+            url: url.into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// A `GET` request.
+    pub fn get(url: impl Into<String>) -> Self {
+        Request::new("GET", url)
+    }
+
+    /// A `POST` request.
+    pub fn post(url: impl Into<String>) -> Self {
+        Request::new("POST", url)
+    }
+
+    /// A `PUT` request.
+    pub fn put(url: impl Into<String>) -> Self {
+        Request::new("PUT", url)
+    }
+
+    /// A `PATCH` request.
+    pub fn patch(url: impl Into<String>) -> Self {
+        Request::new("PATCH", url)
+    }
+
+    /// A `DELETE` request.
+    pub fn delete(url: impl Into<String>) -> Self {
+        Request::new("DELETE", url)
+    }
+
+    /// Set the header `name` to `value`, replacing any earlier value
+    /// (header names compare case-insensitively).
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        let name = name.into();
+        self.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(&name));
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Authenticate with `Authorization: Bearer <token>`.
+    pub fn bearer(self, token: &str) -> Self {
+        self.header("Authorization", format!("Bearer {token}"))
+    }
+
+    /// Append the query parameter `key=value`, percent-encoding both.
+    pub fn query(mut self, key: &str, value: &str) -> Self {
+        let (base, fragment) = match self.url.split_once('#') {
+            Some((base, fragment)) => (base.to_owned(), Some(fragment.to_owned())),
+            None => (self.url.clone(), None),
+        };
+        let separator = match base.find('?') {
+            None => "?",
+            Some(_) if base.ends_with('?') || base.ends_with('&') => "",
+            Some(_) => "&",
+        };
+        let mut url = format!("{base}{separator}{}={}", encode(key), encode(value));
+        if let Some(fragment) = fragment {
+            url.push('#');
+            url.push_str(&fragment);
+        }
+        self.url = url;
+        self
+    }
+
+    /// Send `value` as a JSON body with `Content-Type: application/json`.
+    pub fn json<T: Serialize + ?Sized>(mut self, value: &T) -> Self {
+        match serde_json::to_vec(value) {
+            Ok(body) => self.body = body,
+            Err(e) => {
+                self.error = Some(Error::invalid_input(format!(
+                    "the request body for {} cannot be encoded as JSON ({})",
+                    self.method,
+                    describe_json_error(&e)
+                )));
+            }
+        }
+        self.header("Content-Type", "application/json")
+    }
+
+    /// Send `pairs` as an `application/x-www-form-urlencoded` body.
+    pub fn form<K: AsRef<str>, V: AsRef<str>>(mut self, pairs: &[(K, V)]) -> Self {
+        let encoded: Vec<String> = pairs
+            .iter()
+            .map(|(k, v)| format!("{}={}", encode(k.as_ref()), encode(v.as_ref())))
+            .collect();
+        self.body = encoded.join("&").into_bytes();
+        self.header("Content-Type", "application/x-www-form-urlencoded")
+    }
+
+    /// Send `body` as it is; set `Content-Type` with [`Request::header`].
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// The URL as it will be sent, query included.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The body as it will be sent.
+    pub fn body_bytes(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The value of header `name`, compared case-insensitively.
+    pub fn header_value(&self, name: &str) -> Option<&str> {
+        find_header(&self.headers, name)
+    }
+
+    /// Send the request through the host and wait for the answer. Any
+    /// status is an answer: check [`Response::is_success`].
+    ///
+    /// A request the sandbox refuses becomes [`Error::Denied`]; a timeout,
+    /// connection failure or oversized answer becomes [`Error::Provider`]
+    /// with status 0.
+    pub fn send(self) -> Result<Response, Error> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
+        let request = host::HttpRequest {
+            method: self.method,
+            url: self.url,
+            headers: self.headers,
+            body: self.body,
+        };
+        match host::http_send(&request) {
+            Ok(response) => Ok(Response {
+                status: response.status,
+                headers: response.headers,
+                body: response.body,
+            }),
+            Err(error) => Err(error.into()),
+        }
+    }
+}
+
+impl From<host::HttpError> for Error {
+    fn from(error: host::HttpError) -> Self {
+        match error {
+            host::HttpError::Denied(m) => Error::Denied(m),
+            host::HttpError::Timeout(m) => Error::provider(0, format!("request timed out: {m}")),
+            host::HttpError::Transport(m) => Error::provider(0, format!("request failed: {m}")),
+            host::HttpError::TooLarge(m) => {
+                Error::provider(0, format!("response is too large: {m}"))
+            }
+        }
+    }
+}
+
+/// An HTTP answer, whatever its status.
+pub struct Response {
+    /// The HTTP status code.
+    pub status: u16,
+    /// The response headers, in the order received.
+    pub headers: Vec<(String, String)>,
+    /// The response body.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// True for a 2xx status.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The first value of header `name`, compared case-insensitively.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find_header(&self.headers, name)
+    }
+
+    /// The body as text; invalid UTF-8 becomes U+FFFD.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body decoded from JSON into `T`. A body of the wrong shape is a
+    /// provider error carrying this response's status.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            Error::provider(
+                self.status,
+                format!(
+                    "the response body is not the JSON expected ({})",
+                    describe_json_error(&e)
+                ),
+            )
+        })
+    }
+
+    /// The delay a `Retry-After: <seconds>` header asks for. An HTTP-date
+    /// form is not understood and gives `None`.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.header("Retry-After")?
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .map(Duration::from_secs)
+    }
+}
+
+/// Shows the status and body size only: bodies can carry secrets.
+impl fmt::Debug for Response {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Response")
+            .field("status", &self.status)
+            .field("body_len", &self.body.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_is_percent_encoded_and_appended() {
+        let r = Request::get("https://x.test/api/tokens").query("name", "ci [k/1&2=3 ü]");
+        assert_eq!(
+            r.url(),
+            "https://x.test/api/tokens?name=ci%20%5Bk%2F1%262%3D3%20%C3%BC%5D"
+        );
+        let r = r.query("a b", "-._~");
+        assert!(r.url().ends_with("&a%20b=-._~"), "{}", r.url());
+    }
+
+    #[test]
+    fn query_keeps_existing_query_and_fragment() {
+        let r = Request::get("https://x.test/p?x=1#frag").query("y", "2");
+        assert_eq!(r.url(), "https://x.test/p?x=1&y=2#frag");
+        let r = Request::get("https://x.test/p?").query("y", "2");
+        assert_eq!(r.url(), "https://x.test/p?y=2");
+    }
+
+    #[test]
+    fn form_body_and_content_type() {
+        let r = Request::post("https://x.test/").form(&[("grant_type", "a b"), ("x", "1+1")]);
+        assert_eq!(r.body_bytes(), b"grant_type=a%20b&x=1%2B1");
+        assert_eq!(
+            r.header_value("content-type"),
+            Some("application/x-www-form-urlencoded")
+        );
+    }
+
+    #[test]
+    fn json_body_bearer_and_header_replacement() {
+        let r = Request::post("https://x.test/")
+            .header("authorization", "old")
+            .bearer("abc")
+            .json(&serde_json::json!({"name": "n"}));
+        assert_eq!(r.body_bytes(), br#"{"name":"n"}"#);
+        assert_eq!(r.header_value("Authorization"), Some("Bearer abc"));
+        assert_eq!(r.headers.len(), 2);
+    }
+
+    #[test]
+    fn response_helpers() {
+        let r = Response {
+            status: 429,
+            headers: vec![("retry-after".into(), " 7 ".into())],
+            body: br#"{"message":"slow down"}"#.to_vec(),
+        };
+        assert!(!r.is_success());
+        assert_eq!(r.header("Retry-After"), Some(" 7 "));
+        assert_eq!(r.retry_after(), Some(Duration::from_secs(7)));
+        let v: serde_json::Value = r.json().unwrap();
+        assert_eq!(v["message"], "slow down");
+        assert!(format!("{r:?}").contains("429"));
+        assert!(!format!("{r:?}").contains("slow down"));
+    }
+
+    #[test]
+    fn json_errors_do_not_quote_values() {
+        let r = Response {
+            status: 200,
+            headers: vec![],
+            body: br#"{"id":"demo-secret-value"}"#.to_vec(),
+        };
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Id {
+            id: u64,
+        }
+        let err = r.json::<Id>().unwrap_err();
+        assert!(matches!(err, Error::Provider { status: 200, .. }));
+        assert!(!err.to_string().contains("demo-secret-value"), "{err}");
+    }
+}
