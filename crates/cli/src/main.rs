@@ -1,1 +1,265 @@
-fn main() {}
+//! The `keycycle` command line: rotate secrets and API tokens with Rhai
+//! runbooks that call sandboxed WebAssembly plugins.
+
+mod config;
+mod effects;
+mod exit;
+mod inputs;
+mod logging;
+mod plugins_cmd;
+mod run;
+mod secrets_cmd;
+mod sim_cmd;
+mod store;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::exit::Code;
+
+#[derive(Parser)]
+#[command(
+    name = "keycycle",
+    version,
+    about = "Rotate secrets and API tokens with sandboxed plugins and Rhai runbooks",
+    after_help = exit::EXIT_CODES_HELP,
+)]
+struct Cli {
+    /// Config file [default: $KEYCYCLE_CONFIG, else ./keycycle.toml]
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// More logging (-v debug, -vv trace)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Less logging (-q warnings only, -qq errors only)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    quiet: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a runbook
+    #[command(after_help = RUN_HELP)]
+    Run(RunArgs),
+    /// List and inspect the configured plugins
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
+    /// Manage the encrypted secrets store
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+    /// Serve a provider simulator on 127.0.0.1, to rehearse runbooks
+    #[command(after_help = SIM_HELP)]
+    Sim(SimArgs),
+}
+
+const RUN_HELP: &str = "\
+Examples:
+  keycycle run runbooks/demo-rotate.rhai --set name=ci-token
+  keycycle run demo-rotate --dry-run
+  keycycle run gitlab-personal-token --env prod --input new_token=@token.txt --output json
+
+RUNBOOK is a path, or a name looked up in the runbooks folder.
+Without a terminal, prompts are answered with --input NAME=@FILE,
+--input NAME=env:VAR, or (not for secrets) --input NAME=VALUE.";
+
+const SIM_HELP: &str = "\
+Examples:
+  keycycle sim demo --port 8080
+  keycycle sim gitlab --port 8929
+
+The simulator keeps its state in memory and listens on 127.0.0.1 only.
+Its control API (/_sim/...) seeds data and shows the true state.";
+
+#[derive(Args)]
+struct RunArgs {
+    /// The runbook: a path, or a name in the runbooks folder
+    runbook: PathBuf,
+    /// A runbook parameter, readable as params.KEY (repeatable)
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// An answer to a prompt: NAME=@FILE, NAME=env:VAR or NAME=VALUE (repeatable)
+    #[arg(long = "input", value_name = "NAME=SRC")]
+    input: Vec<String>,
+    /// Apply the plugins' overlay for this environment (also params.env)
+    #[arg(long, value_name = "NAME")]
+    env: Option<String>,
+    /// Run read-only operations, and print the changing ones instead of sending them
+    #[arg(long)]
+    dry_run: bool,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum PluginsCommand {
+    /// List the configured plugins and whether they load
+    #[command(after_help = "Example:\n  keycycle plugins list --output json")]
+    List {
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Show a plugin's operations, what it needs, and what it is granted
+    #[command(after_help = "Example:\n  keycycle plugins inspect gitlab --env prod")]
+    Inspect {
+        name: String,
+        #[arg(long, value_name = "NAME")]
+        env: Option<String>,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// Create a new master key file (mode 0600)
+    #[command(after_help = "Example:\n  keycycle secrets init")]
+    Init,
+    /// Store a secret; the value comes from stdin, a file or an environment variable
+    #[command(after_help = "Examples:\n  printf %s \"$TOKEN\" | keycycle secrets set gitlab/token\n  keycycle secrets set gitlab/token --from-file token.txt\n  keycycle secrets set gitlab/token --from-env GITLAB_TOKEN")]
+    Set {
+        name: String,
+        /// Read the value from this file
+        #[arg(long, value_name = "FILE", conflicts_with = "from_env")]
+        from_file: Option<PathBuf>,
+        /// Read the value from this environment variable
+        #[arg(long, value_name = "VAR")]
+        from_env: Option<String>,
+    },
+    /// List stored secret names (never values)
+    #[command(after_help = "Example:\n  keycycle secrets list --output json")]
+    List {
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Remove a secret
+    #[command(after_help = "Example:\n  keycycle secrets rm gitlab/old-token")]
+    Rm { name: String },
+}
+
+#[derive(Args)]
+struct SimArgs {
+    /// Which provider to simulate
+    #[arg(value_enum)]
+    provider: sim_cmd::Provider,
+    /// Port on 127.0.0.1 (0 picks a free one and prints it)
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+}
+
+fn parse_set(items: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for item in items {
+        let Some((k, v)) = item.split_once('=') else {
+            bail!("--set `{item}` must be KEY=VALUE");
+        };
+        if k.is_empty() {
+            bail!("--set `{item}` has an empty KEY");
+        }
+        out.insert(k.to_owned(), v.to_owned());
+    }
+    Ok(out)
+}
+
+async fn dispatch(cli: Cli) -> Result<()> {
+    let load_config = || {
+        let config = config::load(cli.config.as_deref()).context(Code::Config)?;
+        match &config.file {
+            Some(f) => tracing::debug!("using config {}", f.display()),
+            None => tracing::debug!("no config file; using defaults"),
+        }
+        anyhow::Ok(config)
+    };
+    match cli.command {
+        Command::Run(args) => {
+            let params = parse_set(&args.set).context(Code::Config)?;
+            let mut given = BTreeMap::new();
+            for item in &args.input {
+                let (name, source) = inputs::parse_input(item).context(Code::Config)?;
+                given.insert(name, source);
+            }
+            let config = load_config()?;
+            run::run(
+                config,
+                run::RunRequest {
+                    runbook: args.runbook,
+                    params,
+                    inputs: given,
+                    env: args.env,
+                    dry_run: args.dry_run,
+                    json: args.output == Output::Json,
+                },
+            )
+            .await
+        }
+        Command::Plugins(PluginsCommand::List { output }) => {
+            plugins_cmd::list(&load_config()?, output == Output::Json).await
+        }
+        Command::Plugins(PluginsCommand::Inspect { name, env, output }) => {
+            plugins_cmd::inspect(&load_config()?, &name, env.as_deref(), output == Output::Json).await
+        }
+        Command::Secrets(cmd) => {
+            let config = load_config()?;
+            match cmd {
+                SecretsCommand::Init => secrets_cmd::init(&config),
+                SecretsCommand::Set {
+                    name,
+                    from_file,
+                    from_env,
+                } => secrets_cmd::set(&config, &name, from_file.as_deref(), from_env.as_deref()),
+                SecretsCommand::List { output } => secrets_cmd::list(&config, output == Output::Json),
+                SecretsCommand::Rm { name } => secrets_cmd::rm(&config, &name),
+            }
+        }
+        Command::Sim(args) => sim_cmd::serve(args.provider, args.port).await,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.verbose as i8 - cli.quiet as i8);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(Code::Internal.exit_code());
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let code = exit::code_of(&err);
+            // The code's own text is a marker for the exit code, not news.
+            let markers: Vec<String> = Code::ALL.iter().map(|c| c.to_string()).collect();
+            let mut text = String::new();
+            for cause in err.chain().map(|c| c.to_string()).filter(|c| !markers.contains(c)) {
+                if text.is_empty() {
+                    text.push_str(&format!("error: {cause}\n"));
+                } else {
+                    text.push_str(&format!("  caused by: {cause}\n"));
+                }
+            }
+            if text.is_empty() {
+                text = format!("error: {code}\n");
+            }
+            eprint!("{}", keycycle_secret::redact(&text));
+            ExitCode::from(code.exit_code())
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! `keycycle.toml`: where it is found, what it holds, and how per-environment
+//! overlays combine with the base grants.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use keycycle_host::{Grants, Limits};
+use serde::Deserialize;
+
+/// The config file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Journal, secrets store and master key live here.
+    pub state_dir: Option<PathBuf>,
+    /// Runbooks are looked up here, and imports may not leave it.
+    pub runbooks_dir: Option<PathBuf>,
+    /// Precompiled plugins are cached here.
+    pub cache_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub secrets: SecretsSection,
+    #[serde(default)]
+    pub plugins: BTreeMap<String, PluginSection>,
+    #[serde(default)]
+    pub runbooks: BTreeMap<String, RunbookSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsSection {
+    /// The master key file; `KEYCYCLE_MASTER_KEY` takes precedence.
+    pub key_file: Option<PathBuf>,
+    /// The encrypted store file.
+    pub store: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSection {
+    /// The component file (`.wasm`).
+    pub path: PathBuf,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Secret name the plugin asks for → name in the store.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    pub memory_mb: Option<usize>,
+    pub timeout_secs: Option<u64>,
+    pub max_output_kb: Option<usize>,
+    /// Overlays selected with `--env NAME`.
+    #[serde(default)]
+    pub envs: BTreeMap<String, PluginOverlay>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginOverlay {
+    /// Replaces the base list when given.
+    pub hosts: Option<Vec<String>>,
+    /// Merged over the base, key by key.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunbookSection {
+    /// Store names the runbook may read with `secret()` and write with
+    /// `store_secret()`.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+}
+
+/// The config with every path made absolute.
+#[derive(Debug)]
+pub struct Config {
+    pub file: Option<PathBuf>,
+    /// Holds the master key, secrets store and run state by default.
+    #[allow(dead_code)]
+    pub state_dir: PathBuf,
+    pub runbooks_dir: PathBuf,
+    pub cache_dir: PathBuf,
+    pub key_file: PathBuf,
+    pub store_file: PathBuf,
+    pub plugins: BTreeMap<String, PluginSection>,
+    pub runbooks: BTreeMap<String, RunbookSection>,
+}
+
+/// `--config`, then `KEYCYCLE_CONFIG`, then `./keycycle.toml`. A path given
+/// explicitly must exist; the default may be absent.
+pub fn locate(explicit: Option<&Path>) -> Result<Option<PathBuf>> {
+    if let Some(p) = explicit {
+        if !p.is_file() {
+            bail!("config file {} does not exist (given with --config)", p.display());
+        }
+        return Ok(Some(p.to_owned()));
+    }
+    if let Some(p) = std::env::var_os("KEYCYCLE_CONFIG").filter(|v| !v.is_empty()) {
+        let p = PathBuf::from(p);
+        if !p.is_file() {
+            bail!("config file {} does not exist (given with KEYCYCLE_CONFIG)", p.display());
+        }
+        return Ok(Some(p));
+    }
+    let p = PathBuf::from("keycycle.toml");
+    Ok(p.is_file().then_some(p))
+}
+
+pub fn load(explicit: Option<&Path>) -> Result<Config> {
+    let file = locate(explicit)?;
+    let (parsed, base) = match &file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read config file {}", path.display()))?;
+            let parsed: ConfigFile = toml::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
+            let base = path
+                .canonicalize()
+                .with_context(|| format!("cannot resolve {}", path.display()))?
+                .parent()
+                .map(Path::to_owned)
+                .unwrap_or_else(|| PathBuf::from("."));
+            (parsed, base)
+        }
+        None => (ConfigFile::default(), std::env::current_dir()?),
+    };
+    let abs = |p: &Path| if p.is_absolute() { p.to_owned() } else { base.join(p) };
+
+    let state_dir = match &parsed.state_dir {
+        Some(p) => abs(p),
+        None => default_state_dir()?,
+    };
+    let cache_dir = match &parsed.cache_dir {
+        Some(p) => abs(p),
+        None => default_cache_dir().unwrap_or_else(|| state_dir.join("cache")),
+    };
+    let mut plugins = parsed.plugins;
+    for (name, plugin) in plugins.iter_mut() {
+        validate_name(name).with_context(|| format!("[plugins.{name}]"))?;
+        plugin.path = abs(&plugin.path);
+    }
+    Ok(Config {
+        runbooks_dir: parsed.runbooks_dir.as_deref().map(abs).unwrap_or_else(|| base.join("runbooks")),
+        key_file: parsed
+            .secrets
+            .key_file
+            .as_deref()
+            .map(abs)
+            .unwrap_or_else(|| state_dir.join("master.key")),
+        store_file: parsed
+            .secrets
+            .store
+            .as_deref()
+            .map(abs)
+            .unwrap_or_else(|| state_dir.join("secrets.json")),
+        file,
+        state_dir,
+        cache_dir,
+        plugins,
+        runbooks: parsed.runbooks,
+    })
+}
+
+fn validate_name(name: &str) -> Result<()> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        bail!("plugin name `{name}` must be letters, digits, `-` or `_`");
+    }
+    Ok(())
+}
+
+/// `$KEYCYCLE_STATE_DIR`, else `$XDG_STATE_HOME/keycycle`, else
+/// `~/.local/state/keycycle`.
+fn default_state_dir() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("KEYCYCLE_STATE_DIR").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    if let Some(p) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(p).join("keycycle"));
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(home) => Ok(PathBuf::from(home).join(".local/state/keycycle")),
+        None => bail!("cannot find a state directory: set state_dir in keycycle.toml or KEYCYCLE_STATE_DIR"),
+    }
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(p).join("keycycle/plugins"));
+    }
+    std::env::var_os("HOME")
+        .filter(|v| !v.is_empty())
+        .map(|home| PathBuf::from(home).join(".cache/keycycle/plugins"))
+}
+
+impl PluginSection {
+    /// The grants for this plugin, with the `--env` overlay applied.
+    pub fn grants(&self, plugin: &str, env: Option<&str>) -> Result<Grants> {
+        let mut hosts = self.hosts.clone();
+        let mut secrets = self.secrets.clone();
+        let mut config = self.config.clone();
+        if let Some(env) = env {
+            if let Some(overlay) = self.envs.get(env) {
+                if let Some(h) = &overlay.hosts {
+                    hosts = h.clone();
+                }
+                secrets.extend(overlay.secrets.clone());
+                config.extend(overlay.config.clone());
+            }
+        }
+        let defaults = Limits::default();
+        let limits = Limits {
+            memory_bytes: self.memory_mb.map_or(defaults.memory_bytes, |mb| mb << 20),
+            timeout: self.timeout_secs.map_or(defaults.timeout, Duration::from_secs),
+            max_output_bytes: self.max_output_kb.map_or(defaults.max_output_bytes, |kb| kb << 10),
+            ..defaults
+        };
+        if limits.memory_bytes == 0 || limits.timeout.is_zero() {
+            bail!("[plugins.{plugin}]: memory_mb and timeout_secs must be above zero");
+        }
+        Ok(Grants {
+            hosts,
+            secrets,
+            config,
+            limits,
+        })
+    }
+}
+
+impl Config {
+    /// Whether any plugin defines the `--env` name; an unknown name is a
+    /// typo that would silently run against the base config.
+    pub fn check_env(&self, env: &str) -> Result<()> {
+        let known: Vec<&str> = self
+            .plugins
+            .values()
+            .flat_map(|p| p.envs.keys().map(String::as_str))
+            .collect();
+        if !known.contains(&env) {
+            let mut known = known;
+            known.sort_unstable();
+            known.dedup();
+            bail!(
+                "environment `{env}` is not defined by any plugin (defined: {})",
+                if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,248 @@
+//! The runbook engine's effects, carried out by the host: plugin calls in
+//! the sandbox, granted secrets from the store, prompts, time and
+//! randomness. This is where the dry run holds back mutating operations.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use keycycle_contract::{CallContext, PluginDescription, PluginError, Value};
+use keycycle_host::{InvokeError, Plugin};
+use keycycle_runbook::{Answer, EffectError, Effects, LogLevel, Prompt};
+use keycycle_secret::SecretValue;
+use rand::RngCore;
+use serde::Serialize;
+use tokio::runtime::Handle;
+
+use crate::inputs::Inputs;
+use crate::store::StoreAccess;
+
+/// Retries of a non-mutating call that the plugin says may be retried.
+const READ_RETRIES: u32 = 3;
+/// The longest single wait for a retryable error.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
+
+/// A plugin as the run sees it: loaded, or the reason it is not.
+pub enum LoadedPlugin {
+    Ready {
+        plugin: Arc<Plugin>,
+        description: Arc<PluginDescription>,
+    },
+    Refused {
+        message: String,
+        denied: bool,
+    },
+}
+
+/// One plugin call, for the run report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub seq: u64,
+    pub plugin: String,
+    pub operation: String,
+    pub mutates: bool,
+    /// True when a dry run held the call back.
+    pub skipped: bool,
+    /// The input with secrets shown as `***`.
+    pub input: serde_json::Value,
+    pub duration_ms: u64,
+    pub outcome: String,
+}
+
+pub struct HostEffects {
+    pub rt: Handle,
+    pub plugins: BTreeMap<String, LoadedPlugin>,
+    pub store: Arc<StoreAccess>,
+    pub runbook_name: String,
+    /// Store names this runbook may read and write.
+    pub runbook_secrets: Vec<String>,
+    pub inputs: Inputs,
+    pub dry_run: bool,
+    pub run_id: String,
+    pub seq: AtomicU64,
+    pub steps: Mutex<Vec<Step>>,
+}
+
+impl HostEffects {
+    fn record(&self, step: Step) {
+        self.steps.lock().unwrap_or_else(|p| p.into_inner()).push(step);
+    }
+
+    fn check_runbook_grant(&self, name: &str) -> Result<(), EffectError> {
+        if self.runbook_secrets.iter().any(|s| s == name) {
+            return Ok(());
+        }
+        Err(EffectError::Denied(format!(
+            "runbook `{}` is not granted secret `{name}`; grant it in keycycle.toml under [runbooks.{}] secrets = [\"{name}\"]",
+            self.runbook_name, self.runbook_name
+        )))
+    }
+
+    fn placeholder(&self, plugin: &str, operation: &str, secret_outputs: &[String]) -> Value {
+        let mut out = BTreeMap::new();
+        out.insert("dry_run".to_owned(), Value::Bool(true));
+        for field in secret_outputs {
+            let value = SecretValue::new(format!("dry-run-{plugin}-{operation}-{field}-{}", self.run_id));
+            out.insert(field.clone(), Value::Secret(value));
+        }
+        Value::Map(out)
+    }
+}
+
+fn to_effect_error(e: InvokeError) -> EffectError {
+    match e {
+        InvokeError::Plugin {
+            plugin,
+            operation,
+            error,
+        } => EffectError::Plugin {
+            plugin,
+            operation,
+            error,
+        },
+        denied @ InvokeError::Denied { .. } => EffectError::Denied(denied.to_string()),
+        other => EffectError::Failed(other.to_string()),
+    }
+}
+
+impl Effects for HostEffects {
+    fn plugin_names(&self) -> Vec<String> {
+        self.plugins.keys().cloned().collect()
+    }
+
+    fn describe(&self, plugin: &str) -> Result<Arc<PluginDescription>, EffectError> {
+        match self.plugins.get(plugin) {
+            Some(LoadedPlugin::Ready { description, .. }) => Ok(description.clone()),
+            Some(LoadedPlugin::Refused { message, denied: true }) => Err(EffectError::Denied(message.clone())),
+            Some(LoadedPlugin::Refused { message, .. }) => Err(EffectError::Failed(message.clone())),
+            None => Err(EffectError::Failed(format!(
+                "no plugin `{plugin}` is configured (configured: {})",
+                self.plugins.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))),
+        }
+    }
+
+    fn invoke(&self, plugin_name: &str, operation: &str, input: Value) -> Result<Value, EffectError> {
+        let plugin = match self.plugins.get(plugin_name) {
+            Some(LoadedPlugin::Ready { plugin, .. }) => plugin.clone(),
+            _ => return Err(self.describe(plugin_name).err().unwrap_or_else(|| EffectError::Failed(format!("plugin `{plugin_name}` is not loaded")))),
+        };
+        let spec = plugin.description().operation(operation).cloned();
+        let mutates = spec.as_ref().is_some_and(|s| s.mutates);
+        let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        let shown_input = input.to_redacted_json();
+        let started = Instant::now();
+
+        if self.dry_run && mutates {
+            tracing::info!(target: "keycycle", "dry run: would call {plugin_name}.{operation} with {shown_input}");
+            let secret_outputs = spec.map(|s| s.secret_outputs).unwrap_or_default();
+            self.record(Step {
+                seq,
+                plugin: plugin_name.to_owned(),
+                operation: operation.to_owned(),
+                mutates,
+                skipped: true,
+                input: shown_input,
+                duration_ms: 0,
+                outcome: "skipped (dry run)".into(),
+            });
+            return Ok(self.placeholder(plugin_name, operation, &secret_outputs));
+        }
+
+        let ctx = CallContext {
+            run_id: self.run_id.clone(),
+            idempotency_key: format!("{}-{seq}", self.run_id),
+        };
+        let mut attempt = 0;
+        let result = loop {
+            attempt += 1;
+            let result = self.rt.block_on(plugin.invoke(operation, &input, &ctx));
+            match &result {
+                Err(InvokeError::Plugin {
+                    error: PluginError::Retryable { delay_ms, message },
+                    ..
+                }) if !mutates && attempt <= READ_RETRIES => {
+                    let wait = Duration::from_millis(*delay_ms).min(MAX_RETRY_WAIT);
+                    tracing::warn!(target: "keycycle", "{plugin_name}.{operation} asked to retry ({message}); waiting {wait:?}, attempt {attempt} of {READ_RETRIES}");
+                    std::thread::sleep(wait);
+                }
+                _ => break result,
+            }
+        };
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let outcome = match &result {
+            Ok(_) => "ok".to_owned(),
+            Err(InvokeError::Plugin { error, .. }) => format!("error: {}", error.kind()),
+            Err(InvokeError::Denied { .. }) => "error: denied".to_owned(),
+            Err(_) => "error: failed".to_owned(),
+        };
+        if mutates {
+            tracing::info!(target: "keycycle", "{plugin_name}.{operation}: {outcome} ({duration_ms} ms)");
+        } else {
+            tracing::debug!(target: "keycycle", "{plugin_name}.{operation}: {outcome} ({duration_ms} ms)");
+        }
+        self.record(Step {
+            seq,
+            plugin: plugin_name.to_owned(),
+            operation: operation.to_owned(),
+            mutates,
+            skipped: false,
+            input: shown_input,
+            duration_ms,
+            outcome,
+        });
+        result.map_err(to_effect_error)
+    }
+
+    fn secret(&self, name: &str) -> Result<SecretValue, EffectError> {
+        self.check_runbook_grant(name)?;
+        match self.store.get(name) {
+            Ok(Some(v)) => Ok(v),
+            Ok(None) => Err(EffectError::Failed(format!(
+                "secret `{name}` is not in the store; add it with `keycycle secrets set {name}`"
+            ))),
+            Err(e) => Err(EffectError::Failed(format!("{e:#}"))),
+        }
+    }
+
+    fn store_secret(&self, name: &str, value: &SecretValue) -> Result<(), EffectError> {
+        self.check_runbook_grant(name)?;
+        if self.dry_run {
+            tracing::info!(target: "keycycle", "dry run: would store a new value for secret `{name}`");
+            return Ok(());
+        }
+        self.store
+            .with(|s| Ok(s.set(name, value)?))
+            .map_err(|e| EffectError::Failed(format!("cannot store secret `{name}`: {e:#}")))?;
+        tracing::info!(target: "keycycle", "stored a new value for secret `{name}`");
+        Ok(())
+    }
+
+    fn prompt(&self, prompt: &Prompt) -> Result<Answer, EffectError> {
+        self.inputs.answer(prompt)
+    }
+
+    fn now(&self) -> Result<i64, EffectError> {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .map_err(|e| EffectError::Failed(format!("system clock is before 1970: {e}")))
+    }
+
+    fn random_secret(&self, bytes: usize) -> Result<SecretValue, EffectError> {
+        if bytes == 0 || bytes > 1024 {
+            return Err(EffectError::Failed(format!("random_secret({bytes}): size must be 1 to 1024 bytes")));
+        }
+        let mut buf = zeroize::Zeroizing::new(vec![0u8; bytes]);
+        rand::rng().fill_bytes(&mut buf);
+        Ok(SecretValue::new(hex::encode(&*buf)))
+    }
+
+    fn log(&self, level: LogLevel, message: &str) {
+        match level {
+            LogLevel::Info => tracing::info!(target: "runbook", "{message}"),
+            LogLevel::Warn => tracing::warn!(target: "runbook", "{message}"),
+        }
+    }
+}

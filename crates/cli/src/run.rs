@@ -1,0 +1,249 @@
+//! `keycycle run`: load the configured plugins into the sandbox, compile the
+//! runbook whole, then run it with the host's effects.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow};
+use keycycle_host::{Sandbox, SandboxConfig};
+use keycycle_runbook::{ErrorKind, Limits, Runbook, RunbookError};
+use rand::RngCore;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::effects::{HostEffects, LoadedPlugin, Step};
+use crate::exit::Code;
+use crate::inputs::{Inputs, Source};
+use crate::store::StoreAccess;
+
+pub struct RunRequest {
+    pub runbook: PathBuf,
+    pub params: BTreeMap<String, String>,
+    pub inputs: BTreeMap<String, Source>,
+    pub env: Option<String>,
+    pub dry_run: bool,
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    ok: bool,
+    run_id: &'a str,
+    runbook: String,
+    dry_run: bool,
+    duration_ms: u64,
+    steps: Vec<Step>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorReport>,
+}
+
+#[derive(Serialize)]
+struct ErrorReport {
+    kind: &'static str,
+    exit_code: u8,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    line: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    column: Option<usize>,
+}
+
+/// Finds the runbook: a path as given, else `NAME` or `NAME.rhai` in the
+/// runbooks folder.
+pub fn resolve_runbook(config: &Config, given: &Path) -> Result<PathBuf> {
+    if given.is_file() {
+        return Ok(given.to_owned());
+    }
+    for candidate in [config.runbooks_dir.join(given), config.runbooks_dir.join(given).with_extension("rhai")] {
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(anyhow!(
+        "runbook {} not found (looked for it as a path and in {})",
+        given.display(),
+        config.runbooks_dir.display()
+    ))
+    .context(Code::Config)
+}
+
+/// Loads every configured plugin. A plugin that cannot be loaded does not
+/// stop the run; the runbook gets its error if it uses it.
+pub async fn load_plugins(
+    config: &Config,
+    env: Option<&str>,
+    store: Arc<StoreAccess>,
+) -> Result<(Sandbox, BTreeMap<String, LoadedPlugin>)> {
+    let sandbox = Sandbox::new(&SandboxConfig {
+        cache_dir: Some(config.cache_dir.clone()),
+        pooling: true,
+    })
+    .context(Code::Config)?;
+    let mut plugins = BTreeMap::new();
+    for (name, section) in &config.plugins {
+        let grants = section.grants(name, env).context(Code::Config)?;
+        let loaded = match sandbox.load(name, &section.path, &grants, store.clone()).await {
+            Ok(plugin) => {
+                let description = Arc::new(plugin.description().clone());
+                LoadedPlugin::Ready {
+                    plugin: Arc::new(plugin),
+                    description,
+                }
+            }
+            Err(e) => {
+                tracing::debug!(plugin = %name, "plugin not loaded: {e}");
+                LoadedPlugin::Refused {
+                    denied: e.is_denied(),
+                    message: e.to_string(),
+                }
+            }
+        };
+        plugins.insert(name.clone(), loaded);
+    }
+    Ok((sandbox, plugins))
+}
+
+fn code_for(kind: &ErrorKind) -> Code {
+    match kind {
+        ErrorKind::Compile | ErrorKind::Import => Code::RunbookInvalid,
+        ErrorKind::Denied => Code::Denied,
+        ErrorKind::MissingInput => Code::InputRequired,
+        _ => Code::RunbookFailed,
+    }
+}
+
+pub async fn run(config: Config, req: RunRequest) -> Result<()> {
+    let started = Instant::now();
+    if let Some(env) = &req.env {
+        config.check_env(env).context(Code::Config)?;
+    }
+    let path = resolve_runbook(&config, &req.runbook)?;
+    let canonical = path
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", path.display()))
+        .context(Code::Config)?;
+    // Imports stay inside the runbooks folder; a runbook kept elsewhere may
+    // import only from its own folder.
+    let root = match config.runbooks_dir.canonicalize() {
+        Ok(dir) if canonical.starts_with(&dir) => dir,
+        _ => canonical.parent().map(Path::to_owned).unwrap_or_default(),
+    };
+    let runbook_name = canonical
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+
+    let store = Arc::new(StoreAccess::new(&config));
+    let (_sandbox, plugins) = load_plugins(&config, req.env.as_deref(), store.clone()).await?;
+
+    let mut run_id = [0u8; 8];
+    rand::rng().fill_bytes(&mut run_id);
+    let run_id = hex::encode(run_id);
+
+    let mut params = req.params.clone();
+    if let Some(env) = &req.env {
+        params.entry("env".to_owned()).or_insert_with(|| env.clone());
+    }
+    let effects = Arc::new(HostEffects {
+        rt: tokio::runtime::Handle::current(),
+        plugins,
+        store,
+        runbook_secrets: config
+            .runbooks
+            .get(&runbook_name)
+            .map(|r| r.secrets.clone())
+            .unwrap_or_default(),
+        runbook_name: runbook_name.clone(),
+        inputs: Inputs::new(req.inputs),
+        dry_run: req.dry_run,
+        run_id: run_id.clone(),
+        seq: AtomicU64::new(0),
+        steps: Mutex::new(Vec::new()),
+    });
+
+    if req.dry_run {
+        tracing::info!(target: "keycycle", "dry run: operations that change anything will be shown, not sent");
+    }
+    let shown_path = path.display().to_string();
+    let outcome: Result<keycycle_contract::Value, RunbookError> = {
+        let effects = effects.clone();
+        let params = params.clone();
+        let root = root.clone();
+        tokio::task::spawn_blocking(move || {
+            let runbook = Runbook::compile(&path, &root, &params, effects, Limits::default())?;
+            runbook.run()
+        })
+        .await
+        .context("the runbook thread stopped unexpectedly")?
+    };
+
+    let steps = effects.steps.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let changes = steps.iter().filter(|s| s.mutates && !s.skipped).count();
+    let duration_ms = started.elapsed().as_millis() as u64;
+    match outcome {
+        Ok(value) => {
+            let result = value.to_redacted_json();
+            if req.json {
+                print_json(&Report {
+                    ok: true,
+                    run_id: &run_id,
+                    runbook: shown_path,
+                    dry_run: req.dry_run,
+                    duration_ms,
+                    steps,
+                    result: Some(result),
+                    error: None,
+                })?;
+            } else {
+                if !result.is_null() {
+                    println!("{}", keycycle_secret::redact(&serde_json::to_string_pretty(&result)?));
+                }
+                eprintln!(
+                    "{}",
+                    keycycle_secret::redact(&format!(
+                        "runbook {runbook_name} finished: {} plugin calls, {changes} changes{} ({duration_ms} ms)",
+                        steps.len(),
+                        if req.dry_run { ", dry run" } else { "" },
+                    ))
+                );
+            }
+            Ok(())
+        }
+        Err(e) => {
+            let code = code_for(&e.kind);
+            if req.json {
+                print_json(&Report {
+                    ok: false,
+                    run_id: &run_id,
+                    runbook: shown_path,
+                    dry_run: req.dry_run,
+                    duration_ms,
+                    steps,
+                    result: None,
+                    error: Some(ErrorReport {
+                        kind: code.word(),
+                        exit_code: code.exit_code(),
+                        message: e.to_string(),
+                        file: Some(e.file.display().to_string()),
+                        line: e.line,
+                        column: e.column,
+                    }),
+                })?;
+            }
+            Err(anyhow::Error::new(e).context(code))
+        }
+    }
+}
+
+fn print_json(report: &impl Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(report)?;
+    println!("{}", keycycle_secret::redact(&text));
+    Ok(())
+}

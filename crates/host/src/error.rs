@@ -1,0 +1,76 @@
+//! Errors of the sandbox. Every message names the plugin, and for calls the
+//! operation, so an operator can tell which of several plugins misbehaved.
+
+use std::path::PathBuf;
+
+use keycycle_contract::PluginError;
+
+/// Loading a plugin failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("cannot read plugin `{plugin}` from {path}: {source}")]
+    Read {
+        plugin: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("plugin `{plugin}` ({path}) is not a valid WebAssembly component: {message}")]
+    Invalid {
+        plugin: String,
+        path: PathBuf,
+        message: String,
+    },
+    #[error(
+        "plugin `{plugin}` is refused: it imports {import}, which the sandbox does not provide \
+         (plugins may import only keycycle:plugin/host, clocks, random and discarded stdio)"
+    )]
+    ForbiddenImport { plugin: String, import: String },
+    #[error("plugin `{plugin}` failed to describe itself: {message}")]
+    Describe { plugin: String, message: String },
+    #[error("plugin `{plugin}`: {message}")]
+    Grant { plugin: String, message: String },
+    #[error("sandbox setup failed: {0}")]
+    Setup(String),
+    #[error("plugin cache {path}: {message}")]
+    Cache { path: PathBuf, message: String },
+}
+
+impl HostError {
+    /// True when the operator's grants or the sandbox rules refused the
+    /// plugin, as opposed to the plugin being broken.
+    pub fn is_denied(&self) -> bool {
+        matches!(self, HostError::ForbiddenImport { .. })
+    }
+}
+
+/// One operation call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    /// The plugin ran and returned a typed error.
+    #[error("plugin `{plugin}` operation `{operation}`: {error}")]
+    Plugin {
+        plugin: String,
+        operation: String,
+        error: PluginError,
+    },
+    /// The sandbox refused something the plugin tried.
+    #[error("plugin `{plugin}` operation `{operation}` was denied: {what}")]
+    Denied {
+        plugin: String,
+        operation: String,
+        what: String,
+    },
+    /// The plugin trapped, ran out of time or memory, or broke a limit.
+    #[error("plugin `{plugin}` operation `{operation}` failed: {reason}")]
+    Aborted {
+        plugin: String,
+        operation: String,
+        reason: String,
+    },
+    #[error("plugin `{plugin}` has no operation `{operation}`; it has: {known}")]
+    UnknownOperation {
+        plugin: String,
+        operation: String,
+        known: String,
+    },
+}

@@ -1,0 +1,56 @@
+//! The import allowlist. A component is refused at load time if it imports
+//! anything beyond the host interface and the minimal WASI that a Rust std
+//! guest links: clocks, random, and stdio that the host discards. Files,
+//! sockets, `wasi:http` and anything unknown never reach instantiation.
+
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// Interface names (without version) a plugin may import.
+pub const ALLOWED_IMPORTS: &[&str] = &[
+    "keycycle:plugin/host",
+    "keycycle:plugin/types",
+    // A std guest imports the environment even when it never reads it (the
+    // panic path looks up RUST_BACKTRACE); the host gives it an empty one.
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+    "wasi:clocks/monotonic-clock",
+    "wasi:clocks/wall-clock",
+    "wasi:random/random",
+    "wasi:random/insecure",
+    "wasi:random/insecure-seed",
+];
+
+/// The only version of the host contract this host speaks.
+const CONTRACT_VERSION: &str = "0.1";
+
+/// The first import that is not allowed, if any.
+pub(crate) fn forbidden_import(engine: &Engine, component: &Component) -> Option<String> {
+    let ty = component.component_type();
+    for (name, _) in ty.imports(engine) {
+        let (interface, version) = match name.split_once('@') {
+            Some((i, v)) => (i, Some(v)),
+            None => (name, None),
+        };
+        if !ALLOWED_IMPORTS.contains(&interface) {
+            return Some(name.to_owned());
+        }
+        if interface.starts_with("keycycle:plugin/")
+            && !version.is_some_and(|v| v == CONTRACT_VERSION || v.starts_with(&format!("{CONTRACT_VERSION}.")))
+        {
+            return Some(format!("{name} (this host speaks keycycle:plugin@{CONTRACT_VERSION}.x)"));
+        }
+    }
+    None
+}

@@ -1,0 +1,21 @@
+//! The capability sandbox: loads rotation plugins (WebAssembly components),
+//! checks what they import, and runs their operations with only the network
+//! origins, secrets and config the operator granted.
+//!
+//! Invariant: this crate knows nothing about Rhai or runbooks. It offers
+//! [`Sandbox::load`] and [`Plugin::invoke`]; who calls them, and why, is not
+//! its business.
+
+mod bindings;
+mod cache;
+mod error;
+mod grants;
+mod http;
+mod imports;
+mod sandbox;
+mod state;
+
+pub use error::{HostError, InvokeError};
+pub use grants::{Grants, Limits, SecretSource};
+pub use imports::ALLOWED_IMPORTS;
+pub use sandbox::{Plugin, Sandbox, SandboxConfig};

@@ -1,0 +1,462 @@
+//! The engine, the linker, and loaded plugins. One [`Sandbox`] serves a whole
+//! process; each [`Plugin::invoke`] gets a fresh `Store` with its own memory
+//! cap, epoch deadline and outer timeout, so a plugin that misbehaves fails
+//! that one call and the host goes on.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use keycycle_contract::{
+    CallContext, FieldSpec, OperationSpec, PluginDescription, PluginError, Value,
+};
+use sha2::{Digest, Sha256};
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+
+use crate::bindings::{self, PluginPre, types};
+use crate::cache::Cache;
+use crate::error::{HostError, InvokeError};
+use crate::grants::{Effective, Grants, SecretSource};
+use crate::http::PluginHttp;
+use crate::imports;
+use crate::state::{CallState, HostAbort, PluginEnv};
+
+/// How often the epoch ticks; deadlines are counted in ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Grace beyond a call's own timeout before the outer tokio timeout fires.
+/// Epochs stop guest code; the outer timeout stops a call stuck in a host
+/// function, which epochs cannot interrupt.
+const OUTER_GRACE: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// Where precompiled components are kept. `None` compiles every time.
+    pub cache_dir: Option<PathBuf>,
+    /// Use the pooling instance allocator (fast instantiation). Falls back
+    /// to on-demand allocation if the machine cannot reserve the pool.
+    pub pooling: bool,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> SandboxConfig {
+        SandboxConfig {
+            cache_dir: None,
+            pooling: true,
+        }
+    }
+}
+
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<CallState>,
+    cache: Option<Cache>,
+    ticker: Ticker,
+}
+
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn engine_config(pooling: bool) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config.max_wasm_stack(512 << 10);
+    if pooling {
+        let mut pool = PoolingAllocationConfig::default();
+        // A CLI runs a handful of calls at once; keep the reservation small.
+        pool.total_component_instances(64);
+        pool.total_core_instances(256);
+        pool.total_memories(64);
+        pool.total_tables(128);
+        pool.max_memories_per_component(4);
+        pool.max_tables_per_component(8);
+        pool.max_core_instances_per_component(32);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    config
+}
+
+impl Sandbox {
+    pub fn new(config: &SandboxConfig) -> Result<Sandbox, HostError> {
+        let engine = match Engine::new(&engine_config(config.pooling)) {
+            Ok(e) => e,
+            Err(e) if config.pooling => {
+                tracing::debug!(error = %e, "pooling allocator unavailable; using on-demand allocation");
+                Engine::new(&engine_config(false)).map_err(|e| HostError::Setup(e.to_string()))?
+            }
+            Err(e) => return Err(HostError::Setup(e.to_string())),
+        };
+        let mut linker = Linker::<CallState>::new(&engine);
+        // Links all of WASI p2 so that std's imports resolve; the import
+        // check refuses any component that asks for more than the
+        // allowlist before it reaches this linker, and the per-call
+        // `WasiCtx` grants no files, environment or sockets.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| HostError::Setup(e.to_string()))?;
+        bindings::Plugin::add_to_linker::<CallState, HasSelf<CallState>>(&mut linker, |s| s)
+            .map_err(|e| HostError::Setup(e.to_string()))?;
+
+        let cache = match &config.cache_dir {
+            Some(dir) => Some(Cache::open(dir, &engine)?),
+            None => None,
+        };
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let handle = {
+            let engine = engine.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("keycycle-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| HostError::Setup(format!("cannot start epoch thread: {e}")))?
+        };
+        Ok(Sandbox {
+            engine,
+            linker,
+            cache,
+            ticker: Ticker {
+                stop,
+                handle: Some(handle),
+            },
+        })
+    }
+
+    /// Reads, checks, compiles (or loads from the cache) and describes a
+    /// plugin, then computes its effective grants.
+    pub async fn load(
+        &self,
+        name: &str,
+        path: &Path,
+        grants: &Grants,
+        secrets: Arc<dyn SecretSource>,
+    ) -> Result<Plugin, HostError> {
+        let _ = &self.ticker;
+        let wasm = std::fs::read(path).map_err(|source| HostError::Read {
+            plugin: name.to_owned(),
+            path: path.to_owned(),
+            source,
+        })?;
+        let sha256 = hex::encode(Sha256::digest(&wasm));
+        let invalid = |e: wasmtime::Error| HostError::Invalid {
+            plugin: name.to_owned(),
+            path: path.to_owned(),
+            message: format!("{e:#}"),
+        };
+        let (component, compiled) = match &self.cache {
+            Some(cache) => cache.load_or_compile(&self.engine, &sha256, &wasm).map_err(invalid)?,
+            None => (
+                wasmtime::component::Component::from_binary(&self.engine, &wasm).map_err(invalid)?,
+                true,
+            ),
+        };
+        tracing::debug!(plugin = name, %sha256, compiled, "plugin loaded");
+        if let Some(import) = imports::forbidden_import(&self.engine, &component) {
+            return Err(HostError::ForbiddenImport {
+                plugin: name.to_owned(),
+                import,
+            });
+        }
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(invalid)?;
+        let pre = PluginPre::new(instance_pre).map_err(invalid)?;
+
+        // Describe runs with no grants at all: a plugin cannot use the
+        // network or secrets to decide what it claims to need.
+        let describe_env = Arc::new(PluginEnv {
+            name: name.to_owned(),
+            http: None,
+            secrets: Default::default(),
+            source: secrets.clone(),
+            limits: grants.limits.clone(),
+        });
+        let description = describe(&self.engine, &pre, describe_env)
+            .await
+            .map_err(|message| HostError::Describe {
+                plugin: name.to_owned(),
+                message,
+            })?;
+
+        let effective = Effective::compute(&description, grants).map_err(|message| HostError::Grant {
+            plugin: name.to_owned(),
+            message,
+        })?;
+        for gap in &effective.unmatched {
+            tracing::debug!(plugin = name, "{gap}");
+        }
+        let http = if effective.origins.is_empty() {
+            None
+        } else {
+            Some(PluginHttp::new(&effective, grants.limits.timeout).map_err(|message| {
+                HostError::Setup(message)
+            })?)
+        };
+        let env = Arc::new(PluginEnv {
+            name: name.to_owned(),
+            http,
+            secrets: effective.secrets.clone(),
+            source: secrets,
+            limits: grants.limits.clone(),
+        });
+        Ok(Plugin {
+            name: name.to_owned(),
+            path: path.to_owned(),
+            sha256,
+            compiled,
+            description,
+            effective,
+            engine: self.engine.clone(),
+            pre,
+            env,
+        })
+    }
+}
+
+/// A loaded, checked plugin, ready to be invoked any number of times.
+pub struct Plugin {
+    name: String,
+    path: PathBuf,
+    sha256: String,
+    compiled: bool,
+    description: PluginDescription,
+    effective: Effective,
+    engine: Engine,
+    pre: PluginPre<CallState>,
+    env: Arc<PluginEnv>,
+}
+
+impl Plugin {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Hex sha256 of the component file.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// True when this load compiled the component (a cache miss).
+    pub fn was_compiled(&self) -> bool {
+        self.compiled
+    }
+
+    pub fn description(&self) -> &PluginDescription {
+        &self.description
+    }
+
+    /// Effective origins, as `scheme://host:port`.
+    pub fn effective_hosts(&self) -> Vec<String> {
+        self.effective.origins.iter().map(|o| o.to_string()).collect()
+    }
+
+    /// Effective secrets: plugin name → store name.
+    pub fn effective_secrets(&self) -> Vec<(String, String)> {
+        self.effective.secrets.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    pub fn effective_config_keys(&self) -> Vec<String> {
+        self.effective.config.keys().cloned().collect()
+    }
+
+    /// Declared rights that were not granted, and grants the plugin does
+    /// not declare.
+    pub fn unmatched(&self) -> &[String] {
+        &self.effective.unmatched
+    }
+
+    /// Runs one operation in a fresh store.
+    pub async fn invoke(
+        &self,
+        operation: &str,
+        input: &Value,
+        ctx: &CallContext,
+    ) -> Result<Value, InvokeError> {
+        let Some(spec) = self.description.operation(operation) else {
+            return Err(InvokeError::UnknownOperation {
+                plugin: self.name.clone(),
+                operation: operation.to_owned(),
+                known: self
+                    .description
+                    .operations
+                    .iter()
+                    .map(|o| o.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        };
+        let aborted = |reason: String| InvokeError::Aborted {
+            plugin: self.name.clone(),
+            operation: operation.to_owned(),
+            reason,
+        };
+        let limits = &self.env.limits;
+        let mut store = new_store(&self.engine, self.env.clone(), operation, limits.timeout);
+        let wit_ctx = types::CallContext {
+            run_id: ctx.run_id.clone(),
+            idempotency_key: ctx.idempotency_key.clone(),
+            config: self.effective.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        };
+        let input_json = input.to_plugin_json();
+        let call = async {
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            instance
+                .call_invoke(&mut store, &wit_ctx, operation, &input_json)
+                .await
+        };
+        let outcome = tokio::time::timeout(limits.timeout + OUTER_GRACE, call).await;
+        let state = store.data();
+        if let Some(what) = state.denials.first() {
+            return Err(InvokeError::Denied {
+                plugin: self.name.clone(),
+                operation: operation.to_owned(),
+                what: what.clone(),
+            });
+        }
+        let result = match outcome {
+            Err(_) => return Err(aborted(timeout_text(limits.timeout))),
+            Ok(Err(trap)) => return Err(aborted(explain_trap(&trap, state, limits))),
+            Ok(Ok(result)) => result,
+        };
+        match result {
+            Ok(output) => {
+                if output.len() > limits.max_output_bytes {
+                    return Err(aborted(format!(
+                        "it returned {} bytes of output, over the limit of {} bytes",
+                        output.len(),
+                        limits.max_output_bytes
+                    )));
+                }
+                Value::from_plugin_json(&output, &spec.secret_outputs).map_err(|e| aborted(e.to_string()))
+            }
+            Err(e) => Err(InvokeError::Plugin {
+                plugin: self.name.clone(),
+                operation: operation.to_owned(),
+                error: plugin_error(e),
+            }),
+        }
+    }
+}
+
+fn new_store(engine: &Engine, env: Arc<PluginEnv>, operation: &str, timeout: Duration) -> Store<CallState> {
+    let mut store = Store::new(engine, CallState::new(env, operation));
+    store.limiter(|s| &mut s.limiter);
+    let ticks = (timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+    store.set_epoch_deadline(ticks);
+    store.epoch_deadline_trap();
+    store
+}
+
+async fn describe(
+    engine: &Engine,
+    pre: &PluginPre<CallState>,
+    env: Arc<PluginEnv>,
+) -> Result<PluginDescription, String> {
+    let limits = env.limits.clone();
+    let mut store = new_store(engine, env, "describe", limits.timeout);
+    let call = async {
+        let instance = pre.instantiate_async(&mut store).await?;
+        instance.call_describe(&mut store).await
+    };
+    match tokio::time::timeout(limits.timeout + OUTER_GRACE, call).await {
+        Err(_) => Err(timeout_text(limits.timeout)),
+        Ok(Err(trap)) => Err(explain_trap(&trap, store.data(), &limits)),
+        Ok(Ok(d)) => Ok(convert_description(d)),
+    }
+}
+
+fn convert_description(d: types::Description) -> PluginDescription {
+    PluginDescription {
+        name: d.name,
+        version: d.version,
+        operations: d
+            .operations
+            .into_iter()
+            .map(|op| OperationSpec {
+                name: op.name,
+                doc: op.doc,
+                inputs: op
+                    .inputs
+                    .into_iter()
+                    .map(|f| FieldSpec {
+                        name: f.name,
+                        doc: f.doc,
+                        required: f.required,
+                    })
+                    .collect(),
+                secret_outputs: op.secret_outputs,
+                mutates: op.mutates,
+                recover_with: op.recover_with,
+            })
+            .collect(),
+        hosts: d.hosts,
+        secrets: d.secrets,
+        config: d.config,
+    }
+}
+
+fn plugin_error(e: types::PluginError) -> PluginError {
+    match e {
+        types::PluginError::Provider(p) => PluginError::Provider {
+            status: p.status,
+            message: p.message,
+        },
+        types::PluginError::Denied(m) => PluginError::Denied(m),
+        types::PluginError::InvalidInput(m) => PluginError::InvalidInput(m),
+        types::PluginError::Retryable(r) => PluginError::Retryable {
+            delay_ms: r.delay_ms,
+            message: r.message,
+        },
+    }
+}
+
+fn timeout_text(timeout: Duration) -> String {
+    format!("it ran longer than its time limit of {:?} and was stopped", timeout)
+}
+
+/// An operator-facing reason for a trap, rather than wasmtime's backtrace.
+fn explain_trap(err: &wasmtime::Error, state: &CallState, limits: &crate::grants::Limits) -> String {
+    if let Some(abort) = err.downcast_ref::<HostAbort>() {
+        return abort.0.clone();
+    }
+    if state.limiter.memory_refused {
+        return format!(
+            "it tried to use more than its memory limit of {} MiB and was stopped",
+            limits.memory_bytes >> 20
+        );
+    }
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => timeout_text(limits.timeout),
+        Some(Trap::StackOverflow) => "it overflowed its stack and was stopped".to_owned(),
+        Some(Trap::UnreachableCodeReached) => {
+            "it panicked (the WebAssembly `unreachable` instruction was reached)".to_owned()
+        }
+        Some(trap) => format!("it trapped: {trap}"),
+        None => {
+            let text = format!("{err:#}");
+            let first = text.lines().next().unwrap_or("unknown failure").to_owned();
+            format!("it failed: {first}")
+        }
+    }
+}

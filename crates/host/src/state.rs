@@ -1,0 +1,229 @@
+//! The per-call store data: a fresh WASI context with nothing in it, the
+//! memory limiter, and the host interface a plugin imports. Nothing here
+//! outlives one call, so no state survives from one run or team to the next.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use keycycle_secret::SecretValue;
+use wasmtime::component::ResourceTable;
+use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::{host, types};
+use crate::grants::{Limits, SecretSource};
+use crate::http::{Failure, PluginHttp, Request};
+
+/// What a call may use: shared by all calls of one loaded plugin.
+pub(crate) struct PluginEnv {
+    pub name: String,
+    pub http: Option<PluginHttp>,
+    /// Plugin secret name → store name.
+    pub secrets: BTreeMap<String, String>,
+    pub source: Arc<dyn SecretSource>,
+    pub limits: Limits,
+}
+
+/// Wraps [`StoreLimits`] to remember that it refused a memory grow, so the
+/// resulting trap can be reported as what it is.
+pub(crate) struct Limiter {
+    inner: StoreLimits,
+    pub memory_refused: bool,
+}
+
+impl Limiter {
+    fn new(memory_bytes: usize) -> Limiter {
+        Limiter {
+            inner: StoreLimitsBuilder::new()
+                .memory_size(memory_bytes)
+                .table_elements(100_000)
+                .instances(32)
+                .tables(64)
+                .memories(8)
+                .trap_on_grow_failure(true)
+                .build(),
+            memory_refused: false,
+        }
+    }
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let r = self.inner.memory_growing(current, desired, maximum);
+        if !matches!(r, Ok(true)) {
+            self.memory_refused = true;
+        }
+        r
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
+}
+
+/// Why a host function stopped the guest.
+#[derive(Debug)]
+pub(crate) struct HostAbort(pub String);
+
+impl std::fmt::Display for HostAbort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for HostAbort {}
+
+pub(crate) struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub limiter: Limiter,
+    env: Arc<PluginEnv>,
+    pub operation: String,
+    /// What the sandbox refused during this call. The host's record wins
+    /// over whatever the plugin reports, so a plugin cannot hide a denial.
+    pub denials: Vec<String>,
+    log_lines: usize,
+    log_bytes: usize,
+    http_budget: usize,
+}
+
+impl CallState {
+    pub fn new(env: Arc<PluginEnv>, operation: &str) -> CallState {
+        // The default context: stdin closed, stdout and stderr discarded, no
+        // environment, no arguments, no preopened directories, and (in
+        // wasmtime 48) no TCP, no UDP, no name lookup.
+        let wasi = WasiCtx::builder().build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(1_000);
+        CallState {
+            wasi,
+            table,
+            limiter: Limiter::new(env.limits.memory_bytes),
+            operation: operation.to_owned(),
+            denials: Vec::new(),
+            log_lines: 0,
+            log_bytes: 0,
+            http_budget: env.limits.max_http_requests,
+            env,
+        }
+    }
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for CallState {}
+
+impl host::Host for CallState {
+    async fn http_send(
+        &mut self,
+        request: host::HttpRequest,
+    ) -> wasmtime::Result<Result<host::HttpResponse, host::HttpError>> {
+        let Some(http) = &self.env.http else {
+            let what = "the plugin has no granted hosts".to_owned();
+            self.denials.push(what.clone());
+            return Ok(Err(host::HttpError::Denied(what)));
+        };
+        let req = Request {
+            method: request.method,
+            url: request.url,
+            headers: request.headers,
+            body: request.body,
+        };
+        let method = req.method.clone();
+        tracing::debug!(plugin = %self.env.name, operation = %self.operation, %method, "plugin HTTP request");
+        let result = http
+            .send(req, self.env.limits.max_response_bytes, &mut self.http_budget)
+            .await;
+        Ok(match result {
+            Ok(resp) => Ok(host::HttpResponse {
+                status: resp.status,
+                headers: resp.headers,
+                body: resp.body,
+            }),
+            Err(Failure::Denied(what)) => {
+                self.denials.push(what.clone());
+                Err(host::HttpError::Denied(what))
+            }
+            Err(Failure::Timeout(m)) => Err(host::HttpError::Timeout(m)),
+            Err(Failure::Transport(m)) => Err(host::HttpError::Transport(m)),
+            Err(Failure::TooLarge(m)) => Err(host::HttpError::TooLarge(m)),
+        })
+    }
+
+    async fn secret(&mut self, name: String) -> wasmtime::Result<Result<String, String>> {
+        let Some(store_name) = self.env.secrets.get(&name) else {
+            let granted: Vec<&str> = self.env.secrets.keys().map(String::as_str).collect();
+            let what = format!(
+                "secret `{name}` is not granted (granted: {})",
+                if granted.is_empty() { "none".to_owned() } else { granted.join(", ") }
+            );
+            self.denials.push(what.clone());
+            return Ok(Err(what));
+        };
+        match self.env.source.get(store_name) {
+            Ok(Some(value)) => Ok(Ok(expose_owned(&value))),
+            Ok(None) => Ok(Err(format!(
+                "secret `{name}` is granted as `{store_name}`, but the store has no `{store_name}`; add it with `keycycle secrets set {store_name}`"
+            ))),
+            Err(e) => Ok(Err(format!("secret `{name}` could not be read: {e}"))),
+        }
+    }
+
+    async fn log(&mut self, level: host::Level, message: String) -> wasmtime::Result<()> {
+        self.log_lines += 1;
+        self.log_bytes += message.len();
+        let limits = &self.env.limits;
+        if self.log_lines > limits.max_log_lines || self.log_bytes > limits.max_log_bytes {
+            return Err(wasmtime::Error::new(HostAbort(format!(
+                "it logged more than the limit of {} lines or {} bytes in one call",
+                limits.max_log_lines, limits.max_log_bytes
+            ))));
+        }
+        let plugin = self.env.name.as_str();
+        let operation = self.operation.as_str();
+        // The tracing writer masks secret values in every line.
+        match level {
+            host::Level::Trace => tracing::trace!(target: "plugin", plugin, operation, "{message}"),
+            host::Level::Debug => tracing::debug!(target: "plugin", plugin, operation, "{message}"),
+            host::Level::Info => tracing::info!(target: "plugin", plugin, operation, "{message}"),
+            host::Level::Warn => tracing::warn!(target: "plugin", plugin, operation, "{message}"),
+            host::Level::Error => tracing::error!(target: "plugin", plugin, operation, "{message}"),
+        }
+        Ok(())
+    }
+}
+
+/// The clear value, copied out for the guest. The guest's copy lives in its
+/// linear memory, which is discarded with the store at the end of the call.
+fn expose_owned(value: &SecretValue) -> String {
+    value.expose().to_owned()
+}
