@@ -1,0 +1,400 @@
+//! The sandboxed Rhai engine: how it is configured, how a runbook and its
+//! imports are compiled before anything runs, and how a run is driven and
+//! its errors reported.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use keycycle_contract::Value;
+use keycycle_secret::redact;
+use rhai::packages::{
+    BasicArrayPackage, BasicMapPackage, BasicMathPackage, BitFieldPackage, CorePackage,
+    LogicPackage, MoreStringPackage, Package,
+};
+use rhai::{AST, Dynamic, Engine, OptimizationLevel, Position, Scope};
+use sha2::{Digest, Sha256};
+
+use crate::api::{self, Host};
+use crate::effects::{Effects, LogLevel};
+use crate::error::{ErrorContext, ErrorKind, RunbookError};
+use crate::resolver::{self, CompiledModule, ConfinedResolver, ResolverState};
+use crate::value::{Terminate, to_value};
+
+/// Variables in scope at once. Not in [`Limits`]: the operation and size
+/// limits already bound a runbook's memory; this only stops a runaway
+/// `let` generator early.
+pub const MAX_VARIABLES: usize = 10_000;
+/// Functions a runbook (with its imports) may define.
+pub const MAX_FUNCTIONS: usize = 1_000;
+/// `import` statements executed in one run (a module imported inside a
+/// function counts each time the function runs).
+pub const MAX_MODULE_LOADS: usize = 1_000;
+/// How many operations pass between two looks at the wall clock.
+const CLOCK_EVERY_OPS: u64 = 64;
+
+/// Resource limits for one runbook. Every Rhai limit is off by default;
+/// these are all set on the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Rhai operations in one run (roughly: expressions evaluated).
+    pub max_operations: u64,
+    /// Nested function calls.
+    pub max_call_levels: usize,
+    /// Nesting of one expression, checked at compile time.
+    pub max_expr_depth: usize,
+    /// Bytes in one string.
+    pub max_string_size: usize,
+    /// Items in one array (nested arrays count in full).
+    pub max_array_size: usize,
+    /// Entries in one object map (nested maps count in full).
+    pub max_map_size: usize,
+    /// Time from the start of `run` to its end, prompts included.
+    pub wall_time: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_operations: 5_000_000,
+            max_call_levels: 32,
+            max_expr_depth: 64,
+            max_string_size: 1 << 20,
+            max_array_size: 10_000,
+            max_map_size: 10_000,
+            wall_time: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// The deadline of the run in progress, read by the progress callback.
+#[derive(Default)]
+struct Clock {
+    deadline: Mutex<Option<Instant>>,
+}
+
+impl Clock {
+    fn set(&self, deadline: Option<Instant>) {
+        *self.deadline.lock().unwrap_or_else(PoisonError::into_inner) = deadline;
+    }
+
+    fn passed(&self) -> bool {
+        self.deadline
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|d| Instant::now() >= d)
+    }
+}
+
+/// A compiled runbook: its source and every file it imports are parsed and
+/// checked, and its plugins described; nothing has run yet.
+pub struct Runbook {
+    path: PathBuf,
+    engine: Engine,
+    ast: AST,
+    params: rhai::Map,
+    sha256: [u8; 32],
+    limits: Limits,
+    clock: Arc<Clock>,
+    modules: Arc<ResolverState>,
+    errors: ErrorContext,
+    /// Runs of one runbook share the clock and module cache, so they take
+    /// turns.
+    running: Mutex<()>,
+}
+
+impl std::fmt::Debug for Runbook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runbook")
+            .field("path", &self.path)
+            .field("sha256", &hex::encode(self.sha256))
+            .field("imports", &self.errors.modules.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runbook {
+    /// Compiles the runbook at `path` and, before any side effect, every
+    /// file it imports (found at compile time, confined to
+    /// `runbooks_root`). Then describes every configured plugin, so their
+    /// operations become methods. `params` are the `--set key=value` pairs.
+    pub fn compile(
+        path: &Path,
+        runbooks_root: &Path,
+        params: &BTreeMap<String, String>,
+        effects: Arc<dyn Effects>,
+        limits: Limits,
+    ) -> Result<Runbook, RunbookError> {
+        let mut errors = ErrorContext {
+            main_file: path.to_path_buf(),
+            modules: BTreeMap::new(),
+            sources: BTreeMap::new(),
+            limits: limits.clone(),
+        };
+        let source = read_source(path)?;
+        let root_canonical = runbooks_root.canonicalize().map_err(|err| {
+            RunbookError::new(
+                ErrorKind::Import,
+                format!(
+                    "runbooks folder {} cannot be opened: {err}",
+                    runbooks_root.display()
+                ),
+                path,
+                Position::NONE,
+            )
+        })?;
+
+        let clock = Arc::new(Clock::default());
+        let mut engine = new_engine(&limits, &effects, &clock);
+        let params_map: rhai::Map = params
+            .iter()
+            .map(|(k, v)| (k.into(), Dynamic::from(v.clone())))
+            .collect();
+        // At compile time `params` is an ordinary variable: that satisfies
+        // strict variables without letting the optimizer fold the map into
+        // the AST (Rhai panics on `params.x = ..` over a folded constant).
+        // At run time it is a constant.
+        let mut scope = Scope::new();
+        scope.push("params", params_map.clone());
+
+        let main_name = source_name(path);
+        let mut ast = engine
+            .compile_with_scope(&scope, &source)
+            .map_err(|err| errors.parse_error(&err, path))?;
+        ast.set_source(main_name.as_str());
+        let mut hasher = Sha256::new();
+        hasher.update(source.as_bytes());
+        errors.sources.insert(main_name, source);
+
+        // Breadth-first over the import graph; `modules` doubles as the
+        // visited set, so shared imports and cycles are compiled once.
+        let mut modules: BTreeMap<String, CompiledModule> = BTreeMap::new();
+        let mut pending: VecDeque<(PathBuf, Vec<resolver::ImportSite>)> = VecDeque::new();
+        pending.push_back((path.to_path_buf(), resolver::imports_of(&ast)));
+        while let Some((importer, sites)) = pending.pop_front() {
+            for site in sites {
+                let Some(import) = site.path else {
+                    return Err(RunbookError::new(
+                        ErrorKind::Import,
+                        "import paths must be string literals, so every import is checked \
+                         before the runbook runs",
+                        &importer,
+                        site.pos,
+                    ));
+                };
+                if modules.contains_key(&import) {
+                    continue;
+                }
+                let located =
+                    resolver::locate(runbooks_root, &root_canonical, &import).map_err(|why| {
+                        RunbookError::new(ErrorKind::Import, why, &importer, site.pos)
+                    })?;
+                let text = read_source(&located.canonical).map_err(|mut err| {
+                    err.file.clone_from(&located.display);
+                    err
+                })?;
+                let name = source_name(&located.display);
+                let mut module_ast = engine
+                    .compile_with_scope(&scope, &text)
+                    .map_err(|err| errors.parse_error(&err, &located.display))?;
+                module_ast.set_source(name.as_str());
+                pending.push_back((located.display.clone(), resolver::imports_of(&module_ast)));
+                errors
+                    .modules
+                    .insert(import.clone(), located.display.clone());
+                errors.sources.insert(name, text);
+                modules.insert(import, CompiledModule { ast: module_ast });
+            }
+        }
+        for (import, display) in &errors.modules {
+            if let Some(text) = errors.sources.get(&source_name(display)) {
+                hasher.update(b"\0import ");
+                hasher.update(import.as_bytes());
+                hasher.update(b"\0");
+                hasher.update(text.as_bytes());
+            }
+        }
+
+        let plugins = effects
+            .plugin_names()
+            .into_iter()
+            .map(|name| {
+                let described = effects.describe(&name);
+                (name, described)
+            })
+            .collect();
+        let host = Arc::new(Host {
+            effects,
+            params: params.clone(),
+            plugins,
+        });
+        api::register(&mut engine, &host);
+
+        let module_state = Arc::new(ResolverState::new(modules, params_map.clone()));
+        engine.set_module_resolver(ConfinedResolver::new(module_state.clone()));
+
+        tracing::debug!(
+            runbook = %path.display(),
+            imports = errors.modules.len(),
+            plugins = host.plugins.len(),
+            "compiled runbook"
+        );
+        Ok(Runbook {
+            path: path.to_path_buf(),
+            engine,
+            ast,
+            params: params_map,
+            sha256: hasher.finalize().into(),
+            limits,
+            clock,
+            modules: module_state,
+            errors,
+            running: Mutex::new(()),
+        })
+    }
+
+    /// The runbook's path, as given to [`Runbook::compile`].
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// SHA-256 of the runbook's source. When it imports modules, each
+    /// import (by its path, in sorted order) is hashed in after it, so the
+    /// digest changes when any file the run would use changes. For a
+    /// runbook without imports it equals `sha256sum` of the file.
+    pub fn source_sha256(&self) -> [u8; 32] {
+        self.sha256
+    }
+
+    /// [`Runbook::source_sha256`] as lowercase hex.
+    pub fn source_sha256_hex(&self) -> String {
+        hex::encode(self.sha256)
+    }
+
+    /// The import paths this runbook uses (directly or through other
+    /// imports), with the file each names.
+    pub fn imports(&self) -> &BTreeMap<String, PathBuf> {
+        &self.errors.modules
+    }
+
+    /// The limits the runbook runs under.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Runs the runbook and returns its final value (the value of its last
+    /// statement, usually an object map) as a [`Value`].
+    pub fn run(&self) -> Result<Value, RunbookError> {
+        let _turn = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        self.modules.reset();
+        self.clock
+            .set(Instant::now().checked_add(self.limits.wall_time));
+        let mut scope = params_scope(&self.params);
+        // A panic in the engine or in an effect must not take the host down
+        // halfway through a rotation: the caller still has a journal to
+        // write. Nothing here is left half-updated by an unwind: the scope
+        // is dropped and the next run resets the clock and module cache.
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            self.engine
+                .eval_ast_with_scope::<Dynamic>(&mut scope, &self.ast)
+        }));
+        self.clock.set(None);
+        let result = result.map_err(|payload| {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".to_owned());
+            RunbookError::new(
+                ErrorKind::Failed,
+                format!("the run panicked: {what}"),
+                &self.path,
+                Position::NONE,
+            )
+        })?;
+        match result {
+            Ok(value) => to_value(&value).map_err(|why| {
+                RunbookError::new(
+                    ErrorKind::Runtime,
+                    format!("the runbook's final value cannot be returned: {why}"),
+                    &self.path,
+                    Position::NONE,
+                )
+            }),
+            Err(err) => Err(self.errors.eval_error(err)),
+        }
+    }
+}
+
+fn read_source(path: &Path) -> Result<String, RunbookError> {
+    std::fs::read_to_string(path).map_err(|err| {
+        RunbookError::new(
+            ErrorKind::Compile,
+            format!("cannot read the runbook: {err}"),
+            path,
+            Position::NONE,
+        )
+    })
+}
+
+/// The name a file goes by inside Rhai (`source`), which error translation
+/// turns back into the path.
+fn source_name(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+fn params_scope(params: &rhai::Map) -> Scope<'static> {
+    let mut scope = Scope::new();
+    scope.push_constant("params", params.clone());
+    scope
+}
+
+/// A raw engine with only what runbooks need. `Engine::new()` would add a
+/// file module resolver that reads any path, stdout printing, and the
+/// clock-reading `timestamp()`.
+fn new_engine(limits: &Limits, effects: &Arc<dyn Effects>, clock: &Arc<Clock>) -> Engine {
+    let mut engine = Engine::new_raw();
+    for package in [
+        CorePackage::new().as_shared_module(),
+        LogicPackage::new().as_shared_module(),
+        BitFieldPackage::new().as_shared_module(),
+        BasicMathPackage::new().as_shared_module(),
+        BasicArrayPackage::new().as_shared_module(),
+        BasicMapPackage::new().as_shared_module(),
+        MoreStringPackage::new().as_shared_module(),
+    ] {
+        engine.register_global_module(package);
+    }
+
+    engine
+        .disable_symbol("eval")
+        .set_strict_variables(true)
+        // `m.tokn` for a missing key raises instead of quietly giving `()`
+        // that would flow into the next rotation step; `m.get("k")` and
+        // `"k" in m` read optional keys.
+        .set_fail_on_invalid_map_property(true)
+        // `Full` would call registered functions with constant arguments at
+        // compile time, which for `secret("x")` is a side effect.
+        .set_optimization_level(OptimizationLevel::Simple)
+        .set_max_operations(limits.max_operations)
+        .set_max_call_levels(limits.max_call_levels)
+        .set_max_expr_depths(limits.max_expr_depth, limits.max_expr_depth)
+        .set_max_string_size(limits.max_string_size)
+        .set_max_array_size(limits.max_array_size)
+        .set_max_map_size(limits.max_map_size)
+        .set_max_variables(MAX_VARIABLES)
+        .set_max_functions(MAX_FUNCTIONS)
+        .set_max_modules(MAX_MODULE_LOADS);
+
+    let clock = clock.clone();
+    engine.on_progress(move |ops| {
+        (ops % CLOCK_EVERY_OPS == 0 && clock.passed()).then(|| Dynamic::from(Terminate::WallTime))
+    });
+    let fx = effects.clone();
+    engine.on_print(move |text| fx.log(LogLevel::Info, &redact(text)));
+    let fx = effects.clone();
+    engine.on_debug(move |text, _source, _pos| fx.log(LogLevel::Info, &redact(text)));
+    engine
+}
