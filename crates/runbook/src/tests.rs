@@ -1102,3 +1102,19 @@ fn type_errors_name_engine_types_by_their_runbook_names() {
     assert!(err.message.contains("Secret"), "{err}");
     assert!(!err.message.contains("keycycle_runbook"), "{err}");
 }
+
+#[test]
+fn runbook_and_its_error_can_cross_threads() {
+    fn send_sync<T: Send + Sync + 'static>() {}
+    send_sync::<Runbook>();
+    send_sync::<RunbookError>();
+    let dir = Dir::new();
+    dir.write("main.rhai", "40 + 2");
+    let fake = Arc::new(Fake::new());
+    let rb = compile_with(&dir, "main.rhai", &fake, &[], small_limits()).unwrap();
+    let v = std::thread::spawn(move || rb.run())
+        .join()
+        .unwrap()
+        .unwrap();
+    assert_eq!(v, Value::Int(42));
+}
