@@ -1,0 +1,122 @@
+//! A plugin that misbehaves on request, one operation per sandbox rule:
+//! endless loops, memory and stack exhaustion, panics, oversized output,
+//! log floods, and reaching for secrets, environment and origins it was not
+//! granted. The sandbox tests call each operation and check that the host
+//! stops it and says why.
+
+use std::hint::black_box;
+
+use keycycle_plugin_sdk::prelude::*;
+
+struct Hostile;
+
+impl Plugin for Hostile {
+    fn describe() -> Description {
+        Description::new("hostile", env!("CARGO_PKG_VERSION"))
+            .host("{config.base_url}")
+            .secret("token")
+            .config("base_url")
+            .operation(Operation::new("ok", "Behave, to show the plugin loads"))
+            .operation(Operation::new("loop_forever", "Spin without end"))
+            .operation(Operation::new(
+                "alloc_4gib",
+                "Allocate and touch memory in 64 MiB chunks up to 4 GiB",
+            ))
+            .operation(Operation::new("overflow_stack", "Recurse without end"))
+            .operation(Operation::new("panic", "Panic"))
+            .operation(Operation::new(
+                "big_output",
+                "Return an object with a 100 MB string",
+            ))
+            .operation(Operation::new("log_flood", "Log without end"))
+            .operation(
+                Operation::new("read_secret", "Read a secret by name and report its length").input(
+                    "name",
+                    "secret name",
+                    true,
+                ),
+            )
+            .operation(Operation::new("read_env", "Return the environment"))
+            .operation(
+                Operation::new("http_get", "GET a URL through the host")
+                    .input("url", "the URL", true),
+            )
+            .operation(
+                Operation::new("echo_secret", "Report the length of a secret input").input(
+                    "token",
+                    "a secret passed in by the runbook",
+                    true,
+                ),
+            )
+    }
+
+    fn invoke(_ctx: &Context, operation: &str, input: Value) -> Result<Value, Error> {
+        match operation {
+            "ok" => Ok(json!({"ok": true})),
+            "loop_forever" => loop_forever(),
+            "alloc_4gib" => Ok(json!({"allocated_mib": alloc_4gib()})),
+            "overflow_stack" => Ok(json!({"depth": recurse(0)})),
+            "panic" => panic!("hostile plugin panicked"),
+            "big_output" => Ok(json!({"data": "x".repeat(100_000_000)})),
+            "log_flood" => log_flood(),
+            "read_secret" => {
+                let value = secret(input.str_field("name")?)?;
+                Ok(json!({"value_len": value.len()}))
+            }
+            "read_env" => {
+                let vars: Vec<(String, String)> = std::env::vars().collect();
+                Ok(json!({ "vars": vars }))
+            }
+            "http_get" => {
+                let response = http::Request::get(input.str_field("url")?).send()?;
+                Ok(json!({"status": response.status}))
+            }
+            "echo_secret" => Ok(json!({"len": input.str_field("token")?.len()})),
+            other => Err(Error::unknown_operation(other)),
+        }
+    }
+}
+
+keycycle_plugin_sdk::export_plugin!(Hostile);
+
+fn loop_forever() -> ! {
+    let mut spins: u64 = 0;
+    loop {
+        // black_box makes the loop body observable, so it stays a real loop.
+        spins = black_box(spins.wrapping_add(1));
+    }
+}
+
+/// Returns only if 4 GiB fit, which a wasm32 address space cannot hold.
+fn alloc_4gib() -> u64 {
+    const CHUNK: usize = 64 << 20;
+    const CHUNKS: usize = 64; // 64 × 64 MiB = 4 GiB; usize is 32-bit here.
+    let mut kept: Vec<Vec<u8>> = Vec::with_capacity(CHUNKS);
+    for _ in 0..CHUNKS {
+        let mut chunk: Vec<u8> = Vec::with_capacity(CHUNK);
+        // Writing every byte makes the pages real, not just reserved.
+        chunk.resize(CHUNK, 0xA5);
+        kept.push(black_box(chunk));
+    }
+    black_box(&kept);
+    (kept.len() * (CHUNK >> 20)) as u64
+}
+
+/// Each frame holds a buffer and uses the callee's result after the call,
+/// so neither tail-call elimination nor loop conversion can remove frames.
+fn recurse(depth: u64) -> u64 {
+    let frame = black_box([depth as u8; 512]);
+    if black_box(depth) == u64::MAX {
+        return 0;
+    }
+    let below = recurse(black_box(depth + 1));
+    below.wrapping_add(u64::from(frame[(depth % 512) as usize]))
+}
+
+fn log_flood() -> ! {
+    let mut line: u64 = 0;
+    loop {
+        log::info(&format!("flood line {line}"));
+        line = black_box(line.wrapping_add(1));
+    }
+}
