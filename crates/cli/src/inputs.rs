@@ -57,19 +57,21 @@ impl Inputs {
         match self.given.get(&prompt.name) {
             Some(source) => self.from_source(prompt, source),
             None if self.interactive => self.ask(prompt),
-            None => Err(EffectError::MissingInput {
-                name: prompt.name.clone(),
-                hint: format!(
-                    "the runbook asks \"{}\" and there is no terminal to ask on; pass --input {}={}",
-                    prompt.text,
-                    prompt.name,
-                    match prompt.kind {
-                        PromptKind::Secret => "@FILE or --input NAME=env:VAR",
-                        PromptKind::Confirm => "yes (or no)",
-                        PromptKind::Text => "VALUE, @FILE or env:VAR",
-                    }
-                ),
-            }),
+            None => {
+                let n = &prompt.name;
+                let how = match prompt.kind {
+                    PromptKind::Secret => format!("--input {n}=@FILE or --input {n}=env:VAR"),
+                    PromptKind::Confirm => format!("--input {n}=yes (or no)"),
+                    PromptKind::Text => format!("--input {n}=VALUE, --input {n}=@FILE or --input {n}=env:VAR"),
+                };
+                Err(EffectError::MissingInput {
+                    name: n.clone(),
+                    hint: format!(
+                        "the runbook asks \"{}\" and there is no terminal to ask on; pass {how}",
+                        prompt.text
+                    ),
+                })
+            }
         }
     }
 

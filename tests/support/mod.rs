@@ -1,0 +1,267 @@
+//! The integration-test harness: builds the plugins, starts provider
+//! simulators in the test process, writes an operator's workspace, runs the
+//! real `keycycle` binary in it, and checks every output for planted secret
+//! values.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, Once};
+
+use base64::Engine as _;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_keycycle");
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Where the wasm workspaces put their components.
+pub fn wasm_dir() -> PathBuf {
+    repo_root().join("target/wasm32-wasip2/release")
+}
+
+/// The path of a built component, building the plugin workspaces once per
+/// test binary (a no-op when they are fresh).
+pub fn wasm(name: &str) -> PathBuf {
+    static BUILD: Once = Once::new();
+    BUILD.call_once(|| {
+        for manifest in ["plugins/Cargo.toml", "tests/plugins/Cargo.toml"] {
+            let status = Command::new(env!("CARGO"))
+                .current_dir(repo_root())
+                .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2", "--manifest-path", manifest, "--target-dir", "target"])
+                .status()
+                .expect("run cargo to build the plugins");
+            assert!(status.success(), "building {manifest} failed; is the wasm32-wasip2 target installed? (cargo xtask setup)");
+        }
+    });
+    let path = wasm_dir().join(format!("{name}.wasm"));
+    assert!(path.is_file(), "{} was not built", path.display());
+    path
+}
+
+/// The precompiled-plugin cache shared by all tests, so each test does not
+/// compile every plugin again.
+pub fn shared_cache() -> PathBuf {
+    repo_root().join("target/test-plugin-cache")
+}
+
+/// Values planted by a test that must never appear in any output.
+static CANARIES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+pub fn plant(value: &str) -> String {
+    CANARIES.lock().unwrap().push(value.to_owned());
+    value.to_owned()
+}
+
+fn canaries() -> Vec<String> {
+    CANARIES.lock().unwrap().clone()
+}
+
+/// A random value that looks like a token and is registered as a canary.
+pub fn canary(prefix: &str) -> String {
+    let mut bytes = [0u8; 12];
+    rand::Rng::fill(&mut rand::rng(), &mut bytes[..]);
+    plant(&format!("{prefix}canary{}", hex::encode(bytes)))
+}
+
+pub fn assert_clean(what: &str, text: &str) {
+    for c in canaries() {
+        assert!(!text.contains(&c), "{what} contains the planted secret {c}:\n{text}");
+    }
+}
+
+/// The outcome of one `keycycle` run.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+    }
+
+    #[track_caller]
+    pub fn assert_code(&self, code: i32) -> &Run {
+        assert_eq!(self.code, code, "exit code; stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    #[track_caller]
+    pub fn assert_ok(&self) -> &Run {
+        self.assert_code(0)
+    }
+
+    #[track_caller]
+    pub fn stderr_has(&self, needle: &str) -> &Run {
+        assert!(self.stderr.contains(needle), "stderr lacks {needle:?}:\n{}", self.stderr);
+        self
+    }
+}
+
+/// An operator's directory: keycycle.toml, runbooks/, state/.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+    master_key: String,
+}
+
+impl Workspace {
+    pub fn new() -> Workspace {
+        let dir = tempfile::Builder::new().prefix("keycycle-test-").tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("runbooks")).unwrap();
+        let mut key = [0u8; 32];
+        rand::Rng::fill(&mut rand::rng(), &mut key[..]);
+        let master_key = plant(&base64::engine::general_purpose::STANDARD.encode(key));
+        Workspace { dir, master_key }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes keycycle.toml: the state and cache locations, then `rest`.
+    pub fn config(&self, rest: &str) {
+        let text = format!(
+            "state_dir = \"state\"\ncache_dir = \"{}\"\n\n{rest}",
+            shared_cache().display()
+        );
+        std::fs::write(self.path().join("keycycle.toml"), text).unwrap();
+    }
+
+    pub fn runbook(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path().join("runbooks").join(format!("{name}.rhai"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub fn file(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.current_dir(self.path())
+            .args(args)
+            .env_remove("KEYCYCLE_CONFIG")
+            .env_remove("KEYCYCLE_LOG")
+            .env_remove("RUST_LOG")
+            .env("KEYCYCLE_MASTER_KEY", &self.master_key)
+            .env("NO_COLOR", "1");
+        cmd
+    }
+
+    /// Runs keycycle with stdin closed and checks its output for canaries.
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_with_stdin(args, None)
+    }
+
+    pub fn run_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Run {
+        let mut cmd = self.command(args);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        let mut child = cmd.spawn().expect("start keycycle");
+        if let Some(text) = stdin {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        let run = Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        assert_clean(&format!("stdout of keycycle {args:?}"), &run.stdout);
+        assert_clean(&format!("stderr of keycycle {args:?}"), &run.stderr);
+        run
+    }
+
+    /// Stores a secret through the CLI (value on stdin) and plants it.
+    pub fn set_secret(&self, name: &str, value: &str) {
+        plant(value);
+        self.run_with_stdin(&["secrets", "set", name], Some(value)).assert_ok();
+    }
+
+    /// Every file keycycle wrote in the workspace (its state directory,
+    /// runbooks and config), checked for canaries.
+    pub fn assert_files_clean(&self) {
+        for entry in walk(self.path()) {
+            let bytes = std::fs::read(&entry).unwrap();
+            let text = String::from_utf8_lossy(&bytes);
+            // The master key may not appear in files either; it is only in
+            // the environment.
+            assert_clean(&format!("file {}", entry.display()), &text);
+        }
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else { return out };
+    for entry in rd.flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A simulator running in the test process, with its own runtime.
+pub struct DemoSim {
+    pub rt: tokio::runtime::Runtime,
+    pub server: Option<keycycle_sim::SimServer>,
+    pub state: keycycle_sim::DemoState,
+    pub base_url: String,
+}
+
+impl DemoSim {
+    pub fn start() -> DemoSim {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let (server, state) = rt.block_on(keycycle_sim::start_demo(0)).unwrap();
+        let base_url = server.base_url.trim_end_matches('/').to_owned();
+        DemoSim {
+            rt,
+            server: Some(server),
+            state,
+            base_url,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`, the origin to grant.
+    pub fn origin(&self) -> String {
+        self.base_url.clone()
+    }
+
+    /// Seeds an admin token with a planted value and returns (id, value).
+    pub fn seed_admin(&self) -> (u64, String) {
+        let value = canary("demo-");
+        let id = self.state.seed_token("admin", &value).unwrap();
+        (id, value)
+    }
+}
+
+impl Drop for DemoSim {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            self.rt.block_on(server.shutdown());
+        }
+    }
+}
+
+/// The config block granting the example plugin the demo sim.
+pub fn example_plugin_config(sim: &DemoSim) -> String {
+    format!(
+        "[plugins.example]\npath = \"{}\"\nhosts = [\"{o}\"]\nsecrets = {{ token = \"demo/admin\" }}\nconfig = {{ base_url = \"{o}\" }}\n",
+        wasm("example").display(),
+        o = sim.origin()
+    )
+}
