@@ -1,1 +1,126 @@
-fn main() {}
+//! `cargo xtask`: the project's chores as one small program, so a fresh
+//! machine needs nothing but rustup, cargo and python3 to set up, test, see
+//! the demo and measure the CLI.
+
+mod bench;
+mod cmd;
+mod demo;
+mod plugins;
+mod setup;
+mod sim;
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [options]
+
+commands:
+  setup              install what builds and tests need (the wasm32-wasip2 target)
+  plugins            build the plugin workspaces (plugins/, tests/plugins/) for wasm32-wasip2
+  test [ARGS...]     setup, plugins, then `cargo test --workspace ARGS...`
+  demo [--keep]      rotate a demo admin token end to end against a local simulator;
+                     --keep leaves the demo folder (config, store, cache) in place
+  bench-run [--runs N] [--warmup N]
+                     time `keycycle run` (release build) on a small runbook with warm
+                     caches; default 30 runs after 3 warm-up runs
+  help               show this text";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match dispatch(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(args: &[String]) -> Result<()> {
+    let Some((command, rest)) = args.split_first() else {
+        println!("{USAGE}");
+        return Ok(());
+    };
+    match command.as_str() {
+        "setup" => {
+            no_options(command, rest)?;
+            setup::run()
+        }
+        "plugins" => {
+            no_options(command, rest)?;
+            plugins::build().map(|_| ())
+        }
+        "test" => test(rest),
+        "demo" => {
+            let keep = match rest {
+                [] => false,
+                [flag] if flag == "--keep" => true,
+                _ => bail!(
+                    "demo takes only --keep, not `{}`\n\n{USAGE}",
+                    rest.join(" ")
+                ),
+            };
+            demo::run(keep)
+        }
+        "bench-run" => bench::run(&parse_bench_options(rest)?),
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown command `{other}`\n\n{USAGE}"),
+    }
+}
+
+fn no_options(command: &str, rest: &[String]) -> Result<()> {
+    if rest.is_empty() {
+        Ok(())
+    } else {
+        bail!("{command} takes no options, but got `{}`", rest.join(" "))
+    }
+}
+
+/// The test command: everything the tests rely on, then the tests.
+fn test(cargo_test_args: &[String]) -> Result<()> {
+    setup::run()?;
+    plugins::build()?;
+    cmd::say("Running the test suite of the whole workspace");
+    cmd::run(
+        cmd::cargo()
+            .args(["test", "--workspace"])
+            .args(cargo_test_args),
+    )
+}
+
+fn parse_bench_options(rest: &[String]) -> Result<bench::Options> {
+    let mut options = bench::Options::default();
+    let mut it = rest.iter();
+    while let Some(flag) = it.next() {
+        let mut number = |name: &str| -> Result<usize> {
+            let value = it
+                .next()
+                .with_context(|| format!("{name} needs a number"))?;
+            value
+                .parse()
+                .with_context(|| format!("{name} `{value}` is not a whole number"))
+        };
+        match flag.as_str() {
+            "--runs" => options.runs = number("--runs")?,
+            "--warmup" => options.warmup = number("--warmup")?,
+            other => bail!("bench-run takes --runs N and --warmup N, not `{other}`"),
+        }
+    }
+    if options.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    if options.warmup == 0 {
+        bail!(
+            "--warmup must be at least 1: the first run fills the plugin cache, and it is not what operators wait for"
+        );
+    }
+    Ok(options)
+}
