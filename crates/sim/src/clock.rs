@@ -96,29 +96,6 @@ pub mod date_opt {
     }
 }
 
-/// serde for an `OffsetDateTime` as a GitLab timestamp.
-pub mod timestamp_ser {
-    use super::*;
-
-    pub fn serialize<S: Serializer>(at: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&timestamp(*at))
-    }
-
-    pub mod opt {
-        use super::*;
-
-        pub fn serialize<S: Serializer>(
-            at: &Option<OffsetDateTime>,
-            s: S,
-        ) -> Result<S::Ok, S::Error> {
-            match at {
-                Some(at) => s.serialize_str(&timestamp(*at)),
-                None => s.serialize_none(),
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,18 +28,35 @@
 //! tokens.
 //!
 //! Control: `POST /_sim/tokens {"name","token"}` → 201 `{"id"}`;
-//! `GET /_sim/state` → `{"tokens":[{"id","name","active","created_at","value"}],"requests":[...]}`;
-//! `POST /_sim/fail` [`FailRule`]; `DELETE /_sim/fail`;
-//! `POST /_sim/rate_limit` [`RateLimit`]; `GET|DELETE /_sim/requests`.
-
-// Parts of these modules serve the GitLab simulator, which follows.
-#![allow(dead_code)]
+//! `GET /_sim/state` → `{"tokens":[{"id","name","active","created_at","value"}],"requests":[...]}`.
+//!
+//! # GitLab
+//!
+//! [`start_gitlab`] serves `/api/v4` as the provider reference's GitLab
+//! section describes it: personal, project and group access tokens (rotation
+//! with new ids, immediate revocation, token families and reuse detection,
+//! expiry on a date tests control), pipeline trigger tokens (full value for
+//! the owner only), project CI/CD variables (environment scopes, masked-value
+//! rule) and project webhooks (write-only secret token, reset when the URL
+//! changes without one), with GitLab's permissions, error shapes, pagination
+//! and RateLimit-* headers. [`GitLabState`] seeds and inspects it in-process;
+//! the same is served under `/_sim/` (users, groups, projects, members,
+//! tokens, variables, hooks, triggers, `state`, `today`, `settings`).
+//!
+//! # Control shared by every simulator
+//!
+//! `POST /_sim/fail` [`FailRule`] (`DELETE` clears, `GET` lists);
+//! `POST /_sim/rate_limit` [`RateLimit`]: the next N provider requests get 429,
+//! `Retry-After` and the body "Retry later"; `GET|DELETE /_sim/requests`: the
+//! log of provider requests (method and path), for asserting that nothing
+//! was sent. The state handles offer the same as methods.
 
 mod clock;
 mod control;
 mod demo;
 mod error;
 mod fail;
+mod gitlab;
 mod server;
 mod values;
 
@@ -49,7 +66,32 @@ pub use control::{CONTROL_PREFIX, RequestRecord};
 pub use demo::{DEMO_USER, DemoState, DemoToken};
 pub use error::SimError;
 pub use fail::{FailRule, RateLimit};
+pub use gitlab::{
+    AuthErrorStyle, GitLabSettings, GitLabSnapshot, GitLabState, GroupSeed, GroupState, HookSeed,
+    HookState, Member, MemberSeed, PipelineState, ProjectSeed, ProjectState, Resource,
+    ReuseDetection, SeededToken, SeededTrigger, TokenSeed, TokenState, TriggerSeed, TriggerState,
+    UserSeed, UserState, VariableSeed, VariableState,
+};
 pub use server::SimServer;
+
+/// The providers that can be simulated, as `keycycle sim <provider>` names them.
+pub const PROVIDERS: [&str; 2] = ["demo", "gitlab"];
+
+/// Serves the simulator of `provider` (one of [`PROVIDERS`]) on
+/// 127.0.0.1:`port` until Ctrl-C.
+pub async fn serve_forever(provider: &str, port: u16) -> io::Result<()> {
+    match provider {
+        "demo" => serve_demo_forever(port).await,
+        "gitlab" => serve_gitlab_forever(port).await,
+        other => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "no simulator for provider {other:?}; choose one of: {}",
+                PROVIDERS.join(", ")
+            ),
+        )),
+    }
+}
 
 /// Starts the demo token service on 127.0.0.1:`port` (0 = any free port).
 pub async fn start_demo(port: u16) -> io::Result<(SimServer, DemoState)> {
@@ -62,4 +104,30 @@ pub async fn start_demo(port: u16) -> io::Result<(SimServer, DemoState)> {
 /// only the address it listens on.
 pub async fn serve_demo_forever(port: u16) -> io::Result<()> {
     server::serve_forever(demo::router(DemoState::new()), port, "demo").await
+}
+
+/// Starts the GitLab simulator on 127.0.0.1:`port` (0 = any free port); its
+/// API lives under `/api/v4`.
+pub async fn start_gitlab(port: u16) -> io::Result<(SimServer, GitLabState)> {
+    let state = GitLabState::new();
+    let server = SimServer::spawn(gitlab::router(state.clone()), port)?;
+    Ok((server, state))
+}
+
+/// Serves the GitLab simulator on 127.0.0.1:`port` until Ctrl-C, printing
+/// only the address it listens on. It starts empty: seed it through `/_sim/`.
+pub async fn serve_gitlab_forever(port: u16) -> io::Result<()> {
+    server::serve_forever(gitlab::router(GitLabState::new()), port, "gitlab").await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn unknown_provider_is_refused_with_the_list_of_known_ones() {
+        let error = serve_forever("acme", 0).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+        assert!(error.to_string().contains("demo, gitlab"));
+    }
 }

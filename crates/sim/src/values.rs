@@ -6,7 +6,7 @@
 
 use keycycle_secret::SecretValue;
 use rand::Rng;
-use serde::Serializer;
+use serde::{Deserialize, Deserializer, Serializer};
 
 const URL_SAFE: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
@@ -23,9 +23,14 @@ pub(crate) fn url_safe_token(prefix: &str, len: usize) -> SecretValue {
 
 /// `prefix` followed by `bytes` random bytes in lowercase hex.
 pub(crate) fn hex_token(prefix: &str, bytes: usize) -> SecretValue {
+    SecretValue::new(format!("{prefix}{}", random_hex(bytes)))
+}
+
+/// `bytes` random bytes in lowercase hex, for names that are not secret.
+pub(crate) fn random_hex(bytes: usize) -> String {
     let mut rng = rand::rng();
     let raw: Vec<u8> = (0..bytes).map(|_| rng.random::<u8>()).collect();
-    SecretValue::new(format!("{prefix}{}", hex::encode(raw)))
+    hex::encode(raw)
 }
 
 /// serde: a [`SecretValue`] as its clear text (control API only).
@@ -34,6 +39,16 @@ pub mod expose {
 
     pub fn serialize<S: Serializer>(value: &SecretValue, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(value.expose())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SecretValue, D::Error> {
+        String::deserialize(d).map(SecretValue::new)
+    }
+
+    pub fn deserialize_opt<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<SecretValue>, D::Error> {
+        Ok(Option::<String>::deserialize(d)?.map(SecretValue::new))
     }
 
     /// serde: an optional [`SecretValue`] as its clear text or null.
