@@ -130,4 +130,34 @@ mod tests {
         assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
         assert!(error.to_string().contains("demo, gitlab"));
     }
+
+    #[tokio::test]
+    async fn serve_forever_answers_on_the_loopback_port() {
+        for provider in PROVIDERS {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let serving = tokio::spawn(serve_forever(provider, port));
+            let url = match provider {
+                "demo" => format!("http://127.0.0.1:{port}/api/whoami"),
+                _ => format!("http://127.0.0.1:{port}/api/v4/user"),
+            };
+            let mut status = None;
+            for _ in 0..50 {
+                if let Ok(response) = reqwest::get(&url).await {
+                    status = Some(response.status());
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            serving.abort();
+            assert_eq!(
+                status,
+                Some(reqwest::StatusCode::UNAUTHORIZED),
+                "{provider}"
+            );
+        }
+    }
 }
