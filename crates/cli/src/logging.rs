@@ -16,8 +16,9 @@ pub fn init(verbosity: i8) {
         1 => "debug",
         _ => "trace",
     };
-    // Third-party crates stay quiet unless asked for with -vv.
-    let default = if verbosity >= 2 {
+    // Third-party crates (wasmtime, cranelift, hyper) stay quiet unless
+    // asked for with -vvv: their trace output is enormous.
+    let default = if verbosity >= 3 {
         "trace".to_owned()
     } else {
         format!("warn,keycycle={level},keycycle_host={level},keycycle_runbook={level},keycycle_cli={level},plugin={level},runbook={level}")

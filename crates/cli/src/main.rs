@@ -32,7 +32,7 @@ struct Cli {
     /// Config file [default: $KEYCYCLE_CONFIG, else ./keycycle.toml]
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// More logging (-v debug, -vv trace)
+    /// More logging (-v debug, -vv trace, -vvv trace of every library)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
     /// Less logging (-q warnings only, -qq errors only)

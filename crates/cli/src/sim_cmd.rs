@@ -8,6 +8,8 @@ use clap::ValueEnum;
 pub enum Provider {
     /// The demo token service the example plugin talks to
     Demo,
+    /// GitLab's REST API: access tokens, triggers, CI/CD variables, webhooks
+    Gitlab,
 }
 
 pub async fn serve(provider: Provider, port: u16) -> Result<()> {
@@ -15,5 +17,8 @@ pub async fn serve(provider: Provider, port: u16) -> Result<()> {
         Provider::Demo => keycycle_sim::serve_demo_forever(port)
             .await
             .context("the demo simulator stopped"),
+        Provider::Gitlab => keycycle_sim::serve_gitlab_forever(port)
+            .await
+            .context("the GitLab simulator stopped"),
     }
 }
