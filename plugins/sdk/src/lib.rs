@@ -2,7 +2,7 @@
 //! operations your provider needs, call [`export_plugin!`], and build for
 //! `wasm32-wasip2`. The SDK speaks the WIT contract (`wit/plugin.wit`) for you.
 //!
-//! ```ignore
+//! ```no_run
 //! use keycycle_plugin_sdk::prelude::*;
 //!
 //! struct Example;
@@ -142,6 +142,11 @@ pub mod glue {
     }
 
     fn run<P: Plugin>(context: CallContext, operation: &str, input: &str) -> Result<String, Error> {
+        // A plugin's stderr goes nowhere, so without this a panic reaches
+        // the operator only as a trap with no message.
+        std::panic::set_hook(Box::new(|info| {
+            crate::log::error(&format!("plugin panicked: {info}"));
+        }));
         let description = P::describe();
         let spec = description.find(operation).ok_or_else(|| {
             Error::invalid_input(format!(
