@@ -67,6 +67,9 @@ keycycle_plugin_sdk::export_plugin!(Demo);
 /// How long to wait on a 429 that does not say.
 const DEFAULT_RETRY_MS: u64 = 1_000;
 
+/// How much of a non-JSON error body to keep as the message.
+const MAX_TEXT_MESSAGE: usize = 300;
+
 #[derive(Deserialize)]
 struct Whoami {
     user: String,
@@ -122,10 +125,14 @@ impl Api {
 /// 429 becomes retryable after `Retry-After`; anything else keeps the
 /// service's own message.
 fn error_from(response: &http::Response) -> Error {
-    let message = response
-        .json::<ErrorBody>()
-        .map(|body| body.message)
-        .unwrap_or_else(|_| format!("HTTP {} from the demo service", response.status));
+    let message = match response.json::<ErrorBody>() {
+        Ok(body) => body.message,
+        // Proxies and rate limiters in front of the service answer in text.
+        Err(_) => match response.text().trim() {
+            "" => format!("HTTP {} from the demo service", response.status),
+            text => text.chars().take(MAX_TEXT_MESSAGE).collect(),
+        },
+    };
     if response.status == 429 {
         let delay_ms = response.retry_after().map_or(DEFAULT_RETRY_MS, |d| {
             d.as_millis().try_into().unwrap_or(u64::MAX)
