@@ -70,12 +70,13 @@ impl From<CallContext> for Context {
 
 /// Read the secret `name`, which the plugin must declare with
 /// [`Description::secret`](crate::Description::secret). A refusal by the
-/// host becomes [`Error::Denied`] with the host's reason.
+/// host becomes [`Error::Denied`] carrying the host's reason as it is (the
+/// host's reason already names the secret).
 ///
 /// Keep the value out of logs and errors: the host masks values it knows,
 /// but a value changed by the plugin (encoded, sliced) escapes the mask.
 pub fn secret(name: &str) -> Result<String, Error> {
-    host::secret(name).map_err(|reason| Error::denied(format!("secret `{name}`: {reason}")))
+    host::secret(name).map_err(Error::Denied)
 }
 
 #[cfg(test)]
