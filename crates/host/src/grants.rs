@@ -82,7 +82,8 @@ impl Origin {
                 "`{text}`: a grant is an origin (scheme://host[:port]) without a path"
             ));
         }
-        Origin::of(&url).ok_or_else(|| format!("`{text}`: only http and https origins can be granted"))
+        Origin::of(&url)
+            .ok_or_else(|| format!("`{text}`: only http and https origins can be granted"))
     }
 
     /// The origin a URL belongs to, for `http` and `https` URLs.
@@ -99,7 +100,11 @@ impl Origin {
 
     /// The IP address, when the host is an IP literal.
     pub fn ip(&self) -> Option<IpAddr> {
-        self.host.trim_start_matches('[').trim_end_matches(']').parse().ok()
+        self.host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .ok()
     }
 }
 
@@ -132,9 +137,14 @@ impl Effective {
 
         let mut declared = BTreeSet::new();
         for host in &desc.hosts {
-            let text = match host.strip_prefix("{config.").and_then(|h| h.strip_suffix('}')) {
+            let text = match host
+                .strip_prefix("{config.")
+                .and_then(|h| h.strip_suffix('}'))
+            {
                 Some(key) => match grants.config.get(key) {
-                    Some(v) => origin_text_of_config(v).map_err(|e| format!("config `{key}`: {e}"))?,
+                    Some(v) => {
+                        origin_text_of_config(v).map_err(|e| format!("config `{key}`: {e}"))?
+                    }
                     None => {
                         eff.unmatched
                             .push(format!("host {host}: config `{key}` is not set"));
@@ -154,8 +164,9 @@ impl Effective {
             }
         }
         for origin in granted.difference(&declared) {
-            eff.unmatched
-                .push(format!("host {origin} is granted but the plugin does not declare it"));
+            eff.unmatched.push(format!(
+                "host {origin} is granted but the plugin does not declare it"
+            ));
         }
 
         for name in &desc.secrets {
@@ -170,8 +181,9 @@ impl Effective {
         }
         for name in grants.secrets.keys() {
             if !desc.secrets.contains(name) {
-                eff.unmatched
-                    .push(format!("secret `{name}` is granted but the plugin does not declare it"));
+                eff.unmatched.push(format!(
+                    "secret `{name}` is granted but the plugin does not declare it"
+                ));
             }
         }
 
@@ -231,12 +243,20 @@ mod tests {
 
     #[test]
     fn effective_is_the_intersection() {
-        let d = desc(&["{config.base_url}", "https://extra.example"], &["token", "other"], &["base_url"]);
+        let d = desc(
+            &["{config.base_url}", "https://extra.example"],
+            &["token", "other"],
+            &["base_url"],
+        );
         let mut g = Grants {
-            hosts: vec!["http://127.0.0.1:8080".into(), "https://not-declared.example".into()],
+            hosts: vec![
+                "http://127.0.0.1:8080".into(),
+                "https://not-declared.example".into(),
+            ],
             ..Grants::default()
         };
-        g.config.insert("base_url".into(), "http://127.0.0.1:8080/api/v4".into());
+        g.config
+            .insert("base_url".into(), "http://127.0.0.1:8080/api/v4".into());
         g.config.insert("unrelated".into(), "x".into());
         g.secrets.insert("token".into(), "team-a/token".into());
         let e = Effective::compute(&d, &g).unwrap();

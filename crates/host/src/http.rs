@@ -117,7 +117,9 @@ impl PluginHttp {
         for (k, v) in &req.headers {
             let lower = k.to_ascii_lowercase();
             if FORBIDDEN_HEADERS.contains(&lower.as_str()) {
-                return Err(Failure::Denied(format!("header `{k}` may not be set by a plugin")));
+                return Err(Failure::Denied(format!(
+                    "header `{k}` may not be set by a plugin"
+                )));
             }
             let name = HeaderName::from_bytes(lower.as_bytes())
                 .map_err(|_| Failure::Transport(format!("invalid header name `{k}`")))?;
@@ -136,11 +138,16 @@ impl PluginHttp {
                 }
             })?;
             if *budget == 0 {
-                return Err(Failure::Denied("the call's HTTP request limit is used up".into()));
+                return Err(Failure::Denied(
+                    "the call's HTTP request limit is used up".into(),
+                ));
             }
             *budget -= 1;
 
-            let mut builder = self.client.request(method.clone(), url.clone()).headers(headers.clone());
+            let mut builder = self
+                .client
+                .request(method.clone(), url.clone())
+                .headers(headers.clone());
             if !body.is_empty() {
                 builder = builder.body(body.clone());
             }
@@ -162,7 +169,9 @@ impl PluginHttp {
                     // RFC 9110 §15.4: 303 always becomes GET; 301/302 do for POST
                     // in every client that matters. 307/308 keep method and body.
                     let code = status.as_u16();
-                    if code == 303 || ((code == 301 || code == 302) && method == reqwest::Method::POST) {
+                    if code == 303
+                        || ((code == 301 || code == 302) && method == reqwest::Method::POST)
+                    {
                         method = reqwest::Method::GET;
                         body.clear();
                         headers.remove(reqwest::header::CONTENT_TYPE);
@@ -174,7 +183,9 @@ impl PluginHttp {
             }
             return read_response(resp, max_body).await;
         }
-        Err(Failure::Transport(format!("more than {MAX_REDIRECTS} redirects")))
+        Err(Failure::Transport(format!(
+            "more than {MAX_REDIRECTS} redirects"
+        )))
     }
 }
 
@@ -189,7 +200,12 @@ async fn read_response(mut resp: reqwest::Response, max_body: usize) -> Result<R
     let headers = resp
         .headers()
         .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     let mut body = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(classify)? {
@@ -271,9 +287,8 @@ impl Resolve for FilteringResolver {
         let explicit = self.explicit.clone();
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let mut allowed = Vec::new();
             let mut blocked = None;
             for addr in addrs {
@@ -285,7 +300,9 @@ impl Resolve for FilteringResolver {
             }
             if allowed.is_empty() {
                 if let Some(addr) = blocked {
-                    return Err(Box::new(BlockedAddress { host, addr }) as Box<dyn StdError + Send + Sync>);
+                    return Err(
+                        Box::new(BlockedAddress { host, addr }) as Box<dyn StdError + Send + Sync>
+                    );
                 }
             }
             Ok(Box::new(allowed.into_iter()) as Addrs)
@@ -328,8 +345,17 @@ mod tests {
     #[test]
     fn private_ranges_are_not_public() {
         for ip in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0",
-            "100.64.0.1", "::1", "fe80::1", "fd00::1", "::ffff:127.0.0.1",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
         }

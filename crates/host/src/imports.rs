@@ -47,9 +47,13 @@ pub(crate) fn forbidden_import(engine: &Engine, component: &Component) -> Option
             return Some(name.to_owned());
         }
         if interface.starts_with("keycycle:plugin/")
-            && !version.is_some_and(|v| v == CONTRACT_VERSION || v.starts_with(&format!("{CONTRACT_VERSION}.")))
+            && !version.is_some_and(|v| {
+                v == CONTRACT_VERSION || v.starts_with(&format!("{CONTRACT_VERSION}."))
+            })
         {
-            return Some(format!("{name} (this host speaks keycycle:plugin@{CONTRACT_VERSION}.x)"));
+            return Some(format!(
+                "{name} (this host speaks keycycle:plugin@{CONTRACT_VERSION}.x)"
+            ));
         }
     }
     None

@@ -163,9 +163,12 @@ impl Sandbox {
             message: format!("{e:#}"),
         };
         let (component, compiled) = match &self.cache {
-            Some(cache) => cache.load_or_compile(&self.engine, &sha256, &wasm).map_err(invalid)?,
+            Some(cache) => cache
+                .load_or_compile(&self.engine, &sha256, &wasm)
+                .map_err(invalid)?,
             None => (
-                wasmtime::component::Component::from_binary(&self.engine, &wasm).map_err(invalid)?,
+                wasmtime::component::Component::from_binary(&self.engine, &wasm)
+                    .map_err(invalid)?,
                 true,
             ),
         };
@@ -195,19 +198,21 @@ impl Sandbox {
                 message,
             })?;
 
-        let effective = Effective::compute(&description, grants).map_err(|message| HostError::Grant {
-            plugin: name.to_owned(),
-            message,
-        })?;
+        let effective =
+            Effective::compute(&description, grants).map_err(|message| HostError::Grant {
+                plugin: name.to_owned(),
+                message,
+            })?;
         for gap in &effective.unmatched {
             tracing::debug!(plugin = name, "{gap}");
         }
         let http = if effective.origins.is_empty() {
             None
         } else {
-            Some(PluginHttp::new(&effective, grants.limits.timeout).map_err(|message| {
-                HostError::Setup(message)
-            })?)
+            Some(
+                PluginHttp::new(&effective, grants.limits.timeout)
+                    .map_err(|message| HostError::Setup(message))?,
+            )
         };
         let env = Arc::new(PluginEnv {
             name: name.to_owned(),
@@ -268,12 +273,20 @@ impl Plugin {
 
     /// Effective origins, as `scheme://host:port`.
     pub fn effective_hosts(&self) -> Vec<String> {
-        self.effective.origins.iter().map(|o| o.to_string()).collect()
+        self.effective
+            .origins
+            .iter()
+            .map(|o| o.to_string())
+            .collect()
     }
 
     /// Effective secrets: plugin name → store name.
     pub fn effective_secrets(&self) -> Vec<(String, String)> {
-        self.effective.secrets.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        self.effective
+            .secrets
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     pub fn effective_config_keys(&self) -> Vec<String> {
@@ -306,17 +319,17 @@ impl Plugin {
                     .join(", "),
             });
         };
-        let aborted = |reason: String| InvokeError::Aborted {
-            plugin: self.name.clone(),
-            operation: operation.to_owned(),
-            reason,
-        };
         let limits = &self.env.limits;
         let mut store = new_store(&self.engine, self.env.clone(), operation, limits.timeout);
         let wit_ctx = types::CallContext {
             run_id: ctx.run_id.clone(),
             idempotency_key: ctx.idempotency_key.clone(),
-            config: self.effective.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            config: self
+                .effective
+                .config
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         };
         let input_json = input.to_plugin_json();
         let call = async {
@@ -326,7 +339,28 @@ impl Plugin {
                 .await
         };
         let outcome = tokio::time::timeout(limits.timeout + OUTER_GRACE, call).await;
-        let state = store.data();
+        let result = self.settle(operation, spec, outcome, store.data());
+        // Only now are the call's minted secrets registered for masking.
+        store.data_mut().flush_logs();
+        result
+    }
+
+    fn settle(
+        &self,
+        operation: &str,
+        spec: &OperationSpec,
+        outcome: Result<
+            wasmtime::Result<Result<String, types::PluginError>>,
+            tokio::time::error::Elapsed,
+        >,
+        state: &CallState,
+    ) -> Result<Value, InvokeError> {
+        let limits = &self.env.limits;
+        let aborted = |reason: String| InvokeError::Aborted {
+            plugin: self.name.clone(),
+            operation: operation.to_owned(),
+            reason,
+        };
         if let Some(what) = state.denials.first() {
             return Err(InvokeError::Denied {
                 plugin: self.name.clone(),
@@ -348,7 +382,8 @@ impl Plugin {
                         limits.max_output_bytes
                     )));
                 }
-                Value::from_plugin_json(&output, &spec.secret_outputs).map_err(|e| aborted(e.to_string()))
+                Value::from_plugin_json(&output, &spec.secret_outputs)
+                    .map_err(|e| aborted(e.to_string()))
             }
             Err(e) => Err(InvokeError::Plugin {
                 plugin: self.name.clone(),
@@ -359,7 +394,12 @@ impl Plugin {
     }
 }
 
-fn new_store(engine: &Engine, env: Arc<PluginEnv>, operation: &str, timeout: Duration) -> Store<CallState> {
+fn new_store(
+    engine: &Engine,
+    env: Arc<PluginEnv>,
+    operation: &str,
+    timeout: Duration,
+) -> Store<CallState> {
     let mut store = Store::new(engine, CallState::new(env, operation));
     store.limiter(|s| &mut s.limiter);
     let ticks = (timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
@@ -379,11 +419,14 @@ async fn describe(
         let instance = pre.instantiate_async(&mut store).await?;
         instance.call_describe(&mut store).await
     };
-    match tokio::time::timeout(limits.timeout + OUTER_GRACE, call).await {
+    let outcome = tokio::time::timeout(limits.timeout + OUTER_GRACE, call).await;
+    let result = match outcome {
         Err(_) => Err(timeout_text(limits.timeout)),
         Ok(Err(trap)) => Err(explain_trap(&trap, store.data(), &limits)),
         Ok(Ok(d)) => Ok(convert_description(d)),
-    }
+    };
+    store.data_mut().flush_logs();
+    result
 }
 
 fn convert_description(d: types::Description) -> PluginDescription {
@@ -432,11 +475,18 @@ fn plugin_error(e: types::PluginError) -> PluginError {
 }
 
 fn timeout_text(timeout: Duration) -> String {
-    format!("it ran longer than its time limit of {:?} and was stopped", timeout)
+    format!(
+        "it ran longer than its time limit of {:?} and was stopped",
+        timeout
+    )
 }
 
 /// An operator-facing reason for a trap, rather than wasmtime's backtrace.
-fn explain_trap(err: &wasmtime::Error, state: &CallState, limits: &crate::grants::Limits) -> String {
+fn explain_trap(
+    err: &wasmtime::Error,
+    state: &CallState,
+    limits: &crate::grants::Limits,
+) -> String {
     if let Some(abort) = err.downcast_ref::<HostAbort>() {
         return abort.0.clone();
     }

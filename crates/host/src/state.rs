@@ -104,6 +104,10 @@ pub(crate) struct CallState {
     /// What the sandbox refused during this call. The host's record wins
     /// over whatever the plugin reports, so a plugin cannot hide a denial.
     pub denials: Vec<String>,
+    /// Log lines are held until the call ends: a plugin may log a token it
+    /// just minted before returning it, and the value is only known to be
+    /// secret (and registered for masking) once the output is parsed.
+    pub logs: Vec<(host::Level, String)>,
     log_lines: usize,
     log_bytes: usize,
     http_budget: usize,
@@ -123,6 +127,7 @@ impl CallState {
             limiter: Limiter::new(env.limits.memory_bytes),
             operation: operation.to_owned(),
             denials: Vec::new(),
+            logs: Vec::new(),
             log_lines: 0,
             log_bytes: 0,
             http_budget: env.limits.max_http_requests,
@@ -161,7 +166,11 @@ impl host::Host for CallState {
         let method = req.method.clone();
         tracing::debug!(plugin = %self.env.name, operation = %self.operation, %method, "plugin HTTP request");
         let result = http
-            .send(req, self.env.limits.max_response_bytes, &mut self.http_budget)
+            .send(
+                req,
+                self.env.limits.max_response_bytes,
+                &mut self.http_budget,
+            )
             .await;
         Ok(match result {
             Ok(resp) => Ok(host::HttpResponse {
@@ -184,7 +193,11 @@ impl host::Host for CallState {
             let granted: Vec<&str> = self.env.secrets.keys().map(String::as_str).collect();
             let what = format!(
                 "secret `{name}` is not granted (granted: {})",
-                if granted.is_empty() { "none".to_owned() } else { granted.join(", ") }
+                if granted.is_empty() {
+                    "none".to_owned()
+                } else {
+                    granted.join(", ")
+                }
             );
             self.denials.push(what.clone());
             return Ok(Err(what));
@@ -208,17 +221,37 @@ impl host::Host for CallState {
                 limits.max_log_lines, limits.max_log_bytes
             ))));
         }
+        self.logs.push((level, message));
+        Ok(())
+    }
+}
+
+impl CallState {
+    /// Writes the held log lines; call after the output is parsed, so
+    /// minted secrets are masked.
+    pub fn flush_logs(&mut self) {
         let plugin = self.env.name.as_str();
         let operation = self.operation.as_str();
-        // The tracing writer masks secret values in every line.
-        match level {
-            host::Level::Trace => tracing::trace!(target: "plugin", plugin, operation, "{message}"),
-            host::Level::Debug => tracing::debug!(target: "plugin", plugin, operation, "{message}"),
-            host::Level::Info => tracing::info!(target: "plugin", plugin, operation, "{message}"),
-            host::Level::Warn => tracing::warn!(target: "plugin", plugin, operation, "{message}"),
-            host::Level::Error => tracing::error!(target: "plugin", plugin, operation, "{message}"),
+        for (level, message) in self.logs.drain(..) {
+            // The tracing writer masks secret values in every line.
+            match level {
+                host::Level::Trace => {
+                    tracing::trace!(target: "plugin", plugin, operation, "{message}")
+                }
+                host::Level::Debug => {
+                    tracing::debug!(target: "plugin", plugin, operation, "{message}")
+                }
+                host::Level::Info => {
+                    tracing::info!(target: "plugin", plugin, operation, "{message}")
+                }
+                host::Level::Warn => {
+                    tracing::warn!(target: "plugin", plugin, operation, "{message}")
+                }
+                host::Level::Error => {
+                    tracing::error!(target: "plugin", plugin, operation, "{message}")
+                }
+            }
         }
-        Ok(())
     }
 }
 

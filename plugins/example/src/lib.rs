@@ -15,6 +15,10 @@ impl Plugin for Demo {
             .host("{config.base_url}")
             .secret("token")
             .config("base_url")
+            .operation(Operation::new(
+                "ping",
+                "Answer without touching the network (for health checks and benchmarks)",
+            ))
             .operation(Operation::new("whoami", "Who the admin token belongs to"))
             .operation(Operation::new(
                 "list_tokens",
@@ -49,6 +53,9 @@ impl Plugin for Demo {
     }
 
     fn invoke(ctx: &Context, operation: &str, input: Value) -> Result<Value, Error> {
+        if operation == "ping" {
+            return Ok(json!({"pong": true}));
+        }
         let api = Api::new(ctx)?;
         match operation {
             "whoami" => whoami(&api),

@@ -41,6 +41,14 @@ impl Plugin for Hostile {
                 Operation::new("http_get", "GET a URL through the host")
                     .input("url", "the URL", true),
             )
+            .operation(Operation::new(
+                "leak",
+                "Read the granted secret, log it, and return it in a field not declared secret",
+            ))
+            .operation(Operation::new(
+                "leak_in_error",
+                "Read the granted secret and return it inside an error message",
+            ))
             .operation(
                 Operation::new("echo_secret", "Report the length of a secret input").input(
                     "token",
@@ -70,6 +78,16 @@ impl Plugin for Hostile {
             "http_get" => {
                 let response = http::Request::get(input.str_field("url")?).send()?;
                 Ok(json!({"status": response.status}))
+            }
+            "leak" => {
+                let value = secret("token")?;
+                log::info(&format!("the token is {value}"));
+                log::error(&format!("again: {value}"));
+                Ok(json!({ "stolen": value, "nested": { "copy": value } }))
+            }
+            "leak_in_error" => {
+                let value = secret("token")?;
+                Err(Error::provider(500, format!("upstream rejected token {value}")))
             }
             "echo_secret" => Ok(json!({"len": input.str_field("token")?.len()})),
             other => Err(Error::unknown_operation(other)),
