@@ -7,7 +7,10 @@ use support::*;
 
 fn workspace(sim: &DemoSim) -> Workspace {
     let ws = Workspace::new();
-    ws.config(&format!("{}\n[runbooks.prints-secret]\nsecrets = [\"demo/admin\"]\n", example_plugin_config(sim)));
+    ws.config(&format!(
+        "{}\n[runbooks.prints-secret]\nsecrets = [\"demo/admin\"]\n",
+        example_plugin_config(sim)
+    ));
     let (_, admin) = sim.seed_admin();
     ws.set_secret("demo/admin", &admin);
     ws
@@ -17,8 +20,14 @@ fn workspace(sim: &DemoSim) -> Workspace {
 fn a_runbook_that_loops_forever_is_stopped_at_its_line() {
     let sim = DemoSim::start();
     let ws = workspace(&sim);
-    ws.runbook("loops", "info(\"starting\");\nlet n = 0;\nloop { n += 1; }\n");
-    ws.run(&["run", "loops"]).assert_code(5).stderr_has("loops.rhai:3").stderr_has("operations");
+    ws.runbook(
+        "loops",
+        "info(\"starting\");\nlet n = 0;\nloop { n += 1; }\n",
+    );
+    ws.run(&["run", "loops"])
+        .assert_code(5)
+        .stderr_has("loops.rhai:3")
+        .stderr_has("operations");
 }
 
 #[test]
@@ -26,7 +35,10 @@ fn a_runbook_that_recurses_without_end_is_stopped() {
     let sim = DemoSim::start();
     let ws = workspace(&sim);
     ws.runbook("recurses", "fn down(n) {\n    down(n + 1)\n}\ndown(0);\n");
-    ws.run(&["run", "recurses"]).assert_code(5).stderr_has("recurses.rhai:").stderr_has("call");
+    ws.run(&["run", "recurses"])
+        .assert_code(5)
+        .stderr_has("recurses.rhai:")
+        .stderr_has("call");
 }
 
 #[test]
@@ -34,18 +46,32 @@ fn a_runbook_that_builds_a_huge_string_is_stopped() {
     let sim = DemoSim::start();
     let ws = workspace(&sim);
     ws.runbook("huge", "let s = \"x\";\nloop {\n    s += s;\n}\n");
-    ws.run(&["run", "huge"]).assert_code(5).stderr_has("huge.rhai:3").stderr_has("string");
+    ws.run(&["run", "huge"])
+        .assert_code(5)
+        .stderr_has("huge.rhai:3")
+        .stderr_has("string");
 }
 
 #[test]
 fn a_runbook_that_imports_outside_its_folder_is_refused_before_any_effect() {
     let sim = DemoSim::start();
     let ws = workspace(&sim);
-    ws.runbook("escape", "plugin(\"example\").whoami();\nimport \"../../etc/passwd\" as pw;\n");
-    ws.run(&["run", "escape"]).assert_code(7).stderr_has("escape.rhai:2").stderr_has("../../etc/passwd");
+    ws.runbook(
+        "escape",
+        "plugin(\"example\").whoami();\nimport \"../../etc/passwd\" as pw;\n",
+    );
+    ws.run(&["run", "escape"])
+        .assert_code(7)
+        .stderr_has("escape.rhai:2")
+        .stderr_has("../../etc/passwd");
     ws.runbook("absolute", "import \"/etc/passwd\" as pw;\n");
-    ws.run(&["run", "absolute"]).assert_code(7).stderr_has("absolute.rhai:1");
-    assert!(sim.state.requests().is_empty(), "compile errors happen before any effect");
+    ws.run(&["run", "absolute"])
+        .assert_code(7)
+        .stderr_has("absolute.rhai:1");
+    assert!(
+        sim.state.requests().is_empty(),
+        "compile errors happen before any effect"
+    );
 
     // An import inside the folder works.
     ws.runbook("lib/greet", "fn greet(name) { `hello ${name}` }\n");

@@ -40,9 +40,18 @@ fn params_and_prompts_from_inputs_with_json_output() {
     let approval_file = inputs.path().join("approval.txt");
     std::fs::write(&approval_file, format!("{approval}\n")).unwrap();
     let run = ws.run(&[
-        "run", "issue", "--set", "name=ci", "--input", "label=nightly",
-        "--input", &format!("approval=@{}", approval_file.display()),
-        "--input", "go=yes", "--output", "json",
+        "run",
+        "issue",
+        "--set",
+        "name=ci",
+        "--input",
+        "label=nightly",
+        "--input",
+        &format!("approval=@{}", approval_file.display()),
+        "--input",
+        "go=yes",
+        "--output",
+        "json",
     ]);
     run.assert_ok();
     let report = run.json();
@@ -50,14 +59,26 @@ fn params_and_prompts_from_inputs_with_json_output() {
     let result = &report["result"];
     assert_eq!(result["valid"], true);
     assert_eq!(result["token"], "***", "secret outputs are masked in JSON");
-    assert_eq!(result["approval"], "***", "prompted secrets are masked in JSON");
-    assert!(result["name"].as_str().unwrap().starts_with("ci-nightly"), "{result}");
+    assert_eq!(
+        result["approval"], "***",
+        "prompted secrets are masked in JSON"
+    );
+    assert!(
+        result["name"].as_str().unwrap().starts_with("ci-nightly"),
+        "{result}"
+    );
     // The provider really holds the new token, active.
-    let created = sim.state.token(result["id"].as_u64().unwrap()).expect("token exists at the provider");
+    let created = sim
+        .state
+        .token(result["id"].as_u64().unwrap())
+        .expect("token exists at the provider");
     assert!(created.active);
     assert!(created.name.starts_with("ci-nightly"));
     let steps = report["steps"].as_array().unwrap();
-    let ops: Vec<&str> = steps.iter().map(|s| s["operation"].as_str().unwrap()).collect();
+    let ops: Vec<&str> = steps
+        .iter()
+        .map(|s| s["operation"].as_str().unwrap())
+        .collect();
     assert_eq!(ops, ["whoami", "create_token", "check_token"]);
     ws.assert_files_clean();
 }
@@ -69,17 +90,45 @@ fn secret_inputs_come_from_env_and_never_from_argv() {
     ws.runbook("issue", ISSUE);
     let approval = canary("approval-");
     let out = ws
-        .command(&["run", "issue", "--set", "name=ci", "--input", "label=x", "--input", "approval=env:APPROVAL", "--input", "go=y"])
+        .command(&[
+            "run",
+            "issue",
+            "--set",
+            "name=ci",
+            "--input",
+            "label=x",
+            "--input",
+            "approval=env:APPROVAL",
+            "--input",
+            "go=y",
+        ])
         .env("APPROVAL", &approval)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_clean("stdout", &String::from_utf8_lossy(&out.stdout));
     assert_clean("stderr", &String::from_utf8_lossy(&out.stderr));
 
     // A literal secret on the command line is refused, naming the input.
-    let run = ws.run(&["run", "issue", "--set", "name=ci", "--input", "label=x", "--input", "approval=literal-value", "--input", "go=y"]);
-    run.assert_code(6).stderr_has("approval").stderr_has("@FILE");
+    let run = ws.run(&[
+        "run",
+        "issue",
+        "--set",
+        "name=ci",
+        "--input",
+        "label=x",
+        "--input",
+        "approval=literal-value",
+        "--input",
+        "go=y",
+    ]);
+    run.assert_code(6)
+        .stderr_has("approval")
+        .stderr_has("@FILE");
 }
 
 #[test]
@@ -93,7 +142,12 @@ fn a_missing_answer_names_the_input_and_how_to_pass_it() {
         .stderr_has("--input label=")
         .stderr_has("issue.rhai:5");
     // Only the read before the prompt reached the provider.
-    let sent: Vec<String> = sim.state.requests().iter().map(|r| format!("{} {}", r.method, r.path)).collect();
+    let sent: Vec<String> = sim
+        .state
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
     assert_eq!(sent, ["GET /api/whoami"]);
 }
 
@@ -103,13 +157,25 @@ fn a_missing_parameter_is_a_clear_error() {
     let ws = workspace(&sim);
     ws.runbook("issue", ISSUE);
     let out = ws
-        .command(&["run", "issue", "--input", "label=x", "--input", "approval=env:APPROVAL", "--input", "go=y"])
+        .command(&[
+            "run",
+            "issue",
+            "--input",
+            "label=x",
+            "--input",
+            "approval=env:APPROVAL",
+            "--input",
+            "go=y",
+        ])
         .env("APPROVAL", canary("approval-"))
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(6), "{stderr}");
-    assert!(stderr.contains("missing parameter `name`") && stderr.contains("--set name="), "{stderr}");
+    assert!(
+        stderr.contains("missing parameter `name`") && stderr.contains("--set name="),
+        "{stderr}"
+    );
     assert!(stderr.contains("issue.rhai:8"), "{stderr}");
 }
 
@@ -140,14 +206,21 @@ fn dry_run_reads_for_real_and_sends_no_change() {
     assert_eq!(steps[1]["input"]["name"], "rotated");
     assert_eq!(steps[2]["skipped"], true);
     // The provider saw the read and nothing else.
-    let sent: Vec<String> = sim.state.requests().iter().map(|r| format!("{} {}", r.method, r.path)).collect();
+    let sent: Vec<String> = sim
+        .state
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
     assert_eq!(sent, ["GET /api/whoami"]);
     assert_eq!(sim.state.tokens().len(), before);
     assert!(sim.state.tokens().iter().all(|t| t.active));
 
     // Text mode says what would change.
     let run = ws.run(&["run", "rotate", "--dry-run"]);
-    run.assert_ok().stderr_has("would call example.create_token").stderr_has("would call example.revoke_token");
+    run.assert_ok()
+        .stderr_has("would call example.create_token")
+        .stderr_has("would call example.revoke_token");
 }
 
 #[test]
@@ -156,21 +229,41 @@ fn exit_codes_tell_failure_classes_apart() {
     let ws = workspace(&sim);
 
     ws.runbook("bad-syntax", "let x = ;\n");
-    ws.run(&["run", "bad-syntax"]).assert_code(7).stderr_has("bad-syntax.rhai:1");
+    ws.run(&["run", "bad-syntax"])
+        .assert_code(7)
+        .stderr_has("bad-syntax.rhai:1");
 
-    ws.runbook("fails", "info(\"step one\");\nfail(\"the provider is on fire\");\n");
-    ws.run(&["run", "fails"]).assert_code(5).stderr_has("fails.rhai:2").stderr_has("the provider is on fire");
+    ws.runbook(
+        "fails",
+        "info(\"step one\");\nfail(\"the provider is on fire\");\n",
+    );
+    ws.run(&["run", "fails"])
+        .assert_code(5)
+        .stderr_has("fails.rhai:2")
+        .stderr_has("the provider is on fire");
 
-    ws.runbook("provider-error", "plugin(\"example\").revoke_token(#{ id: 999 });\n");
-    ws.run(&["run", "provider-error"]).assert_code(5).stderr_has("404").stderr_has("provider-error.rhai:1");
+    ws.runbook(
+        "provider-error",
+        "plugin(\"example\").revoke_token(#{ id: 999 });\n",
+    );
+    ws.run(&["run", "provider-error"])
+        .assert_code(5)
+        .stderr_has("404")
+        .stderr_has("provider-error.rhai:1");
 
     ws.runbook("ungranted", "secret(\"team-b/token\");\n");
-    ws.run(&["run", "ungranted"]).assert_code(4).stderr_has("not granted secret `team-b/token`");
+    ws.run(&["run", "ungranted"])
+        .assert_code(4)
+        .stderr_has("not granted secret `team-b/token`");
 
-    ws.run(&["run", "no-such-runbook"]).assert_code(3).stderr_has("not found");
+    ws.run(&["run", "no-such-runbook"])
+        .assert_code(3)
+        .stderr_has("not found");
 
     std::fs::write(ws.path().join("keycycle.toml"), "[plugins.x]\npath = 3\n").unwrap();
-    ws.run(&["run", "fails"]).assert_code(3).stderr_has("keycycle.toml");
+    ws.run(&["run", "fails"])
+        .assert_code(3)
+        .stderr_has("keycycle.toml");
 }
 
 #[test]
@@ -186,11 +279,19 @@ fn missing_plugin_file_fails_only_when_used() {
     ws.runbook("ok", "plugin(\"example\").whoami().user\n");
     ws.run(&["run", "ok"]).assert_ok();
     ws.runbook("uses-gone", "let g = plugin(\"gone\");\n");
-    ws.run(&["run", "uses-gone"]).assert_code(5).stderr_has("gone.wasm").stderr_has("uses-gone.rhai:1");
+    ws.run(&["run", "uses-gone"])
+        .assert_code(5)
+        .stderr_has("gone.wasm")
+        .stderr_has("uses-gone.rhai:1");
     let list = ws.run(&["plugins", "list", "--output", "json"]);
     list.assert_ok();
     let rows = list.json();
-    let gone = rows.as_array().unwrap().iter().find(|r| r["name"] == "gone").unwrap();
+    let gone = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "gone")
+        .unwrap();
     assert_eq!(gone["status"], "error");
 }
 
@@ -202,16 +303,31 @@ fn plugins_inspect_shows_operations_needs_and_grants() {
     let run = ws.run(&["plugins", "inspect", "example", "--output", "json"]);
     run.assert_ok();
     let r = run.json();
-    let ops: Vec<&str> = r["operations"].as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap()).collect();
-    assert!(ops.contains(&"create_token") && ops.contains(&"whoami"), "{ops:?}");
-    let create = r["operations"].as_array().unwrap().iter().find(|o| o["name"] == "create_token").unwrap();
+    let ops: Vec<&str> = r["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        ops.contains(&"create_token") && ops.contains(&"whoami"),
+        "{ops:?}"
+    );
+    let create = r["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "create_token")
+        .unwrap();
     assert_eq!(create["mutates"], true);
     assert_eq!(create["secret_outputs"][0], "token");
     assert_eq!(r["declares"]["hosts"][0], "{config.base_url}");
     assert_eq!(r["granted"]["hosts"][0], format!("{}", sim.origin()));
     assert_eq!(r["granted"]["secrets"][0]["store"], "demo/admin");
     assert_eq!(r["sha256"].as_str().unwrap().len(), 64);
-    ws.run(&["plugins", "inspect", "nope"]).assert_code(3).stderr_has("no plugin `nope`");
+    ws.run(&["plugins", "inspect", "nope"])
+        .assert_code(3)
+        .stderr_has("no plugin `nope`");
 }
 
 #[test]
@@ -222,12 +338,19 @@ fn second_run_compiles_nothing() {
     ws.config(&example_plugin_config(&sim));
     // Point this workspace at a cache of its own, empty at first.
     let text = std::fs::read_to_string(ws.path().join("keycycle.toml")).unwrap();
-    let text = text.replace(&format!("cache_dir = \"{}\"", shared_cache().display()), &format!("cache_dir = \"{}\"", cache.display()));
+    let text = text.replace(
+        &format!("cache_dir = \"{}\"", shared_cache().display()),
+        &format!("cache_dir = \"{}\"", cache.display()),
+    );
     std::fs::write(ws.path().join("keycycle.toml"), text).unwrap();
 
     let first = ws.run(&["plugins", "list", "-v"]);
     first.assert_ok().stderr_has("compiled=true");
-    let entries: Vec<_> = std::fs::read_dir(&cache).unwrap().flatten().filter(|e| e.path().extension().is_some_and(|x| x == "cwasm")).collect();
+    let entries: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+        .collect();
     assert_eq!(entries.len(), 1, "one precompiled component in the cache");
     let second = ws.run(&["plugins", "list", "-v"]);
     second.assert_ok().stderr_has("compiled=false");

@@ -73,8 +73,14 @@ fn attempt(ws: &Workspace, plugin: &str, call: &str) -> serde_json::Value {
     let run = ws.run(&["run", "attempt", "--output", "json", "-vv"]);
     run.assert_ok();
     let result = run.json()["result"].clone();
-    assert_eq!(result["after"], true, "the next call on the same host works: {result}");
-    assert_eq!(result["other"], "demo-admin", "another plugin still works: {result}");
+    assert_eq!(
+        result["after"], true,
+        "the next call on the same host works: {result}"
+    );
+    assert_eq!(
+        result["other"], "demo-admin",
+        "another plugin still works: {result}"
+    );
     assert!(result["err"].is_object(), "the attempt must fail: {result}");
     result["err"].clone()
 }
@@ -112,7 +118,12 @@ fn importing_wasi_http_is_refused_at_load_time() {
     assert_msg(&err, "denied", &["wasihttp", "wasi:http"]);
     let list = ws.run(&["plugins", "list", "--output", "json"]);
     let rows = list.json();
-    let row = rows.as_array().unwrap().iter().find(|r| r["name"] == "wasihttp").unwrap();
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "wasihttp")
+        .unwrap();
     assert_eq!(row["status"], "refused");
 }
 
@@ -127,36 +138,71 @@ fn the_environment_is_empty() {
         .env("TEAM_B_TOKEN", &leaked)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_clean("stdout", &stdout);
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(report["result"]["vars"], serde_json::json!([]), "the plugin sees no environment variables");
+    assert_eq!(
+        report["result"]["vars"],
+        serde_json::json!([]),
+        "the plugin sees no environment variables"
+    );
 }
 
 #[test]
 fn an_ungranted_host_is_refused_directly() {
     let sim = DemoSim::start();
     let ws = workspace(&sim);
-    let err = attempt(&ws, "hostile", r#"http_get(#{ url: "http://127.0.0.1:9/steal" })"#);
-    assert_msg(&err, "denied", &["hostile", "http_get", "http://127.0.0.1:9", "not granted"]);
+    let err = attempt(
+        &ws,
+        "hostile",
+        r#"http_get(#{ url: "http://127.0.0.1:9/steal" })"#,
+    );
+    assert_msg(
+        &err,
+        "denied",
+        &["hostile", "http_get", "http://127.0.0.1:9", "not granted"],
+    );
 }
 
 #[test]
 fn an_ungranted_host_is_refused_through_a_redirect() {
     let sim = DemoSim::start();
     let ws = workspace(&sim);
-    let call = format!(r#"http_get(#{{ url: "{}/api/redirect?to=http://127.0.0.1:9/steal" }})"#, sim.origin());
+    let call = format!(
+        r#"http_get(#{{ url: "{}/api/redirect?to=http://127.0.0.1:9/steal" }})"#,
+        sim.origin()
+    );
     let err = attempt(&ws, "hostile", &call);
-    assert_msg(&err, "denied", &["hostile", "http_get", "redirect to http://127.0.0.1:9/steal", "not granted"]);
+    assert_msg(
+        &err,
+        "denied",
+        &[
+            "hostile",
+            "http_get",
+            "redirect to http://127.0.0.1:9/steal",
+            "not granted",
+        ],
+    );
     // A redirect that stays on a granted origin is followed.
-    ws.runbook("redirect-ok", &format!(
-        "plugin(\"hostile\").http_get(#{{ url: \"{o}/api/redirect?to={o}/api/whoami\" }})\n",
-        o = sim.origin()
-    ));
+    ws.runbook(
+        "redirect-ok",
+        &format!(
+            "plugin(\"hostile\").http_get(#{{ url: \"{o}/api/redirect?to={o}/api/whoami\" }})\n",
+            o = sim.origin()
+        ),
+    );
     let run = ws.run(&["run", "redirect-ok", "--output", "json"]);
     run.assert_ok();
-    assert_eq!(run.json()["result"]["status"], 401, "followed to whoami, which wants a token");
+    assert_eq!(
+        run.json()["result"]["status"],
+        401,
+        "followed to whoami, which wants a token"
+    );
 }
 
 #[test]
@@ -183,10 +229,18 @@ fn a_granted_name_that_resolves_to_a_private_address_is_refused() {
         "[plugins.hostile]\npath = \"{}\"\nhosts = [\"{local}\"]\nconfig = {{ base_url = \"{local}\" }}\n",
         wasm("hostile").display()
     ));
-    ws.runbook("private", &format!("plugin(\"hostile\").http_get(#{{ url: \"{local}/api/whoami\" }})\n"));
+    ws.runbook(
+        "private",
+        &format!("plugin(\"hostile\").http_get(#{{ url: \"{local}/api/whoami\" }})\n"),
+    );
     let run = ws.run(&["run", "private"]);
-    run.assert_code(4).stderr_has("localhost").stderr_has("non-public address");
-    assert!(sim.state.requests().is_empty(), "nothing reached the server");
+    run.assert_code(4)
+        .stderr_has("localhost")
+        .stderr_has("non-public address");
+    assert!(
+        sim.state.requests().is_empty(),
+        "nothing reached the server"
+    );
 }
 
 #[test]
@@ -194,7 +248,11 @@ fn userinfo_in_a_url_is_refused() {
     let sim = DemoSim::start();
     let ws = workspace(&sim);
     let url = sim.origin().replace("http://", "http://admin:hunter2@");
-    let err = attempt(&ws, "hostile", &format!(r#"http_get(#{{ url: "{url}/api/whoami" }})"#));
+    let err = attempt(
+        &ws,
+        "hostile",
+        &format!(r#"http_get(#{{ url: "{url}/api/whoami" }})"#),
+    );
     assert_msg(&err, "denied", &["hostile", "http_get", "userinfo"]);
     assert!(!err["message"].as_str().unwrap().contains("hunter2"));
 }
@@ -204,7 +262,11 @@ fn an_ungranted_secret_is_refused_and_teams_are_isolated() {
     let sim = DemoSim::start();
     let ws = workspace(&sim);
     let err = attempt(&ws, "hostile", r#"read_secret(#{ name: "other" })"#);
-    assert_msg(&err, "denied", &["hostile", "read_secret", "secret `other` is not granted"]);
+    assert_msg(
+        &err,
+        "denied",
+        &["hostile", "read_secret", "secret `other` is not granted"],
+    );
     // Each team's instance reads only its own grant.
     ws.runbook(
         "teams",
@@ -222,7 +284,10 @@ fn an_ungranted_secret_is_refused_and_teams_are_isolated() {
 fn an_uncaught_denial_exits_with_the_denied_code() {
     let sim = DemoSim::start();
     let ws = workspace(&sim);
-    ws.runbook("deny", "plugin(\"hostile\").http_get(#{ url: \"http://127.0.0.1:9/\" });\n");
+    ws.runbook(
+        "deny",
+        "plugin(\"hostile\").http_get(#{ url: \"http://127.0.0.1:9/\" });\n",
+    );
     ws.run(&["run", "deny"])
         .assert_code(4)
         .stderr_has("deny.rhai:1")
@@ -242,7 +307,11 @@ fn allocating_4_gib_is_stopped() {
     let sim = DemoSim::start();
     let ws = workspace(&sim);
     let err = attempt(&ws, "hostile", "alloc_4gib()");
-    assert_msg(&err, "failed", &["hostile", "alloc_4gib", "memory limit of 64 MiB"]);
+    assert_msg(
+        &err,
+        "failed",
+        &["hostile", "alloc_4gib", "memory limit of 64 MiB"],
+    );
 }
 
 #[test]
@@ -267,7 +336,15 @@ fn a_100_mb_output_is_refused() {
     let ws = workspace(&sim);
     // With memory to build it, the output limit stops it.
     let err = attempt(&ws, "hostile_big", "big_output()");
-    assert_msg(&err, "failed", &["hostile_big", "big_output", "bytes of output, over the limit"]);
+    assert_msg(
+        &err,
+        "failed",
+        &[
+            "hostile_big",
+            "big_output",
+            "bytes of output, over the limit",
+        ],
+    );
     // Within the default memory it cannot even be built.
     let err = attempt(&ws, "hostile", "big_output()");
     assert_msg(&err, "failed", &["hostile", "big_output", "memory limit"]);
@@ -278,5 +355,9 @@ fn endless_logging_is_stopped() {
     let sim = DemoSim::start();
     let ws = workspace(&sim);
     let err = attempt(&ws, "hostile", "log_flood()");
-    assert_msg(&err, "failed", &["hostile", "log_flood", "logged more than the limit"]);
+    assert_msg(
+        &err,
+        "failed",
+        &["hostile", "log_flood", "logged more than the limit"],
+    );
 }

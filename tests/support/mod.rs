@@ -68,7 +68,10 @@ pub fn canary(prefix: &str) -> String {
 
 pub fn assert_clean(what: &str, text: &str) {
     for c in canaries() {
-        assert!(!text.contains(&c), "{what} contains the planted secret {c}:\n{text}");
+        assert!(
+            !text.contains(&c),
+            "{what} contains the planted secret {c}:\n{text}"
+        );
     }
 }
 
@@ -82,12 +85,21 @@ pub struct Run {
 
 impl Run {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
     }
 
     #[track_caller]
     pub fn assert_code(&self, code: i32) -> &Run {
-        assert_eq!(self.code, code, "exit code; stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "exit code; stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 
@@ -98,7 +110,11 @@ impl Run {
 
     #[track_caller]
     pub fn stderr_has(&self, needle: &str) -> &Run {
-        assert!(self.stderr.contains(needle), "stderr lacks {needle:?}:\n{}", self.stderr);
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}:\n{}",
+            self.stderr
+        );
         self
     }
 }
@@ -111,7 +127,10 @@ pub struct Workspace {
 
 impl Workspace {
     pub fn new() -> Workspace {
-        let dir = tempfile::Builder::new().prefix("keycycle-test-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("keycycle-test-")
+            .tempdir()
+            .unwrap();
         std::fs::create_dir_all(dir.path().join("runbooks")).unwrap();
         let mut key = [0u8; 32];
         rand::Rng::fill(&mut rand::rng(), &mut key[..]);
@@ -165,11 +184,20 @@ impl Workspace {
     pub fn run_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Run {
         let mut cmd = self.command(args);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
         let mut child = cmd.spawn().expect("start keycycle");
         if let Some(text) = stdin {
             use std::io::Write;
-            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
         }
         let out = child.wait_with_output().unwrap();
         let run = Run {
@@ -185,7 +213,8 @@ impl Workspace {
     /// Stores a secret through the CLI (value on stdin) and plants it.
     pub fn set_secret(&self, name: &str, value: &str) {
         plant(value);
-        self.run_with_stdin(&["secrets", "set", name], Some(value)).assert_ok();
+        self.run_with_stdin(&["secrets", "set", name], Some(value))
+            .assert_ok();
     }
 
     /// Every file keycycle wrote in the workspace (its state directory,
@@ -203,7 +232,9 @@ impl Workspace {
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else { return out };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
     for entry in rd.flatten() {
         let p = entry.path();
         if p.is_dir() {
@@ -225,7 +256,11 @@ pub struct DemoSim {
 
 impl DemoSim {
     pub fn start() -> DemoSim {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
         let (server, state) = rt.block_on(keycycle_sim::start_demo(0)).unwrap();
         let base_url = server.base_url.trim_end_matches('/').to_owned();
         DemoSim {

@@ -97,14 +97,20 @@ pub struct Config {
 pub fn locate(explicit: Option<&Path>) -> Result<Option<PathBuf>> {
     if let Some(p) = explicit {
         if !p.is_file() {
-            bail!("config file {} does not exist (given with --config)", p.display());
+            bail!(
+                "config file {} does not exist (given with --config)",
+                p.display()
+            );
         }
         return Ok(Some(p.to_owned()));
     }
     if let Some(p) = std::env::var_os("KEYCYCLE_CONFIG").filter(|v| !v.is_empty()) {
         let p = PathBuf::from(p);
         if !p.is_file() {
-            bail!("config file {} does not exist (given with KEYCYCLE_CONFIG)", p.display());
+            bail!(
+                "config file {} does not exist (given with KEYCYCLE_CONFIG)",
+                p.display()
+            );
         }
         return Ok(Some(p));
     }
@@ -130,7 +136,13 @@ pub fn load(explicit: Option<&Path>) -> Result<Config> {
         }
         None => (ConfigFile::default(), std::env::current_dir()?),
     };
-    let abs = |p: &Path| if p.is_absolute() { p.to_owned() } else { base.join(p) };
+    let abs = |p: &Path| {
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            base.join(p)
+        }
+    };
 
     let state_dir = match &parsed.state_dir {
         Some(p) => abs(p),
@@ -146,7 +158,11 @@ pub fn load(explicit: Option<&Path>) -> Result<Config> {
         plugin.path = abs(&plugin.path);
     }
     Ok(Config {
-        runbooks_dir: parsed.runbooks_dir.as_deref().map(abs).unwrap_or_else(|| base.join("runbooks")),
+        runbooks_dir: parsed
+            .runbooks_dir
+            .as_deref()
+            .map(abs)
+            .unwrap_or_else(|| base.join("runbooks")),
         key_file: parsed
             .secrets
             .key_file
@@ -168,7 +184,11 @@ pub fn load(explicit: Option<&Path>) -> Result<Config> {
 }
 
 fn validate_name(name: &str) -> Result<()> {
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
         bail!("plugin name `{name}` must be letters, digits, `-` or `_`");
     }
     Ok(())
@@ -185,7 +205,9 @@ fn default_state_dir() -> Result<PathBuf> {
     }
     match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
         Some(home) => Ok(PathBuf::from(home).join(".local/state/keycycle")),
-        None => bail!("cannot find a state directory: set state_dir in keycycle.toml or KEYCYCLE_STATE_DIR"),
+        None => bail!(
+            "cannot find a state directory: set state_dir in keycycle.toml or KEYCYCLE_STATE_DIR"
+        ),
     }
 }
 
@@ -216,8 +238,12 @@ impl PluginSection {
         let defaults = Limits::default();
         let limits = Limits {
             memory_bytes: self.memory_mb.map_or(defaults.memory_bytes, |mb| mb << 20),
-            timeout: self.timeout_secs.map_or(defaults.timeout, Duration::from_secs),
-            max_output_bytes: self.max_output_kb.map_or(defaults.max_output_bytes, |kb| kb << 10),
+            timeout: self
+                .timeout_secs
+                .map_or(defaults.timeout, Duration::from_secs),
+            max_output_bytes: self
+                .max_output_kb
+                .map_or(defaults.max_output_bytes, |kb| kb << 10),
             ..defaults
         };
         if limits.memory_bytes == 0 || limits.timeout.is_zero() {
@@ -247,7 +273,11 @@ impl Config {
             known.dedup();
             bail!(
                 "environment `{env}` is not defined by any plugin (defined: {})",
-                if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
             );
         }
         Ok(())

@@ -66,7 +66,10 @@ pub struct HostEffects {
 
 impl HostEffects {
     fn record(&self, step: Step) {
-        self.steps.lock().unwrap_or_else(|p| p.into_inner()).push(step);
+        self.steps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(step);
     }
 
     fn check_runbook_grant(&self, name: &str) -> Result<(), EffectError> {
@@ -83,7 +86,10 @@ impl HostEffects {
         let mut out = BTreeMap::new();
         out.insert("dry_run".to_owned(), Value::Bool(true));
         for field in secret_outputs {
-            let value = SecretValue::new(format!("dry-run-{plugin}-{operation}-{field}-{}", self.run_id));
+            let value = SecretValue::new(format!(
+                "dry-run-{plugin}-{operation}-{field}-{}",
+                self.run_id
+            ));
             out.insert(field.clone(), Value::Secret(value));
         }
         Value::Map(out)
@@ -114,8 +120,13 @@ impl Effects for HostEffects {
     fn describe(&self, plugin: &str) -> Result<Arc<PluginDescription>, EffectError> {
         match self.plugins.get(plugin) {
             Some(LoadedPlugin::Ready { description, .. }) => Ok(description.clone()),
-            Some(LoadedPlugin::Refused { message, denied: true }) => Err(EffectError::Denied(message.clone())),
-            Some(LoadedPlugin::Refused { message, .. }) => Err(EffectError::Failed(message.clone())),
+            Some(LoadedPlugin::Refused {
+                message,
+                denied: true,
+            }) => Err(EffectError::Denied(message.clone())),
+            Some(LoadedPlugin::Refused { message, .. }) => {
+                Err(EffectError::Failed(message.clone()))
+            }
             None => Err(EffectError::Failed(format!(
                 "no plugin `{plugin}` is configured (configured: {})",
                 self.plugins.keys().cloned().collect::<Vec<_>>().join(", ")
@@ -123,10 +134,19 @@ impl Effects for HostEffects {
         }
     }
 
-    fn invoke(&self, plugin_name: &str, operation: &str, input: Value) -> Result<Value, EffectError> {
+    fn invoke(
+        &self,
+        plugin_name: &str,
+        operation: &str,
+        input: Value,
+    ) -> Result<Value, EffectError> {
         let plugin = match self.plugins.get(plugin_name) {
             Some(LoadedPlugin::Ready { plugin, .. }) => plugin.clone(),
-            _ => return Err(self.describe(plugin_name).err().unwrap_or_else(|| EffectError::Failed(format!("plugin `{plugin_name}` is not loaded")))),
+            _ => {
+                return Err(self.describe(plugin_name).err().unwrap_or_else(|| {
+                    EffectError::Failed(format!("plugin `{plugin_name}` is not loaded"))
+                }));
+            }
         };
         let spec = plugin.description().operation(operation).cloned();
         let mutates = spec.as_ref().is_some_and(|s| s.mutates);
@@ -232,7 +252,9 @@ impl Effects for HostEffects {
 
     fn random_secret(&self, bytes: usize) -> Result<SecretValue, EffectError> {
         if bytes == 0 || bytes > 1024 {
-            return Err(EffectError::Failed(format!("random_secret({bytes}): size must be 1 to 1024 bytes")));
+            return Err(EffectError::Failed(format!(
+                "random_secret({bytes}): size must be 1 to 1024 bytes"
+            )));
         }
         let mut buf = zeroize::Zeroizing::new(vec![0u8; bytes]);
         rand::rng().fill_bytes(&mut buf);

@@ -73,7 +73,9 @@ impl fmt::Display for Code {
 /// The code carried by `err`, or [`Code::Internal`].
 pub fn code_of(err: &anyhow::Error) -> Code {
     // anyhow finds a context value at any depth of nested contexts.
-    err.downcast_ref::<Code>().copied().unwrap_or(Code::Internal)
+    err.downcast_ref::<Code>()
+        .copied()
+        .unwrap_or(Code::Internal)
 }
 
 pub const EXIT_CODES_HELP: &str = "\

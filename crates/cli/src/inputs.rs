@@ -62,7 +62,9 @@ impl Inputs {
                 let how = match prompt.kind {
                     PromptKind::Secret => format!("--input {n}=@FILE or --input {n}=env:VAR"),
                     PromptKind::Confirm => format!("--input {n}=yes (or no)"),
-                    PromptKind::Text => format!("--input {n}=VALUE, --input {n}=@FILE or --input {n}=env:VAR"),
+                    PromptKind::Text => {
+                        format!("--input {n}=VALUE, --input {n}=@FILE or --input {n}=env:VAR")
+                    }
                 };
                 Err(EffectError::MissingInput {
                     name: n.clone(),
@@ -98,18 +100,33 @@ impl Inputs {
     }
 
     fn ask(&self, prompt: &Prompt) -> Result<Answer, EffectError> {
-        let failed = |e: std::io::Error| EffectError::Failed(format!("cannot read the answer to \"{}\": {e}", prompt.text));
+        let failed = |e: std::io::Error| {
+            EffectError::Failed(format!(
+                "cannot read the answer to \"{}\": {e}",
+                prompt.text
+            ))
+        };
         match prompt.kind {
             PromptKind::Secret => {
-                let value = rpassword::prompt_password(format!("{} (input hidden): ", prompt.text)).map_err(failed)?;
+                let value = rpassword::prompt_password(format!("{} (input hidden): ", prompt.text))
+                    .map_err(failed)?;
                 Ok(Answer::Secret(SecretValue::new(value)))
             }
             PromptKind::Text | PromptKind::Confirm => loop {
-                let suffix = if prompt.kind == PromptKind::Confirm { " [y/n]" } else { "" };
+                let suffix = if prompt.kind == PromptKind::Confirm {
+                    " [y/n]"
+                } else {
+                    ""
+                };
                 eprint!("{}{suffix}: ", prompt.text);
                 std::io::stderr().flush().map_err(failed)?;
                 let mut line = String::new();
-                if std::io::stdin().lock().read_line(&mut line).map_err(failed)? == 0 {
+                if std::io::stdin()
+                    .lock()
+                    .read_line(&mut line)
+                    .map_err(failed)?
+                    == 0
+                {
                     return Err(EffectError::MissingInput {
                         name: prompt.name.clone(),
                         hint: "the terminal closed before an answer was given".into(),
@@ -149,7 +166,10 @@ mod tests {
     fn parses_sources() {
         assert_eq!(parse_input("a=@f").unwrap().1, Source::File("f".into()));
         assert_eq!(parse_input("a=env:X").unwrap().1, Source::Env("X".into()));
-        assert_eq!(parse_input("a=b=c").unwrap(), ("a".into(), Source::Literal("b=c".into())));
+        assert_eq!(
+            parse_input("a=b=c").unwrap(),
+            ("a".into(), Source::Literal("b=c".into()))
+        );
         assert!(parse_input("novalue").is_err());
     }
 }

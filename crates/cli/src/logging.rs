@@ -21,7 +21,9 @@ pub fn init(verbosity: i8) {
     let default = if verbosity >= 3 {
         "trace".to_owned()
     } else {
-        format!("warn,keycycle={level},keycycle_host={level},keycycle_runbook={level},keycycle_cli={level},plugin={level},runbook={level}")
+        format!(
+            "warn,keycycle={level},keycycle_host={level},keycycle_runbook={level},keycycle_cli={level},plugin={level},runbook={level}"
+        )
     };
     let filter = std::env::var("KEYCYCLE_LOG")
         .ok()
@@ -46,7 +48,8 @@ pub fn init(verbosity: i8) {
             .location()
             .map(|l| format!(" at {}:{}", l.file(), l.line()))
             .unwrap_or_default();
-        let text = format!("keycycle panicked{location}: {payload}\nThis is a bug; please report it.\n");
+        let text =
+            format!("keycycle panicked{location}: {payload}\nThis is a bug; please report it.\n");
         let _ = io::stderr().write_all(keycycle_secret::redact(&text).as_bytes());
     }));
 }
@@ -79,6 +82,8 @@ impl Write for LineBuffer {
 impl Drop for LineBuffer {
     fn drop(&mut self) {
         let text = String::from_utf8_lossy(&self.0);
-        let _ = io::stderr().lock().write_all(keycycle_secret::redact(&text).as_bytes());
+        let _ = io::stderr()
+            .lock()
+            .write_all(keycycle_secret::redact(&text).as_bytes());
     }
 }

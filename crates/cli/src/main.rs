@@ -128,7 +128,9 @@ enum SecretsCommand {
     #[command(after_help = "Example:\n  keycycle secrets init")]
     Init,
     /// Store a secret; the value comes from stdin, a file or an environment variable
-    #[command(after_help = "Examples:\n  printf %s \"$TOKEN\" | keycycle secrets set gitlab/token\n  keycycle secrets set gitlab/token --from-file token.txt\n  keycycle secrets set gitlab/token --from-env GITLAB_TOKEN")]
+    #[command(
+        after_help = "Examples:\n  printf %s \"$TOKEN\" | keycycle secrets set gitlab/token\n  keycycle secrets set gitlab/token --from-file token.txt\n  keycycle secrets set gitlab/token --from-env GITLAB_TOKEN"
+    )]
     Set {
         name: String,
         /// Read the value from this file
@@ -208,7 +210,13 @@ async fn dispatch(cli: Cli) -> Result<()> {
             plugins_cmd::list(&load_config()?, output == Output::Json).await
         }
         Command::Plugins(PluginsCommand::Inspect { name, env, output }) => {
-            plugins_cmd::inspect(&load_config()?, &name, env.as_deref(), output == Output::Json).await
+            plugins_cmd::inspect(
+                &load_config()?,
+                &name,
+                env.as_deref(),
+                output == Output::Json,
+            )
+            .await
         }
         Command::Secrets(cmd) => {
             let config = load_config()?;
@@ -219,7 +227,9 @@ async fn dispatch(cli: Cli) -> Result<()> {
                     from_file,
                     from_env,
                 } => secrets_cmd::set(&config, &name, from_file.as_deref(), from_env.as_deref()),
-                SecretsCommand::List { output } => secrets_cmd::list(&config, output == Output::Json),
+                SecretsCommand::List { output } => {
+                    secrets_cmd::list(&config, output == Output::Json)
+                }
                 SecretsCommand::Rm { name } => secrets_cmd::rm(&config, &name),
             }
         }
@@ -248,7 +258,11 @@ fn main() -> ExitCode {
             // The code's own text is a marker for the exit code, not news.
             let markers: Vec<String> = Code::ALL.iter().map(|c| c.to_string()).collect();
             let mut text = String::new();
-            for cause in err.chain().map(|c| c.to_string()).filter(|c| !markers.contains(c)) {
+            for cause in err
+                .chain()
+                .map(|c| c.to_string())
+                .filter(|c| !markers.contains(c))
+            {
                 if text.is_empty() {
                     text.push_str(&format!("error: {cause}\n"));
                 } else {

@@ -19,7 +19,10 @@ pub async fn list(config: &Config, as_json: bool) -> Result<()> {
     for (name, loaded) in &plugins {
         let section = &config.plugins[name];
         rows.push(match loaded {
-            LoadedPlugin::Ready { plugin, description } => json!({
+            LoadedPlugin::Ready {
+                plugin,
+                description,
+            } => json!({
                 "name": name,
                 "path": section.path.display().to_string(),
                 "status": "ok",
@@ -49,7 +52,8 @@ pub async fn list(config: &Config, as_json: bool) -> Result<()> {
                     row["plugin"].as_str().unwrap_or(""),
                     row["version"].as_str().unwrap_or(""),
                     row["operations"],
-                    &row["sha256"].as_str().unwrap_or("")[..12.min(row["sha256"].as_str().unwrap_or("").len())],
+                    &row["sha256"].as_str().unwrap_or("")
+                        [..12.min(row["sha256"].as_str().unwrap_or("").len())],
                 ),
                 _ => println!(
                     "{}\t{}: {}",
@@ -70,7 +74,12 @@ pub async fn inspect(config: &Config, name: &str, env: Option<&str>, as_json: bo
         .ok_or_else(|| {
             anyhow!(
                 "no plugin `{name}` is configured (configured: {})",
-                config.plugins.keys().cloned().collect::<Vec<_>>().join(", ")
+                config
+                    .plugins
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         })
         .context(Code::Config)?;
@@ -80,7 +89,10 @@ pub async fn inspect(config: &Config, name: &str, env: Option<&str>, as_json: bo
     let store = Arc::new(StoreAccess::new(config));
     let (_sandbox, mut plugins) = load_plugins(config, env, store).await?;
     let (plugin, d) = match plugins.remove(name) {
-        Some(LoadedPlugin::Ready { plugin, description }) => (plugin, description),
+        Some(LoadedPlugin::Ready {
+            plugin,
+            description,
+        }) => (plugin, description),
         Some(LoadedPlugin::Refused { message, denied }) => {
             return Err(anyhow!(message)).context(if denied { Code::Denied } else { Code::Config });
         }
@@ -105,14 +117,24 @@ pub async fn inspect(config: &Config, name: &str, env: Option<&str>, as_json: bo
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    println!("{name}: {} {} ({})", d.name, d.version, section.path.display());
+    println!(
+        "{name}: {} {} ({})",
+        d.name,
+        d.version,
+        section.path.display()
+    );
     println!("sha256: {}", plugin.sha256());
     println!("\noperations:");
     for op in &d.operations {
         let tag = if op.mutates { "changes" } else { "reads" };
         println!("  {:<24} [{tag}] {}", op.name, op.doc);
         for f in &op.inputs {
-            println!("      {}{}: {}", f.name, if f.required { "" } else { " (optional)" }, f.doc);
+            println!(
+                "      {}{}: {}",
+                f.name,
+                if f.required { "" } else { " (optional)" },
+                f.doc
+            );
         }
         if !op.secret_outputs.is_empty() {
             println!("      secret outputs: {}", op.secret_outputs.join(", "));
@@ -121,7 +143,12 @@ pub async fn inspect(config: &Config, name: &str, env: Option<&str>, as_json: bo
             println!("      recovered with: {r}");
         }
     }
-    println!("\ndeclares: hosts [{}], secrets [{}], config [{}]", d.hosts.join(", "), d.secrets.join(", "), d.config.join(", "));
+    println!(
+        "\ndeclares: hosts [{}], secrets [{}], config [{}]",
+        d.hosts.join(", "),
+        d.secrets.join(", "),
+        d.config.join(", ")
+    );
     println!(
         "granted:  hosts [{}], secrets [{}], config [{}]",
         plugin.effective_hosts().join(", "),

@@ -61,7 +61,10 @@ pub fn resolve_runbook(config: &Config, given: &Path) -> Result<PathBuf> {
     if given.is_file() {
         return Ok(given.to_owned());
     }
-    for candidate in [config.runbooks_dir.join(given), config.runbooks_dir.join(given).with_extension("rhai")] {
+    for candidate in [
+        config.runbooks_dir.join(given),
+        config.runbooks_dir.join(given).with_extension("rhai"),
+    ] {
         if candidate.is_file() {
             return Ok(candidate);
         }
@@ -89,7 +92,10 @@ pub async fn load_plugins(
     let mut plugins = BTreeMap::new();
     for (name, section) in &config.plugins {
         let grants = section.grants(name, env).context(Code::Config)?;
-        let loaded = match sandbox.load(name, &section.path, &grants, store.clone()).await {
+        let loaded = match sandbox
+            .load(name, &section.path, &grants, store.clone())
+            .await
+        {
             Ok(plugin) => {
                 let description = Arc::new(plugin.description().clone());
                 LoadedPlugin::Ready {
@@ -149,7 +155,9 @@ pub async fn run(config: Config, req: RunRequest) -> Result<()> {
 
     let mut params = req.params.clone();
     if let Some(env) = &req.env {
-        params.entry("env".to_owned()).or_insert_with(|| env.clone());
+        params
+            .entry("env".to_owned())
+            .or_insert_with(|| env.clone());
     }
     let effects = Arc::new(HostEffects {
         rt: tokio::runtime::Handle::current(),
@@ -184,7 +192,11 @@ pub async fn run(config: Config, req: RunRequest) -> Result<()> {
         .context("the runbook thread stopped unexpectedly")?
     };
 
-    let steps = effects.steps.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let steps = effects
+        .steps
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     let changes = steps.iter().filter(|s| s.mutates && !s.skipped).count();
     let duration_ms = started.elapsed().as_millis() as u64;
     match outcome {
@@ -203,7 +215,10 @@ pub async fn run(config: Config, req: RunRequest) -> Result<()> {
                 })?;
             } else {
                 if !result.is_null() {
-                    println!("{}", keycycle_secret::redact(&serde_json::to_string_pretty(&result)?));
+                    println!(
+                        "{}",
+                        keycycle_secret::redact(&serde_json::to_string_pretty(&result)?)
+                    );
                 }
                 eprintln!(
                     "{}",

@@ -33,18 +33,26 @@ pub fn init(config: &Config) -> Result<()> {
     Ok(())
 }
 
-pub fn set(config: &Config, name: &str, from_file: Option<&Path>, from_env: Option<&str>) -> Result<()> {
+pub fn set(
+    config: &Config,
+    name: &str,
+    from_file: Option<&Path>,
+    from_env: Option<&str>,
+) -> Result<()> {
     let raw = Zeroizing::new(match (from_file, from_env) {
         (Some(path), _) => std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the value from {}", path.display()))?,
-        (None, Some(var)) => std::env::var(var)
-            .map_err(|_| anyhow!("environment variable {var} is not set"))?,
+        (None, Some(var)) => {
+            std::env::var(var).map_err(|_| anyhow!("environment variable {var} is not set"))?
+        }
         (None, None) => {
             if std::io::stdin().is_terminal() {
                 rpassword::prompt_password(format!("value for {name} (input hidden): "))?
             } else {
                 let mut s = String::new();
-                std::io::stdin().read_to_string(&mut s).context("cannot read the value from stdin")?;
+                std::io::stdin()
+                    .read_to_string(&mut s)
+                    .context("cannot read the value from stdin")?;
                 s
             }
         }

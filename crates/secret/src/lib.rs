@@ -84,7 +84,9 @@ pub fn register(value: &str) {
     if escaped != value {
         forms.push(escaped);
     }
-    let mut known = REDACTOR.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut known = REDACTOR
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     for form in forms {
         if !known.iter().any(|k| k.as_str() == form) {
             known.push(Arc::new(Zeroizing::new(form)));
@@ -96,7 +98,9 @@ pub fn register(value: &str) {
 
 /// `text` with every registered secret value replaced by [`MASK`].
 pub fn redact(text: &str) -> Cow<'_, str> {
-    let known = REDACTOR.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let known = REDACTOR
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let mut out = Cow::Borrowed(text);
     for secret in known.iter() {
         if out.contains(secret.as_str()) {
