@@ -1,0 +1,138 @@
+//! The sandbox's fixed costs, which every plugin call and every run pays:
+//! invoking a trivial operation (a fresh `Store` and instance each time),
+//! with the pooling allocator and without, and loading a plugin with a warm
+//! precompile cache versus compiling it.
+//!
+//! Needs the plugins built: `cargo xtask plugins`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
+use keycycle_contract::{CallContext, Value};
+use keycycle_host::{Grants, Plugin, Sandbox, SandboxConfig, SecretSource};
+use keycycle_secret::SecretValue;
+use tokio::runtime::Runtime;
+
+/// The operation measured: no input, no network, no secrets.
+const PING: &str = "ping";
+
+/// No secrets: the measured operations read none.
+struct NoSecrets;
+
+impl SecretSource for NoSecrets {
+    fn get(&self, _store_name: &str) -> Result<Option<SecretValue>, String> {
+        Ok(None)
+    }
+}
+
+fn wasm(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/wasm32-wasip2/release")
+        .join(format!("{name}.wasm"));
+    if !path.is_file() {
+        eprintln!(
+            "{} is missing: build the plugins first with `cargo xtask plugins`",
+            path.display()
+        );
+        std::process::exit(2);
+    }
+    path
+}
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime for the benchmarks")
+}
+
+fn sandbox(pooling: bool, cache_dir: Option<&Path>) -> Sandbox {
+    Sandbox::new(&SandboxConfig {
+        cache_dir: cache_dir.map(Path::to_owned),
+        pooling,
+    })
+    .expect("the sandbox starts")
+}
+
+fn load(rt: &Runtime, sandbox: &Sandbox, name: &str) -> Plugin {
+    rt.block_on(sandbox.load(name, &wasm(name), &Grants::default(), Arc::new(NoSecrets)))
+        .unwrap_or_else(|e| panic!("loading {name}: {e}"))
+}
+
+/// The example plugin, checked to have `ping`.
+fn example_with_ping(rt: &Runtime, sandbox: &Sandbox) -> Plugin {
+    let example = load(rt, sandbox, "example");
+    if example.description().operation(PING).is_none() {
+        eprintln!("example.wasm has no `{PING}` operation; rebuild it with `cargo xtask plugins`");
+        std::process::exit(2);
+    }
+    example
+}
+
+fn invoke(c: &mut Criterion) {
+    let rt = runtime();
+    let input = Value::Map(BTreeMap::new());
+    let ctx = CallContext {
+        run_id: "bench".to_owned(),
+        idempotency_key: "bench-1".to_owned(),
+    };
+    let mut group = c.benchmark_group("invoke");
+    for (label, pooling) in [("pooling", true), ("on-demand", false)] {
+        let sandbox = sandbox(pooling, None);
+        let plugin = example_with_ping(&rt, &sandbox);
+        // A failing call would measure the error path; check once first.
+        let pong = rt
+            .block_on(plugin.invoke(PING, &input, &ctx))
+            .unwrap_or_else(|e| panic!("example.{PING}: {e}"));
+        assert!(
+            pong.get("pong").is_some(),
+            "example.{PING} answered {pong:?}"
+        );
+        group.bench_function(format!("example.{PING}, {label}"), |b| {
+            b.iter(|| {
+                rt.block_on(plugin.invoke(PING, &input, &ctx))
+                    .expect("the call succeeds")
+            });
+        });
+    }
+    group.finish();
+}
+
+fn load_plugin(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("load example");
+    // A compile takes long enough that criterion's default ramp of
+    // iterations would take minutes.
+    group.sampling_mode(SamplingMode::Flat);
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(10));
+
+    let cache = tempfile::tempdir().expect("a temporary cache folder");
+    let warm = sandbox(true, Some(cache.path()));
+    let first = load(&rt, &warm, "example");
+    assert!(
+        first.was_compiled(),
+        "the first load into an empty cache compiles"
+    );
+    group.bench_function("warm cache", |b| {
+        b.iter(|| {
+            let plugin = load(&rt, &warm, "example");
+            assert!(!plugin.was_compiled(), "a warm load must not compile");
+        });
+    });
+
+    let cold = sandbox(true, None);
+    group.bench_function("cold (compile)", |b| {
+        b.iter(|| {
+            let plugin = load(&rt, &cold, "example");
+            assert!(plugin.was_compiled());
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, invoke, load_plugin);
+criterion_main!(benches);
