@@ -226,14 +226,12 @@ impl PluginSection {
         let mut hosts = self.hosts.clone();
         let mut secrets = self.secrets.clone();
         let mut config = self.config.clone();
-        if let Some(env) = env {
-            if let Some(overlay) = self.envs.get(env) {
-                if let Some(h) = &overlay.hosts {
-                    hosts = h.clone();
-                }
-                secrets.extend(overlay.secrets.clone());
-                config.extend(overlay.config.clone());
+        if let Some(overlay) = env.and_then(|env| self.envs.get(env)) {
+            if let Some(h) = &overlay.hosts {
+                hosts = h.clone();
             }
+            secrets.extend(overlay.secrets.clone());
+            config.extend(overlay.config.clone());
         }
         let defaults = Limits::default();
         let limits = Limits {

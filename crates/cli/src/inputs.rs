@@ -55,7 +55,7 @@ impl Inputs {
 
     pub fn answer(&self, prompt: &Prompt) -> Result<Answer, EffectError> {
         match self.given.get(&prompt.name) {
-            Some(source) => self.from_source(prompt, source),
+            Some(source) => self.read_source(prompt, source),
             None if self.interactive => self.ask(prompt),
             None => {
                 let n = &prompt.name;
@@ -77,7 +77,7 @@ impl Inputs {
         }
     }
 
-    fn from_source(&self, prompt: &Prompt, source: &Source) -> Result<Answer, EffectError> {
+    fn read_source(&self, prompt: &Prompt, source: &Source) -> Result<Answer, EffectError> {
         let missing = |hint: String| EffectError::MissingInput {
             name: prompt.name.clone(),
             hint,

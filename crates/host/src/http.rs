@@ -153,33 +153,32 @@ impl PluginHttp {
             }
             let resp = builder.send().await.map_err(classify)?;
             let status = resp.status();
-            if status.is_redirection() {
-                if let Some(location) = resp.headers().get(reqwest::header::LOCATION) {
-                    let location = location
-                        .to_str()
-                        .map_err(|_| Failure::Transport("redirect Location is not text".into()))?;
-                    let next = url
-                        .join(location)
-                        .map_err(|e| Failure::Transport(format!("bad redirect Location: {e}")))?;
-                    if Origin::of(&next) != Origin::of(&url) {
-                        for h in CREDENTIAL_HEADERS {
-                            headers.remove(*h);
-                        }
+            if status.is_redirection()
+                && let Some(location) = resp.headers().get(reqwest::header::LOCATION)
+            {
+                let location = location
+                    .to_str()
+                    .map_err(|_| Failure::Transport("redirect Location is not text".into()))?;
+                let next = url
+                    .join(location)
+                    .map_err(|e| Failure::Transport(format!("bad redirect Location: {e}")))?;
+                if Origin::of(&next) != Origin::of(&url) {
+                    for h in CREDENTIAL_HEADERS {
+                        headers.remove(*h);
                     }
-                    // RFC 9110 §15.4: 303 always becomes GET; 301/302 do for POST
-                    // in every client that matters. 307/308 keep method and body.
-                    let code = status.as_u16();
-                    if code == 303
-                        || ((code == 301 || code == 302) && method == reqwest::Method::POST)
-                    {
-                        method = reqwest::Method::GET;
-                        body.clear();
-                        headers.remove(reqwest::header::CONTENT_TYPE);
-                        headers.remove(reqwest::header::CONTENT_LENGTH);
-                    }
-                    url = next;
-                    continue;
                 }
+                // RFC 9110 §15.4: 303 always becomes GET; 301/302 do for POST
+                // in every client that matters. 307/308 keep method and body.
+                let code = status.as_u16();
+                if code == 303 || ((code == 301 || code == 302) && method == reqwest::Method::POST)
+                {
+                    method = reqwest::Method::GET;
+                    body.clear();
+                    headers.remove(reqwest::header::CONTENT_TYPE);
+                    headers.remove(reqwest::header::CONTENT_LENGTH);
+                }
+                url = next;
+                continue;
             }
             return read_response(resp, max_body).await;
         }
@@ -298,12 +297,12 @@ impl Resolve for FilteringResolver {
                     blocked.get_or_insert(addr.ip());
                 }
             }
-            if allowed.is_empty() {
-                if let Some(addr) = blocked {
-                    return Err(
-                        Box::new(BlockedAddress { host, addr }) as Box<dyn StdError + Send + Sync>
-                    );
-                }
+            if allowed.is_empty()
+                && let Some(addr) = blocked
+            {
+                return Err(
+                    Box::new(BlockedAddress { host, addr }) as Box<dyn StdError + Send + Sync>
+                );
             }
             Ok(Box::new(allowed.into_iter()) as Addrs)
         })

@@ -209,10 +209,7 @@ impl Sandbox {
         let http = if effective.origins.is_empty() {
             None
         } else {
-            Some(
-                PluginHttp::new(&effective, grants.limits.timeout)
-                    .map_err(|message| HostError::Setup(message))?,
-            )
+            Some(PluginHttp::new(&effective, grants.limits.timeout).map_err(HostError::Setup)?)
         };
         let env = Arc::new(PluginEnv {
             name: name.to_owned(),
