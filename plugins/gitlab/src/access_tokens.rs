@@ -30,7 +30,11 @@ impl Owner {
     }
 
     fn describe(&self) -> String {
-        format!("{} {}", self.kind.name(), self.reference)
+        format!(
+            "{} {}",
+            self.kind.name(),
+            fields::display_ref(&self.reference)
+        )
     }
 }
 

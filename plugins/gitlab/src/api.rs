@@ -306,6 +306,27 @@ mod tests {
     }
 
     #[test]
+    fn requests_carry_the_token_the_query_and_the_body() {
+        let api = Api {
+            base: api_base("https://gl.example/sub"),
+            started: Instant::now(),
+        };
+        let call = Call::put("/projects/acme%2Fapi/variables/K")
+            .query("filter[environment_scope]", "prod")
+            .json(json!({"value": "v"}));
+        let request = api.build(&call, "glpat-x");
+        assert_eq!(
+            request.url(),
+            "https://gl.example/sub/api/v4/projects/acme%2Fapi/variables/K\
+             ?filter%5Benvironment_scope%5D=prod"
+        );
+        assert_eq!(request.header_value("private-token"), Some("glpat-x"));
+        assert_eq!(request.body_bytes(), br#"{"value":"v"}"#);
+        let request = api.build(&Call::get("/user"), "t");
+        assert!(request.body_bytes().is_empty());
+    }
+
+    #[test]
     fn calls_know_their_label_and_repeatability() {
         let call = Call::get("/projects/1/triggers").query("page", "2");
         assert_eq!(call.label(), "GET /projects/1/triggers");

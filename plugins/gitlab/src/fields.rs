@@ -38,6 +38,13 @@ pub(crate) fn encode_ref(text: &str) -> Option<String> {
     Some(http::encode(path))
 }
 
+/// A reference from [`resource_ref`] as an operator would write it, for
+/// messages: `acme%2Fapi` → `acme/api`. GitLab paths hold only letters,
+/// digits, `_`, `-`, `.` and `/`, so `/` is the only character encoded.
+pub(crate) fn display_ref(encoded: &str) -> String {
+    encoded.replace("%2F", "/")
+}
+
 /// A numeric id given as a number or a string of digits.
 pub(crate) fn id(input: &Value, name: &str) -> Result<u64, Error> {
     let wrong = || Error::invalid_input(format!("input `{name}` must be a numeric id"));
@@ -181,6 +188,7 @@ mod tests {
         assert_eq!(resource_ref(&v, "p").unwrap(), "acme%2Fapi");
         assert_eq!(resource_ref(&v, "e").unwrap(), "acme%2Fapi");
         assert_eq!(resource_ref(&v, "deep").unwrap(), "a%2Fb%2Fc");
+        assert_eq!(display_ref("a%2Fb%2Fc"), "a/b/c");
         let bad = json!({"x": "a//b", "y": " ", "z": true, "neg": -1});
         for name in ["x", "y", "z", "neg", "absent"] {
             let m = invalid(resource_ref(&bad, name));

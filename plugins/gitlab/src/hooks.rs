@@ -70,7 +70,8 @@ pub(crate) fn set_token(api: &Api, input: &Value) -> Result<Value, Error> {
     let updated = api.json(&Call::put(hook.path()).json(json!({"url": url, "token": token})))?;
     log::info(&format!(
         "set the secret token of webhook {} in project {}",
-        hook.id, hook.project
+        hook.id,
+        fields::display_ref(&hook.project)
     ));
     Ok(json!({"id": updated["id"], "url": updated["url"]}))
 }

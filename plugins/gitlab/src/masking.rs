@@ -33,29 +33,26 @@ pub(crate) fn violation(value: &str, raw: bool) -> Option<String> {
             .any(|c| !ruby_space(c) && !c.is_ascii_alphanumeric() && !EXPANDED_EXTRA.contains(c));
     let mut problems = Vec::new();
     if short {
-        problems.push(format!("it is shorter than {MIN_LENGTH} characters"));
+        problems.push(format!("is shorter than {MIN_LENGTH} characters"));
     }
     if whitespace {
-        problems.push("it contains whitespace or line breaks".to_owned());
+        problems.push("contains whitespace or line breaks".to_owned());
     }
     if outside_alphabet {
-        problems.push(
-            "it contains characters outside the Base64 alphabet (A-Z a-z 0-9 + / = - _) \
-             and @ : . ~"
-                .to_owned(),
-        );
+        problems.push("contains characters other than A-Z a-z 0-9 + / = - _ @ : . ~".to_owned());
     }
     if problems.is_empty() {
         return None;
     }
     let rule = if raw {
-        "a masked raw variable needs at least 8 characters and no whitespace"
+        "GitLab masks a raw variable only if its value has at least 8 characters and no \
+         whitespace"
     } else {
-        "a masked variable that is expanded (raw: false) needs at least 8 characters, \
-         all from the Base64 alphabet (A-Z a-z 0-9 + / = - _) or @ : . ~; \
-         a raw variable may hold any characters but whitespace"
+        "GitLab masks an expanded variable (raw: false) only if its value has at least 8 \
+         characters, all from the Base64 alphabet or @ : . ~; a raw variable may hold any \
+         characters but whitespace"
     };
-    Some(format!("{} ({rule})", problems.join(" and ")))
+    Some(format!("the value {}; {rule}", problems.join(" and ")))
 }
 
 /// What Ruby's `\s` matches, the whitespace GitLab's rules refuse; wider
@@ -114,7 +111,7 @@ mod tests {
             "ümlautsss",
         ] {
             let why = violation(value, false).unwrap();
-            assert!(why.contains("Base64"), "{why}");
+            assert!(why.contains("other than A-Z"), "{why}");
             assert!(!why.contains(value), "{why}");
             assert_eq!(violation(value, true), None, "{value}");
         }
@@ -124,7 +121,7 @@ mod tests {
     fn names_every_problem_without_the_value() {
         let why = violation("a$ b", false).unwrap();
         assert!(
-            why.contains("shorter") && why.contains("whitespace") && why.contains("Base64"),
+            why.contains("shorter") && why.contains("whitespace") && why.contains("other than"),
             "{why}"
         );
         assert!(!why.contains("a$ b"));

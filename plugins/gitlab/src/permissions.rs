@@ -103,8 +103,7 @@ fn project_name(details: &Value, fallback: &str) -> String {
     details
         .get("path_with_namespace")
         .and_then(Value::as_str)
-        .unwrap_or(fallback)
-        .to_owned()
+        .map_or_else(|| crate::fields::display_ref(fallback), str::to_owned)
 }
 
 #[cfg(test)]

@@ -171,8 +171,11 @@ pub(crate) fn expiry_text(token: &Value) -> String {
 /// so, keeping GitLab's message first.
 pub(crate) fn rotation_hint(error: Error, list_with: &str) -> Error {
     match error {
-        Error::Provider { status, message } if mentions_revoked(&message) => Error::Provider {
-            status,
+        Error::Provider {
+            status: 400,
+            message,
+        } if mentions_already_revoked(&message) => Error::Provider {
+            status: 400,
             message: format!(
                 "{message}; rotating a revoked token can make GitLab revoke every token of its \
                  rotation family, so check which tokens are still active with {list_with}"
@@ -182,8 +185,8 @@ pub(crate) fn rotation_hint(error: Error, list_with: &str) -> Error {
     }
 }
 
-fn mentions_revoked(message: &str) -> bool {
-    message.to_ascii_lowercase().contains("revoked")
+fn mentions_already_revoked(message: &str) -> bool {
+    message.to_ascii_lowercase().contains("already revoked")
 }
 
 #[cfg(test)]
@@ -217,6 +220,9 @@ mod tests {
         assert!(message.contains("list_pats"), "{message}");
         let other = rotation_hint(Error::provider(403, "403 Forbidden"), "list_pats");
         assert_eq!(other, Error::provider(403, "403 Forbidden"));
+        // A 5xx whose own text mentions revocation is not a refused rotation.
+        let unknown = Error::provider(502, "502 Bad Gateway; token 6 may already be revoked");
+        assert_eq!(rotation_hint(unknown.clone(), "list_pats"), unknown);
     }
 
     #[test]

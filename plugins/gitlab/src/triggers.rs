@@ -21,18 +21,36 @@ const PREFIX: &str = "glptt-";
 /// How many characters GitLab shows to users other than the owner.
 const SHORT_LENGTH: usize = 4;
 
-fn triggers_path(input: &Value) -> Result<String, Error> {
-    Ok(format!(
-        "/projects/{}/triggers",
-        fields::resource_ref(input, "project")?
-    ))
+/// The triggers of the project an operation names.
+struct Triggers {
+    project: String,
+}
+
+impl Triggers {
+    fn from_input(input: &Value) -> Result<Triggers, Error> {
+        Ok(Triggers {
+            project: fields::resource_ref(input, "project")?,
+        })
+    }
+
+    fn path(&self) -> String {
+        format!("/projects/{}/triggers", self.project)
+    }
+
+    fn one(&self, id: u64) -> String {
+        format!("{}/{id}", self.path())
+    }
+
+    fn project_name(&self) -> String {
+        fields::display_ref(&self.project)
+    }
 }
 
 /// `GET /projects/:id/triggers`, every page, each trigger with
 /// `token_last4` and `token_visible` in place of `token`.
 pub(crate) fn list(api: &Api, input: &Value) -> Result<Value, Error> {
     let triggers: Vec<Value> = api
-        .get_all(&triggers_path(input)?, &[])?
+        .get_all(&Triggers::from_input(input)?.path(), &[])?
         .into_iter()
         .map(masked)
         .collect();
@@ -82,21 +100,22 @@ fn short_form(token: &str) -> String {
 /// call's idempotency key, so `find_trigger` can find it after an
 /// interruption.
 pub(crate) fn create(api: &Api, ctx: &Context, input: &Value) -> Result<Value, Error> {
-    let path = triggers_path(input)?;
+    let triggers = Triggers::from_input(input)?;
     let description = labels::labelled(
         fields::non_blank(input, "description")?,
         ctx.idempotency_key(),
     );
     let call = Call::post(
-        path.clone(),
+        triggers.path(),
         "a trigger may have been created; run find_trigger with the same input in the same \
          step to find it before creating another",
     )
     .json(json!({ "description": description }));
     let created = with_new_token(api.json(&call)?, "the new pipeline trigger")?;
     log::info(&format!(
-        "created pipeline trigger {} at {path}",
-        created["id"]
+        "created pipeline trigger {} in project {}",
+        created["id"],
+        triggers.project_name()
     ));
     Ok(json!({
         "id": created["id"],
@@ -110,7 +129,7 @@ pub(crate) fn create(api: &Api, ctx: &Context, input: &Value) -> Result<Value, E
 /// The trigger whose description is `description` plus this call's
 /// idempotency label, or a 404: what an interrupted `create_trigger` made.
 pub(crate) fn find(api: &Api, ctx: &Context, input: &Value) -> Result<Value, Error> {
-    let path = triggers_path(input)?;
+    let triggers = Triggers::from_input(input)?;
     let key = ctx.idempotency_key();
     if key.is_empty() {
         return Err(not_found(
@@ -119,14 +138,15 @@ pub(crate) fn find(api: &Api, ctx: &Context, input: &Value) -> Result<Value, Err
         ));
     }
     let wanted = labels::labelled(fields::non_blank(input, "description")?, key);
-    api.get_all(&path, &[])?
+    api.get_all(&triggers.path(), &[])?
         .into_iter()
         .filter(|t| t["description"].as_str().map(str::trim) == Some(wanted.trim()))
         .max_by_key(|t| t["id"].as_u64().unwrap_or(0))
         .map(|t| json!({"id": t["id"], "description": t["description"]}))
         .ok_or_else(|| {
             not_found(format!(
-                "no trigger at {path} has the description `{wanted}`"
+                "no trigger in project {} has the description `{wanted}`",
+                triggers.project_name()
             ))
         })
 }
@@ -134,13 +154,10 @@ pub(crate) fn find(api: &Api, ctx: &Context, input: &Value) -> Result<Value, Err
 /// Whether `token` is the token of trigger `trigger_id`, read back from
 /// GitLab (only the owner sees it whole).
 pub(crate) fn check(api: &Api, input: &Value) -> Result<Value, Error> {
-    let path = format!(
-        "{}/{}",
-        triggers_path(input)?,
-        fields::id(input, "trigger_id")?
-    );
+    let triggers = Triggers::from_input(input)?;
+    let trigger_id = fields::id(input, "trigger_id")?;
     let given = fields::non_blank(input, "token")?;
-    let trigger = api.json(&Call::get(path.clone()))?;
+    let trigger = api.json(&Call::get(triggers.one(trigger_id)))?;
     let shown = trigger["token"].as_str().unwrap_or_default();
     if is_full(shown) {
         return Ok(json!({ "valid": same_secret(shown, given) }));
@@ -151,9 +168,11 @@ pub(crate) fn check(api: &Api, input: &Value) -> Result<Value, Error> {
         return Ok(json!({ "valid": false }));
     }
     Err(Error::denied(format!(
-        "GitLab shows the token of {path} only to the trigger's owner, and the plugin's token \
-         belongs to another user; its first characters match, but the whole token cannot be \
-         checked; check it as the owner, or by running a pipeline with it"
+        "GitLab shows the token of pipeline trigger {trigger_id} in project {} only to the \
+         trigger's owner, and the plugin's token belongs to another user; its first characters \
+         match, but the whole token cannot be checked; check it as the owner, or by running a \
+         pipeline with it",
+        triggers.project_name()
     )))
 }
 
@@ -174,10 +193,13 @@ fn same_secret(a: &str, b: &str) -> bool {
 /// that is already gone counts as done, so the step can be repeated.
 pub(crate) fn delete(api: &Api, input: &Value) -> Result<Value, Error> {
     let trigger_id = fields::id(input, "trigger_id")?;
-    let path = format!("{}/{trigger_id}", triggers_path(input)?);
-    match api.send(&Call::delete(path.clone())) {
+    let triggers = Triggers::from_input(input)?;
+    match api.send(&Call::delete(triggers.one(trigger_id))) {
         Ok(_) => {
-            log::info(&format!("deleted pipeline trigger {trigger_id} ({path})"));
+            log::info(&format!(
+                "deleted pipeline trigger {trigger_id} in project {}",
+                triggers.project_name()
+            ));
             Ok(json!({ "deleted": true }))
         }
         Err(Error::Provider {
@@ -185,7 +207,8 @@ pub(crate) fn delete(api: &Api, input: &Value) -> Result<Value, Error> {
             message,
         }) if !project_missing(&message) => {
             log::info(&format!(
-                "pipeline trigger {trigger_id} ({path}) was already gone"
+                "pipeline trigger {trigger_id} in project {} was already gone",
+                triggers.project_name()
             ));
             Ok(json!({ "deleted": true, "already_gone": true }))
         }

@@ -162,8 +162,7 @@ fn check_mask_before_writing(
 
 fn masked_refusal(target: &Target, why: &str) -> Error {
     Error::invalid_input(format!(
-        "the value for masked CI/CD variable {} cannot be masked by GitLab: {why}; nothing was \
-         written",
+        "masked CI/CD variable {} cannot take this value: {why}; nothing was written",
         target.describe()
     ))
 }
