@@ -300,3 +300,120 @@ pub fn example_plugin_config(sim: &DemoSim) -> String {
         o = sim.origin()
     )
 }
+
+/// The GitLab simulator, seeded with a user `ops` who maintains three
+/// projects, and the personal token the gitlab plugin acts with.
+pub struct GitLabSim {
+    pub rt: tokio::runtime::Runtime,
+    pub server: Option<keycycle_sim::SimServer>,
+    pub state: keycycle_sim::GitLabState,
+    pub base_url: String,
+    pub ops: u64,
+    /// acme/api, acme/deploy and acme/receiver.
+    pub api: u64,
+    pub deploy: u64,
+    pub receiver: u64,
+    /// The token the plugin acts with.
+    pub ops_token: keycycle_sim::SeededToken,
+}
+
+impl GitLabSim {
+    pub fn start() -> GitLabSim {
+        use keycycle_sim::{ProjectSeed, TokenSeed, UserSeed};
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (server, state) = rt.block_on(keycycle_sim::start_gitlab(0)).unwrap();
+        let base_url = server.base_url.trim_end_matches('/').to_owned();
+        let ops = state.add_user(UserSeed::new("ops")).unwrap();
+        let mut project = |path: &str| {
+            let id = state
+                .add_project(ProjectSeed {
+                    path: path.into(),
+                    ..ProjectSeed::default()
+                })
+                .unwrap();
+            state.add_project_member(id, ops, 40).unwrap();
+            id
+        };
+        let (api, deploy, receiver) = (
+            project("acme/api"),
+            project("acme/deploy"),
+            project("acme/receiver"),
+        );
+        let value = canary("glpat-");
+        let ops_token = state
+            .add_token(
+                TokenSeed::personal(ops, "keycycle")
+                    .value(&value)
+                    .scopes(&["api"]),
+            )
+            .unwrap();
+        GitLabSim {
+            rt,
+            server: Some(server),
+            state,
+            base_url,
+            ops,
+            api,
+            deploy,
+            receiver,
+            ops_token,
+        }
+    }
+
+    pub fn origin(&self) -> String {
+        self.base_url.clone()
+    }
+
+    /// Mutating requests the simulator received (method and path).
+    pub fn changes(&self) -> Vec<String> {
+        self.state
+            .requests()
+            .into_iter()
+            .filter(|r| r.method != "GET" && !r.path.starts_with("/_sim"))
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect()
+    }
+}
+
+impl Drop for GitLabSim {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            self.rt.block_on(server.shutdown());
+        }
+    }
+}
+
+/// A workspace with the gitlab plugin granted the simulator, the plugin's
+/// token stored as `gitlab/ops`, and the repository's runbooks.
+pub fn gitlab_workspace(sim: &GitLabSim) -> Workspace {
+    let ws = Workspace::new();
+    let o = sim.origin();
+    let grants = "secrets = [\"gitlab/ops\", \"gitlab/kept\"]";
+    ws.config(&format!(
+        r#"runbooks_dir = "{runbooks}"
+
+[plugins.gitlab]
+path = "{wasm}"
+hosts = ["{o}"]
+secrets = {{ token = "gitlab/ops" }}
+config = {{ base_url = "{o}" }}
+
+[runbooks.gitlab-personal-token]
+{grants}
+[runbooks.gitlab-project-token]
+{grants}
+[runbooks.gitlab-trigger-token]
+{grants}
+[runbooks.gitlab-webhook-secret]
+{grants}
+"#,
+        runbooks = repo_root().join("runbooks").display(),
+        wasm = wasm("gitlab").display(),
+    ));
+    ws.set_secret("gitlab/ops", sim.ops_token.token.expose());
+    ws
+}

@@ -261,6 +261,10 @@ impl Effects for HostEffects {
         Ok(SecretValue::new(hex::encode(&*buf)))
     }
 
+    fn is_dry_run(&self) -> bool {
+        self.dry_run
+    }
+
     fn log(&self, level: LogLevel, message: &str) {
         match level {
             LogLevel::Info => tracing::info!(target: "runbook", "{message}"),

@@ -11,7 +11,7 @@ use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::{host, types};
-use crate::grants::{Limits, SecretSource};
+use crate::grants::{Limits, Origin, SecretSource};
 use crate::http::{Failure, PluginHttp, Request};
 
 /// What a call may use: shared by all calls of one loaded plugin.
@@ -153,7 +153,13 @@ impl host::Host for CallState {
         request: host::HttpRequest,
     ) -> wasmtime::Result<Result<host::HttpResponse, host::HttpError>> {
         let Some(http) = &self.env.http else {
-            let what = "the plugin has no granted hosts".to_owned();
+            let target = url::Url::parse(&request.url)
+                .ok()
+                .and_then(|u| Origin::of(&u))
+                .map_or_else(|| "the URL".to_owned(), |o| format!("host {o}"));
+            let what = format!(
+                "{target} is not granted (no origin is both declared by the plugin and granted to it)"
+            );
             self.denials.push(what.clone());
             return Ok(Err(host::HttpError::Denied(what)));
         };

@@ -459,6 +459,9 @@ fn register_misc(engine: &mut Engine, host: &Arc<Host>) {
     );
 
     let h = host.clone();
+    engine.register_fn("dry_run", move || h.effects.is_dry_run());
+
+    let h = host.clone();
     engine.register_fn("now", move |ctx: NativeCallContext| h.now(&ctx));
     let h = host.clone();
     engine.register_fn("today", move |ctx: NativeCallContext| {

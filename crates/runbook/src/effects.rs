@@ -107,4 +107,11 @@ pub trait Effects: Send + Sync {
 
     /// A line from the runbook (`info`, `warn`, `print`).
     fn log(&self, level: LogLevel, message: &str);
+
+    /// True when mutating operations are shown rather than sent. Runbooks
+    /// read it with `dry_run()` to skip checks that need a real result,
+    /// such as verifying a token a dry run never minted.
+    fn is_dry_run(&self) -> bool {
+        false
+    }
 }

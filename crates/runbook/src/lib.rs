@@ -110,6 +110,7 @@
 //! | --- | --- |
 //! | `info(x)`, `warn(x)` | a log line (`print(x)` and `debug(x)` log at info) |
 //! | `fail(message)` | ends the run with kind `failed` at this line; `try`/`catch` does not catch it |
+//! | `dry_run()` | `true` in a `--dry-run`: mutating calls return placeholders, so skip checks of their results |
 //! | `now()` | seconds since the Unix epoch, from the host's clock |
 //! | `today()` | the date in UTC, `"YYYY-MM-DD"` |
 //! | `date_in_days(n)` | the UTC date `n` days from today (negative for the past), `"YYYY-MM-DD"` |

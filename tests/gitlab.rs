@@ -1,0 +1,605 @@
+//! GitLab, end to end: the repository's rotation runbooks run by the real
+//! binary with the real gitlab plugin against the GitLab simulator, and the
+//! simulator's true state is checked afterwards.
+
+mod support;
+
+use keycycle_sim::{FailRule, HookSeed, TokenSeed, TriggerSeed, VariableSeed};
+use support::*;
+
+/// The active tokens of the family a token belongs to.
+fn active_in_family(sim: &GitLabSim, token_id: u64) -> Vec<keycycle_sim::TokenState> {
+    let snap = sim.state.snapshot();
+    let family = snap.token(token_id).unwrap().family_id;
+    snap.family(family)
+        .into_iter()
+        .filter(|t| t.active)
+        .cloned()
+        .collect()
+}
+
+fn variable_value(sim: &GitLabSim, project: u64, key: &str) -> String {
+    sim.state
+        .snapshot()
+        .variable(project, key, "*")
+        .unwrap()
+        .value
+        .expose()
+        .to_owned()
+}
+
+#[test]
+fn personal_token_self_rotation_reaches_every_consumer() {
+    let sim = GitLabSim::start();
+    let ws = gitlab_workspace(&sim);
+    let old = sim.ops_token.token.expose().to_owned();
+    sim.state
+        .add_variable(sim.deploy, VariableSeed::new("GITLAB_TOKEN", &old).masked())
+        .unwrap();
+    let hook = sim
+        .state
+        .add_hook(
+            sim.receiver,
+            HookSeed::new("https://hooks.example/ci").token(&old),
+        )
+        .unwrap();
+
+    let run = ws.run(&[
+        "run",
+        "gitlab-personal-token",
+        "--output",
+        "json",
+        "--set",
+        "store_as=gitlab/ops",
+        "--set",
+        "expires_in_days=45",
+        "--set",
+        "variables=acme/deploy:GITLAB_TOKEN",
+        "--set",
+        &format!("hooks=acme/receiver:{hook}"),
+    ]);
+    run.assert_ok();
+    let result = run.json()["result"].clone();
+    let new_id = result["new_id"].as_u64().unwrap();
+    assert_ne!(new_id, sim.ops_token.id, "rotation gives a new id");
+
+    // Exactly one active token in the family: the new one.
+    let active = active_in_family(&sim, sim.ops_token.id);
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].id, new_id);
+    let snap = sim.state.snapshot();
+    assert!(
+        snap.token(sim.ops_token.id).unwrap().revoked,
+        "the old token is revoked"
+    );
+    let new_value = active[0].value.expose().to_owned();
+    plant(&new_value);
+    // Every consumer holds the new value.
+    assert_eq!(variable_value(&sim, sim.deploy, "GITLAB_TOKEN"), new_value);
+    assert_eq!(
+        snap.hook(hook).unwrap().token.as_ref().unwrap().expose(),
+        new_value
+    );
+    // The new expiry is the one asked for.
+    let expected = sim.state.today() + time::Duration::days(45);
+    assert_eq!(active[0].expires_at, Some(expected));
+    assert_eq!(result["expires_at"], expected.to_string());
+
+    // The store holds the new token: the plugin keeps working with it, and
+    // nothing touched the revoked one (which would revoke the family).
+    ws.runbook("after", "plugin(\"gitlab\").whoami().username\n");
+    let after = ws.run(&["run", "runbooks/after.rhai", "--output", "json"]);
+    after.assert_ok();
+    assert_eq!(after.json()["result"], "ops");
+    assert_eq!(active_in_family(&sim, sim.ops_token.id).len(), 1);
+    ws.assert_files_clean();
+}
+
+#[test]
+fn personal_token_rotation_by_id_with_an_environment_scoped_variable() {
+    let sim = GitLabSim::start();
+    let ws = gitlab_workspace(&sim);
+    let other = sim
+        .state
+        .add_token(TokenSeed::personal(sim.ops, "ci-reader").value(&canary("glpat-")))
+        .unwrap();
+    sim.state
+        .add_variable(
+            sim.deploy,
+            VariableSeed::new("READER", other.token.expose()).scope("production"),
+        )
+        .unwrap();
+    sim.state
+        .add_variable(
+            sim.deploy,
+            VariableSeed::new("READER", "staging-value-untouched").scope("staging"),
+        )
+        .unwrap();
+    let run = ws.run(&[
+        "run",
+        "gitlab-personal-token",
+        "--output",
+        "json",
+        "--set",
+        &format!("token_id={}", other.id),
+        "--set",
+        "store_as=gitlab/kept",
+        "--set",
+        "variables=acme/deploy:READER@production",
+    ]);
+    run.assert_ok();
+    let new_id = run.json()["result"]["new_id"].as_u64().unwrap();
+    let active = active_in_family(&sim, other.id);
+    assert_eq!(active.iter().map(|t| t.id).collect::<Vec<_>>(), [new_id]);
+    plant(active[0].value.expose());
+    let snap = sim.state.snapshot();
+    assert_eq!(
+        snap.variable(sim.deploy, "READER", "production")
+            .unwrap()
+            .value
+            .expose(),
+        active[0].value.expose()
+    );
+    assert_eq!(
+        snap.variable(sim.deploy, "READER", "staging")
+            .unwrap()
+            .value
+            .expose(),
+        "staging-value-untouched"
+    );
+    // The plugin's own token was not touched.
+    assert!(snap.token(sim.ops_token.id).unwrap().active);
+}
+
+#[test]
+fn project_token_rotation() {
+    let sim = GitLabSim::start();
+    let ws = gitlab_workspace(&sim);
+    let bot = sim
+        .state
+        .add_token(
+            TokenSeed::project(sim.api, "api-bot")
+                .value(&canary("glpat-"))
+                .scopes(&["read_api"]),
+        )
+        .unwrap();
+    sim.state
+        .add_variable(
+            sim.deploy,
+            VariableSeed::new("API_TOKEN", bot.token.expose()).masked(),
+        )
+        .unwrap();
+    let run = ws.run(&[
+        "run",
+        "gitlab-project-token",
+        "--output",
+        "json",
+        "--set",
+        "owner=acme/api",
+        "--set",
+        &format!("token_id={}", bot.id),
+        "--set",
+        "store_as=gitlab/kept",
+        "--set",
+        "variables=acme/deploy:API_TOKEN",
+    ]);
+    run.assert_ok();
+    let new_id = run.json()["result"]["new_id"].as_u64().unwrap();
+    let active = active_in_family(&sim, bot.id);
+    assert_eq!(active.iter().map(|t| t.id).collect::<Vec<_>>(), [new_id]);
+    plant(active[0].value.expose());
+    assert!(sim.state.snapshot().token(bot.id).unwrap().revoked);
+    assert_eq!(
+        variable_value(&sim, sim.deploy, "API_TOKEN"),
+        active[0].value.expose()
+    );
+}
+
+#[test]
+fn trigger_token_replacement_deletes_the_old_trigger_last() {
+    let sim = GitLabSim::start();
+    let ws = gitlab_workspace(&sim);
+    let old = sim
+        .state
+        .add_trigger(
+            sim.api,
+            TriggerSeed {
+                owner_id: sim.ops,
+                description: "deploy-docs".into(),
+                token: None,
+            },
+        )
+        .unwrap();
+    plant(old.token.expose());
+    sim.state
+        .add_variable(
+            sim.deploy,
+            VariableSeed::new("API_TRIGGER", old.token.expose()).masked(),
+        )
+        .unwrap();
+    let run = ws.run(&[
+        "run",
+        "gitlab-trigger-token",
+        "--output",
+        "json",
+        "--set",
+        "project=acme/api",
+        "--set",
+        &format!("trigger_id={}", old.id),
+        "--set",
+        "kind=ci-job",
+        "--set",
+        "target=deploy-docs",
+        "--set",
+        "variables=acme/deploy:API_TRIGGER",
+    ]);
+    run.assert_ok();
+    let new_id = run.json()["result"]["new_id"].as_u64().unwrap();
+    let snap = sim.state.snapshot();
+    assert!(snap.trigger(old.id).is_none(), "the old trigger is deleted");
+    let triggers: Vec<_> = snap
+        .triggers
+        .iter()
+        .filter(|t| t.project_id == sim.api)
+        .collect();
+    assert_eq!(triggers.len(), 1, "one trigger remains");
+    assert_eq!(triggers[0].id, new_id);
+    assert!(
+        triggers[0].description.starts_with("deploy-docs"),
+        "{}",
+        triggers[0].description
+    );
+    plant(triggers[0].token.expose());
+    assert_eq!(
+        variable_value(&sim, sim.deploy, "API_TRIGGER"),
+        triggers[0].token.expose()
+    );
+    // The delete came after the consumer was written.
+    let changes = sim.changes();
+    let put = changes
+        .iter()
+        .position(|c| c.starts_with("PUT") && c.contains("API_TRIGGER"))
+        .unwrap();
+    let delete = changes
+        .iter()
+        .position(|c| c.starts_with("DELETE"))
+        .unwrap();
+    assert!(put < delete, "{changes:?}");
+}
+
+#[test]
+fn trigger_descriptions_follow_the_naming_rules() {
+    let sim = GitLabSim::start();
+    let ws = gitlab_workspace(&sim);
+    let old = sim
+        .state
+        .add_trigger(
+            sim.api,
+            TriggerSeed {
+                owner_id: sim.ops,
+                description: "x".into(),
+                token: None,
+            },
+        )
+        .unwrap();
+    plant(old.token.expose());
+    let run = ws.run(&[
+        "run",
+        "gitlab-trigger-token",
+        "--set",
+        "project=acme/api",
+        "--set",
+        &format!("trigger_id={}", old.id),
+        "--set",
+        "kind=zendesk-app",
+        "--set",
+        "target=Deploy App",
+    ]);
+    run.assert_code(5).stderr_has("INSTANCE - NAME_OF_APP");
+    assert!(sim.changes().is_empty());
+}
+
+#[test]
+fn webhook_secret_reaches_hook_and_receiver() {
+    let sim = GitLabSim::start();
+    let ws = gitlab_workspace(&sim);
+    let hook = sim
+        .state
+        .add_hook(
+            sim.api,
+            HookSeed::new("https://receiver.example/hook").token("old-hook-secret-1"),
+        )
+        .unwrap();
+    sim.state
+        .add_variable(
+            sim.receiver,
+            VariableSeed::new("WEBHOOK_SECRET", "old-hook-secret-1").masked(),
+        )
+        .unwrap();
+    let run = ws.run(&[
+        "run",
+        "gitlab-webhook-secret",
+        "--set",
+        "project=acme/api",
+        "--set",
+        &format!("hook_id={hook}"),
+        "--set",
+        "variables=acme/receiver:WEBHOOK_SECRET",
+        "--set",
+        "store_as=gitlab/kept",
+    ]);
+    run.assert_ok();
+    let snap = sim.state.snapshot();
+    let h = snap.hook(hook).unwrap();
+    let token = h.token.as_ref().unwrap().expose().to_owned();
+    plant(&token);
+    assert_eq!(token.len(), 64);
+    assert_ne!(token, "old-hook-secret-1");
+    assert_eq!(
+        h.url, "https://receiver.example/hook",
+        "the URL was sent back unchanged"
+    );
+    assert_eq!(variable_value(&sim, sim.receiver, "WEBHOOK_SECRET"), token);
+}
+
+#[test]
+fn dry_runs_change_nothing() {
+    let sim = GitLabSim::start();
+    let ws = gitlab_workspace(&sim);
+    sim.state
+        .add_variable(
+            sim.deploy,
+            VariableSeed::new("GITLAB_TOKEN", sim.ops_token.token.expose()),
+        )
+        .unwrap();
+    let run = ws.run(&[
+        "run",
+        "gitlab-personal-token",
+        "--dry-run",
+        "--set",
+        "store_as=gitlab/ops",
+        "--set",
+        "variables=acme/deploy:GITLAB_TOKEN",
+    ]);
+    run.assert_ok()
+        .stderr_has("would call gitlab.rotate_self")
+        .stderr_has("would call gitlab.update_variable")
+        .stderr_has("would store a new value for secret `gitlab/ops`");
+    assert!(sim.changes().is_empty(), "{:?}", sim.changes());
+    assert_eq!(
+        active_in_family(&sim, sim.ops_token.id)[0].id,
+        sim.ops_token.id
+    );
+}
+
+#[test]
+fn a_consumer_that_cannot_be_written_stops_the_rotation_before_it_starts() {
+    let sim = GitLabSim::start();
+    let ws = gitlab_workspace(&sim);
+    // ops is only a Developer in this project: variables cannot be written.
+    let other = sim
+        .state
+        .add_project(keycycle_sim::ProjectSeed {
+            path: "acme/locked".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    sim.state.add_project_member(other, sim.ops, 30).unwrap();
+    sim.state
+        .add_variable(other, VariableSeed::new("TOKEN", "whatever-value"))
+        .unwrap();
+    let run = ws.run(&[
+        "run",
+        "gitlab-personal-token",
+        "--set",
+        "store_as=gitlab/ops",
+        "--set",
+        "variables=acme/locked:TOKEN,acme/deploy:MISSING",
+    ]);
+    run.assert_code(5)
+        .stderr_has("nothing was changed")
+        .stderr_has("2 consumer(s) cannot be written")
+        .stderr_has("TOKEN of project acme/locked")
+        .stderr_has("MISSING of project acme/deploy");
+    assert!(sim.changes().is_empty(), "{:?}", sim.changes());
+    assert!(
+        sim.state.snapshot().token(sim.ops_token.id).unwrap().active,
+        "the token was not rotated"
+    );
+}
+
+#[test]
+fn a_value_that_cannot_be_masked_is_refused_before_anything_changes() {
+    let sim = GitLabSim::start();
+    let ws = gitlab_workspace(&sim);
+    sim.state
+        .add_variable(sim.deploy, VariableSeed::new("SHORT", "12345678").masked())
+        .unwrap();
+    ws.runbook(
+        "mask",
+        "let gl = plugin(\"gitlab\");\ngl.update_variable(#{ project: \"acme/deploy\", key: \"SHORT\", value: random_secret(2) });\n",
+    );
+    let run = ws.run(&["run", "runbooks/mask.rhai"]);
+    run.assert_code(5)
+        .stderr_has("SHORT")
+        .stderr_has("mask.rhai:2");
+    assert!(sim.changes().is_empty(), "{:?}", sim.changes());
+}
+
+#[test]
+fn a_429_storm_is_waited_out_and_said_in_the_log() {
+    let sim = GitLabSim::start();
+    let ws = gitlab_workspace(&sim);
+    sim.state
+        .add_variable(
+            sim.deploy,
+            VariableSeed::new("GITLAB_TOKEN", sim.ops_token.token.expose()),
+        )
+        .unwrap();
+    sim.state.rate_limit(3, 1);
+    let run = ws.run(&[
+        "run",
+        "gitlab-personal-token",
+        "--set",
+        "store_as=gitlab/ops",
+        "--set",
+        "variables=acme/deploy:GITLAB_TOKEN",
+    ]);
+    run.assert_ok().stderr_has("rate limit");
+    let active = active_in_family(&sim, sim.ops_token.id);
+    assert_eq!(active.len(), 1);
+    plant(active[0].value.expose());
+    assert_eq!(
+        variable_value(&sim, sim.deploy, "GITLAB_TOKEN"),
+        active[0].value.expose()
+    );
+}
+
+#[test]
+fn a_long_rate_limit_on_rotate_fails_clearly_and_rotates_nothing() {
+    let sim = GitLabSim::start();
+    let ws = gitlab_workspace(&sim);
+    sim.state.fail(
+        FailRule::new("POST", "/api/v4/personal_access_tokens/self/rotate", 429)
+            .retry_after(600)
+            .times(100),
+    );
+    let run = ws.run(&[
+        "run",
+        "gitlab-personal-token",
+        "--set",
+        "store_as=gitlab/ops",
+    ]);
+    run.assert_code(5)
+        .stderr_has("rotate_self")
+        .stderr_has("retry");
+    assert!(
+        sim.state.snapshot().token(sim.ops_token.id).unwrap().active,
+        "nothing was rotated"
+    );
+    assert_eq!(active_in_family(&sim, sim.ops_token.id).len(), 1);
+}
+
+#[test]
+fn a_500_on_deleting_the_old_trigger_leaves_the_new_one_working() {
+    let sim = GitLabSim::start();
+    let ws = gitlab_workspace(&sim);
+    let old = sim
+        .state
+        .add_trigger(
+            sim.api,
+            TriggerSeed {
+                owner_id: sim.ops,
+                description: "deploy-docs".into(),
+                token: None,
+            },
+        )
+        .unwrap();
+    plant(old.token.expose());
+    sim.state
+        .add_variable(
+            sim.deploy,
+            VariableSeed::new("API_TRIGGER", old.token.expose()),
+        )
+        .unwrap();
+    sim.state.fail(
+        FailRule::new(
+            "DELETE",
+            &format!("/api/v4/projects/{}/triggers/{}", sim.api, old.id),
+            500,
+        )
+        .times(10),
+    );
+    let run = ws.run(&[
+        "run",
+        "gitlab-trigger-token",
+        "--set",
+        &format!("project={}", sim.api),
+        "--set",
+        &format!("trigger_id={}", old.id),
+        "--set",
+        "kind=ci-job",
+        "--set",
+        "target=deploy-docs",
+        "--set",
+        "variables=acme/deploy:API_TRIGGER",
+    ]);
+    run.assert_code(5)
+        .stderr_has("is in place and verified")
+        .stderr_has(&format!("deleting the old trigger {}", old.id))
+        .stderr_has("500");
+    let snap = sim.state.snapshot();
+    assert!(
+        snap.trigger(old.id).is_some(),
+        "the old trigger is still there to delete later"
+    );
+    let new: Vec<_> = snap.triggers.iter().filter(|t| t.id != old.id).collect();
+    assert_eq!(new.len(), 1);
+    plant(new[0].token.expose());
+    assert_eq!(
+        variable_value(&sim, sim.deploy, "API_TRIGGER"),
+        new[0].token.expose(),
+        "the consumer holds the new token"
+    );
+}
+
+#[test]
+fn a_token_that_is_already_revoked_is_reported_and_not_rotated() {
+    let sim = GitLabSim::start();
+    let ws = gitlab_workspace(&sim);
+    let dead = sim
+        .state
+        .add_token(
+            TokenSeed::personal(sim.ops, "old-ci")
+                .value(&canary("glpat-"))
+                .revoked(),
+        )
+        .unwrap();
+    let run = ws.run(&[
+        "run",
+        "gitlab-personal-token",
+        "--set",
+        &format!("token_id={}", dead.id),
+        "--set",
+        "store_as=gitlab/kept",
+    ]);
+    run.assert_code(5)
+        .stderr_has("already revoked or expired")
+        .stderr_has("keycycle secrets set");
+    assert!(sim.changes().is_empty(), "{:?}", sim.changes());
+
+    // When the plugin's own token is revoked, GitLab's 401 comes through.
+    sim.state.revoke_token(sim.ops_token.id).unwrap();
+    let run = ws.run(&[
+        "run",
+        "gitlab-personal-token",
+        "--set",
+        "store_as=gitlab/ops",
+    ]);
+    run.assert_code(5).stderr_has("401");
+    assert!(sim.changes().is_empty());
+}
+
+#[test]
+fn the_plugin_reaches_only_the_granted_origin() {
+    let sim = GitLabSim::start();
+    let elsewhere = DemoSim::start();
+    let ws = gitlab_workspace(&sim);
+    // Point the plugin at another server it was not granted.
+    let text = std::fs::read_to_string(ws.path().join("keycycle.toml")).unwrap();
+    let text = text.replace(
+        &format!("config = {{ base_url = \"{}\" }}", sim.origin()),
+        &format!("config = {{ base_url = \"{}\" }}", elsewhere.origin()),
+    );
+    std::fs::write(ws.path().join("keycycle.toml"), text).unwrap();
+    ws.runbook("who", "plugin(\"gitlab\").whoami()\n");
+    ws.run(&["run", "runbooks/who.rhai"])
+        .assert_code(4)
+        .stderr_has("not granted")
+        .stderr_has(&elsewhere.origin().replace("http://", ""));
+    assert!(
+        elsewhere.state.requests().is_empty(),
+        "nothing reached the other server"
+    );
+    assert!(sim.state.requests().is_empty());
+}
