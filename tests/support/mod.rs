@@ -328,7 +328,7 @@ impl GitLabSim {
         let (server, state) = rt.block_on(keycycle_sim::start_gitlab(0)).unwrap();
         let base_url = server.base_url.trim_end_matches('/').to_owned();
         let ops = state.add_user(UserSeed::new("ops")).unwrap();
-        let mut project = |path: &str| {
+        let project = |path: &str| {
             let id = state
                 .add_project(ProjectSeed {
                     path: path.into(),
