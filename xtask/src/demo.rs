@@ -200,10 +200,10 @@ pub fn run(keep: bool) -> Result<()> {
         "admin token id {old_id}, named `admin`; its value is random and not shown"
     ));
 
-    let env = DemoEnv::create(&keycycle, sim.url())?;
     cmd::say(
         "Writing keycycle.toml: the example plugin may reach only this service and read only `demo/admin`",
     );
+    let env = DemoEnv::create(&keycycle, sim.url())?;
     cmd::note(&format!("{}", env.config().display()));
 
     cmd::say("Creating the master key that encrypts the secrets store");
