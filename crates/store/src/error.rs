@@ -98,6 +98,14 @@ pub enum StoreError {
     )]
     InvalidName { name: String, problem: String },
 
+    /// A value made by [`crate::MasterKey::seal`] could not be opened. The
+    /// sealed text is never shown; the context says where it came from.
+    #[error("could not open the sealed value for `{context}`: {problem}")]
+    Unseal {
+        context: String,
+        problem: SealProblem,
+    },
+
     /// A file system operation failed.
     #[error(
         "could not {action} {path}: {source}; check that the path is right and that you may \
@@ -146,5 +154,41 @@ impl fmt::Display for KeyProblem {
             }
             KeyProblem::TooLarge => f.write_str("it is far larger than a key"),
         }
+    }
+}
+
+/// Why a sealed value could not be opened. Like [`KeyProblem`], says
+/// nothing about the text itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SealProblem {
+    /// The text does not start with [`crate::SEALED_PREFIX`].
+    NotSealed,
+    /// The text after the prefix is not standard, padded base64.
+    NotBase64,
+    /// Too short to hold a nonce and an authentication tag.
+    Truncated,
+    /// Authenticated decryption failed.
+    Authentication,
+    /// Decrypted, but not UTF-8 text.
+    NotText,
+}
+
+impl fmt::Display for SealProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SealProblem::NotSealed => {
+                "it is not a sealed value (those start with `kc1:`); it may have been \
+                 stored before sealing was in place or edited by hand"
+            }
+            SealProblem::NotBase64 => "it is not valid base64 after `kc1:`; it was altered",
+            SealProblem::Truncated => "it is too short to be a sealed value; it was cut short",
+            SealProblem::Authentication => {
+                "authentication failed: it was sealed under a different master key or for a \
+                 different context, or it was altered; check KEYCYCLE_MASTER_KEY or the master \
+                 key file"
+            }
+            SealProblem::NotText => "it is not UTF-8 text after decryption",
+        })
     }
 }

@@ -8,11 +8,13 @@ use std::path::Path;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::{KeyInit, XChaCha20Poly1305};
+use keycycle_secret::SecretValue;
 use rand::RngCore;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
-use crate::error::{KeyProblem, StoreError};
+use crate::error::{KeyProblem, SealProblem, StoreError};
 use crate::fs::{create_private_dirs, parent_dir, private_file_options, sync_dir};
 
 /// The environment variable that carries the master key as base64.
@@ -20,6 +22,18 @@ pub const MASTER_KEY_ENV: &str = "KEYCYCLE_MASTER_KEY";
 
 /// The length of a master key in bytes.
 pub const KEY_LEN: usize = 32;
+
+/// What every value made by [`MasterKey::seal`] starts with; the digit is
+/// the sealing format's version.
+pub const SEALED_PREFIX: &str = "kc1:";
+
+const SEAL_NONCE_LEN: usize = 24;
+const SEAL_TAG_LEN: usize = 16;
+
+/// Put before a seal's context in the associated data. Secret names in the
+/// secrets store cannot contain ':', so no sealed value can pass for a store
+/// entry or the store's key check, nor the other way round.
+const SEAL_AAD_PREFIX: &str = "keycycle:seal:";
 
 /// A key file holds 45 bytes; anything far larger is the wrong file, and
 /// reading it whole would only copy more of it into memory.
@@ -167,6 +181,96 @@ impl MasterKey {
         text
     }
 
+    /// Encrypts `plaintext` into self-contained text that only
+    /// [`MasterKey::open`] with this key and the same `context` turns back:
+    /// [`SEALED_PREFIX`] followed by standard base64 of a random 24-byte
+    /// nonce and the XChaCha20-Poly1305 ciphertext with its tag.
+    ///
+    /// `context` is bound as associated data, so a sealed value copied to
+    /// another place (say `journal:RUN:7:token` into `journal:RUN:8:token`)
+    /// fails to open there. It is not secret and not stored in the output;
+    /// the opener must know it.
+    ///
+    /// # Panics
+    ///
+    /// Only if `plaintext` exceeds the cipher's limit of about 256 GiB.
+    pub fn seal(&self, plaintext: &str, context: &str) -> String {
+        // Random 192-bit nonces are what XChaCha20 is for: collisions are
+        // negligible however many values are sealed under one key.
+        let nonce: [u8; SEAL_NONCE_LEN] = rand::random();
+        let aad = seal_aad(context);
+        let ciphertext = self
+            .cipher()
+            .encrypt(
+                (&nonce).into(),
+                Payload {
+                    msg: plaintext.as_bytes(),
+                    aad: aad.as_bytes(),
+                },
+            )
+            .expect("XChaCha20-Poly1305 refuses only plaintexts larger than 256 GiB");
+        let mut raw = Vec::with_capacity(SEAL_NONCE_LEN + ciphertext.len());
+        raw.extend_from_slice(&nonce);
+        raw.extend_from_slice(&ciphertext);
+        let mut text = String::with_capacity(SEALED_PREFIX.len() + raw.len().div_ceil(3) * 4);
+        text.push_str(SEALED_PREFIX);
+        STANDARD.encode_string(&raw, &mut text);
+        text
+    }
+
+    /// Decrypts a value made by [`MasterKey::seal`] with this key and the
+    /// same `context`. The value comes back as a [`SecretValue`], so it is
+    /// registered with the redactor.
+    ///
+    /// Fails with [`StoreError::Unseal`] when the text is not a sealed
+    /// value, or when authentication fails: a different key, a different
+    /// context, or altered text (the three cannot be told apart, by design).
+    /// The error names the context and never repeats the text.
+    pub fn open(&self, sealed: &str, context: &str) -> Result<SecretValue, StoreError> {
+        let fail = |problem| StoreError::Unseal {
+            context: context.to_owned(),
+            problem,
+        };
+        let body = sealed
+            .trim()
+            .strip_prefix(SEALED_PREFIX)
+            .ok_or(fail(SealProblem::NotSealed))?;
+        let raw = STANDARD
+            .decode(body)
+            .map_err(|_| fail(SealProblem::NotBase64))?;
+        if raw.len() < SEAL_NONCE_LEN + SEAL_TAG_LEN {
+            return Err(fail(SealProblem::Truncated));
+        }
+        let (nonce, ciphertext) = raw.split_at(SEAL_NONCE_LEN);
+        let aad = seal_aad(context);
+        let mut plain = self
+            .cipher()
+            .decrypt(
+                nonce.into(),
+                Payload {
+                    msg: ciphertext,
+                    aad: aad.as_bytes(),
+                },
+            )
+            .map_err(|_| fail(SealProblem::Authentication))?;
+        // Move the bytes into the String rather than copying them, so the
+        // only copy is the one `SecretValue` wipes.
+        match String::from_utf8(std::mem::take(&mut plain)) {
+            Ok(text) => Ok(SecretValue::new(text)),
+            Err(e) => {
+                e.into_bytes().zeroize();
+                Err(fail(SealProblem::NotText))
+            }
+        }
+    }
+
+    /// Whether `text` looks like a value made by [`MasterKey::seal`] (it
+    /// starts with [`SEALED_PREFIX`]). Says nothing about which key or
+    /// context opens it.
+    pub fn is_sealed(text: &str) -> bool {
+        text.trim_start().starts_with(SEALED_PREFIX)
+    }
+
     /// The cipher keyed with this key. The cipher wipes its own copy of the
     /// key when dropped.
     pub(crate) fn cipher(&self) -> XChaCha20Poly1305 {
@@ -178,6 +282,13 @@ impl fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("MasterKey(***)")
     }
+}
+
+fn seal_aad(context: &str) -> String {
+    let mut aad = String::with_capacity(SEAL_AAD_PREFIX.len() + context.len());
+    aad.push_str(SEAL_AAD_PREFIX);
+    aad.push_str(context);
+    aad
 }
 
 fn decode(text: &str) -> Result<MasterKey, KeyProblem> {
@@ -332,6 +443,97 @@ mod tests {
         assert!(msg.contains(&path.display().to_string()), "{msg}");
         assert!(msg.contains("31 bytes"), "{msg}");
         assert!(!msg.contains(&contents), "{msg}");
+    }
+
+    #[test]
+    fn seal_round_trip() {
+        let key = MasterKey::generate();
+        let sealed = key.seal("glpat-seal-round-trip", "journal:r1:3:token");
+        assert!(sealed.starts_with(SEALED_PREFIX), "{sealed}");
+        assert!(MasterKey::is_sealed(&sealed));
+        assert!(!sealed.contains("glpat-seal-round-trip"));
+        let opened = key.open(&sealed, "journal:r1:3:token").unwrap();
+        assert_eq!(opened.expose(), "glpat-seal-round-trip");
+        // The empty string and non-ASCII text survive too.
+        assert_eq!(key.open(&key.seal("", "c"), "c").unwrap().expose(), "");
+        assert_eq!(
+            key.open(&key.seal("clé ✓", "c"), "c").unwrap().expose(),
+            "clé ✓"
+        );
+    }
+
+    #[test]
+    fn seal_uses_a_fresh_nonce_each_time() {
+        let key = MasterKey::generate();
+        let a = key.seal("same-value", "ctx");
+        let b = key.seal("same-value", "ctx");
+        assert_ne!(a, b);
+        assert_eq!(key.open(&a, "ctx").unwrap(), key.open(&b, "ctx").unwrap());
+    }
+
+    #[test]
+    fn open_refuses_wrong_context_key_and_tampering_without_echo() {
+        let key = MasterKey::generate();
+        let sealed = key.seal("canary-open-refusal", "journal:r1:1:token");
+
+        let err = key.open(&sealed, "journal:r1:2:token").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Unseal {
+                    problem: SealProblem::Authentication,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let msg = format!("{err} {err:?}");
+        assert!(msg.contains("journal:r1:2:token"), "{msg}");
+        assert!(!msg.contains(&sealed), "{msg}");
+        assert!(!msg.contains("canary-open-refusal"), "{msg}");
+
+        let other = MasterKey::generate();
+        assert!(matches!(
+            other.open(&sealed, "journal:r1:1:token"),
+            Err(StoreError::Unseal {
+                problem: SealProblem::Authentication,
+                ..
+            })
+        ));
+
+        // Flip one bit of the ciphertext, keeping the text valid base64.
+        let mut raw = STANDARD.decode(&sealed[SEALED_PREFIX.len()..]).unwrap();
+        let last = raw.len() - 1;
+        raw[last] ^= 1;
+        let tampered = format!("{SEALED_PREFIX}{}", STANDARD.encode(&raw));
+        assert!(matches!(
+            key.open(&tampered, "journal:r1:1:token"),
+            Err(StoreError::Unseal {
+                problem: SealProblem::Authentication,
+                ..
+            })
+        ));
+
+        for (text, problem) in [
+            ("plain-text-not-sealed", SealProblem::NotSealed),
+            ("kc1:%%%not-base64%%%", SealProblem::NotBase64),
+            ("kc1:AAAA", SealProblem::Truncated),
+        ] {
+            let err = key.open(text, "ctx").unwrap_err();
+            assert!(
+                matches!(&err, StoreError::Unseal { problem: p, .. } if *p == problem),
+                "{err}"
+            );
+            assert!(!err.to_string().contains(text), "{err}");
+        }
+    }
+
+    #[test]
+    fn seal_context_cannot_pass_for_a_secret_name() {
+        // Store entries are bound to their name; seals to the prefix and
+        // context. Names never contain ':', so the two never collide.
+        assert!(seal_aad("gitlab/token").contains(':'));
+        assert!(crate::secrets::validate_name(&seal_aad("gitlab/token")).is_err());
     }
 
     #[test]

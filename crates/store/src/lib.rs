@@ -20,6 +20,6 @@ mod fs;
 mod key;
 mod secrets;
 
-pub use error::{KeyProblem, StoreError};
-pub use key::{KEY_LEN, MASTER_KEY_ENV, MasterKey};
+pub use error::{KeyProblem, SealProblem, StoreError};
+pub use key::{KEY_LEN, MASTER_KEY_ENV, MasterKey, SEALED_PREFIX};
 pub use secrets::{FORMAT_VERSION, MAX_NAME_LEN, SecretInfo, SecretStore, validate_name};
