@@ -142,6 +142,12 @@ pub async fn inspect(config: &Config, name: &str, env: Option<&str>, as_json: bo
         if let Some(r) = &op.recover_with {
             println!("      recovered with: {r}");
         }
+        if op.mutates && op.idempotent {
+            println!("      safe to send twice");
+        }
+        if let Some(advice) = &op.if_interrupted {
+            println!("      if interrupted: {advice}");
+        }
     }
     println!(
         "\ndeclares: hosts [{}], secrets [{}], config [{}]",

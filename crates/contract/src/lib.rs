@@ -40,6 +40,12 @@ pub struct OperationSpec {
     pub secret_outputs: Vec<String>,
     pub mutates: bool,
     pub recover_with: Option<String>,
+    /// Sending the same call twice has the effect of sending it once.
+    #[serde(default)]
+    pub idempotent: bool,
+    /// Advice for the operator when a call was interrupted mid-flight.
+    #[serde(default)]
+    pub if_interrupted: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

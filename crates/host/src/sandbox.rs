@@ -448,6 +448,8 @@ fn convert_description(d: types::Description) -> PluginDescription {
                 secret_outputs: op.secret_outputs,
                 mutates: op.mutates,
                 recover_with: op.recover_with,
+                idempotent: op.idempotent,
+                if_interrupted: op.if_interrupted,
             })
             .collect(),
         hosts: d.hosts,

@@ -45,6 +45,8 @@ fn description(name: &str, ops: &[&str]) -> Arc<PluginDescription> {
                 secret_outputs: vec![],
                 mutates: false,
                 recover_with: None,
+                idempotent: false,
+                if_interrupted: None,
             })
             .collect(),
         hosts: vec![],

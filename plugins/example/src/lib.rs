@@ -48,7 +48,11 @@ impl Plugin for Demo {
             .operation(
                 Operation::new("revoke_token", "Revoke a token by id")
                     .input("id", "id of the token to revoke", true)
-                    .mutates(),
+                    .mutates()
+                    .if_interrupted(
+                        "the token may or may not be revoked; check with list_tokens and \
+                         revoke it again if it is still active",
+                    ),
             )
     }
 

@@ -102,6 +102,17 @@ fn access_token_spec(op: Operation) -> Operation {
         )
 }
 
+// GitLab revokes the old token in the same request that issues the new
+// one, and the new value is shown only in that response
+// (doc/api/personal_access_tokens.md, "Rotate a personal access token").
+const ROTATE_INTERRUPTED: &str = "GitLab may already have revoked the old token and issued a new one \
+     whose value was shown only in the lost response; that value cannot be recovered. Check the \
+     token in GitLab (list_pats, or the Access tokens page): if the old token is still active, \
+     nothing happened and `keycycle resume RUN_ID --retry-in-flight` rotates it again; if it is \
+     revoked, create a new token in GitLab's UI and run the `gitlab-adopt-token` runbook to store \
+     it and hand it to the consumers. Never use the old token again: reuse of a revoked token \
+     revokes its whole rotation family.";
+
 fn operations() -> Vec<Operation> {
     vec![
         Operation::new(
@@ -130,17 +141,20 @@ fn operations() -> Vec<Operation> {
         .input("id", "token id", true)
         .input("expires_at", EXPIRES_AT, false)
         .secret_output("token")
-        .mutates(),
+        .mutates()
+        .if_interrupted(ROTATE_INTERRUPTED),
         Operation::new(
             "rotate_self",
             "Rotate the plugin's own token; store the new value before the next call",
         )
         .input("expires_at", EXPIRES_AT, false)
         .secret_output("token")
-        .mutates(),
+        .mutates()
+        .if_interrupted(ROTATE_INTERRUPTED),
         Operation::new("revoke_pat", "Revoke a personal access token by id")
             .input("id", "token id", true)
-            .mutates(),
+            .mutates()
+            .idempotent(),
         owner(Operation::new(
             "list_access_tokens",
             "All access tokens of a project or group, every page: {tokens}",
@@ -168,13 +182,15 @@ fn operations() -> Vec<Operation> {
         .input("token_id", "token id", true)
         .input("expires_at", EXPIRES_AT, false)
         .secret_output("token")
-        .mutates(),
+        .mutates()
+        .if_interrupted(ROTATE_INTERRUPTED),
         owner(Operation::new(
             "revoke_access_token",
             "Revoke a project or group access token",
         ))
         .input("token_id", "token id", true)
-        .mutates(),
+        .mutates()
+        .idempotent(),
         Operation::new(
             "list_triggers",
             "All pipeline triggers of a project, tokens reduced to token_last4: {triggers}",
@@ -202,7 +218,8 @@ fn operations() -> Vec<Operation> {
             "description",
             "the description given to create_trigger",
             true,
-        ),
+        )
+        .secret_output("token"),
         Operation::new(
             "check_trigger",
             "Whether a token is a trigger's token (needs the plugin's user to own the trigger)",
@@ -216,7 +233,8 @@ fn operations() -> Vec<Operation> {
         )
         .input("project", PROJECT, true)
         .input("trigger_id", "trigger id", true)
-        .mutates(),
+        .mutates()
+        .idempotent(),
         Operation::new("get_variable", "A project CI/CD variable, value included")
             .input("project", PROJECT, true)
             .input("key", "variable key", true)
@@ -261,7 +279,8 @@ fn operations() -> Vec<Operation> {
             "expose only to protected branches and tags",
             false,
         )
-        .mutates(),
+        .mutates()
+        .idempotent(),
         Operation::new(
             "get_hook",
             "A project webhook (GitLab never returns its token)",
@@ -281,7 +300,8 @@ fn operations() -> Vec<Operation> {
         .input("project", PROJECT, true)
         .input("hook_id", "hook id", true)
         .input("token", "the new secret token", true)
-        .mutates(),
+        .mutates()
+        .idempotent(),
     ]
 }
 

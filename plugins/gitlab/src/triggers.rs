@@ -142,7 +142,17 @@ pub(crate) fn find(api: &Api, ctx: &Context, input: &Value) -> Result<Value, Err
         .into_iter()
         .filter(|t| t["description"].as_str().map(str::trim) == Some(wanted.trim()))
         .max_by_key(|t| t["id"].as_u64().unwrap_or(0))
-        .map(|t| json!({"id": t["id"], "description": t["description"]}))
+        .map(|t| {
+            // The owner sees the whole token (doc/api/pipeline_triggers.md), so a
+            // trigger made by an interrupted create_trigger can be adopted,
+            // value included, instead of being made again.
+            let shown = t["token"].as_str().unwrap_or_default();
+            if is_full(shown) {
+                json!({"id": t["id"], "description": t["description"], "token": shown})
+            } else {
+                json!({"id": t["id"], "description": t["description"]})
+            }
+        })
         .ok_or_else(|| {
             not_found(format!(
                 "no trigger in project {} has the description `{wanted}`",

@@ -90,6 +90,8 @@ pub struct Operation {
     secret_outputs: Vec<String>,
     mutates: bool,
     recover_with: Option<String>,
+    idempotent: bool,
+    if_interrupted: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -110,6 +112,8 @@ impl Operation {
             secret_outputs: Vec::new(),
             mutates: false,
             recover_with: None,
+            idempotent: false,
+            if_interrupted: None,
         }
     }
 
@@ -148,6 +152,22 @@ impl Operation {
     /// answers with the created object, or fails with provider status 404.
     pub fn recover_with(mut self, operation: impl Into<String>) -> Self {
         self.recover_with = Some(operation.into());
+        self
+    }
+
+    /// Mark a mutating operation as safe to send twice: the second call has
+    /// no further effect (setting a value, deleting what may be gone). The
+    /// host re-sends such a call when a run was interrupted mid-call.
+    pub fn idempotent(mut self) -> Self {
+        self.idempotent = true;
+        self
+    }
+
+    /// What an operator must know when a call of this operation was
+    /// interrupted and its outcome is unknown: what may have happened at
+    /// the provider, what to check, and what to run next.
+    pub fn if_interrupted(mut self, advice: impl Into<String>) -> Self {
+        self.if_interrupted = Some(advice.into());
         self
     }
 
@@ -218,6 +238,8 @@ impl From<Operation> for wit::Operation {
             secret_outputs: op.secret_outputs,
             mutates: op.mutates,
             recover_with: op.recover_with,
+            idempotent: op.idempotent,
+            if_interrupted: op.if_interrupted,
         }
     }
 }
