@@ -1,5 +1,6 @@
 //! Local storage for keycycle: the operator's secrets at rest, encrypted
-//! under a master key the operator keeps outside the store.
+//! under a master key the operator keeps outside the store, and the durable
+//! state of runs ([`state`]): their journal, locks and deferred actions.
 //!
 //! ```no_run
 //! use keycycle_secret::SecretValue;
@@ -19,7 +20,13 @@ mod error;
 mod fs;
 mod key;
 mod secrets;
+pub mod state;
 
 pub use error::{KeyProblem, SealProblem, StoreError};
 pub use key::{KEY_LEN, MASTER_KEY_ENV, MasterKey, SEALED_PREFIX};
 pub use secrets::{FORMAT_VERSION, MAX_NAME_LEN, SecretInfo, SecretStore, validate_name};
+pub use state::{
+    DeferredFilter, DeferredRecord, DeferredState, EffectIntent, EffectOutcome, EffectRecord,
+    LockAttempt, LockRecord, MemoryState, NewDeferred, NewRun, PluginInfo, RunEvent, RunFilter,
+    RunRecord, RunState, SqliteState, StateError, StateStore,
+};

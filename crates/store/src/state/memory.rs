@@ -1,0 +1,402 @@
+//! The run state kept in memory: the same behaviour as the SQLite store,
+//! without the disk, for tests and for measuring what durability costs.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::{
+    DeferredFilter, DeferredRecord, DeferredState, EffectIntent, EffectOutcome, EffectRecord,
+    FIRST_SEQ, LockAttempt, LockRecord, NewDeferred, NewRun, RunEvent, RunFilter, RunRecord,
+    RunState, StateError, StateStore, action_id, check_claim, expired_lease_note, now_ms, require,
+};
+
+const LOCATION: &str = "in-memory state";
+
+/// Run state that lives as long as the process. Clones share one state,
+/// the way several handles on one database file do.
+#[derive(Clone, Default)]
+pub struct MemoryState {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    runs: BTreeMap<String, Run>,
+    locks: BTreeMap<String, LockRecord>,
+    deferred: BTreeMap<String, DeferredRecord>,
+}
+
+struct Run {
+    record: RunRecord,
+    events: Vec<RunEvent>,
+    journal: Vec<EffectRecord>,
+}
+
+impl MemoryState {
+    pub fn new() -> MemoryState {
+        MemoryState::default()
+    }
+
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        // Every change below is made in full or not at all, so a panic
+        // elsewhere while the lock was held cannot leave half a change.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl std::fmt::Debug for MemoryState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.inner();
+        f.debug_struct("MemoryState")
+            .field("runs", &inner.runs.len())
+            .field("locks", &inner.locks.len())
+            .field("deferred", &inner.deferred.len())
+            .finish()
+    }
+}
+
+impl Inner {
+    fn run_mut(&mut self, run_id: &str) -> Result<&mut Run, StateError> {
+        self.runs.get_mut(run_id).ok_or_else(|| not_found(run_id))
+    }
+
+    fn run(&self, run_id: &str) -> Result<&Run, StateError> {
+        self.runs.get(run_id).ok_or_else(|| not_found(run_id))
+    }
+
+    fn action_mut(&mut self, id: &str) -> Result<&mut DeferredRecord, StateError> {
+        self.deferred
+            .get_mut(id)
+            .ok_or_else(|| StateError::ActionNotFound {
+                db: LOCATION.to_owned(),
+                id: id.to_owned(),
+            })
+    }
+}
+
+fn not_found(run_id: &str) -> StateError {
+    StateError::RunNotFound {
+        db: LOCATION.to_owned(),
+        run_id: run_id.to_owned(),
+    }
+}
+
+impl StateStore for MemoryState {
+    fn location(&self) -> String {
+        LOCATION.to_owned()
+    }
+
+    fn create_run(&self, run: &NewRun) -> Result<(), StateError> {
+        require(
+            LOCATION,
+            "create a run",
+            &[("the run id is empty", !run.run_id.is_empty())],
+        )?;
+        let mut inner = self.inner();
+        if inner.runs.contains_key(&run.run_id) {
+            return Err(StateError::RunExists {
+                db: LOCATION.to_owned(),
+                run_id: run.run_id.clone(),
+            });
+        }
+        inner.runs.insert(
+            run.run_id.clone(),
+            Run {
+                record: RunRecord::started(run),
+                events: Vec::new(),
+                journal: Vec::new(),
+            },
+        );
+        Ok(())
+    }
+
+    fn run(&self, run_id: &str) -> Result<Option<RunRecord>, StateError> {
+        Ok(self.inner().runs.get(run_id).map(|r| r.record.clone()))
+    }
+
+    fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StateError> {
+        let inner = self.inner();
+        let mut runs: Vec<RunRecord> = inner
+            .runs
+            .values()
+            .map(|r| &r.record)
+            .filter(|r| !filter.unfinished_only || r.state == RunState::Running)
+            .filter(|r| {
+                filter
+                    .credential
+                    .as_ref()
+                    .is_none_or(|c| r.credentials.contains(c))
+            })
+            .cloned()
+            .collect();
+        runs.sort_by(|a, b| (b.started_at, &b.run_id).cmp(&(a.started_at, &a.run_id)));
+        if let Some(limit) = filter.limit {
+            runs.truncate(limit);
+        }
+        Ok(runs)
+    }
+
+    fn finish_run(
+        &self,
+        run_id: &str,
+        state: RunState,
+        detail: Option<&str>,
+    ) -> Result<(), StateError> {
+        let mut inner = self.inner();
+        let record = &mut inner.run_mut(run_id)?.record;
+        record.state = state;
+        record.finished_at = state.is_finished().then(now_ms);
+        record.detail = detail.map(str::to_owned);
+        Ok(())
+    }
+
+    fn append_event(&self, run_id: &str, event: &RunEvent) -> Result<(), StateError> {
+        self.inner().run_mut(run_id)?.events.push(event.clone());
+        Ok(())
+    }
+
+    fn events(&self, run_id: &str) -> Result<Vec<RunEvent>, StateError> {
+        Ok(self.inner().run(run_id)?.events.clone())
+    }
+
+    fn begin_effect(&self, run_id: &str, intent: &EffectIntent) -> Result<(), StateError> {
+        let mut inner = self.inner();
+        let journal = &mut inner.run_mut(run_id)?.journal;
+        let expected = journal.last().map_or(FIRST_SEQ, |e| e.intent.seq + 1);
+        if intent.seq != expected {
+            return Err(StateError::SeqOutOfOrder {
+                db: LOCATION.to_owned(),
+                run_id: run_id.to_owned(),
+                expected,
+                got: intent.seq,
+            });
+        }
+        journal.push(EffectRecord {
+            intent: intent.clone(),
+            outcome: None,
+        });
+        Ok(())
+    }
+
+    fn finish_effect(
+        &self,
+        run_id: &str,
+        seq: u64,
+        outcome: &EffectOutcome,
+    ) -> Result<(), StateError> {
+        let mut inner = self.inner();
+        let journal = &mut inner.run_mut(run_id)?.journal;
+        let Some(effect) = journal.iter_mut().find(|e| e.intent.seq == seq) else {
+            return Err(StateError::EffectNotFound {
+                db: LOCATION.to_owned(),
+                run_id: run_id.to_owned(),
+                seq,
+            });
+        };
+        if effect.outcome.is_some() {
+            return Err(StateError::EffectFinished {
+                db: LOCATION.to_owned(),
+                run_id: run_id.to_owned(),
+                seq,
+            });
+        }
+        effect.outcome = Some(outcome.clone());
+        Ok(())
+    }
+
+    fn effects(&self, run_id: &str) -> Result<Vec<EffectRecord>, StateError> {
+        Ok(self.inner().run(run_id)?.journal.clone())
+    }
+
+    fn acquire_lock(&self, credential: &str, run_id: &str) -> Result<LockAttempt, StateError> {
+        require(
+            LOCATION,
+            "acquire a lock",
+            &[("the credential name is empty", !credential.is_empty())],
+        )?;
+        let mut inner = self.inner();
+        inner.run(run_id)?;
+        if let Some(held) = inner.locks.get(credential) {
+            return Ok(if held.run_id == run_id {
+                LockAttempt::AlreadyHeld
+            } else {
+                LockAttempt::HeldBy(held.clone())
+            });
+        }
+        inner.locks.insert(
+            credential.to_owned(),
+            LockRecord {
+                credential: credential.to_owned(),
+                run_id: run_id.to_owned(),
+                acquired_at: now_ms(),
+            },
+        );
+        let credentials = &mut inner.run_mut(run_id)?.record.credentials;
+        if !credentials.iter().any(|c| c == credential) {
+            credentials.push(credential.to_owned());
+        }
+        Ok(LockAttempt::Acquired)
+    }
+
+    fn release_run_locks(&self, run_id: &str) -> Result<Vec<String>, StateError> {
+        let mut inner = self.inner();
+        inner.run(run_id)?;
+        let released: Vec<String> = inner
+            .locks
+            .values()
+            .filter(|l| l.run_id == run_id)
+            .map(|l| l.credential.clone())
+            .collect();
+        for credential in &released {
+            inner.locks.remove(credential);
+        }
+        Ok(released)
+    }
+
+    fn release_lock(&self, credential: &str) -> Result<Option<LockRecord>, StateError> {
+        Ok(self.inner().locks.remove(credential))
+    }
+
+    fn locks(&self) -> Result<Vec<LockRecord>, StateError> {
+        Ok(self.inner().locks.values().cloned().collect())
+    }
+
+    fn schedule(&self, action: &NewDeferred) -> Result<String, StateError> {
+        let mut inner = self.inner();
+        inner.run(&action.run_id)?;
+        let id = action_id(action);
+        if !inner.deferred.contains_key(&id) {
+            let record = DeferredRecord::scheduled(action, id.clone(), now_ms());
+            inner.deferred.insert(id.clone(), record);
+        }
+        Ok(id)
+    }
+
+    fn deferred(&self, filter: &DeferredFilter) -> Result<Vec<DeferredRecord>, StateError> {
+        let mut actions: Vec<DeferredRecord> = self
+            .inner()
+            .deferred
+            .values()
+            .filter(|a| filter.wants(a))
+            .cloned()
+            .collect();
+        actions.sort_by(|a, b| (a.due_at, &a.id).cmp(&(b.due_at, &b.id)));
+        Ok(actions)
+    }
+
+    fn claim_due(
+        &self,
+        now_ms: i64,
+        claimer: &str,
+        lease_ms: i64,
+    ) -> Result<Option<DeferredRecord>, StateError> {
+        require(
+            LOCATION,
+            "claim a deferred action",
+            &[
+                ("the claimer name is empty", !claimer.is_empty()),
+                ("the lease is not positive", lease_ms > 0),
+            ],
+        )?;
+        let mut inner = self.inner();
+        let next = inner
+            .deferred
+            .values_mut()
+            .filter(|a| match a.state {
+                DeferredState::Pending => a.next_attempt_at <= now_ms,
+                DeferredState::Running => a.lease_until.is_some_and(|t| t <= now_ms),
+                DeferredState::Done | DeferredState::Failed => false,
+            })
+            .min_by(|a, b| {
+                (a.next_attempt_at, a.created_at, &a.id).cmp(&(
+                    b.next_attempt_at,
+                    b.created_at,
+                    &b.id,
+                ))
+            });
+        let Some(action) = next else {
+            return Ok(None);
+        };
+        if action.state == DeferredState::Running {
+            action.last_error = Some(expired_lease_note(
+                action.claimed_by.as_deref(),
+                action.lease_until,
+            ));
+        }
+        action.state = DeferredState::Running;
+        action.claimed_by = Some(claimer.to_owned());
+        action.lease_until = Some(now_ms.saturating_add(lease_ms));
+        action.attempts = action.attempts.saturating_add(1);
+        Ok(Some(action.clone()))
+    }
+
+    fn complete_action(
+        &self,
+        id: &str,
+        claimer: &str,
+        note: Option<&str>,
+    ) -> Result<(), StateError> {
+        let mut inner = self.inner();
+        let action = inner.action_mut(id)?;
+        check_claim(
+            LOCATION,
+            id,
+            claimer,
+            action.state,
+            action.claimed_by.as_deref(),
+        )?;
+        action.state = DeferredState::Done;
+        action.lease_until = None;
+        action.finished_at = Some(now_ms());
+        action.note = note.map(str::to_owned);
+        Ok(())
+    }
+
+    fn fail_action(
+        &self,
+        id: &str,
+        claimer: &str,
+        error: &str,
+        retry_at_ms: Option<i64>,
+    ) -> Result<(), StateError> {
+        let mut inner = self.inner();
+        let action = inner.action_mut(id)?;
+        check_claim(
+            LOCATION,
+            id,
+            claimer,
+            action.state,
+            action.claimed_by.as_deref(),
+        )?;
+        action.last_error = Some(error.to_owned());
+        action.lease_until = None;
+        match retry_at_ms {
+            Some(at) => {
+                action.state = DeferredState::Pending;
+                action.next_attempt_at = at;
+                action.claimed_by = None;
+            }
+            None => {
+                action.state = DeferredState::Failed;
+                action.finished_at = Some(now_ms());
+            }
+        }
+        Ok(())
+    }
+
+    fn retry_action(&self, id: &str) -> Result<(), StateError> {
+        let mut inner = self.inner();
+        let action = inner.action_mut(id)?;
+        if action.state != DeferredState::Failed {
+            return Err(StateError::NotFailed {
+                db: LOCATION.to_owned(),
+                id: id.to_owned(),
+                state: action.state,
+            });
+        }
+        action.state = DeferredState::Pending;
+        action.claimed_by = None;
+        action.finished_at = None;
+        Ok(())
+    }
+}

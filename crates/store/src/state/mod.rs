@@ -1,0 +1,569 @@
+//! Durable run state: the audit history of runs, the journal of every
+//! effect a run had, the locks runs hold on credentials, and the deferred
+//! actions `keycycle cleanup` carries out later.
+//!
+//! Everything goes through the [`StateStore`] trait so a shared database
+//! server can take the place of the local file later. The trait speaks only
+//! of keycycle's own records: no SQL, no row ids, no file paths. Two
+//! implementations exist:
+//!
+//! - [`SqliteState`]: the file `state.db` next to the secrets store. Every
+//!   change is a transaction that is on disk (fsynced) before the call
+//!   returns, and the decisions that must have exactly one winner across
+//!   processes (taking a lock, claiming an action) are made inside a single
+//!   write transaction.
+//! - [`MemoryState`]: the same behaviour inside one process, for tests and
+//!   for measuring what durability costs.
+//!
+//! Secret values never reach this module in the clear: callers seal them
+//! with [`crate::MasterKey::seal`] first.
+//!
+//! Times are Unix milliseconds (`i64`). Where a call takes a time
+//! (`claim_due`, `fail_action`) the caller's clock decides; the times the
+//! store records on its own (a lock's `acquired_at`, a run's `finished_at`,
+//! an action's `created_at` and `finished_at`) come from [`now_ms`].
+
+mod error;
+mod memory;
+mod sqlite;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+pub use error::StateError;
+pub use memory::MemoryState;
+pub use sqlite::{DEFAULT_BUSY_TIMEOUT, SCHEMA_VERSION, STATE_FILE_NAME, SqliteState};
+
+/// The sequence number of a run's first effect; each later effect takes the
+/// next integer.
+pub const FIRST_SEQ: u64 = 1;
+
+/// The current time as Unix milliseconds, the unit of every time here.
+pub fn now_ms() -> i64 {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(since) => i64::try_from(since.as_millis()).unwrap_or(i64::MAX),
+        // A clock set before 1970: report how far before.
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
+/// Where a run's state is kept: the runs and their audit events, the effect
+/// journal, credential locks and deferred actions.
+///
+/// Every method that changes something has made the change durable when it
+/// returns `Ok`. Implementations are safe to share between threads, and
+/// [`SqliteState`] handles on one file are safe to use from many processes
+/// at once.
+pub trait StateStore: Send + Sync {
+    /// What this store is, for messages: a database path, or
+    /// `in-memory state`.
+    fn location(&self) -> String;
+
+    // ---- runs and their audit history ----
+
+    /// Records a new run in state [`RunState::Running`]. Fails with
+    /// [`StateError::RunExists`] if the id is taken.
+    fn create_run(&self, run: &NewRun) -> Result<(), StateError>;
+
+    /// The run `run_id`, or `None` when there is none.
+    fn run(&self, run_id: &str) -> Result<Option<RunRecord>, StateError>;
+
+    /// Runs matching `filter`, newest first (by `started_at`, then by
+    /// `run_id`, both descending).
+    fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StateError>;
+
+    /// Sets a run's state and detail. Finishing as `Running` reopens the run
+    /// (clears `finished_at`), which is what resuming it means; any other
+    /// state sets `finished_at` to now. Calling it again overwrites.
+    fn finish_run(
+        &self,
+        run_id: &str,
+        state: RunState,
+        detail: Option<&str>,
+    ) -> Result<(), StateError>;
+
+    /// Adds a line to a run's audit history (resumed by, unlocked by, step
+    /// notes). Events are kept in the order they were appended.
+    fn append_event(&self, run_id: &str, event: &RunEvent) -> Result<(), StateError>;
+
+    /// A run's audit events in the order they were appended.
+    fn events(&self, run_id: &str) -> Result<Vec<RunEvent>, StateError>;
+
+    // ---- the effect journal ----
+
+    /// Records that an effect is about to happen. `intent.seq` must be the
+    /// run's next sequence number ([`FIRST_SEQ`] for its first effect, then
+    /// one more than the last begun), else [`StateError::SeqOutOfOrder`].
+    /// The previous effect need not be finished: a resumed run may finish an
+    /// effect it finds in flight before or after beginning the next.
+    fn begin_effect(&self, run_id: &str, intent: &EffectIntent) -> Result<(), StateError>;
+
+    /// Records how an effect begun with [`StateStore::begin_effect`] ended.
+    /// Fails with [`StateError::EffectNotFound`] when no such effect was
+    /// begun and [`StateError::EffectFinished`] when it already has an
+    /// outcome: an outcome is written once and never replaced.
+    fn finish_effect(
+        &self,
+        run_id: &str,
+        seq: u64,
+        outcome: &EffectOutcome,
+    ) -> Result<(), StateError>;
+
+    /// A run's journal by sequence number. An effect whose `outcome` is
+    /// `None` was in flight when the run stopped.
+    fn effects(&self, run_id: &str) -> Result<Vec<EffectRecord>, StateError>;
+
+    // ---- credential locks ----
+
+    /// Takes the lock on `credential` for `run_id`, atomically with respect
+    /// to every other handle and process. The run is remembered among the
+    /// credential's runs (see [`RunFilter::credential`]) for good.
+    fn acquire_lock(&self, credential: &str, run_id: &str) -> Result<LockAttempt, StateError>;
+
+    /// Releases every lock `run_id` holds; returns their credentials,
+    /// sorted.
+    fn release_run_locks(&self, run_id: &str) -> Result<Vec<String>, StateError>;
+
+    /// Releases the lock on `credential` whoever holds it (an operator's
+    /// unlock); returns the lock that was held, if any.
+    fn release_lock(&self, credential: &str) -> Result<Option<LockRecord>, StateError>;
+
+    /// Every lock held now, sorted by credential.
+    fn locks(&self) -> Result<Vec<LockRecord>, StateError>;
+
+    // ---- deferred actions ----
+
+    /// Schedules an action; returns its id. An empty `action.id` gets a
+    /// generated one (`d-<run_id>-<16 hex digits>`). Scheduling an id that
+    /// exists already changes nothing and returns the id, so a replayed
+    /// run cannot schedule an action twice; the first scheduling's fields
+    /// are kept.
+    fn schedule(&self, action: &NewDeferred) -> Result<String, StateError>;
+
+    /// Actions matching `filter`, ordered by `due_at`, then id.
+    fn deferred(&self, filter: &DeferredFilter) -> Result<Vec<DeferredRecord>, StateError>;
+
+    /// Atomically claims the action to run next, if any: among actions that
+    /// are `Pending` with `next_attempt_at <= now_ms`, or `Running` with
+    /// `lease_until <= now_ms` (their claimer died or stalled), the one with
+    /// the earliest `next_attempt_at` (then `created_at`, then id). The
+    /// claimed action becomes `Running`, claimed by `claimer` until
+    /// `now_ms + lease_ms`, with one more attempt counted. No two callers,
+    /// in any processes, get the same claim.
+    fn claim_due(
+        &self,
+        now_ms: i64,
+        claimer: &str,
+        lease_ms: i64,
+    ) -> Result<Option<DeferredRecord>, StateError>;
+
+    /// Marks a claimed action done. Only its current claimer may: anyone
+    /// else, or a claimer whose expired lease was taken over, gets
+    /// [`StateError::LostLease`]. A claimer whose lease expired but was not
+    /// yet taken over still completes.
+    fn complete_action(
+        &self,
+        id: &str,
+        claimer: &str,
+        note: Option<&str>,
+    ) -> Result<(), StateError>;
+
+    /// Records a failed attempt by the current claimer (else
+    /// [`StateError::LostLease`]). With `retry_at_ms` the action is
+    /// `Pending` again from then on; without, it is `Failed` for good
+    /// (kept and listed until an operator calls
+    /// [`StateStore::retry_action`]).
+    fn fail_action(
+        &self,
+        id: &str,
+        claimer: &str,
+        error: &str,
+        retry_at_ms: Option<i64>,
+    ) -> Result<(), StateError>;
+
+    /// Puts a `Failed` action back to `Pending`, due at once (its
+    /// `next_attempt_at` stays the time of its last attempt). Any other
+    /// state gives [`StateError::NotFailed`].
+    fn retry_action(&self, id: &str) -> Result<(), StateError>;
+}
+
+/// A run as it starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewRun {
+    pub run_id: String,
+    pub runbook_path: String,
+    /// Hex SHA-256 of the runbook source, so a resume can refuse a changed
+    /// runbook.
+    pub runbook_sha256: String,
+    pub params: BTreeMap<String, String>,
+    pub env: Option<String>,
+    pub dry_run: bool,
+    pub user: String,
+    pub host: String,
+    pub plugins: Vec<PluginInfo>,
+    pub started_at: i64,
+}
+
+/// A plugin a run loaded, as it was when loaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginInfo {
+    /// The name the runbook uses for it.
+    pub name: String,
+    /// The plugin's own name, from its description.
+    pub plugin: String,
+    pub version: String,
+    /// Hex SHA-256 of the component file.
+    pub sha256: String,
+}
+
+/// Where a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Running now, or interrupted if no process is running it.
+    Running,
+    Succeeded,
+    Failed,
+    /// Stopped in a state an operator must look at (for example an effect
+    /// that changes things was in flight when the run died).
+    NeedsAttention,
+}
+
+impl RunState {
+    pub const ALL: [RunState; 4] = [
+        RunState::Running,
+        RunState::Succeeded,
+        RunState::Failed,
+        RunState::NeedsAttention,
+    ];
+
+    /// The stable lower-case name stored and shown: `running`,
+    /// `succeeded`, `failed`, `needs_attention`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+            RunState::NeedsAttention => "needs_attention",
+        }
+    }
+
+    /// The state named by [`RunState::as_str`], if any.
+    pub fn parse(name: &str) -> Option<RunState> {
+        RunState::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// Whether the run is over (every state but `Running`).
+    pub fn is_finished(self) -> bool {
+        self != RunState::Running
+    }
+}
+
+impl fmt::Display for RunState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A run as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub runbook_path: String,
+    pub runbook_sha256: String,
+    pub params: BTreeMap<String, String>,
+    pub env: Option<String>,
+    pub dry_run: bool,
+    pub user: String,
+    pub host: String,
+    pub plugins: Vec<PluginInfo>,
+    pub started_at: i64,
+    pub state: RunState,
+    pub finished_at: Option<i64>,
+    pub detail: Option<String>,
+    /// Every credential this run ever locked, in the order first locked.
+    pub credentials: Vec<String>,
+}
+
+impl RunRecord {
+    /// A just-created run's record.
+    fn started(run: &NewRun) -> RunRecord {
+        RunRecord {
+            run_id: run.run_id.clone(),
+            runbook_path: run.runbook_path.clone(),
+            runbook_sha256: run.runbook_sha256.clone(),
+            params: run.params.clone(),
+            env: run.env.clone(),
+            dry_run: run.dry_run,
+            user: run.user.clone(),
+            host: run.host.clone(),
+            plugins: run.plugins.clone(),
+            started_at: run.started_at,
+            state: RunState::Running,
+            finished_at: None,
+            detail: None,
+            credentials: Vec::new(),
+        }
+    }
+}
+
+/// Which runs [`StateStore::list_runs`] returns. The default is all runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunFilter {
+    /// Only runs in state `Running` (live or interrupted).
+    pub unfinished_only: bool,
+    /// Only runs that locked this credential at some time, released or not.
+    pub credential: Option<String>,
+    /// At most this many, the newest.
+    pub limit: Option<usize>,
+}
+
+/// One line of a run's audit history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunEvent {
+    pub at: i64,
+    /// A short machine-readable tag: `resumed`, `unlocked`, `note`, ….
+    pub kind: String,
+    pub message: String,
+}
+
+/// What a run is about to do, written before it does it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EffectIntent {
+    pub seq: u64,
+    /// `plugin`, `prompt`, `now`, `random`, `store_secret`, `lock`, `defer`.
+    pub kind: String,
+    /// What exactly: `gitlab.rotate_self`, `prompt:label`, ….
+    pub name: String,
+    /// Hex SHA-256 of the canonical request, to notice a replay that asks
+    /// for something else than the original run did.
+    pub request_fingerprint: String,
+    /// The request with secrets redacted, for people reading the journal.
+    pub request_summary: String,
+    /// Whether the effect may change something outside keycycle.
+    pub mutates: bool,
+    pub started_at: i64,
+}
+
+/// How an effect ended, written before the run is told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EffectOutcome {
+    pub ok: bool,
+    /// Opaque to the store. Secret parts must already be sealed.
+    pub result: String,
+    pub error_kind: Option<String>,
+    pub error: Option<String>,
+    pub finished_at: i64,
+}
+
+/// One journal entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EffectRecord {
+    pub intent: EffectIntent,
+    /// `None`: the effect was in flight when the run stopped.
+    pub outcome: Option<EffectOutcome>,
+}
+
+/// A lock a run holds on a credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockRecord {
+    pub credential: String,
+    pub run_id: String,
+    pub acquired_at: i64,
+}
+
+/// What [`StateStore::acquire_lock`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockAttempt {
+    /// The lock was free and is now this run's.
+    Acquired,
+    /// This run held it already.
+    AlreadyHeld,
+    /// Another run holds it.
+    HeldBy(LockRecord),
+}
+
+/// An action to carry out later, as scheduled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewDeferred {
+    /// Empty to have one generated; the journaling layer passes a stable id
+    /// (such as `d-<run_id>-<seq>`) so a replay schedules nothing new.
+    pub id: String,
+    pub run_id: String,
+    pub credential: Option<String>,
+    /// What it does, for people.
+    pub description: String,
+    pub plugin: String,
+    pub operation: String,
+    /// JSON; secret parts must already be sealed.
+    pub input: String,
+    pub due_at: i64,
+}
+
+/// Where a deferred action stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeferredState {
+    /// Waiting for `next_attempt_at`.
+    Pending,
+    /// Claimed by a cleanup process until `lease_until`.
+    Running,
+    Done,
+    /// Gave up; kept and reported until an operator retries it.
+    Failed,
+}
+
+impl DeferredState {
+    pub const ALL: [DeferredState; 4] = [
+        DeferredState::Pending,
+        DeferredState::Running,
+        DeferredState::Done,
+        DeferredState::Failed,
+    ];
+
+    /// The stable lower-case name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeferredState::Pending => "pending",
+            DeferredState::Running => "running",
+            DeferredState::Done => "done",
+            DeferredState::Failed => "failed",
+        }
+    }
+
+    /// The state named by [`DeferredState::as_str`], if any.
+    pub fn parse(name: &str) -> Option<DeferredState> {
+        DeferredState::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+impl fmt::Display for DeferredState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A deferred action as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeferredRecord {
+    pub id: String,
+    pub run_id: String,
+    pub credential: Option<String>,
+    pub description: String,
+    pub plugin: String,
+    pub operation: String,
+    pub input: String,
+    pub due_at: i64,
+    pub state: DeferredState,
+    /// Claims so far, including the current one.
+    pub attempts: u32,
+    pub next_attempt_at: i64,
+    /// Who claimed it last (kept once it is done or failed, for the record;
+    /// cleared when a failed attempt puts it back to pending).
+    pub claimed_by: Option<String>,
+    /// Set while `Running`.
+    pub lease_until: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+    pub note: Option<String>,
+}
+
+impl DeferredRecord {
+    fn scheduled(action: &NewDeferred, id: String, created_at: i64) -> DeferredRecord {
+        DeferredRecord {
+            id,
+            run_id: action.run_id.clone(),
+            credential: action.credential.clone(),
+            description: action.description.clone(),
+            plugin: action.plugin.clone(),
+            operation: action.operation.clone(),
+            input: action.input.clone(),
+            due_at: action.due_at,
+            state: DeferredState::Pending,
+            attempts: 0,
+            next_attempt_at: action.due_at,
+            claimed_by: None,
+            lease_until: None,
+            last_error: None,
+            created_at,
+            finished_at: None,
+            note: None,
+        }
+    }
+}
+
+/// Which actions [`StateStore::deferred`] returns. The default is all.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeferredFilter {
+    /// Only actions in these states; empty for every state.
+    pub states: Vec<DeferredState>,
+    /// Only actions scheduled by this run.
+    pub run_id: Option<String>,
+}
+
+impl DeferredFilter {
+    fn wants(&self, record: &DeferredRecord) -> bool {
+        (self.states.is_empty() || self.states.contains(&record.state))
+            && self.run_id.as_ref().is_none_or(|r| *r == record.run_id)
+    }
+}
+
+/// Checks the arguments both implementations refuse alike, so they fail
+/// the same way.
+fn require(db: &str, operation: &'static str, checks: &[(&str, bool)]) -> Result<(), StateError> {
+    match checks.iter().find(|(_, ok)| !ok) {
+        None => Ok(()),
+        Some((problem, _)) => Err(StateError::Invalid {
+            db: db.to_owned(),
+            operation,
+            problem: (*problem).to_owned(),
+        }),
+    }
+}
+
+/// The id a deferred action is stored under.
+fn action_id(action: &NewDeferred) -> String {
+    if action.id.is_empty() {
+        format!("d-{}-{:016x}", action.run_id, rand::random::<u64>())
+    } else {
+        action.id.clone()
+    }
+}
+
+/// Why a claimer may not finish an action, if it may not.
+fn check_claim(
+    db: &str,
+    id: &str,
+    claimer: &str,
+    state: DeferredState,
+    claimed_by: Option<&str>,
+) -> Result<(), StateError> {
+    if state == DeferredState::Running && claimed_by == Some(claimer) {
+        Ok(())
+    } else {
+        Err(StateError::LostLease {
+            db: db.to_owned(),
+            id: id.to_owned(),
+            claimer: claimer.to_owned(),
+            holder: claimed_by
+                .filter(|_| state == DeferredState::Running)
+                .map(str::to_owned),
+            state,
+        })
+    }
+}
+
+/// The message kept when a claimer's expired lease is taken over.
+fn expired_lease_note(previous: Option<&str>, lease_until: Option<i64>) -> String {
+    format!(
+        "the lease of {} expired at {} ms before it finished; claimed again",
+        previous.unwrap_or("an unknown claimer"),
+        lease_until.map_or_else(|| "an unknown time".to_owned(), |t| t.to_string()),
+    )
+}

@@ -1,0 +1,1376 @@
+//! The run state in a local SQLite database, `state.db`.
+//!
+//! Durability: the database runs in WAL mode with `synchronous=FULL`, so
+//! every committed transaction has been fsynced to the write-ahead log when
+//! the call returns. That is the journal's promise: an effect's result is
+//! on disk before the runbook sees it.
+//!
+//! Concurrency: each handle owns one connection behind a mutex, so calls on
+//! one handle run one at a time (a connection cannot run two transactions
+//! at once anyway). Every change runs in a `BEGIN IMMEDIATE` transaction,
+//! which takes the database's write lock up front: a read-then-write such
+//! as "is this lock free? then take it" cannot interleave with another
+//! process's, so exactly one contender wins. A writer that finds the lock
+//! taken waits up to the busy timeout, then fails with
+//! [`StateError::Busy`].
+
+use std::fmt;
+use std::fs::DirBuilder;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{
+    Connection, ErrorCode, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior,
+    params,
+};
+
+use super::{
+    DeferredFilter, DeferredRecord, DeferredState, EffectIntent, EffectOutcome, EffectRecord,
+    FIRST_SEQ, LockAttempt, LockRecord, NewDeferred, NewRun, PluginInfo, RunEvent, RunFilter,
+    RunRecord, RunState, StateError, StateStore, action_id, check_claim, expired_lease_note,
+    now_ms, require,
+};
+use crate::fs::{parent_dir, private_file_options};
+
+/// The state database's usual file name, in the keycycle state directory.
+pub const STATE_FILE_NAME: &str = "state.db";
+
+/// The schema version this keycycle writes (SQLite's `user_version`).
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// How long a change waits for another process's transaction to end.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Marks the file as keycycle's (SQLite's `application_id`): "kcyc".
+const APPLICATION_ID: i64 = 0x6b63_7963;
+
+const SCHEMA: &str = r#"
+CREATE TABLE runs (
+    run_id         TEXT PRIMARY KEY NOT NULL,
+    runbook_path   TEXT NOT NULL,
+    runbook_sha256 TEXT NOT NULL,
+    params         TEXT NOT NULL,   -- JSON object of strings
+    env            TEXT,
+    dry_run        INTEGER NOT NULL,
+    user           TEXT NOT NULL,
+    host           TEXT NOT NULL,
+    plugins        TEXT NOT NULL,   -- JSON array of PluginInfo
+    started_at     INTEGER NOT NULL,
+    state          TEXT NOT NULL,
+    finished_at    INTEGER,
+    detail         TEXT
+) STRICT;
+CREATE INDEX runs_by_start ON runs (started_at DESC, run_id DESC);
+CREATE INDEX runs_by_state ON runs (state);
+
+CREATE TABLE run_events (
+    id      INTEGER PRIMARY KEY,    -- keeps append order
+    run_id  TEXT NOT NULL REFERENCES runs (run_id),
+    at      INTEGER NOT NULL,
+    kind    TEXT NOT NULL,
+    message TEXT NOT NULL
+) STRICT;
+CREATE INDEX run_events_by_run ON run_events (run_id, id);
+
+CREATE TABLE journal (
+    run_id              TEXT NOT NULL REFERENCES runs (run_id),
+    seq                 INTEGER NOT NULL,
+    kind                TEXT NOT NULL,
+    name                TEXT NOT NULL,
+    request_fingerprint TEXT NOT NULL,
+    request_summary     TEXT NOT NULL,
+    mutates             INTEGER NOT NULL,
+    started_at          INTEGER NOT NULL,
+    -- The outcome: all NULL while the effect is in flight.
+    ok                  INTEGER,
+    result              TEXT,
+    error_kind          TEXT,
+    error               TEXT,
+    finished_at         INTEGER,
+    PRIMARY KEY (run_id, seq)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE locks (
+    credential  TEXT PRIMARY KEY NOT NULL,
+    run_id      TEXT NOT NULL REFERENCES runs (run_id),
+    acquired_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX locks_by_run ON locks (run_id);
+
+-- Every credential a run ever locked, kept after the lock is released.
+CREATE TABLE run_credentials (
+    run_id           TEXT NOT NULL REFERENCES runs (run_id),
+    credential       TEXT NOT NULL,
+    first_locked_at  INTEGER NOT NULL,
+    PRIMARY KEY (run_id, credential)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX run_credentials_by_credential ON run_credentials (credential);
+
+CREATE TABLE deferred (
+    id              TEXT PRIMARY KEY NOT NULL,
+    run_id          TEXT NOT NULL REFERENCES runs (run_id),
+    credential      TEXT,
+    description     TEXT NOT NULL,
+    plugin          TEXT NOT NULL,
+    operation       TEXT NOT NULL,
+    input           TEXT NOT NULL,
+    due_at          INTEGER NOT NULL,
+    state           TEXT NOT NULL,
+    attempts        INTEGER NOT NULL,
+    next_attempt_at INTEGER NOT NULL,
+    claimed_by      TEXT,
+    lease_until     INTEGER,
+    last_error      TEXT,
+    created_at      INTEGER NOT NULL,
+    finished_at     INTEGER,
+    note            TEXT
+) STRICT;
+CREATE INDEX deferred_by_state ON deferred (state, next_attempt_at);
+CREATE INDEX deferred_by_run ON deferred (run_id);
+"#;
+
+const RUN_COLUMNS: &str = "run_id, runbook_path, runbook_sha256, params, env, dry_run, user, \
+     host, plugins, started_at, state, finished_at, detail";
+
+const DEFERRED_COLUMNS: &str = "id, run_id, credential, description, plugin, operation, input, \
+     due_at, state, attempts, next_attempt_at, claimed_by, lease_until, last_error, created_at, \
+     finished_at, note";
+
+const EFFECT_COLUMNS: &str = "seq, kind, name, request_fingerprint, request_summary, mutates, \
+     started_at, ok, result, error_kind, error, finished_at";
+
+/// A handle on a state database file. See the module documentation for
+/// how durability and concurrency work.
+pub struct SqliteState {
+    path: PathBuf,
+    /// The path as shown in messages.
+    db: String,
+    busy_timeout: Duration,
+    conn: Mutex<Connection>,
+}
+
+impl fmt::Debug for SqliteState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteState")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A failure inside an operation, before it is told which operation it
+/// was; lets the operations use `?` on both kinds.
+enum Fail {
+    Sql(rusqlite::Error),
+    State(StateError),
+}
+
+impl From<rusqlite::Error> for Fail {
+    fn from(e: rusqlite::Error) -> Fail {
+        Fail::Sql(e)
+    }
+}
+
+impl From<StateError> for Fail {
+    fn from(e: StateError) -> Fail {
+        Fail::State(e)
+    }
+}
+
+type Res<T> = Result<T, Fail>;
+
+impl SqliteState {
+    /// Opens the state database at `path`, creating it (mode 0600, missing
+    /// parent directories 0700) and its schema if need be. Waits up to
+    /// [`DEFAULT_BUSY_TIMEOUT`] for other processes' transactions.
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteState, StateError> {
+        SqliteState::open_with_busy_timeout(path, DEFAULT_BUSY_TIMEOUT)
+    }
+
+    /// Opens `dir`/[`STATE_FILE_NAME`].
+    pub fn open_in_dir(dir: impl AsRef<Path>) -> Result<SqliteState, StateError> {
+        SqliteState::open(dir.as_ref().join(STATE_FILE_NAME))
+    }
+
+    /// [`SqliteState::open`] with another busy timeout.
+    pub fn open_with_busy_timeout(
+        path: impl AsRef<Path>,
+        busy_timeout: Duration,
+    ) -> Result<SqliteState, StateError> {
+        let path = path.as_ref().to_path_buf();
+        let db = path.display().to_string();
+        let io = |action| {
+            let db = db.clone();
+            move |source| StateError::Io { db, action, source }
+        };
+
+        let mut dirs = DirBuilder::new();
+        dirs.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            dirs.mode(0o700);
+        }
+        dirs.create(parent_dir(&path))
+            .map_err(io("create its directory"))?;
+        // Created here rather than by SQLite so it is private from the
+        // start; SQLite gives its -wal and -shm files the same mode.
+        private_file_options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io("create or open the file"))?;
+
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| sql_error(&db, "open", busy_timeout, e))?;
+        let state = SqliteState {
+            path,
+            db,
+            busy_timeout,
+            conn: Mutex::new(conn),
+        };
+        state.prepare()?;
+        Ok(state)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Sets the connection up and brings the schema to [`SCHEMA_VERSION`].
+    fn prepare(&self) -> Result<(), StateError> {
+        let operation = "set up the database";
+        let mut conn = self.conn();
+        let setup = |conn: &mut Connection| -> Res<()> {
+            conn.busy_timeout(self.busy_timeout)?;
+            // The first read of the file: a file that is not SQLite fails
+            // here, with NOTADB.
+            let app: i64 = conn.pragma_query_value(None, "application_id", |r| r.get(0))?;
+            if app != 0 && app != APPLICATION_ID {
+                return Err(self.not_ours("it belongs to another program").into());
+            }
+            let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(StateError::Invalid {
+                    db: self.db.clone(),
+                    operation,
+                    problem: format!(
+                        "SQLite kept journal mode {mode} instead of WAL; the file system may \
+                         not support it (network file systems often do not)"
+                    ),
+                }
+                .into());
+            }
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            conn.pragma_update(None, "foreign_keys", "ON")?;
+            Ok(())
+        };
+        setup(&mut conn).map_err(|f| self.fail(operation, f))?;
+
+        let migrate = |tx: &Transaction<'_>| -> Res<()> {
+            let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if version > SCHEMA_VERSION {
+                return Err(StateError::NewerSchema {
+                    db: self.db.clone(),
+                    found: version,
+                    supported: SCHEMA_VERSION,
+                }
+                .into());
+            }
+            if version == SCHEMA_VERSION {
+                return Ok(());
+            }
+            // Version 0: nothing of ours yet. Another program's tables
+            // must not be mixed with ours.
+            let tables: i64 = tx.query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%'",
+                [],
+                |r| r.get(0),
+            )?;
+            if tables != 0 {
+                return Err(self
+                    .not_ours("it holds tables but no keycycle schema version")
+                    .into());
+            }
+            tx.execute_batch(SCHEMA)?;
+            tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            Ok(())
+        };
+        // Two processes opening a new file at once both get here; the
+        // immediate transaction lets one create the schema and the other
+        // then find it.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.fail("create the schema", e.into()))?;
+        migrate(&tx)
+            .and_then(|()| tx.commit().map_err(Fail::from))
+            .map_err(|f| self.fail("create the schema", f))
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while the connection was held leaves at worst an open
+        // transaction, which rusqlite rolled back when it was dropped.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn not_ours(&self, problem: &str) -> StateError {
+        StateError::NotStateDatabase {
+            db: self.db.clone(),
+            problem: problem.to_owned(),
+        }
+    }
+
+    fn fail(&self, operation: &'static str, fail: Fail) -> StateError {
+        match fail {
+            Fail::State(e) => e,
+            Fail::Sql(e) => sql_error(&self.db, operation, self.busy_timeout, e),
+        }
+    }
+
+    /// Runs `work` in one `BEGIN IMMEDIATE` transaction and commits it; on
+    /// any error the transaction is rolled back.
+    fn write<R>(
+        &self,
+        operation: &'static str,
+        work: impl FnOnce(&Transaction<'_>) -> Res<R>,
+    ) -> Result<R, StateError> {
+        let mut conn = self.conn();
+        let run = || -> Res<R> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let result = work(&tx)?;
+            tx.commit()?;
+            Ok(result)
+        };
+        run().map_err(|f| self.fail(operation, f))
+    }
+
+    /// Runs `work` in one read transaction, so it sees one moment.
+    fn read<R>(
+        &self,
+        operation: &'static str,
+        work: impl FnOnce(&Transaction<'_>) -> Res<R>,
+    ) -> Result<R, StateError> {
+        let mut conn = self.conn();
+        let run = || -> Res<R> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+            let result = work(&tx)?;
+            tx.commit()?;
+            Ok(result)
+        };
+        run().map_err(|f| self.fail(operation, f))
+    }
+
+    fn run_exists(&self, tx: &Transaction<'_>, run_id: &str) -> Res<()> {
+        let found = tx
+            .query_row("SELECT 1 FROM runs WHERE run_id = ?1", [run_id], |_| Ok(()))
+            .optional()?;
+        match found {
+            Some(()) => Ok(()),
+            None => Err(StateError::RunNotFound {
+                db: self.db.clone(),
+                run_id: run_id.to_owned(),
+            }
+            .into()),
+        }
+    }
+
+    fn load_run(&self, tx: &Transaction<'_>, run_id: &str) -> Res<Option<RunRecord>> {
+        let row = tx
+            .query_row(
+                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?1"),
+                [run_id],
+                raw_run,
+            )
+            .optional()?;
+        match row {
+            None => Ok(None),
+            Some(raw) => self.finish_run_record(tx, raw).map(Some),
+        }
+    }
+
+    fn finish_run_record(&self, tx: &Transaction<'_>, raw: RawRun) -> Res<RunRecord> {
+        let corrupt = |what: &str| StateError::Corrupt {
+            db: self.db.clone(),
+            problem: format!("run `{}` has {what}", raw.run_id),
+        };
+        let params = serde_json::from_str(&raw.params)
+            .map_err(|_| corrupt("parameters that are not a JSON object of strings"))?;
+        let plugins: Vec<PluginInfo> = serde_json::from_str(&raw.plugins)
+            .map_err(|_| corrupt("a plugin list that is not valid JSON"))?;
+        let state = RunState::parse(&raw.state)
+            .ok_or_else(|| corrupt(&format!("an unknown state `{}`", raw.state)))?;
+        let mut stmt = tx.prepare_cached(
+            "SELECT credential FROM run_credentials WHERE run_id = ?1 \
+             ORDER BY first_locked_at, credential",
+        )?;
+        let credentials = stmt
+            .query_map([&raw.run_id], |r| r.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
+        Ok(RunRecord {
+            run_id: raw.run_id,
+            runbook_path: raw.runbook_path,
+            runbook_sha256: raw.runbook_sha256,
+            params,
+            env: raw.env,
+            dry_run: raw.dry_run,
+            user: raw.user,
+            host: raw.host,
+            plugins,
+            started_at: raw.started_at,
+            state,
+            finished_at: raw.finished_at,
+            detail: raw.detail,
+            credentials,
+        })
+    }
+
+    fn load_action(&self, tx: &Transaction<'_>, id: &str) -> Res<DeferredRecord> {
+        let raw = tx
+            .query_row(
+                &format!("SELECT {DEFERRED_COLUMNS} FROM deferred WHERE id = ?1"),
+                [id],
+                raw_deferred,
+            )
+            .optional()?;
+        match raw {
+            Some(raw) => self.deferred_record(raw),
+            None => Err(StateError::ActionNotFound {
+                db: self.db.clone(),
+                id: id.to_owned(),
+            }
+            .into()),
+        }
+    }
+
+    fn deferred_record(&self, raw: RawDeferred) -> Res<DeferredRecord> {
+        let state = DeferredState::parse(&raw.state).ok_or_else(|| StateError::Corrupt {
+            db: self.db.clone(),
+            problem: format!(
+                "deferred action `{}` has an unknown state `{}`",
+                raw.id, raw.state
+            ),
+        })?;
+        let attempts = u32::try_from(raw.attempts).map_err(|_| StateError::Corrupt {
+            db: self.db.clone(),
+            problem: format!(
+                "deferred action `{}` has an impossible attempt count",
+                raw.id
+            ),
+        })?;
+        Ok(DeferredRecord {
+            id: raw.id,
+            run_id: raw.run_id,
+            credential: raw.credential,
+            description: raw.description,
+            plugin: raw.plugin,
+            operation: raw.operation,
+            input: raw.input,
+            due_at: raw.due_at,
+            state,
+            attempts,
+            next_attempt_at: raw.next_attempt_at,
+            claimed_by: raw.claimed_by,
+            lease_until: raw.lease_until,
+            last_error: raw.last_error,
+            created_at: raw.created_at,
+            finished_at: raw.finished_at,
+            note: raw.note,
+        })
+    }
+
+    fn seq_param(&self, operation: &'static str, seq: u64) -> Res<i64> {
+        i64::try_from(seq).map_err(|_| {
+            StateError::Invalid {
+                db: self.db.clone(),
+                operation,
+                problem: format!("sequence number {seq} is beyond what the journal can hold"),
+            }
+            .into()
+        })
+    }
+
+    fn seq_value(&self, run_id: &str, seq: i64) -> Res<u64> {
+        u64::try_from(seq).map_err(|_| {
+            StateError::Corrupt {
+                db: self.db.clone(),
+                problem: format!("run `{run_id}` has a negative effect sequence number {seq}"),
+            }
+            .into()
+        })
+    }
+
+    /// Checks that `claimer` holds action `id` and returns it.
+    fn claimed(&self, tx: &Transaction<'_>, id: &str, claimer: &str) -> Res<DeferredRecord> {
+        let action = self.load_action(tx, id)?;
+        check_claim(
+            &self.db,
+            id,
+            claimer,
+            action.state,
+            action.claimed_by.as_deref(),
+        )?;
+        Ok(action)
+    }
+}
+
+/// Turns an SQLite error into a [`StateError`] naming the database and the
+/// operation; a timed-out wait for another process becomes
+/// [`StateError::Busy`].
+fn sql_error(
+    db: &str,
+    operation: &'static str,
+    busy_timeout: Duration,
+    e: rusqlite::Error,
+) -> StateError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StateError::Busy {
+            db: db.to_owned(),
+            operation,
+            waited_ms: u64::try_from(busy_timeout.as_millis()).unwrap_or(u64::MAX),
+        },
+        Some(ErrorCode::NotADatabase) => StateError::NotStateDatabase {
+            db: db.to_owned(),
+            problem: "it is not an SQLite database".to_owned(),
+        },
+        _ => StateError::Backend {
+            db: db.to_owned(),
+            operation,
+            source: Box::new(e),
+        },
+    }
+}
+
+struct RawRun {
+    run_id: String,
+    runbook_path: String,
+    runbook_sha256: String,
+    params: String,
+    env: Option<String>,
+    dry_run: bool,
+    user: String,
+    host: String,
+    plugins: String,
+    started_at: i64,
+    state: String,
+    finished_at: Option<i64>,
+    detail: Option<String>,
+}
+
+fn raw_run(r: &Row<'_>) -> rusqlite::Result<RawRun> {
+    Ok(RawRun {
+        run_id: r.get(0)?,
+        runbook_path: r.get(1)?,
+        runbook_sha256: r.get(2)?,
+        params: r.get(3)?,
+        env: r.get(4)?,
+        dry_run: r.get(5)?,
+        user: r.get(6)?,
+        host: r.get(7)?,
+        plugins: r.get(8)?,
+        started_at: r.get(9)?,
+        state: r.get(10)?,
+        finished_at: r.get(11)?,
+        detail: r.get(12)?,
+    })
+}
+
+struct RawDeferred {
+    id: String,
+    run_id: String,
+    credential: Option<String>,
+    description: String,
+    plugin: String,
+    operation: String,
+    input: String,
+    due_at: i64,
+    state: String,
+    attempts: i64,
+    next_attempt_at: i64,
+    claimed_by: Option<String>,
+    lease_until: Option<i64>,
+    last_error: Option<String>,
+    created_at: i64,
+    finished_at: Option<i64>,
+    note: Option<String>,
+}
+
+fn raw_deferred(r: &Row<'_>) -> rusqlite::Result<RawDeferred> {
+    Ok(RawDeferred {
+        id: r.get(0)?,
+        run_id: r.get(1)?,
+        credential: r.get(2)?,
+        description: r.get(3)?,
+        plugin: r.get(4)?,
+        operation: r.get(5)?,
+        input: r.get(6)?,
+        due_at: r.get(7)?,
+        state: r.get(8)?,
+        attempts: r.get(9)?,
+        next_attempt_at: r.get(10)?,
+        claimed_by: r.get(11)?,
+        lease_until: r.get(12)?,
+        last_error: r.get(13)?,
+        created_at: r.get(14)?,
+        finished_at: r.get(15)?,
+        note: r.get(16)?,
+    })
+}
+
+struct RawEffect {
+    seq: i64,
+    intent: EffectIntent,
+    ok: Option<bool>,
+    result: Option<String>,
+    error_kind: Option<String>,
+    error: Option<String>,
+    finished_at: Option<i64>,
+}
+
+fn raw_effect(r: &Row<'_>) -> rusqlite::Result<RawEffect> {
+    Ok(RawEffect {
+        seq: r.get(0)?,
+        intent: EffectIntent {
+            seq: 0,
+            kind: r.get(1)?,
+            name: r.get(2)?,
+            request_fingerprint: r.get(3)?,
+            request_summary: r.get(4)?,
+            mutates: r.get(5)?,
+            started_at: r.get(6)?,
+        },
+        ok: r.get(7)?,
+        result: r.get(8)?,
+        error_kind: r.get(9)?,
+        error: r.get(10)?,
+        finished_at: r.get(11)?,
+    })
+}
+
+impl StateStore for SqliteState {
+    fn location(&self) -> String {
+        self.db.clone()
+    }
+
+    fn create_run(&self, run: &NewRun) -> Result<(), StateError> {
+        let operation = "create a run";
+        require(
+            &self.db,
+            operation,
+            &[("the run id is empty", !run.run_id.is_empty())],
+        )?;
+        let params = serde_json::to_string(&run.params).map_err(|e| StateError::Invalid {
+            db: self.db.clone(),
+            operation,
+            problem: format!("its parameters cannot be stored as JSON: {e}"),
+        })?;
+        let plugins = serde_json::to_string(&run.plugins).map_err(|e| StateError::Invalid {
+            db: self.db.clone(),
+            operation,
+            problem: format!("its plugin list cannot be stored as JSON: {e}"),
+        })?;
+        self.write(operation, |tx| {
+            let exists = tx
+                .query_row(
+                    "SELECT 1 FROM runs WHERE run_id = ?1",
+                    [&run.run_id],
+                    |_| Ok(()),
+                )
+                .optional()?;
+            if exists.is_some() {
+                return Err(StateError::RunExists {
+                    db: self.db.clone(),
+                    run_id: run.run_id.clone(),
+                }
+                .into());
+            }
+            tx.execute(
+                &format!(
+                    "INSERT INTO runs ({RUN_COLUMNS}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, NULL, NULL)"
+                ),
+                params![
+                    run.run_id,
+                    run.runbook_path,
+                    run.runbook_sha256,
+                    params,
+                    run.env,
+                    run.dry_run,
+                    run.user,
+                    run.host,
+                    plugins,
+                    run.started_at,
+                    RunState::Running.as_str(),
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn run(&self, run_id: &str) -> Result<Option<RunRecord>, StateError> {
+        self.read("read a run", |tx| self.load_run(tx, run_id))
+    }
+
+    fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StateError> {
+        self.read("list runs", |tx| {
+            let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE 1 = 1");
+            if filter.unfinished_only {
+                sql.push_str(" AND state = :running");
+            }
+            if filter.credential.is_some() {
+                sql.push_str(
+                    " AND run_id IN \
+                     (SELECT run_id FROM run_credentials WHERE credential = :credential)",
+                );
+            }
+            sql.push_str(" ORDER BY started_at DESC, run_id DESC");
+            if filter.limit.is_some() {
+                sql.push_str(" LIMIT :limit");
+            }
+            let limit = filter.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
+            let mut named: Vec<(&str, &dyn rusqlite::ToSql)> = Vec::new();
+            let running = RunState::Running.as_str();
+            if filter.unfinished_only {
+                named.push((":running", &running));
+            }
+            if let Some(credential) = &filter.credential {
+                named.push((":credential", credential));
+            }
+            if let Some(limit) = &limit {
+                named.push((":limit", limit));
+            }
+            let mut stmt = tx.prepare(&sql)?;
+            let raws = stmt
+                .query_map(named.as_slice(), raw_run)?
+                .collect::<Result<Vec<_>, _>>()?;
+            raws.into_iter()
+                .map(|raw| self.finish_run_record(tx, raw))
+                .collect()
+        })
+    }
+
+    fn finish_run(
+        &self,
+        run_id: &str,
+        state: RunState,
+        detail: Option<&str>,
+    ) -> Result<(), StateError> {
+        self.write("finish a run", |tx| {
+            let changed = tx.execute(
+                "UPDATE runs SET state = ?2, finished_at = ?3, detail = ?4 WHERE run_id = ?1",
+                params![
+                    run_id,
+                    state.as_str(),
+                    state.is_finished().then(now_ms),
+                    detail
+                ],
+            )?;
+            if changed == 0 {
+                return Err(StateError::RunNotFound {
+                    db: self.db.clone(),
+                    run_id: run_id.to_owned(),
+                }
+                .into());
+            }
+            Ok(())
+        })
+    }
+
+    fn append_event(&self, run_id: &str, event: &RunEvent) -> Result<(), StateError> {
+        self.write("append a run event", |tx| {
+            self.run_exists(tx, run_id)?;
+            tx.execute(
+                "INSERT INTO run_events (run_id, at, kind, message) VALUES (?1, ?2, ?3, ?4)",
+                params![run_id, event.at, event.kind, event.message],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn events(&self, run_id: &str) -> Result<Vec<RunEvent>, StateError> {
+        self.read("read run events", |tx| {
+            self.run_exists(tx, run_id)?;
+            let mut stmt = tx.prepare_cached(
+                "SELECT at, kind, message FROM run_events WHERE run_id = ?1 ORDER BY id",
+            )?;
+            let events = stmt
+                .query_map([run_id], |r| {
+                    Ok(RunEvent {
+                        at: r.get(0)?,
+                        kind: r.get(1)?,
+                        message: r.get(2)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(events)
+        })
+    }
+
+    fn begin_effect(&self, run_id: &str, intent: &EffectIntent) -> Result<(), StateError> {
+        let operation = "begin an effect";
+        self.write(operation, |tx| {
+            self.run_exists(tx, run_id)?;
+            let last: Option<i64> = tx
+                .prepare_cached("SELECT max(seq) FROM journal WHERE run_id = ?1")?
+                .query_row([run_id], |r| r.get(0))?;
+            let expected = match last {
+                None => FIRST_SEQ,
+                Some(last) => self.seq_value(run_id, last)? + 1,
+            };
+            if intent.seq != expected {
+                return Err(StateError::SeqOutOfOrder {
+                    db: self.db.clone(),
+                    run_id: run_id.to_owned(),
+                    expected,
+                    got: intent.seq,
+                }
+                .into());
+            }
+            tx.prepare_cached(
+                "INSERT INTO journal (run_id, seq, kind, name, request_fingerprint, \
+                 request_summary, mutates, started_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                run_id,
+                self.seq_param(operation, intent.seq)?,
+                intent.kind,
+                intent.name,
+                intent.request_fingerprint,
+                intent.request_summary,
+                intent.mutates,
+                intent.started_at,
+            ])?;
+            Ok(())
+        })
+    }
+
+    fn finish_effect(
+        &self,
+        run_id: &str,
+        seq: u64,
+        outcome: &EffectOutcome,
+    ) -> Result<(), StateError> {
+        let operation = "finish an effect";
+        self.write(operation, |tx| {
+            let seq_param = self.seq_param(operation, seq)?;
+            let open: Option<bool> = tx
+                .prepare_cached("SELECT ok IS NULL FROM journal WHERE run_id = ?1 AND seq = ?2")?
+                .query_row(params![run_id, seq_param], |r| r.get(0))
+                .optional()?;
+            match open {
+                None => {
+                    self.run_exists(tx, run_id)?;
+                    Err(StateError::EffectNotFound {
+                        db: self.db.clone(),
+                        run_id: run_id.to_owned(),
+                        seq,
+                    }
+                    .into())
+                }
+                Some(false) => Err(StateError::EffectFinished {
+                    db: self.db.clone(),
+                    run_id: run_id.to_owned(),
+                    seq,
+                }
+                .into()),
+                Some(true) => {
+                    tx.prepare_cached(
+                        "UPDATE journal SET ok = ?3, result = ?4, error_kind = ?5, error = ?6, \
+                         finished_at = ?7 WHERE run_id = ?1 AND seq = ?2",
+                    )?
+                    .execute(params![
+                        run_id,
+                        seq_param,
+                        outcome.ok,
+                        outcome.result,
+                        outcome.error_kind,
+                        outcome.error,
+                        outcome.finished_at,
+                    ])?;
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    fn effects(&self, run_id: &str) -> Result<Vec<EffectRecord>, StateError> {
+        self.read("read the journal", |tx| {
+            self.run_exists(tx, run_id)?;
+            let mut stmt = tx.prepare_cached(&format!(
+                "SELECT {EFFECT_COLUMNS} FROM journal WHERE run_id = ?1 ORDER BY seq"
+            ))?;
+            let raws = stmt
+                .query_map([run_id], raw_effect)?
+                .collect::<Result<Vec<_>, _>>()?;
+            raws.into_iter()
+                .map(|raw| {
+                    let mut intent = raw.intent;
+                    intent.seq = self.seq_value(run_id, raw.seq)?;
+                    let outcome = match (raw.ok, raw.finished_at) {
+                        (Some(ok), Some(finished_at)) => Some(EffectOutcome {
+                            ok,
+                            result: raw.result.unwrap_or_default(),
+                            error_kind: raw.error_kind,
+                            error: raw.error,
+                            finished_at,
+                        }),
+                        _ => None,
+                    };
+                    Ok(EffectRecord { intent, outcome })
+                })
+                .collect()
+        })
+    }
+
+    fn acquire_lock(&self, credential: &str, run_id: &str) -> Result<LockAttempt, StateError> {
+        let operation = "acquire a lock";
+        require(
+            &self.db,
+            operation,
+            &[("the credential name is empty", !credential.is_empty())],
+        )?;
+        self.write(operation, |tx| {
+            self.run_exists(tx, run_id)?;
+            let held = tx
+                .query_row(
+                    "SELECT run_id, acquired_at FROM locks WHERE credential = ?1",
+                    [credential],
+                    |r| {
+                        Ok(LockRecord {
+                            credential: credential.to_owned(),
+                            run_id: r.get(0)?,
+                            acquired_at: r.get(1)?,
+                        })
+                    },
+                )
+                .optional()?;
+            if let Some(held) = held {
+                return Ok(if held.run_id == run_id {
+                    LockAttempt::AlreadyHeld
+                } else {
+                    LockAttempt::HeldBy(held)
+                });
+            }
+            let now = now_ms();
+            tx.execute(
+                "INSERT INTO locks (credential, run_id, acquired_at) VALUES (?1, ?2, ?3)",
+                params![credential, run_id, now],
+            )?;
+            tx.execute(
+                "INSERT INTO run_credentials (run_id, credential, first_locked_at) \
+                 VALUES (?1, ?2, ?3) ON CONFLICT (run_id, credential) DO NOTHING",
+                params![run_id, credential, now],
+            )?;
+            Ok(LockAttempt::Acquired)
+        })
+    }
+
+    fn release_run_locks(&self, run_id: &str) -> Result<Vec<String>, StateError> {
+        self.write("release a run's locks", |tx| {
+            self.run_exists(tx, run_id)?;
+            let credentials = tx
+                .prepare("SELECT credential FROM locks WHERE run_id = ?1 ORDER BY credential")?
+                .query_map([run_id], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()?;
+            tx.execute("DELETE FROM locks WHERE run_id = ?1", [run_id])?;
+            Ok(credentials)
+        })
+    }
+
+    fn release_lock(&self, credential: &str) -> Result<Option<LockRecord>, StateError> {
+        self.write("release a lock", |tx| {
+            let held = tx
+                .query_row(
+                    "SELECT run_id, acquired_at FROM locks WHERE credential = ?1",
+                    [credential],
+                    |r| {
+                        Ok(LockRecord {
+                            credential: credential.to_owned(),
+                            run_id: r.get(0)?,
+                            acquired_at: r.get(1)?,
+                        })
+                    },
+                )
+                .optional()?;
+            if held.is_some() {
+                tx.execute("DELETE FROM locks WHERE credential = ?1", [credential])?;
+            }
+            Ok(held)
+        })
+    }
+
+    fn locks(&self) -> Result<Vec<LockRecord>, StateError> {
+        self.read("list locks", |tx| {
+            let locks = tx
+                .prepare("SELECT credential, run_id, acquired_at FROM locks ORDER BY credential")?
+                .query_map([], |r| {
+                    Ok(LockRecord {
+                        credential: r.get(0)?,
+                        run_id: r.get(1)?,
+                        acquired_at: r.get(2)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(locks)
+        })
+    }
+
+    fn schedule(&self, action: &NewDeferred) -> Result<String, StateError> {
+        let id = action_id(action);
+        self.write("schedule a deferred action", |tx| {
+            self.run_exists(tx, &action.run_id)?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO deferred ({DEFERRED_COLUMNS}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?8, NULL, NULL, NULL, ?10, \
+                     NULL, NULL) \
+                     ON CONFLICT (id) DO NOTHING"
+                ),
+                params![
+                    id,
+                    action.run_id,
+                    action.credential,
+                    action.description,
+                    action.plugin,
+                    action.operation,
+                    action.input,
+                    action.due_at,
+                    DeferredState::Pending.as_str(),
+                    now_ms(),
+                ],
+            )?;
+            Ok(())
+        })?;
+        Ok(id)
+    }
+
+    fn deferred(&self, filter: &DeferredFilter) -> Result<Vec<DeferredRecord>, StateError> {
+        self.read("list deferred actions", |tx| {
+            let mut sql = format!("SELECT {DEFERRED_COLUMNS} FROM deferred");
+            if filter.run_id.is_some() {
+                sql.push_str(" WHERE run_id = ?1");
+            }
+            sql.push_str(" ORDER BY due_at, id");
+            let mut stmt = tx.prepare(&sql)?;
+            let raws = match &filter.run_id {
+                Some(run_id) => stmt.query_map([run_id], raw_deferred)?,
+                None => stmt.query_map([], raw_deferred)?,
+            }
+            .collect::<Result<Vec<_>, _>>()?;
+            let mut actions = Vec::with_capacity(raws.len());
+            for raw in raws {
+                let action = self.deferred_record(raw)?;
+                // The state filter is applied here rather than in SQL so a
+                // row with an unknown state is reported, not skipped.
+                if filter.wants(&action) {
+                    actions.push(action);
+                }
+            }
+            Ok(actions)
+        })
+    }
+
+    fn claim_due(
+        &self,
+        now_ms: i64,
+        claimer: &str,
+        lease_ms: i64,
+    ) -> Result<Option<DeferredRecord>, StateError> {
+        let operation = "claim a deferred action";
+        require(
+            &self.db,
+            operation,
+            &[
+                ("the claimer name is empty", !claimer.is_empty()),
+                ("the lease is not positive", lease_ms > 0),
+            ],
+        )?;
+        self.write(operation, |tx| {
+            let next: Option<String> = tx
+                .prepare_cached(
+                    "SELECT id FROM deferred \
+                     WHERE (state = ?2 AND next_attempt_at <= ?1) \
+                        OR (state = ?3 AND lease_until <= ?1) \
+                     ORDER BY next_attempt_at, created_at, id LIMIT 1",
+                )?
+                .query_row(
+                    params![
+                        now_ms,
+                        DeferredState::Pending.as_str(),
+                        DeferredState::Running.as_str()
+                    ],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(id) = next else {
+                return Ok(None);
+            };
+            let before = self.load_action(tx, &id)?;
+            let last_error = if before.state == DeferredState::Running {
+                Some(expired_lease_note(
+                    before.claimed_by.as_deref(),
+                    before.lease_until,
+                ))
+            } else {
+                before.last_error.clone()
+            };
+            let attempts = before.attempts.saturating_add(1);
+            tx.execute(
+                "UPDATE deferred SET state = ?2, claimed_by = ?3, lease_until = ?4, \
+                 attempts = ?5, last_error = ?6 WHERE id = ?1",
+                params![
+                    id,
+                    DeferredState::Running.as_str(),
+                    claimer,
+                    now_ms.saturating_add(lease_ms),
+                    attempts,
+                    last_error,
+                ],
+            )?;
+            self.load_action(tx, &id).map(Some)
+        })
+    }
+
+    fn complete_action(
+        &self,
+        id: &str,
+        claimer: &str,
+        note: Option<&str>,
+    ) -> Result<(), StateError> {
+        self.write("complete a deferred action", |tx| {
+            self.claimed(tx, id, claimer)?;
+            tx.execute(
+                "UPDATE deferred SET state = ?2, lease_until = NULL, finished_at = ?3, \
+                 note = ?4 WHERE id = ?1",
+                params![id, DeferredState::Done.as_str(), now_ms(), note],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn fail_action(
+        &self,
+        id: &str,
+        claimer: &str,
+        error: &str,
+        retry_at_ms: Option<i64>,
+    ) -> Result<(), StateError> {
+        self.write("record a failed deferred action", |tx| {
+            self.claimed(tx, id, claimer)?;
+            match retry_at_ms {
+                Some(at) => tx.execute(
+                    "UPDATE deferred SET state = ?2, next_attempt_at = ?3, claimed_by = NULL, \
+                     lease_until = NULL, last_error = ?4 WHERE id = ?1",
+                    params![id, DeferredState::Pending.as_str(), at, error],
+                )?,
+                None => tx.execute(
+                    "UPDATE deferred SET state = ?2, lease_until = NULL, finished_at = ?3, \
+                     last_error = ?4 WHERE id = ?1",
+                    params![id, DeferredState::Failed.as_str(), now_ms(), error],
+                )?,
+            };
+            Ok(())
+        })
+    }
+
+    fn retry_action(&self, id: &str) -> Result<(), StateError> {
+        self.write("retry a deferred action", |tx| {
+            let action = self.load_action(tx, id)?;
+            if action.state != DeferredState::Failed {
+                return Err(StateError::NotFailed {
+                    db: self.db.clone(),
+                    id: id.to_owned(),
+                    state: action.state,
+                }
+                .into());
+            }
+            tx.execute(
+                "UPDATE deferred SET state = ?2, claimed_by = NULL, finished_at = NULL \
+                 WHERE id = ?1",
+                params![id, DeferredState::Pending.as_str()],
+            )?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_db() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state").join(STATE_FILE_NAME);
+        (dir, path)
+    }
+
+    #[test]
+    fn connection_is_durable_wal_with_foreign_keys() {
+        let (_dir, path) = temp_db();
+        let state = SqliteState::open(&path).unwrap();
+        let conn = state.conn();
+        let sync: i64 = conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 2, "synchronous must be FULL");
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let fk: i64 = conn
+            .pragma_query_value(None, "foreign_keys", |r| r.get(0))
+            .unwrap();
+        assert_eq!(fk, 1);
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn database_and_directory_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_dir, path) = temp_db();
+        let state = SqliteState::open(&path).unwrap();
+        // A write makes SQLite create the -wal file.
+        state
+            .create_run(&super::super::tests::new_run("r-private", 1))
+            .unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        let wal = path.with_file_name(format!("{STATE_FILE_NAME}-wal"));
+        assert_eq!(mode(&wal), 0o600);
+    }
+
+    #[test]
+    fn data_survives_reopening() {
+        let (_dir, path) = temp_db();
+        {
+            let state = SqliteState::open(&path).unwrap();
+            state
+                .create_run(&super::super::tests::new_run("r-reopen", 5))
+                .unwrap();
+        }
+        let state = SqliteState::open(&path).unwrap();
+        let run = state.run("r-reopen").unwrap().unwrap();
+        assert_eq!(run.started_at, 5);
+        assert_eq!(run.state, RunState::Running);
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let (_dir, path) = temp_db();
+        drop(SqliteState::open(&path).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        let err = SqliteState::open(&path).unwrap_err();
+        assert!(
+            matches!(err, StateError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1),
+            "{err}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(msg.contains("schema version 2"), "{msg}");
+    }
+
+    #[test]
+    fn other_files_are_refused() {
+        let (_dir, path) = temp_db();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"this is not a database, it is some notes ...").unwrap();
+        let err = SqliteState::open(&path).unwrap_err();
+        assert!(matches!(err, StateError::NotStateDatabase { .. }), "{err}");
+        assert!(err.to_string().contains("not an SQLite database"), "{err}");
+
+        let other = path.with_file_name("other.db");
+        Connection::open(&other)
+            .unwrap()
+            .execute_batch("CREATE TABLE notes (body TEXT);")
+            .unwrap();
+        let err = SqliteState::open(&other).unwrap_err();
+        assert!(matches!(err, StateError::NotStateDatabase { .. }), "{err}");
+    }
+
+    #[test]
+    fn busy_database_gives_a_clear_error() {
+        let (_dir, path) = temp_db();
+        let state = SqliteState::open_with_busy_timeout(&path, Duration::from_millis(100)).unwrap();
+        state
+            .create_run(&super::super::tests::new_run("r-busy", 1))
+            .unwrap();
+        let mut other = Connection::open(&path).unwrap();
+        let blocker = other
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .unwrap();
+        let started = std::time::Instant::now();
+        let err = state.acquire_lock("cred", "r-busy").unwrap_err();
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        assert!(
+            matches!(
+                err,
+                StateError::Busy {
+                    operation: "acquire a lock",
+                    waited_ms: 100,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("is busy"), "{err}");
+        // Reads still work while another process writes (WAL).
+        assert!(state.run("r-busy").unwrap().is_some());
+        drop(blocker);
+        assert_eq!(
+            state.acquire_lock("cred", "r-busy").unwrap(),
+            LockAttempt::Acquired
+        );
+    }
+
+    #[test]
+    fn corrupt_rows_are_reported_not_skipped() {
+        let (_dir, path) = temp_db();
+        let state = SqliteState::open(&path).unwrap();
+        state
+            .create_run(&super::super::tests::new_run("r-corrupt", 1))
+            .unwrap();
+        Connection::open(&path)
+            .unwrap()
+            .execute("UPDATE runs SET state = 'paused'", [])
+            .unwrap();
+        let err = state.run("r-corrupt").unwrap_err();
+        assert!(matches!(err, StateError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("paused"), "{err}");
+    }
+
+    #[test]
+    fn concurrent_first_opens_create_one_schema() {
+        let (_dir, path) = temp_db();
+        let barrier = std::sync::Barrier::new(4);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        SqliteState::open(&path).map(|_| ())
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join().unwrap().unwrap();
+            }
+        });
+        let state = SqliteState::open(&path).unwrap();
+        assert!(state.locks().unwrap().is_empty());
+    }
+}
