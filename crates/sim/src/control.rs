@@ -1,12 +1,13 @@
 //! The test-control side every simulator shares: the request log, the fault
-//! gate in front of the provider API, and the `/_sim/fail`, `/_sim/rate_limit`
+//! gate in front of the provider API (injected failures, rate limits and
+//! request gates), and the `/_sim/fail`, `/_sim/rate_limit`, `/_sim/gates`
 //! and `/_sim/requests` endpoints.
 //!
 //! Everything under `/_sim/` is for tests and rehearsals only: it needs no
 //! authentication, is never logged, and is never subject to injected faults.
 
 use axum::body::Bytes;
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::fail::{FailRule, Faults, Injected, RateLimit};
+use crate::gate::{self as gates, GateRule, Gates, Release};
 
 /// The path prefix of the control API.
 pub const CONTROL_PREFIX: &str = "/_sim";
@@ -34,6 +36,7 @@ pub struct RequestRecord {
 pub(crate) struct Control {
     pub(crate) faults: Faults,
     pub(crate) log: Vec<RequestRecord>,
+    pub(crate) gates: Gates,
 }
 
 /// A simulator state that carries a [`Control`].
@@ -69,6 +72,18 @@ macro_rules! control_methods {
                 $crate::control::SimState::with_control(self, |c| c.log.clone())
             }
 
+            /// Holds the `nth` provider request matching `method` and
+            /// `path_prefix` (counted from now, 1-based) when it arrives,
+            /// until the returned [`Gate`](crate::Gate) is released or dropped.
+            pub fn gate(&self, method: &str, path_prefix: &str, nth: u32) -> $crate::Gate {
+                let rule = $crate::GateRule {
+                    method: method.to_owned(),
+                    path_prefix: path_prefix.to_owned(),
+                    nth,
+                };
+                $crate::control::SimState::with_control(self, |c| c.gates.add(rule))
+            }
+
             /// Forgets the request log.
             pub fn clear_requests(&self) {
                 $crate::control::SimState::with_control(self, |c| c.log.clear());
@@ -78,8 +93,9 @@ macro_rules! control_methods {
 }
 pub(crate) use control_methods;
 
-/// Middleware in front of the provider API: logs the request, then answers it
-/// with an injected fault if one is pending.
+/// Middleware in front of the provider API: logs the request, holds it while a
+/// request gate says so, then answers it with an injected fault if one is
+/// pending.
 pub(crate) async fn gate<S: SimState>(
     State(state): State<S>,
     req: Request,
@@ -90,17 +106,45 @@ pub(crate) async fn gate<S: SimState>(
         return next.run(req).await;
     }
     let method = req.method().as_str().to_owned();
-    let injected = state.with_control(|c| {
+    let (fired, injected) = state.with_control(|c| {
         c.log.push(RequestRecord {
             method: method.clone(),
             path: path.clone(),
         });
-        c.faults.take(&method, &path)
+        let fired = c.gates.arrive(&method, &path);
+        // A held request meets the faults when it is let through, not now.
+        let injected = if fired.is_empty() {
+            c.faults.take(&method, &path)
+        } else {
+            None
+        };
+        (fired, injected)
     });
+    if !fired.is_empty() {
+        // On a task of its own: when the client dies while the request is
+        // held, the server drops this future, but a request released with
+        // `Process` must still reach the provider.
+        let held = tokio::spawn(async move {
+            match gates::decide(&fired).await {
+                Release::Drop => dropped_response(),
+                Release::Process => match state.with_control(|c| c.faults.take(&method, &path)) {
+                    None => next.run(req).await,
+                    Some(injected) => injected_response(injected),
+                },
+            }
+        });
+        return held.await.unwrap_or_else(|_| dropped_response());
+    }
     match injected {
         None => next.run(req).await,
         Some(injected) => injected_response(injected),
     }
+}
+
+/// The answer to a request a gate dropped: the provider never saw it.
+fn dropped_response() -> Response {
+    let status = StatusCode::SERVICE_UNAVAILABLE;
+    (status, Json(json!({ "message": status_line(status) }))).into_response()
 }
 
 fn injected_response(injected: Injected) -> Response {
@@ -157,6 +201,9 @@ pub(crate) fn routes<S: SimState>() -> Router<S> {
             "/_sim/requests",
             get(list_requests::<S>).delete(clear_requests::<S>),
         )
+        .route("/_sim/gates", post(add_gate::<S>))
+        .route("/_sim/gates/{id}", get(show_gate::<S>))
+        .route("/_sim/gates/{id}/release", post(release_gate::<S>))
 }
 
 async fn add_fail<S: SimState>(
@@ -183,6 +230,53 @@ async fn set_rate_limit<S: SimState>(
 ) -> Result<StatusCode, ControlError> {
     let limit = parse_json::<RateLimit>(&body)?;
     state.with_control(|c| c.faults.set_rate_limit(limit));
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn add_gate<S: SimState>(
+    State(state): State<S>,
+    body: Bytes,
+) -> Result<Response, ControlError> {
+    let rule = parse_json::<GateRule>(&body)?;
+    // Served gates live until released over HTTP: no handle releases them
+    // on drop.
+    let id = state.with_control(|c| c.gates.arm(rule));
+    Ok((StatusCode::CREATED, Json(json!({ "id": id }))).into_response())
+}
+
+fn find_gate<S: SimState>(
+    state: &S,
+    id: u64,
+) -> Result<std::sync::Arc<gates::GateShared>, ControlError> {
+    state.with_control(|c| c.gates.get(id)).ok_or_else(|| {
+        ControlError::new(
+            StatusCode::NOT_FOUND,
+            format!("there is no gate {id}; set one with POST /_sim/gates"),
+        )
+    })
+}
+
+async fn show_gate<S: SimState>(
+    State(state): State<S>,
+    Path(id): Path<u64>,
+) -> Result<Response, ControlError> {
+    let gate = find_gate(&state, id)?;
+    Ok(Json(json!({ "id": id, "arrived": gate.has_arrived() })).into_response())
+}
+
+#[derive(Deserialize)]
+struct ReleaseBody {
+    mode: Release,
+}
+
+async fn release_gate<S: SimState>(
+    State(state): State<S>,
+    Path(id): Path<u64>,
+    body: Bytes,
+) -> Result<StatusCode, ControlError> {
+    let gate = find_gate(&state, id)?;
+    let release = parse_json::<ReleaseBody>(&body)?;
+    gate.release(release.mode);
     Ok(StatusCode::NO_CONTENT)
 }
 

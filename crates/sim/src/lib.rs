@@ -50,12 +50,21 @@
 //! `Retry-After` and the body "Retry later"; `GET|DELETE /_sim/requests`: the
 //! log of provider requests (method and path), for asserting that nothing
 //! was sent. The state handles offer the same as methods.
+//!
+//! Request gates ([`Gate`]) hold one chosen provider request when it arrives
+//! until the test releases it, so a test can kill a client at an exact
+//! effect boundary: `state.gate(method, path_prefix, nth)` in-process, or
+//! `POST /_sim/gates` [`GateRule`] → 201 `{"id"}`, `GET /_sim/gates/{id}` →
+//! `{"id","arrived"}`, `POST /_sim/gates/{id}/release {"mode":"process"|"drop"}`
+//! → 204. `process` hands the request to the provider (its effects happen
+//! even if the client is gone); `drop` answers 503 and changes nothing.
 
 mod clock;
 mod control;
 mod demo;
 mod error;
 mod fail;
+mod gate;
 mod gitlab;
 mod server;
 mod values;
@@ -66,6 +75,7 @@ pub use control::{CONTROL_PREFIX, RequestRecord};
 pub use demo::{DEMO_USER, DemoState, DemoToken};
 pub use error::SimError;
 pub use fail::{FailRule, RateLimit};
+pub use gate::{Gate, GateRule, Release};
 pub use gitlab::{
     AuthErrorStyle, GitLabSettings, GitLabSnapshot, GitLabState, GroupSeed, GroupState, HookSeed,
     HookState, Member, MemberSeed, PipelineState, ProjectSeed, ProjectState, Resource,
