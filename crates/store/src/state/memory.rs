@@ -186,7 +186,12 @@ impl StateStore for MemoryState {
     ) -> Result<(), StateError> {
         let mut inner = self.inner();
         let journal = &mut inner.run_mut(run_id)?.journal;
-        let Some(effect) = journal.iter_mut().find(|e| e.intent.seq == seq) else {
+        // Sequence numbers are dense from FIRST_SEQ, so the entry's index
+        // follows from its number.
+        let index = seq
+            .checked_sub(FIRST_SEQ)
+            .and_then(|i| usize::try_from(i).ok());
+        let Some(effect) = index.and_then(|i| journal.get_mut(i)) else {
             return Err(StateError::EffectNotFound {
                 db: LOCATION.to_owned(),
                 run_id: run_id.to_owned(),
