@@ -524,10 +524,17 @@ fn a_500_on_deleting_the_old_trigger_leaves_the_new_one_working() {
         "--set",
         "variables=acme/deploy:API_TRIGGER",
     ]);
-    run.assert_code(5)
+    run.assert_ok()
         .stderr_has("is in place and verified")
-        .stderr_has(&format!("deleting the old trigger {}", old.id))
-        .stderr_has("500");
+        .stderr_has(&format!("deleting the old trigger {} failed", old.id))
+        .stderr_has("500")
+        .stderr_has("keycycle cleanup");
+    // The deletion is scheduled, not dropped.
+    let pending = ws.run(&["pending", "--output", "json"]);
+    pending.assert_ok();
+    let actions = pending.json();
+    assert_eq!(actions.as_array().unwrap().len(), 1, "{actions}");
+    assert_eq!(actions[0]["call"], "gitlab.delete_trigger");
     let snap = sim.state.snapshot();
     assert!(
         snap.trigger(old.id).is_some(),

@@ -82,60 +82,12 @@ impl HostEffects {
         )))
     }
 
-    fn placeholder(&self, plugin: &str, operation: &str, secret_outputs: &[String]) -> Value {
-        let mut out = BTreeMap::new();
-        out.insert("dry_run".to_owned(), Value::Bool(true));
-        for field in secret_outputs {
-            let value = SecretValue::new(format!(
-                "dry-run-{plugin}-{operation}-{field}-{}",
-                self.run_id
-            ));
-            out.insert(field.clone(), Value::Secret(value));
-        }
-        Value::Map(out)
-    }
-}
-
-fn to_effect_error(e: InvokeError) -> EffectError {
-    match e {
-        InvokeError::Plugin {
-            plugin,
-            operation,
-            error,
-        } => EffectError::Plugin {
-            plugin,
-            operation,
-            error,
-        },
-        denied @ InvokeError::Denied { .. } => EffectError::Denied(denied.to_string()),
-        other => EffectError::Failed(other.to_string()),
-    }
-}
-
-impl Effects for HostEffects {
-    fn plugin_names(&self) -> Vec<String> {
-        self.plugins.keys().cloned().collect()
-    }
-
-    fn describe(&self, plugin: &str) -> Result<Arc<PluginDescription>, EffectError> {
-        match self.plugins.get(plugin) {
-            Some(LoadedPlugin::Ready { description, .. }) => Ok(description.clone()),
-            Some(LoadedPlugin::Refused {
-                message,
-                denied: true,
-            }) => Err(EffectError::Denied(message.clone())),
-            Some(LoadedPlugin::Refused { message, .. }) => {
-                Err(EffectError::Failed(message.clone()))
-            }
-            None => Err(EffectError::Failed(format!(
-                "no plugin `{plugin}` is configured (configured: {})",
-                self.plugins.keys().cloned().collect::<Vec<_>>().join(", ")
-            ))),
-        }
-    }
-
-    fn invoke(
+    /// Runs one plugin call as step `seq` of the run; the idempotency key
+    /// the plugin sees is derived from the run id and `seq`, so a resumed
+    /// run sends the same key for the same step.
+    pub fn call(
         &self,
+        seq: u64,
         plugin_name: &str,
         operation: &str,
         input: Value,
@@ -150,7 +102,6 @@ impl Effects for HostEffects {
         };
         let spec = plugin.description().operation(operation).cloned();
         let mutates = spec.as_ref().is_some_and(|s| s.mutates);
-        let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
         let shown_input = input.to_redacted_json();
         let started = Instant::now();
 
@@ -215,6 +166,68 @@ impl Effects for HostEffects {
         result.map_err(to_effect_error)
     }
 
+    fn placeholder(&self, plugin: &str, operation: &str, secret_outputs: &[String]) -> Value {
+        let mut out = BTreeMap::new();
+        out.insert("dry_run".to_owned(), Value::Bool(true));
+        for field in secret_outputs {
+            let value = SecretValue::new(format!(
+                "dry-run-{plugin}-{operation}-{field}-{}",
+                self.run_id
+            ));
+            out.insert(field.clone(), Value::Secret(value));
+        }
+        Value::Map(out)
+    }
+}
+
+fn to_effect_error(e: InvokeError) -> EffectError {
+    match e {
+        InvokeError::Plugin {
+            plugin,
+            operation,
+            error,
+        } => EffectError::Plugin {
+            plugin,
+            operation,
+            error,
+        },
+        denied @ InvokeError::Denied { .. } => EffectError::Denied(denied.to_string()),
+        other => EffectError::Failed(other.to_string()),
+    }
+}
+
+impl Effects for HostEffects {
+    fn plugin_names(&self) -> Vec<String> {
+        self.plugins.keys().cloned().collect()
+    }
+
+    fn describe(&self, plugin: &str) -> Result<Arc<PluginDescription>, EffectError> {
+        match self.plugins.get(plugin) {
+            Some(LoadedPlugin::Ready { description, .. }) => Ok(description.clone()),
+            Some(LoadedPlugin::Refused {
+                message,
+                denied: true,
+            }) => Err(EffectError::Denied(message.clone())),
+            Some(LoadedPlugin::Refused { message, .. }) => {
+                Err(EffectError::Failed(message.clone()))
+            }
+            None => Err(EffectError::Failed(format!(
+                "no plugin `{plugin}` is configured (configured: {})",
+                self.plugins.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))),
+        }
+    }
+
+    fn invoke(
+        &self,
+        plugin_name: &str,
+        operation: &str,
+        input: Value,
+    ) -> Result<Value, EffectError> {
+        let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        self.call(seq, plugin_name, operation, input)
+    }
+
     fn secret(&self, name: &str) -> Result<SecretValue, EffectError> {
         self.check_runbook_grant(name)?;
         match self.store.get(name) {
@@ -263,6 +276,25 @@ impl Effects for HostEffects {
 
     fn is_dry_run(&self) -> bool {
         self.dry_run
+    }
+
+    // Durable runs go through the journal, which takes real locks and
+    // schedules real actions; only a dry run reaches these two.
+    fn lock(&self, credential: &str) -> Result<(), EffectError> {
+        tracing::info!(target: "keycycle", "dry run: would lock {credential}");
+        Ok(())
+    }
+
+    fn defer(
+        &self,
+        plugin: &str,
+        operation: &str,
+        input: Value,
+        delay_secs: i64,
+        description: &str,
+    ) -> Result<String, EffectError> {
+        tracing::info!(target: "keycycle", "dry run: would schedule {description} ({plugin}.{operation} with {}) in {delay_secs} s", input.to_redacted_json());
+        Ok("dry-run".to_owned())
     }
 
     fn log(&self, level: LogLevel, message: &str) {

@@ -20,6 +20,10 @@ pub enum Code {
     InputRequired,
     /// 7: the runbook does not compile, or imports outside its folder.
     RunbookInvalid,
+    /// 8: another run holds the lock on a credential.
+    Locked,
+    /// 9: a run stopped where an operator must look before it goes on.
+    NeedsAttention,
 }
 
 impl Code {
@@ -31,6 +35,8 @@ impl Code {
             Code::RunbookFailed => 5,
             Code::InputRequired => 6,
             Code::RunbookInvalid => 7,
+            Code::Locked => 8,
+            Code::NeedsAttention => 9,
         }
     }
 
@@ -42,18 +48,22 @@ impl Code {
             Code::RunbookFailed => "runbook-failed",
             Code::InputRequired => "input-required",
             Code::RunbookInvalid => "runbook-invalid",
+            Code::Locked => "locked",
+            Code::NeedsAttention => "needs-attention",
         }
     }
 }
 
 impl Code {
-    pub const ALL: [Code; 6] = [
+    pub const ALL: [Code; 8] = [
         Code::Internal,
         Code::Config,
         Code::Denied,
         Code::RunbookFailed,
         Code::InputRequired,
         Code::RunbookInvalid,
+        Code::Locked,
+        Code::NeedsAttention,
     ];
 }
 
@@ -66,6 +76,8 @@ impl fmt::Display for Code {
             Code::RunbookFailed => "runbook failed",
             Code::InputRequired => "input required",
             Code::RunbookInvalid => "runbook is invalid",
+            Code::Locked => "credential locked",
+            Code::NeedsAttention => "run needs attention",
         })
     }
 }
@@ -87,4 +99,6 @@ Exit codes:
   4  capability denied (host, secret or import not granted)
   5  runbook failed (provider error, fail(), a limit)
   6  input required (an answer was not given with --input)
-  7  runbook invalid (syntax error, import outside the runbooks folder)";
+  7  runbook invalid (syntax error, import outside the runbooks folder)
+  8  credential locked by another run (see `keycycle runs`)
+  9  run needs attention: a change was interrupted and its outcome is unknown";

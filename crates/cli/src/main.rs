@@ -2,14 +2,17 @@
 //! runbooks that call sandboxed WebAssembly plugins.
 
 mod config;
+mod durable;
 mod effects;
 mod exit;
 mod inputs;
+mod journal;
 mod logging;
 mod plugins_cmd;
 mod run;
 mod secrets_cmd;
 mod sim_cmd;
+mod state_cmds;
 mod store;
 
 use std::collections::BTreeMap;
@@ -53,6 +56,57 @@ enum Command {
     /// Manage the encrypted secrets store
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// Finish an interrupted run: replay its journal, then go on
+    #[command(
+        after_help = "Examples:\n  keycycle runs\n  keycycle resume 3f2a9c0d11e4b7a2\n  keycycle resume 3f2a9c0d11e4b7a2 --input new_token=@token.txt\n  keycycle resume 3f2a9c0d11e4b7a2 --retry-in-flight   # after checking the call did not happen"
+    )]
+    Resume(ResumeArgs),
+    /// List runs that did not finish, with their state and locks
+    #[command(after_help = "Example:\n  keycycle runs --output json")]
+    Runs {
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Release a credential's lock held by a run that will not finish
+    #[command(after_help = "Example:\n  keycycle unlock gitlab:pat/42")]
+    Unlock {
+        credential: String,
+        /// Do not ask for confirmation
+        #[arg(long)]
+        yes: bool,
+    },
+    /// List deferred actions that are not done (failed ones included)
+    #[command(after_help = "Example:\n  keycycle pending --output json")]
+    Pending {
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Run the deferred actions that are due (safe from cron, CI or a CronJob)
+    #[command(
+        after_help = "Examples:\n  keycycle cleanup\n  */15 * * * * cd /srv/keycycle && keycycle cleanup -q"
+    )]
+    Cleanup {
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// The audit history: runs, newest first
+    #[command(
+        after_help = "Examples:\n  keycycle history\n  keycycle history --credential gitlab:pat/42 --output json"
+    )]
+    History {
+        /// Only runs that locked this credential
+        #[arg(long)]
+        credential: Option<String>,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// One run's timeline: who, what, each step, the end
+    #[command(after_help = "Example:\n  keycycle show 3f2a9c0d11e4b7a2 --output json")]
+    Show {
+        run_id: String,
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Serve a provider simulator on 127.0.0.1, to rehearse runbooks
     #[command(after_help = SIM_HELP)]
     Sim(SimArgs),
@@ -93,6 +147,24 @@ struct RunArgs {
     #[arg(long)]
     dry_run: bool,
     /// Output format
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+#[derive(Args)]
+struct ResumeArgs {
+    /// The run to finish (see `keycycle runs`)
+    run_id: String,
+    /// Answers to prompts the run has not had yet (repeatable)
+    #[arg(long = "input", value_name = "NAME=SRC")]
+    input: Vec<String>,
+    /// Resume even though the runbook changed since the run started
+    #[arg(long)]
+    force: bool,
+    /// Send again a changing call that was under way when the run died
+    /// (only after checking at the provider that it did not happen)
+    #[arg(long)]
+    retry_in_flight: bool,
     #[arg(long, value_enum, default_value_t = Output::Text)]
     output: Output,
 }
@@ -196,6 +268,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             run::run(
                 config,
                 run::RunRequest {
+                    resume: None,
                     runbook: args.runbook,
                     params,
                     inputs: given,
@@ -205,6 +278,59 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 },
             )
             .await
+        }
+        Command::Resume(args) => {
+            let mut given = BTreeMap::new();
+            for item in &args.input {
+                let (name, source) = inputs::parse_input(item).context(Code::Config)?;
+                given.insert(name, source);
+            }
+            let config = load_config()?;
+            let state = durable::open_state(&config)?;
+            let record = state
+                .run(&args.run_id)
+                .context(Code::Config)?
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "there is no run {}; list unfinished runs with `keycycle runs`",
+                        args.run_id
+                    )
+                })
+                .context(Code::Config)?;
+            drop(state);
+            run::run(
+                config,
+                run::RunRequest {
+                    resume: Some(run::Resume {
+                        run_id: args.run_id,
+                        force: args.force,
+                        retry_in_flight: args.retry_in_flight,
+                    }),
+                    runbook: PathBuf::from(&record.runbook_path),
+                    params: record.params.clone(),
+                    inputs: given,
+                    env: record.env.clone(),
+                    dry_run: false,
+                    json: args.output == Output::Json,
+                },
+            )
+            .await
+        }
+        Command::Runs { output } => state_cmds::runs(&load_config()?, output == Output::Json),
+        Command::Unlock { credential, yes } => {
+            state_cmds::unlock(&load_config()?, &credential, yes)
+        }
+        Command::Pending { output } => state_cmds::pending(&load_config()?, output == Output::Json),
+        Command::Cleanup { output } => {
+            state_cmds::cleanup(&load_config()?, output == Output::Json).await
+        }
+        Command::History { credential, output } => state_cmds::history(
+            &load_config()?,
+            credential.as_deref(),
+            output == Output::Json,
+        ),
+        Command::Show { run_id, output } => {
+            state_cmds::show(&load_config()?, &run_id, output == Output::Json)
         }
         Command::Plugins(PluginsCommand::List { output }) => {
             plugins_cmd::list(&load_config()?, output == Output::Json).await

@@ -14,12 +14,25 @@ use rand::RngCore;
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::durable;
 use crate::effects::{HostEffects, LoadedPlugin, Step};
 use crate::exit::Code;
 use crate::inputs::{Inputs, Source};
+use crate::journal::{Journal, JournaledEffects};
 use crate::store::StoreAccess;
+use keycycle_store::state::{NewRun, PluginInfo};
+
+/// Resuming an earlier run instead of starting a new one.
+pub struct Resume {
+    pub run_id: String,
+    /// Run even though the runbook changed since the run started.
+    pub force: bool,
+    /// Send again a mutating call that was in flight when the run died.
+    pub retry_in_flight: bool,
+}
 
 pub struct RunRequest {
+    pub resume: Option<Resume>,
     pub runbook: PathBuf,
     pub params: BTreeMap<String, String>,
     pub inputs: BTreeMap<String, Source>,
@@ -118,6 +131,8 @@ pub async fn load_plugins(
 
 fn code_for(kind: &ErrorKind) -> Code {
     match kind {
+        ErrorKind::Locked => Code::Locked,
+        ErrorKind::Interrupted => Code::NeedsAttention,
         ErrorKind::Compile | ErrorKind::Import => Code::RunbookInvalid,
         ErrorKind::Denied => Code::Denied,
         ErrorKind::MissingInput => Code::InputRequired,
@@ -149,9 +164,29 @@ pub async fn run(config: Config, req: RunRequest) -> Result<()> {
     let store = Arc::new(StoreAccess::new(&config));
     let (_sandbox, plugins) = load_plugins(&config, req.env.as_deref(), store.clone()).await?;
 
-    let mut run_id = [0u8; 8];
-    rand::rng().fill_bytes(&mut run_id);
-    let run_id = hex::encode(run_id);
+    let run_id = match &req.resume {
+        Some(r) => r.run_id.clone(),
+        None => {
+            let mut id = [0u8; 8];
+            rand::rng().fill_bytes(&mut id);
+            hex::encode(id)
+        }
+    };
+    let plugin_infos: Vec<PluginInfo> = plugins
+        .iter()
+        .filter_map(|(name, p)| match p {
+            LoadedPlugin::Ready {
+                plugin,
+                description,
+            } => Some(PluginInfo {
+                name: name.clone(),
+                plugin: description.name.clone(),
+                version: description.version.clone(),
+                sha256: plugin.sha256().to_owned(),
+            }),
+            LoadedPlugin::Refused { .. } => None,
+        })
+        .collect();
 
     let mut params = req.params.clone();
     if let Some(env) = &req.env {
@@ -159,7 +194,7 @@ pub async fn run(config: Config, req: RunRequest) -> Result<()> {
             .entry("env".to_owned())
             .or_insert_with(|| env.clone());
     }
-    let effects = Arc::new(HostEffects {
+    let host_effects = Arc::new(HostEffects {
         rt: tokio::runtime::Handle::current(),
         plugins,
         store,
@@ -175,22 +210,94 @@ pub async fn run(config: Config, req: RunRequest) -> Result<()> {
         seq: AtomicU64::new(0),
         steps: Mutex::new(Vec::new()),
     });
+    let effects = host_effects.clone();
+
+    // Dry runs change nothing, so they are not journaled; every other run
+    // is, and holds a lock file so a resume can tell it is still alive.
+    let durable = if req.dry_run {
+        None
+    } else {
+        let state = durable::open_state(&config)?;
+        let key = effects.store.master_key()?;
+        let prior = match &req.resume {
+            Some(_) => state.effects(&run_id).context(Code::Config)?,
+            None => Vec::new(),
+        };
+        let alive = durable::hold_run_file(&config, &run_id)?;
+        let journal = Journal::new(
+            state.clone(),
+            key,
+            run_id.clone(),
+            prior,
+            req.resume.as_ref().is_some_and(|r| r.retry_in_flight),
+        );
+        Some((
+            state,
+            alive,
+            Arc::new(JournaledEffects {
+                inner: host_effects.clone(),
+                journal,
+            }),
+        ))
+    };
+    let runbook_effects: Arc<dyn keycycle_runbook::Effects> = match &durable {
+        Some((_, _, journaled)) => journaled.clone(),
+        None => host_effects.clone(),
+    };
 
     if req.dry_run {
         tracing::info!(target: "keycycle", "dry run: operations that change anything will be shown, not sent");
     }
     let shown_path = path.display().to_string();
-    let outcome: Result<keycycle_contract::Value, RunbookError> = {
-        let effects = effects.clone();
+    let compiled = {
+        let effects = runbook_effects.clone();
         let params = params.clone();
         let root = root.clone();
+        let path = path.clone();
         tokio::task::spawn_blocking(move || {
-            let runbook = Runbook::compile(&path, &root, &params, effects, Limits::default())?;
-            runbook.run()
+            Runbook::compile(&path, &root, &params, effects, Limits::default())
         })
         .await
         .context("the runbook thread stopped unexpectedly")?
     };
+    let runbook = match compiled {
+        Ok(r) => r,
+        Err(e) => {
+            let code = code_for(&e.kind);
+            return Err(anyhow::Error::new(e).context(code));
+        }
+    };
+    if let Some((state, _, _)) = &durable {
+        let hash = runbook.source_sha256_hex();
+        match &req.resume {
+            Some(resume) => durable::check_resumable(state.as_ref(), resume, &hash)?,
+            None => {
+                state
+                    .create_run(&NewRun {
+                        run_id: run_id.clone(),
+                        runbook_path: canonical.display().to_string(),
+                        runbook_sha256: hash,
+                        params: req.params.clone(),
+                        env: req.env.clone(),
+                        dry_run: false,
+                        user: durable::user(),
+                        host: durable::host(),
+                        plugins: plugin_infos,
+                        started_at: crate::journal::now_ms(),
+                    })
+                    .context("cannot record the run in the state database")
+                    .context(Code::Config)?;
+                tracing::info!(target: "keycycle", "run {run_id} started; if it is interrupted, finish it with `keycycle resume {run_id}`");
+            }
+        }
+    }
+    let outcome: Result<keycycle_contract::Value, RunbookError> =
+        tokio::task::spawn_blocking(move || runbook.run())
+            .await
+            .context("the runbook thread stopped unexpectedly")?;
+    if let Some((state, _, _)) = &durable {
+        durable::record_end(state.as_ref(), &run_id, &outcome);
+    }
 
     let steps = effects
         .steps

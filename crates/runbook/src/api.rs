@@ -29,7 +29,7 @@ const SECRET_AS_TEXT: &str =
 /// Method names a plugin operation cannot take, because the engine gives
 /// them a meaning on every plugin handle. Such operations are still
 /// reachable with `invoke(p, "name", #{..})`.
-const RESERVED_METHODS: &[&str] = &["to_string", "to_debug", "invoke"];
+const RESERVED_METHODS: &[&str] = &["to_string", "to_debug", "invoke", "defer"];
 
 /// What the registered functions share.
 pub(crate) struct Host {
@@ -266,6 +266,55 @@ impl Host {
                 effect_error_map(&err, Some((plugin.name.as_str(), operation))),
             )),
         }
+    }
+
+    fn lock(&self, ctx: &NativeCallContext, credential: &str) -> Rr<()> {
+        if credential.trim().is_empty() {
+            return Err(misuse(
+                ctx,
+                "lock(credential): the credential name is empty",
+            ));
+        }
+        self.effects
+            .lock(credential)
+            .map_err(|err| effect_failed(ctx, &err))
+    }
+
+    fn defer(
+        &self,
+        ctx: &NativeCallContext,
+        plugin: &PluginHandle,
+        operation: &str,
+        input: Dynamic,
+        delay_secs: INT,
+        description: &str,
+    ) -> Rr<ImmutableString> {
+        let Some(Ok(desc)) = self.plugins.get(plugin.name.as_str()) else {
+            return Err(misuse(ctx, &format!("unknown plugin `{}`", plugin.name)));
+        };
+        if desc.operation(operation).is_none() {
+            return Err(misuse(
+                ctx,
+                &format!("plugin `{}` has no operation `{operation}`", plugin.name),
+            ));
+        }
+        if delay_secs < 0 {
+            return Err(misuse(ctx, "defer: the delay must not be negative"));
+        }
+        let input = match to_value(&input) {
+            Ok(v @ Value::Map(_)) => v,
+            Ok(_) => return Err(misuse(ctx, "defer: the input must be an object map")),
+            Err(why) => return Err(misuse(ctx, &format!("defer input: {why}"))),
+        };
+        self.effects
+            .defer(&plugin.name, operation, input, delay_secs, description)
+            .map(Into::into)
+            .map_err(|err| {
+                raise(
+                    ctx,
+                    effect_error_map(&err, Some((plugin.name.as_str(), operation))),
+                )
+            })
     }
 
     fn param(&self, name: &str) -> Option<Dynamic> {
@@ -540,6 +589,35 @@ fn register_plugins(engine: &mut Engine, host: &Arc<Host>) {
         "invoke",
         move |ctx: NativeCallContext, p: &mut PluginHandle, operation: &str| {
             h.invoke(&ctx, p, operation, Dynamic::UNIT)
+        },
+    );
+
+    let h = host.clone();
+    engine.register_fn("lock", move |ctx: NativeCallContext, credential: &str| {
+        h.lock(&ctx, credential)
+    });
+    let h = host.clone();
+    engine.register_fn(
+        "defer",
+        move |ctx: NativeCallContext,
+              p: &mut PluginHandle,
+              operation: &str,
+              input: Dynamic,
+              delay_secs: INT,
+              description: &str| {
+            h.defer(&ctx, p, operation, input, delay_secs, description)
+        },
+    );
+    let h = host.clone();
+    engine.register_fn(
+        "defer",
+        move |ctx: NativeCallContext,
+              p: &mut PluginHandle,
+              operation: &str,
+              input: Dynamic,
+              delay_secs: INT| {
+            let description = format!("{}.{operation}", p.name);
+            h.defer(&ctx, p, operation, input, delay_secs, &description)
         },
     );
 

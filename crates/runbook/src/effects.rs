@@ -63,6 +63,13 @@ pub enum EffectError {
     /// be loaded; a secret is not in the store.
     #[error("{0}")]
     Failed(String),
+    /// Another run holds the lock on a credential this run rotates.
+    #[error("{0}")]
+    Locked(String),
+    /// A call was interrupted when an earlier attempt of this run died, and
+    /// its outcome cannot be found out: the operator must look.
+    #[error("{0}")]
+    Interrupted(String),
 }
 
 impl EffectError {
@@ -72,6 +79,8 @@ impl EffectError {
             EffectError::Denied(_) => "denied",
             EffectError::MissingInput { .. } => "missing-input",
             EffectError::Failed(_) => "failed",
+            EffectError::Locked(_) => "locked",
+            EffectError::Interrupted(_) => "interrupted",
         }
     }
 }
@@ -113,5 +122,30 @@ pub trait Effects: Send + Sync {
     /// such as verifying a token a dry run never minted.
     fn is_dry_run(&self) -> bool {
         false
+    }
+
+    /// Takes the run's lock on `credential` (such as
+    /// `gitlab:project/42/token/7`), so no other run rotates it at the same
+    /// time. Held until the run ends or an operator releases it.
+    fn lock(&self, credential: &str) -> Result<(), EffectError> {
+        Err(EffectError::Failed(format!(
+            "cannot lock `{credential}`: this host keeps no run state"
+        )))
+    }
+
+    /// Schedules `plugin.operation(input)` to run `delay_secs` from now,
+    /// through `keycycle cleanup`. Returns the action's id.
+    fn defer(
+        &self,
+        plugin: &str,
+        operation: &str,
+        input: Value,
+        delay_secs: i64,
+        description: &str,
+    ) -> Result<String, EffectError> {
+        let _ = (input, delay_secs, description);
+        Err(EffectError::Failed(format!(
+            "cannot schedule {plugin}.{operation}: this host keeps no run state"
+        )))
     }
 }

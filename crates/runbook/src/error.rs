@@ -35,6 +35,11 @@ pub enum ErrorKind {
     /// The runbook called `fail(..)`, or an effect failed (a plugin trapped
     /// or could not be loaded, a secret is not in the store).
     Failed,
+    /// Another run holds the lock on a credential this run rotates.
+    Locked,
+    /// An earlier attempt of this run died mid-call and the outcome of that
+    /// call cannot be found out.
+    Interrupted,
 }
 
 impl ErrorKind {
@@ -49,6 +54,8 @@ impl ErrorKind {
             ErrorKind::Denied => "denied",
             ErrorKind::MissingInput => "missing-input",
             ErrorKind::Failed => "failed",
+            ErrorKind::Locked => "locked",
+            ErrorKind::Interrupted => "interrupted",
         }
     }
 
@@ -60,6 +67,8 @@ impl ErrorKind {
             "denied" => ErrorKind::Denied,
             "missing-input" => ErrorKind::MissingInput,
             "failed" => ErrorKind::Failed,
+            "locked" => ErrorKind::Locked,
+            "interrupted" => ErrorKind::Interrupted,
             _ => ErrorKind::Runtime,
         }
     }

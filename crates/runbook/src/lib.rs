@@ -110,6 +110,8 @@
 //! | --- | --- |
 //! | `info(x)`, `warn(x)` | a log line (`print(x)` and `debug(x)` log at info) |
 //! | `fail(message)` | ends the run with kind `failed` at this line; `try`/`catch` does not catch it |
+//! | `lock(credential)` | takes this run's lock on a credential (e.g. `"gitlab:pat/42"`); a second run on it fails fast naming the holder; held until the run ends or `keycycle unlock` |
+//! | `defer(p, "op", #{..}, delay_secs)`, `defer(p, "op", #{..}, delay_secs, description)` | schedules `p.op(input)` for `keycycle cleanup` to run after the delay; returns the action id |
 //! | `dry_run()` | `true` in a `--dry-run`: mutating calls return placeholders, so skip checks of their results |
 //! | `now()` | seconds since the Unix epoch, from the host's clock |
 //! | `today()` | the date in UTC, `"YYYY-MM-DD"` |

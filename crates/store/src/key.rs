@@ -273,6 +273,17 @@ impl MasterKey {
 
     /// The cipher keyed with this key. The cipher wipes its own copy of the
     /// key when dropped.
+    /// A key for fingerprinting requests in the run journal, derived from
+    /// the master key so a journaled fingerprint of a secret input cannot
+    /// be checked against guesses without the key.
+    pub fn fingerprint_key(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"keycycle:journal-fingerprint:v1\0");
+        h.update(self.0.as_slice());
+        h.finalize().into()
+    }
+
     pub(crate) fn cipher(&self) -> XChaCha20Poly1305 {
         XChaCha20Poly1305::new((&*self.0).into())
     }

@@ -1,0 +1,658 @@
+//! The run journal: every effect a runbook has gets a sequence number, its
+//! intent is written before it happens and its result after, both on disk
+//! before the runbook sees the result. A resumed run replays journaled
+//! results instead of sending anything again, and an effect that was in
+//! flight when the run died is settled through the plugin's own way of
+//! finding out, or reported to the operator in plain words.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use keycycle_contract::{PluginDescription, PluginError, Value};
+use keycycle_runbook::{Answer, EffectError, Effects, LogLevel, Prompt, PromptKind};
+use keycycle_secret::SecretValue;
+use keycycle_store::MasterKey;
+use keycycle_store::state::{
+    EffectIntent, EffectOutcome, EffectRecord, LockAttempt, NewDeferred, StateStore,
+};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::effects::HostEffects;
+
+/// Marks a sealed secret inside a journaled JSON result.
+const SEALED: &str = "$keycycle_sealed";
+/// Marks sealed plain text: a string that holds a known secret value
+/// although the plugin did not declare the field secret. It is sealed so
+/// the journal stays clean, and replays as the same plain text.
+const SEALED_TEXT: &str = "$keycycle_sealed_text";
+
+pub struct Journal {
+    pub state: Arc<dyn StateStore>,
+    pub key: MasterKey,
+    pub run_id: String,
+    /// The journal of the attempts before this one, by sequence number.
+    prior: Vec<EffectRecord>,
+    /// Send again a mutating call that was in flight when the run died,
+    /// after the operator checked that it did not happen.
+    retry_in_flight: bool,
+    next: Mutex<u64>,
+}
+
+/// How one effect goes, given the journal.
+enum Step {
+    /// Journaled with its result: hand the result back, send nothing.
+    Replay(EffectOutcome),
+    /// Journaled without a result: the run died while it was under way.
+    InFlight,
+    /// New: its intent is on disk; carry it out and record the result.
+    Fresh,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn storage(e: impl std::fmt::Display) -> EffectError {
+    EffectError::Failed(format!("the run journal could not be written: {e}"))
+}
+
+impl Journal {
+    pub fn new(
+        state: Arc<dyn StateStore>,
+        key: MasterKey,
+        run_id: String,
+        prior: Vec<EffectRecord>,
+        retry_in_flight: bool,
+    ) -> Journal {
+        Journal {
+            state,
+            key,
+            run_id,
+            prior,
+            retry_in_flight,
+            next: Mutex::new(0),
+        }
+    }
+
+    /// Fingerprint of a request, keyed with the master key so the journal
+    /// does not hold a guessable hash of a secret input.
+    fn fingerprint(&self, kind: &str, name: &str, request: &str) -> String {
+        let mut h = Sha256::new();
+        h.update(self.key.fingerprint_key());
+        h.update(kind.as_bytes());
+        h.update([0]);
+        h.update(name.as_bytes());
+        h.update([0]);
+        h.update(request.as_bytes());
+        hex::encode(h.finalize())
+    }
+
+    fn begin(
+        &self,
+        kind: &str,
+        name: &str,
+        request: &str,
+        summary: String,
+        mutates: bool,
+    ) -> Result<(u64, Step), EffectError> {
+        let seq = {
+            let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+            *next += 1;
+            *next
+        };
+        let fingerprint = self.fingerprint(kind, name, request);
+        if let Some(record) = self.prior.get(seq as usize - 1) {
+            let was = &record.intent;
+            if was.kind != kind || was.name != name || was.request_fingerprint != fingerprint {
+                let what = if was.kind == kind && was.name == name {
+                    format!("the same {name} with different input")
+                } else {
+                    name.to_owned()
+                };
+                return Err(EffectError::Failed(format!(
+                    "runbook is not deterministic: step {seq} of run {} was {} (input {}), but this time the runbook asks for {what}. \
+                     The runbook, its parameters or its imports changed, or it branches on something outside the journal. \
+                     Nothing more was sent; inspect the run with `keycycle show {}`",
+                    self.run_id, was.name, was.request_summary, self.run_id
+                )));
+            }
+            return Ok(match &record.outcome {
+                Some(outcome) => (seq, Step::Replay(outcome.clone())),
+                None => (seq, Step::InFlight),
+            });
+        }
+        let intent = EffectIntent {
+            seq,
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+            request_fingerprint: fingerprint,
+            request_summary: keycycle_secret::redact(&summary).into_owned(),
+            mutates,
+            started_at: now_ms(),
+        };
+        self.state
+            .begin_effect(&self.run_id, &intent)
+            .map_err(storage)?;
+        Ok((seq, Step::Fresh))
+    }
+
+    fn finish(&self, seq: u64, result: &Result<Value, EffectError>) -> Result<(), EffectError> {
+        let outcome = match result {
+            Ok(value) => EffectOutcome {
+                ok: true,
+                result: self.seal(value, seq, "").to_string(),
+                error_kind: None,
+                error: None,
+                finished_at: now_ms(),
+            },
+            Err(e) => EffectOutcome {
+                ok: false,
+                result: error_detail(e).to_string(),
+                error_kind: Some(e.kind().to_owned()),
+                error: Some(keycycle_secret::redact(&e.to_string()).into_owned()),
+                finished_at: now_ms(),
+            },
+        };
+        self.state
+            .finish_effect(&self.run_id, seq, &outcome)
+            .map_err(storage)
+    }
+
+    fn seal(&self, value: &Value, seq: u64, path: &str) -> serde_json::Value {
+        seal_value(&self.key, &self.run_id, value, seq, path)
+    }
+
+    fn open(&self, json: &serde_json::Value, seq: u64, path: &str) -> Result<Value, EffectError> {
+        open_value(&self.key, &self.run_id, json, seq, path)
+    }
+
+    /// The recorded result of a replayed step, error included.
+    fn replay(&self, seq: u64, outcome: &EffectOutcome) -> Result<Value, EffectError> {
+        let json: serde_json::Value = serde_json::from_str(&outcome.result)
+            .map_err(|e| EffectError::Failed(format!("journal step {seq} is unreadable: {e}")))?;
+        if outcome.ok {
+            return self.open(&json, seq, "");
+        }
+        Err(error_from_detail(&json, outcome))
+    }
+}
+
+/// Enough of an error to give the runbook the same error on replay.
+fn error_detail(e: &EffectError) -> serde_json::Value {
+    match e {
+        EffectError::Plugin {
+            plugin,
+            operation,
+            error,
+        } => {
+            let (status, delay_ms, message) = match error {
+                PluginError::Provider { status, message } => (Some(*status), None, message.clone()),
+                PluginError::Retryable { delay_ms, message } => {
+                    (None, Some(*delay_ms), message.clone())
+                }
+                PluginError::Denied(m) | PluginError::InvalidInput(m) => (None, None, m.clone()),
+            };
+            json!({"plugin": plugin, "operation": operation, "kind": error.kind(), "status": status,
+                   "delay_ms": delay_ms, "message": keycycle_secret::redact(&message)})
+        }
+        EffectError::MissingInput { name, hint } => json!({"name": name, "hint": hint}),
+        _ => json!({}),
+    }
+}
+
+fn error_from_detail(json: &serde_json::Value, outcome: &EffectOutcome) -> EffectError {
+    let message = outcome.error.clone().unwrap_or_default();
+    let text = |k: &str| json[k].as_str().unwrap_or_default().to_owned();
+    match outcome.error_kind.as_deref().unwrap_or("failed") {
+        "provider" | "invalid-input" | "retryable" | "denied" if json.get("plugin").is_some() => {
+            let m = text("message");
+            let error = match text("kind").as_str() {
+                "provider" => PluginError::Provider {
+                    status: json["status"].as_u64().unwrap_or(0) as u16,
+                    message: m,
+                },
+                "retryable" => PluginError::Retryable {
+                    delay_ms: json["delay_ms"].as_u64().unwrap_or(0),
+                    message: m,
+                },
+                "denied" => PluginError::Denied(m),
+                _ => PluginError::InvalidInput(m),
+            };
+            EffectError::Plugin {
+                plugin: text("plugin"),
+                operation: text("operation"),
+                error,
+            }
+        }
+        "denied" => EffectError::Denied(message),
+        "missing-input" => EffectError::MissingInput {
+            name: text("name"),
+            hint: text("hint"),
+        },
+        "locked" => EffectError::Locked(message),
+        "interrupted" => EffectError::Interrupted(message),
+        _ => EffectError::Failed(message),
+    }
+}
+
+/// The host's effects, journaled.
+pub struct JournaledEffects {
+    pub inner: Arc<HostEffects>,
+    pub journal: Journal,
+}
+
+impl JournaledEffects {
+    fn spec(&self, plugin: &str, operation: &str) -> Option<keycycle_contract::OperationSpec> {
+        self.inner
+            .describe(plugin)
+            .ok()
+            .and_then(|d| d.operation(operation).cloned())
+    }
+
+    /// Settles a plugin call that was in flight when an earlier attempt
+    /// died: send it again when that is safe, look up what it did when the
+    /// plugin can, and otherwise stop and tell the operator what may have
+    /// happened.
+    fn settle_in_flight(
+        &self,
+        seq: u64,
+        plugin: &str,
+        operation: &str,
+        input: Value,
+    ) -> Result<Value, EffectError> {
+        let spec = self.spec(plugin, operation);
+        let mutates = spec.as_ref().is_none_or(|s| s.mutates);
+        let idempotent = spec.as_ref().is_some_and(|s| s.idempotent);
+        let call = format!("{plugin}.{operation}");
+        let run = &self.journal.run_id;
+        if !mutates || idempotent || self.journal.retry_in_flight {
+            tracing::warn!(target: "keycycle", "step {seq} ({call}) was under way when the run stopped; it is safe to send again, so it is being sent again");
+            return self.inner.call(seq, plugin, operation, input);
+        }
+        if let Some(finder) = spec.as_ref().and_then(|s| s.recover_with.clone()) {
+            tracing::warn!(target: "keycycle", "step {seq} ({call}) was under way when the run stopped; looking for what it did with {plugin}.{finder}");
+            match self.inner.call(seq, plugin, &finder, input.clone()) {
+                Ok(found) => {
+                    let outputs = spec.map(|s| s.secret_outputs).unwrap_or_default();
+                    let complete = outputs
+                        .iter()
+                        .all(|f| matches!(found.get(f), Some(Value::Secret(_))));
+                    if complete {
+                        tracing::info!(target: "keycycle", "step {seq} ({call}) had succeeded before the run stopped; adopting what it made");
+                        return Ok(found);
+                    }
+                    return Err(EffectError::Interrupted(format!(
+                        "step {seq} ({call}) was interrupted after it succeeded at the provider: {plugin}.{finder} found what it made ({}), \
+                         but its secret value was shown only in the lost response. Remove or revoke that object at the provider, then run \
+                         `keycycle resume {run} --retry-in-flight` to make a new one.",
+                        found.to_redacted_json()
+                    )));
+                }
+                Err(EffectError::Plugin {
+                    error: PluginError::Provider { status: 404, .. },
+                    ..
+                }) => {
+                    tracing::info!(target: "keycycle", "step {seq} ({call}) never reached the provider; sending it now");
+                    return self.inner.call(seq, plugin, operation, input);
+                }
+                Err(e) => {
+                    return Err(EffectError::Interrupted(format!(
+                        "step {seq} ({call}) was interrupted, and looking up what it did with {plugin}.{finder} failed: {e}. \
+                         Run `keycycle resume {run}` again once the provider answers."
+                    )));
+                }
+            }
+        }
+        let advice = spec
+            .and_then(|s| s.if_interrupted)
+            .unwrap_or_else(|| "check at the provider whether it happened".to_owned());
+        Err(EffectError::Interrupted(format!(
+            "step {seq} ({call} with {}) was under way when run {run} stopped, and its outcome is unknown: it changes the provider, \
+             is not safe to send twice, and the plugin has no way to look up what it did. {advice} \
+             If you are sure it did not happen, `keycycle resume {run} --retry-in-flight` sends it again.",
+            input.to_redacted_json()
+        )))
+    }
+}
+
+impl Effects for JournaledEffects {
+    fn plugin_names(&self) -> Vec<String> {
+        self.inner.plugin_names()
+    }
+
+    fn describe(&self, plugin: &str) -> Result<Arc<PluginDescription>, EffectError> {
+        self.inner.describe(plugin)
+    }
+
+    fn invoke(&self, plugin: &str, operation: &str, input: Value) -> Result<Value, EffectError> {
+        let mutates = self.spec(plugin, operation).is_none_or(|s| s.mutates);
+        let name = format!("{plugin}.{operation}");
+        let (seq, step) = self.journal.begin(
+            "plugin",
+            &name,
+            &input.to_plugin_json(),
+            input.to_redacted_json().to_string(),
+            mutates,
+        )?;
+        let result = match step {
+            Step::Replay(outcome) => return self.journal.replay(seq, &outcome),
+            Step::Fresh => self.inner.call(seq, plugin, operation, input),
+            Step::InFlight => self.settle_in_flight(seq, plugin, operation, input),
+        };
+        // An interrupted step stays in flight in the journal: the next
+        // resume must face the same question.
+        if !matches!(result, Err(EffectError::Interrupted(_))) {
+            self.journal.finish(seq, &result)?;
+        }
+        result
+    }
+
+    fn secret(&self, name: &str) -> Result<SecretValue, EffectError> {
+        let (seq, step) = self.journal.begin(
+            "secret",
+            &format!("secret:{name}"),
+            name,
+            name.to_owned(),
+            false,
+        )?;
+        let result = match step {
+            Step::Replay(outcome) => self.journal.replay(seq, &outcome),
+            Step::Fresh | Step::InFlight => {
+                let r = self.inner.secret(name).map(Value::Secret);
+                self.journal.finish(seq, &r)?;
+                r
+            }
+        };
+        match result? {
+            Value::Secret(s) => Ok(s),
+            _ => Err(EffectError::Failed(format!(
+                "journal step {seq} does not hold a secret"
+            ))),
+        }
+    }
+
+    fn store_secret(&self, name: &str, value: &SecretValue) -> Result<(), EffectError> {
+        let (seq, step) = self.journal.begin(
+            "store_secret",
+            &format!("store_secret:{name}"),
+            &format!("{name}\0{}", value.expose()),
+            name.to_owned(),
+            true,
+        )?;
+        match step {
+            Step::Replay(outcome) => self.journal.replay(seq, &outcome).map(|_| ()),
+            // Writing the same value again is harmless.
+            Step::Fresh | Step::InFlight => {
+                let r = self.inner.store_secret(name, value).map(|()| Value::Null);
+                self.journal.finish(seq, &r)?;
+                r.map(|_| ())
+            }
+        }
+    }
+
+    fn prompt(&self, prompt: &Prompt) -> Result<Answer, EffectError> {
+        let kind = match prompt.kind {
+            PromptKind::Text => "text",
+            PromptKind::Secret => "secret",
+            PromptKind::Confirm => "confirm",
+        };
+        let (seq, step) = self.journal.begin(
+            "prompt",
+            &format!("prompt:{}", prompt.name),
+            &format!("{kind}\0{}", prompt.text),
+            prompt.text.clone(),
+            false,
+        )?;
+        let value = match step {
+            Step::Replay(outcome) => self.journal.replay(seq, &outcome)?,
+            Step::Fresh | Step::InFlight => {
+                let r = self.inner.prompt(prompt).map(|a| match a {
+                    Answer::Text(t) => Value::String(t),
+                    Answer::Secret(s) => Value::Secret(s),
+                    Answer::Confirm(b) => Value::Bool(b),
+                });
+                // A missing answer is not recorded: the resume may bring it.
+                if !matches!(r, Err(EffectError::MissingInput { .. })) {
+                    self.journal.finish(seq, &r)?;
+                }
+                r?
+            }
+        };
+        Ok(match value {
+            Value::Secret(s) => Answer::Secret(s),
+            Value::Bool(b) => Answer::Confirm(b),
+            Value::String(t) => Answer::Text(t),
+            other => Answer::Text(other.to_redacted_json().to_string()),
+        })
+    }
+
+    fn now(&self) -> Result<i64, EffectError> {
+        let (seq, step) = self.journal.begin("now", "now", "", String::new(), false)?;
+        let value = match step {
+            Step::Replay(outcome) => self.journal.replay(seq, &outcome)?,
+            Step::Fresh | Step::InFlight => {
+                let r = self.inner.now().map(Value::Int);
+                self.journal.finish(seq, &r)?;
+                r?
+            }
+        };
+        match value {
+            Value::Int(t) => Ok(t),
+            _ => Err(EffectError::Failed(format!(
+                "journal step {seq} does not hold a time"
+            ))),
+        }
+    }
+
+    fn random_secret(&self, bytes: usize) -> Result<SecretValue, EffectError> {
+        let (seq, step) = self.journal.begin(
+            "random",
+            "random",
+            &bytes.to_string(),
+            bytes.to_string(),
+            false,
+        )?;
+        let value = match step {
+            Step::Replay(outcome) => self.journal.replay(seq, &outcome)?,
+            Step::Fresh | Step::InFlight => {
+                let r = self.inner.random_secret(bytes).map(Value::Secret);
+                self.journal.finish(seq, &r)?;
+                r?
+            }
+        };
+        match value {
+            Value::Secret(s) => Ok(s),
+            _ => Err(EffectError::Failed(format!(
+                "journal step {seq} does not hold a random value"
+            ))),
+        }
+    }
+
+    fn log(&self, level: LogLevel, message: &str) {
+        self.inner.log(level, message)
+    }
+
+    fn is_dry_run(&self) -> bool {
+        false
+    }
+
+    fn lock(&self, credential: &str) -> Result<(), EffectError> {
+        let (seq, step) = self.journal.begin(
+            "lock",
+            &format!("lock:{credential}"),
+            credential,
+            credential.to_owned(),
+            false,
+        )?;
+        // Replayed or not, the lock is taken again: a crashed run keeps its
+        // locks until it is resumed, so the resume finds them its own.
+        let run = &self.journal.run_id;
+        let result = match self.journal.state.acquire_lock(credential, run) {
+            Ok(LockAttempt::Acquired) => {
+                tracing::info!(target: "keycycle", "locked {credential} for run {run}");
+                Ok(Value::Null)
+            }
+            Ok(LockAttempt::AlreadyHeld) => Ok(Value::Null),
+            Ok(LockAttempt::HeldBy(holder)) => {
+                let who = self
+                    .journal
+                    .state
+                    .run(&holder.run_id)
+                    .ok()
+                    .flatten()
+                    .map(|r| {
+                        format!(
+                            ", started by {}@{} running {}",
+                            r.user, r.host, r.runbook_path
+                        )
+                    })
+                    .unwrap_or_default();
+                Err(EffectError::Locked(format!(
+                    "{credential} is locked by run {}{who}; nothing was changed. Wait for it to finish, resume it with \
+                     `keycycle resume {}`, or, if it will never finish, release it with `keycycle unlock {credential}`",
+                    holder.run_id, holder.run_id
+                )))
+            }
+            Err(e) => Err(storage(e)),
+        };
+        if !matches!(step, Step::Replay(_)) {
+            self.journal.finish(seq, &result)?;
+        }
+        result.map(|_| ())
+    }
+
+    fn defer(
+        &self,
+        plugin: &str,
+        operation: &str,
+        input: Value,
+        delay_secs: i64,
+        description: &str,
+    ) -> Result<String, EffectError> {
+        let name = format!("defer:{plugin}.{operation}");
+        let (seq, step) = self.journal.begin(
+            "defer",
+            &name,
+            &format!("{}\0{delay_secs}\0{description}", input.to_plugin_json()),
+            format!(
+                "{description} in {delay_secs} s: {}",
+                input.to_redacted_json()
+            ),
+            true,
+        )?;
+        let id = format!("{}-{seq}", self.journal.run_id);
+        if let Step::Replay(outcome) = &step {
+            self.journal.replay(seq, outcome)?;
+            return Ok(id);
+        }
+        let action = NewDeferred {
+            id: id.clone(),
+            run_id: self.journal.run_id.clone(),
+            credential: None,
+            description: description.to_owned(),
+            plugin: plugin.to_owned(),
+            operation: operation.to_owned(),
+            input: self.journal.seal(&input, seq, "deferred").to_string(),
+            due_at: now_ms() + delay_secs * 1000,
+        };
+        // Scheduling is idempotent on the id, so a replayed in-flight step
+        // cannot schedule twice.
+        let result = self
+            .journal
+            .state
+            .schedule(&action)
+            .map(|_| Value::String(id.clone()))
+            .map_err(storage);
+        self.journal.finish(seq, &result)?;
+        tracing::info!(target: "keycycle", "scheduled {description} ({plugin}.{operation}) to run in {delay_secs} s as action {id}");
+        result.map(|_| id)
+    }
+}
+
+fn context(run_id: &str, seq: u64, path: &str) -> String {
+    format!("journal:{run_id}:{seq}:{path}")
+}
+
+/// The JSON a value is journaled as: secrets sealed with the master key,
+/// bound to the run, step and field they belong to, so a sealed value
+/// cannot be moved to another place in the journal.
+pub fn seal_value(
+    key: &MasterKey,
+    run_id: &str,
+    value: &Value,
+    seq: u64,
+    path: &str,
+) -> serde_json::Value {
+    match value {
+        Value::Secret(s) => json!({ SEALED: key.seal(s.expose(), &context(run_id, seq, path)) }),
+        Value::String(text) if keycycle_secret::redact(text) != text.as_str() => {
+            json!({ SEALED_TEXT: key.seal(text, &context(run_id, seq, path)) })
+        }
+        Value::Map(m) => serde_json::Value::Object(
+            m.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        seal_value(key, run_id, v, seq, &format!("{path}.{k}")),
+                    )
+                })
+                .collect(),
+        ),
+        Value::Array(items) => serde_json::Value::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| seal_value(key, run_id, v, seq, &format!("{path}[{i}]")))
+                .collect(),
+        ),
+        other => other.to_redacted_json(),
+    }
+}
+
+pub fn open_value(
+    key: &MasterKey,
+    run_id: &str,
+    json: &serde_json::Value,
+    seq: u64,
+    path: &str,
+) -> Result<Value, EffectError> {
+    use serde_json::Value as J;
+    Ok(match json {
+        J::Object(m) if m.len() == 1 && m.contains_key(SEALED) => {
+            let sealed = m[SEALED].as_str().unwrap_or_default();
+            let value = key.open(sealed, &context(run_id, seq, path)).map_err(|e| {
+                EffectError::Failed(format!("journal step {seq} of run {run_id}: {e}"))
+            })?;
+            Value::Secret(value)
+        }
+        J::Object(m) if m.len() == 1 && m.contains_key(SEALED_TEXT) => {
+            let sealed = m[SEALED_TEXT].as_str().unwrap_or_default();
+            let value = key.open(sealed, &context(run_id, seq, path)).map_err(|e| {
+                EffectError::Failed(format!("journal step {seq} of run {run_id}: {e}"))
+            })?;
+            Value::String(value.expose().to_owned())
+        }
+        J::Object(m) => Value::Map(
+            m.iter()
+                .map(|(k, v)| {
+                    Ok((
+                        k.clone(),
+                        open_value(key, run_id, v, seq, &format!("{path}.{k}"))?,
+                    ))
+                })
+                .collect::<Result<BTreeMap<_, _>, EffectError>>()?,
+        ),
+        J::Array(items) => Value::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| open_value(key, run_id, v, seq, &format!("{path}[{i}]")))
+                .collect::<Result<_, _>>()?,
+        ),
+        other => Value::from_json(other.clone()),
+    })
+}
