@@ -271,19 +271,19 @@ impl MasterKey {
         text.trim_start().starts_with(SEALED_PREFIX)
     }
 
-    /// The cipher keyed with this key. The cipher wipes its own copy of the
-    /// key when dropped.
     /// A key for fingerprinting requests in the run journal, derived from
     /// the master key so a journaled fingerprint of a secret input cannot
-    /// be checked against guesses without the key.
-    pub fn fingerprint_key(&self) -> [u8; 32] {
+    /// be checked against guesses without the key. Wiped when dropped.
+    pub fn fingerprint_key(&self) -> Zeroizing<[u8; KEY_LEN]> {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
         h.update(b"keycycle:journal-fingerprint:v1\0");
         h.update(self.0.as_slice());
-        h.finalize().into()
+        Zeroizing::new(h.finalize().into())
     }
 
+    /// The cipher keyed with this key. The cipher wipes its own copy of the
+    /// key when dropped.
     pub(crate) fn cipher(&self) -> XChaCha20Poly1305 {
         XChaCha20Poly1305::new((&*self.0).into())
     }
@@ -545,6 +545,20 @@ mod tests {
         // context. Names never contain ':', so the two never collide.
         assert!(seal_aad("gitlab/token").contains(':'));
         assert!(crate::secrets::validate_name(&seal_aad("gitlab/token")).is_err());
+    }
+
+    #[test]
+    fn fingerprint_key_is_stable_per_key_and_not_the_key() {
+        let key = MasterKey::generate();
+        let derived = key.fingerprint_key();
+        assert_eq!(derived[..], key.fingerprint_key()[..]);
+        assert_ne!(derived[..], key.0[..]);
+        assert_ne!(derived[..], MasterKey::generate().fingerprint_key()[..]);
+        // The journal feeds it straight to a hasher.
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(key.fingerprint_key());
+        assert_ne!(h.finalize()[..], [0u8; 32]);
     }
 
     #[test]
