@@ -125,13 +125,17 @@ pub(crate) async fn gate<S: SimState>(
         // held, the server drops this future, but a request released with
         // `Process` must still reach the provider.
         let held = tokio::spawn(async move {
-            match gates::decide(&fired).await {
+            let response = match gates::decide(&fired).await {
                 Release::Drop => dropped_response(),
                 Release::Process => match state.with_control(|c| c.faults.take(&method, &path)) {
                     None => next.run(req).await,
                     Some(injected) => injected_response(injected),
                 },
+            };
+            for gate in &fired {
+                gate.mark_finished();
             }
+            response
         });
         return held.await.unwrap_or_else(|_| dropped_response());
     }
@@ -261,7 +265,12 @@ async fn show_gate<S: SimState>(
     Path(id): Path<u64>,
 ) -> Result<Response, ControlError> {
     let gate = find_gate(&state, id)?;
-    Ok(Json(json!({ "id": id, "arrived": gate.has_arrived() })).into_response())
+    Ok(Json(json!({
+        "id": id,
+        "arrived": gate.has_arrived(),
+        "finished": gate.has_finished(),
+    }))
+    .into_response())
 }
 
 #[derive(Deserialize)]

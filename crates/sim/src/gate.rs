@@ -54,12 +54,21 @@ impl GateRule {
     }
 }
 
+/// How far the gated request got.
+#[derive(Clone, Copy, Debug, Default)]
+struct Progress {
+    /// The nth matching request arrived.
+    arrived: bool,
+    /// Its answer was made: the provider handled it, or it was dropped.
+    finished: bool,
+}
+
 /// The state one gate shares between the server and the test.
 #[derive(Debug)]
 pub(crate) struct GateShared {
-    /// Set once the nth matching request arrived.
-    arrived: Mutex<bool>,
-    arrival: Condvar,
+    progress: Mutex<Progress>,
+    /// Signalled on every change of `progress`.
+    changed: Condvar,
     /// The test's decision; `None` while undecided.
     decision: watch::Sender<Option<Release>>,
 }
@@ -67,37 +76,46 @@ pub(crate) struct GateShared {
 impl GateShared {
     fn new() -> GateShared {
         GateShared {
-            arrived: Mutex::new(false),
-            arrival: Condvar::new(),
+            progress: Mutex::new(Progress::default()),
+            changed: Condvar::new(),
             decision: watch::Sender::new(None),
         }
     }
 
-    fn arrived_flag(&self) -> MutexGuard<'_, bool> {
+    fn progress(&self) -> MutexGuard<'_, Progress> {
         // A panicking test thread must not wedge the server.
-        self.arrived.lock().unwrap_or_else(|p| p.into_inner())
+        self.progress.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn mark_arrived(&self) {
-        *self.arrived_flag() = true;
-        self.arrival.notify_all();
+    fn update(&self, f: impl FnOnce(&mut Progress)) {
+        f(&mut self.progress());
+        self.changed.notify_all();
+    }
+
+    pub(crate) fn mark_finished(&self) {
+        self.update(|p| p.finished = true);
     }
 
     pub(crate) fn has_arrived(&self) -> bool {
-        *self.arrived_flag()
+        self.progress().arrived
     }
 
-    fn wait_arrived(&self, timeout: Duration) -> bool {
+    pub(crate) fn has_finished(&self) -> bool {
+        self.progress().finished
+    }
+
+    /// Blocks until `reached` holds or `timeout` passes; true when it holds.
+    fn wait_until(&self, timeout: Duration, reached: impl Fn(&Progress) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
-        let mut arrived = self.arrived_flag();
-        while !*arrived {
+        let mut progress = self.progress();
+        while !reached(&progress) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
             }
-            arrived = self
-                .arrival
-                .wait_timeout(arrived, left)
+            progress = self
+                .changed
+                .wait_timeout(progress, left)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
@@ -153,7 +171,21 @@ impl Gate {
     /// `timeout` passes; true when it arrived. Call it from a plain thread,
     /// not from inside an async task.
     pub fn wait_arrived(&self, timeout: Duration) -> bool {
-        self.shared.wait_arrived(timeout)
+        self.shared.wait_until(timeout, |p| p.arrived)
+    }
+
+    /// Whether the released request has been answered: handled by the
+    /// provider (for [`Release::Process`]) or dropped.
+    pub fn finished(&self) -> bool {
+        self.shared.has_finished()
+    }
+
+    /// Blocks until the released request has been answered or `timeout`
+    /// passes; true when it was. After a `Process` release this is when
+    /// the provider's state holds the request's effects, whether or not
+    /// the client was still there to read the answer.
+    pub fn wait_finished(&self, timeout: Duration) -> bool {
+        self.shared.wait_until(timeout, |p| p.finished)
     }
 
     /// Lets the held request go as `mode` says. Only the first release of
@@ -226,7 +258,7 @@ impl Gates {
             if armed.seen < armed.rule.nth.max(1) {
                 return true;
             }
-            armed.shared.mark_arrived();
+            armed.shared.update(|p| p.arrived = true);
             fired.push(armed.shared.clone());
             false
         });
@@ -331,6 +363,7 @@ mod tests {
         let pending = create(&rt, &http, &server, "deploy");
         assert!(gate.wait_arrived(WAIT));
         gate.release(Release::Drop);
+        assert!(gate.wait_finished(WAIT));
         let response = rt.block_on(pending).unwrap().unwrap();
         assert_eq!(response.status(), 503);
         let body: Value = rt.block_on(response.json()).unwrap();
@@ -428,15 +461,12 @@ mod tests {
         // when it has.
         std::thread::sleep(Duration::from_millis(200));
         assert!(state.active_tokens_named("orphan").is_empty());
+        assert!(!gate.finished());
         gate.release(Release::Process);
-        let deadline = Instant::now() + WAIT;
-        while state.active_tokens_named("orphan").is_empty() {
-            assert!(
-                Instant::now() < deadline,
-                "the held request was never processed"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        assert!(
+            gate.wait_finished(WAIT),
+            "the held request was never processed"
+        );
         assert_eq!(state.active_tokens_named("orphan").len(), 1);
     }
 
@@ -472,19 +502,18 @@ mod tests {
             let body: Value = created.json().await.unwrap();
             body["id"].as_u64().unwrap()
         });
-        let arrived = |rt: &tokio::runtime::Runtime| -> bool {
+        let show = |rt: &tokio::runtime::Runtime| -> Value {
             rt.block_on(async {
-                let body: Value = http
-                    .get(server.url(&format!("/_sim/gates/{id}")))
+                http.get(server.url(&format!("/_sim/gates/{id}")))
                     .send()
                     .await
                     .unwrap()
                     .json()
                     .await
-                    .unwrap();
-                body["arrived"].as_bool().unwrap()
+                    .unwrap()
             })
         };
+        let arrived = |rt: &tokio::runtime::Runtime| show(rt)["arrived"].as_bool().unwrap();
         assert!(!arrived(&rt));
         let pending = create(&rt, &http, &server, "deploy");
         let deadline = Instant::now() + WAIT;
@@ -517,6 +546,10 @@ mod tests {
         });
         assert_eq!(rt.block_on(pending).unwrap().unwrap().status(), 201);
         assert_eq!(state.active_tokens_named("deploy").len(), 1);
+        assert_eq!(
+            show(&rt),
+            json!({ "id": id, "arrived": true, "finished": true })
+        );
     }
 
     #[test]

@@ -55,7 +55,7 @@
 //! until the test releases it, so a test can kill a client at an exact
 //! effect boundary: `state.gate(method, path_prefix, nth)` in-process, or
 //! `POST /_sim/gates` [`GateRule`] → 201 `{"id"}`, `GET /_sim/gates/{id}` →
-//! `{"id","arrived"}`, `POST /_sim/gates/{id}/release {"mode":"process"|"drop"}`
+//! `{"id","arrived","finished"}`, `POST /_sim/gates/{id}/release {"mode":"process"|"drop"}`
 //! → 204. `process` hands the request to the provider (its effects happen
 //! even if the client is gone); `drop` answers 503 and changes nothing.
 
