@@ -13,8 +13,17 @@ use crate::exit::Code;
 use crate::journal::now_ms;
 use crate::run::Resume;
 
+/// Chooses the in-memory state for benchmarks that compare journaling on
+/// disk with journaling in memory. Nothing survives the process with it,
+/// so it is not a configuration option.
+pub const STATE_BACKEND_ENV: &str = "KEYCYCLE_STATE_BACKEND";
+
 /// The state database: `STATE_DIR/state.db`.
 pub fn open_state(config: &Config) -> Result<Arc<dyn StateStore>> {
+    if std::env::var(STATE_BACKEND_ENV).is_ok_and(|v| v == "memory") {
+        tracing::warn!(target: "keycycle", "{STATE_BACKEND_ENV}=memory: the journal is kept in memory and a crash loses it");
+        return Ok(Arc::new(keycycle_store::state::MemoryState::new()));
+    }
     let path = config.state_dir.join("state.db");
     let state = SqliteState::open(&path)
         .with_context(|| format!("cannot open the state database {}", path.display()))
