@@ -417,3 +417,147 @@ config = {{ base_url = "{o}" }}
     ws.set_secret("gitlab/ops", sim.ops_token.token.expose());
     ws
 }
+
+/// What a `keycycle` process printed before it was killed.
+#[derive(Debug)]
+pub struct Killed {
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Workspace {
+    /// Starts keycycle with stdin closed and its output captured, without
+    /// waiting for it.
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        let mut cmd = self.command(args);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd.spawn().expect("start keycycle")
+    }
+
+    /// Starts keycycle, waits until `gate` holds its request, and kills it
+    /// with SIGKILL right there. The gate is left holding the request for
+    /// the caller to release. Panics, with what keycycle printed, when the
+    /// request does not arrive within `timeout`.
+    pub fn kill_at_gate(
+        &self,
+        args: &[&str],
+        gate: &keycycle_sim::Gate,
+        timeout: std::time::Duration,
+    ) -> Killed {
+        let mut child = self.spawn(args);
+        let deadline = std::time::Instant::now() + timeout;
+        let mut arrived = false;
+        // Checks in between whether keycycle ended before sending the
+        // request, so such a failure shows at once.
+        while !arrived && std::time::Instant::now() < deadline {
+            arrived = gate.wait_arrived(std::time::Duration::from_millis(100));
+            if !arrived && matches!(child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+        }
+        // On unix, kill() is SIGKILL: no destructor, no flush, no cleanup.
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("wait for keycycle");
+        let killed = Killed {
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        assert!(
+            arrived,
+            "keycycle {args:?} never sent the gated request within {timeout:?}; it exited with {:?}\nstdout:\n{}\nstderr:\n{}",
+            out.status, killed.stdout, killed.stderr
+        );
+        assert_clean(
+            &format!("stdout of killed keycycle {args:?}"),
+            &killed.stdout,
+        );
+        assert_clean(
+            &format!("stderr of killed keycycle {args:?}"),
+            &killed.stderr,
+        );
+        killed
+    }
+
+    /// The secrets store, opened with the workspace's master key, as
+    /// name → value. For checking what keycycle kept; never printed.
+    pub fn stored_secrets(&self) -> std::collections::BTreeMap<String, String> {
+        let key = keycycle_store::MasterKey::from_base64(&self.master_key).unwrap();
+        let path = self.path().join("state/secrets.json");
+        if !path.exists() {
+            return std::collections::BTreeMap::new();
+        }
+        let store = keycycle_store::SecretStore::open(&path, &key).unwrap();
+        store
+            .list()
+            .into_iter()
+            .map(|info| {
+                let value = store.get(&info.name).unwrap().unwrap();
+                (info.name, value.expose().to_owned())
+            })
+            .collect()
+    }
+
+    /// The bytes of every file in the workspace (the state database, its
+    /// WAL, the store, run files), each checked not to hold any of `values`
+    /// in clear. `what` names the values in the failure message, which
+    /// never prints them whole.
+    pub fn assert_files_lack(&self, what: &str, values: &[String]) {
+        for file in walk(self.path()) {
+            let bytes = std::fs::read(&file).unwrap_or_default();
+            for value in values {
+                assert!(
+                    !contains_bytes(&bytes, value.as_bytes()),
+                    "{} holds {what} {}… in clear",
+                    file.display(),
+                    value.get(..8).unwrap_or(value)
+                );
+            }
+        }
+    }
+
+    /// `keycycle runs --output json`: the runs that did not finish.
+    pub fn unfinished_runs(&self) -> Vec<serde_json::Value> {
+        let run = self.run(&["runs", "--output", "json"]);
+        run.assert_ok();
+        run.json().as_array().cloned().unwrap_or_else(|| {
+            panic!(
+                "`keycycle runs --output json` is not an array:\n{}",
+                run.stdout
+            )
+        })
+    }
+
+    /// The id of the one unfinished run.
+    #[track_caller]
+    pub fn only_unfinished_run(&self) -> String {
+        let runs = self.unfinished_runs();
+        assert_eq!(runs.len(), 1, "unfinished runs: {runs:#?}");
+        runs[0]["run_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a run without run_id: {:#?}", runs[0]))
+            .to_owned()
+    }
+
+    /// `keycycle pending --output json`.
+    pub fn pending(&self) -> Vec<serde_json::Value> {
+        let run = self.run(&["pending", "--output", "json"]);
+        run.assert_ok();
+        run.json().as_array().cloned().unwrap_or_else(|| {
+            panic!(
+                "`keycycle pending --output json` is not an array:\n{}",
+                run.stdout
+            )
+        })
+    }
+}
+
+pub fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The planted secrets, for scanning files byte by byte.
+pub fn planted() -> Vec<String> {
+    canaries()
+}
