@@ -317,6 +317,7 @@ pub async fn cleanup(config: &Config, as_json: bool) -> Result<()> {
     let key = store.master_key()?;
     let (_sandbox, plugins) = load_plugins(config, None, store.clone()).await?;
     let claimer = format!("{}@{}:{}", user(), host(), std::process::id());
+    reclaim_from_dead_cleanups(state.as_ref())?;
     let mut report = Vec::new();
     let mut failures = 0;
     while let Some(action) = state
@@ -366,6 +367,54 @@ pub async fn cleanup(config: &Config, as_json: bool) -> Result<()> {
             "{failures} deferred action(s) failed; see `keycycle pending`"
         ))
         .context(Code::RunbookFailed);
+    }
+    Ok(())
+}
+
+/// Puts back the actions whose cleanup process on this host has died, so
+/// they need not wait out the lease. A claimer is `user@host:pid`; a dead
+/// pid on this host means nobody is running the action any more. The
+/// action is run again, which is why deferred actions must be safe to
+/// repeat (deleting what may be gone already, revoking what may be
+/// revoked).
+fn reclaim_from_dead_cleanups(state: &dyn StateStore) -> Result<()> {
+    let running = state
+        .deferred(&DeferredFilter {
+            states: vec![DeferredState::Running],
+            ..DeferredFilter::default()
+        })
+        .context(Code::Config)?;
+    let here = format!("@{}:", host());
+    for action in running {
+        let Some(claimer) = &action.claimed_by else {
+            continue;
+        };
+        let Some((_, pid)) = claimer.rsplit_once(&here) else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<i32>() else {
+            continue;
+        };
+        let alive = rustix::process::Pid::from_raw(pid)
+            // EPERM: it exists but belongs to someone else; still alive.
+            .is_some_and(|p| {
+                matches!(
+                    rustix::process::test_kill_process(p),
+                    Ok(()) | Err(rustix::io::Errno::PERM)
+                )
+            });
+        if alive {
+            continue;
+        }
+        tracing::warn!(target: "keycycle", "the cleanup process {pid} died while running action {} ({}); running it again", action.id, action.description);
+        state
+            .fail_action(
+                &action.id,
+                claimer,
+                &format!("the cleanup process {pid} died while running it"),
+                Some(now_ms()),
+            )
+            .context(Code::Config)?;
     }
     Ok(())
 }
