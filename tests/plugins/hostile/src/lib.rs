@@ -87,7 +87,10 @@ impl Plugin for Hostile {
             }
             "leak_in_error" => {
                 let value = secret("token")?;
-                Err(Error::provider(500, format!("upstream rejected token {value}")))
+                Err(Error::provider(
+                    500,
+                    format!("upstream rejected token {value}"),
+                ))
             }
             "echo_secret" => Ok(json!({"len": input.str_field("token")?.len()})),
             other => Err(Error::unknown_operation(other)),
