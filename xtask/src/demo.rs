@@ -91,6 +91,15 @@ impl DemoEnv {
         &self.config
     }
 
+    /// Adds `text` to the end of `keycycle.toml`.
+    pub fn append_config(&self, text: &str) -> Result<()> {
+        let mut current = std::fs::read_to_string(&self.config)
+            .with_context(|| format!("cannot read {}", self.config.display()))?;
+        current.push_str(text);
+        std::fs::write(&self.config, current)
+            .with_context(|| format!("cannot write {}", self.config.display()))
+    }
+
     /// `keycycle --config <this config>`, run in the folder, with none of
     /// the caller's keycycle settings leaking in.
     pub fn keycycle(&self) -> Command {
@@ -172,7 +181,7 @@ secrets = [{secret}]
 
 /// A TOML basic string. JSON string syntax is a subset of TOML's basic
 /// strings (the same quote and escapes), so serde_json does the escaping.
-fn toml_string(value: impl AsRef<Path>) -> Result<String> {
+pub fn toml_string(value: impl AsRef<Path>) -> Result<String> {
     let value = value.as_ref();
     let text = value.to_str().with_context(|| {
         format!(
@@ -239,6 +248,8 @@ pub fn run(keep: bool) -> Result<()> {
 
     cmd::say("Stopping the demo token service");
     sim.stop()?;
+
+    crate::demo_gitlab::run(&keycycle, &env)?;
     if keep {
         let dir = env.keep();
         cmd::say(&format!("The demo folder is kept at {}", dir.display()));

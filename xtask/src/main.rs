@@ -5,6 +5,7 @@
 mod bench;
 mod cmd;
 mod demo;
+mod demo_gitlab;
 mod plugins;
 mod setup;
 mod sim;

@@ -1,5 +1,5 @@
-//! The demo token service simulator as a child process: started with
-//! `keycycle sim demo --port 0`, driven through its control API, and
+//! A provider simulator as a child process: started with
+//! `keycycle sim PROVIDER --port 0`, driven through its control API, and
 //! stopped when dropped so that no failure leaves it running.
 
 use std::io::{BufRead, BufReader, Read};
@@ -32,17 +32,24 @@ pub struct TokenSummary {
 }
 
 impl Sim {
-    /// Starts the simulator on a free port and waits until it listens.
+    /// Starts the demo token service on a free port and waits until it
+    /// listens.
     pub fn start(keycycle: &Path) -> Result<Sim> {
+        Sim::start_provider(keycycle, "demo")
+    }
+
+    /// Starts `keycycle sim PROVIDER` on a free port and waits until it
+    /// listens.
+    pub fn start_provider(keycycle: &Path, provider: &str) -> Result<Sim> {
         let mut command = Command::new(keycycle);
         command
-            .args(["sim", "demo", "--port", "0"])
+            .args(["sim", provider, "--port", "0"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = command
             .spawn()
-            .with_context(|| format!("cannot start {} sim demo", keycycle.display()))?;
+            .with_context(|| format!("cannot start {} sim {provider}", keycycle.display()))?;
         // The address line may come on either stream; both are drained for
         // the simulator's whole life so it never blocks on a full pipe.
         let (found, address) = mpsc::channel();
@@ -91,6 +98,48 @@ impl Sim {
     /// The base URL, `http://127.0.0.1:PORT`.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// POSTs `body` to the control API at `path` (under `/_sim`) and
+    /// returns the JSON answer (`null` for an empty one).
+    pub fn control(&self, path: &str, body: serde_json::Value) -> Result<serde_json::Value> {
+        let mut response = self
+            .agent
+            .post(format!("{}/_sim{path}", self.url))
+            .send_json(body)
+            .context("cannot reach the simulator's control API")?;
+        let status = response.status();
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .context("cannot read the simulator's answer")?;
+        if !status.is_success() {
+            bail!("the simulator refused POST /_sim{path} ({status}): {text}");
+        }
+        if text.trim().is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
+        serde_json::from_str(&text).context("the simulator's answer is not JSON")
+    }
+
+    /// The simulator's whole true state, values included: keep it away
+    /// from any output.
+    pub fn state(&self) -> Result<serde_json::Value> {
+        let mut response = self
+            .agent
+            .get(format!("{}/_sim/state", self.url))
+            .call()
+            .context("cannot reach the simulator's control API")?;
+        if response.status() != 200 {
+            bail!(
+                "the simulator's state request answered {}",
+                response.status()
+            );
+        }
+        response
+            .body_mut()
+            .read_json()
+            .context("the simulator's state is not JSON")
     }
 
     /// Seeds an active token with a known value; returns its id.
