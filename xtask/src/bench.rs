@@ -165,12 +165,12 @@ fn wait_with_peak_rss(child: Child) -> Result<(ExitStatus, u64)> {
 }
 
 /// The value below which `q` of the sorted samples fall (nearest rank).
-fn percentile(sorted: &[Duration], q: f64) -> Duration {
+pub fn percentile(sorted: &[Duration], q: f64) -> Duration {
     let rank = (q * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-fn median(sorted: &[Duration]) -> Duration {
+pub fn median(sorted: &[Duration]) -> Duration {
     let n = sorted.len();
     if n % 2 == 1 {
         sorted[n / 2]
@@ -179,7 +179,7 @@ fn median(sorted: &[Duration]) -> Duration {
     }
 }
 
-fn ms(d: Duration) -> String {
+pub fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 

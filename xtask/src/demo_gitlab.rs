@@ -22,6 +22,37 @@ pub fn run(keycycle: &Path, env: &DemoEnv) -> Result<()> {
     let sim = Sim::start_provider(keycycle, "gitlab")?;
     cmd::note(&format!("GitLab listens on {}", sim.url()));
 
+    let (project, old_id) = prepare(&sim, env)?;
+
+    let (runbook, args) = rotation_args();
+    cmd::say("Rehearsing the rotation with --dry-run: GitLab is read, nothing is changed");
+    cmd::run(
+        env.keycycle()
+            .arg("run")
+            .arg(&runbook)
+            .args(args)
+            .arg("--dry-run"),
+    )?;
+
+    cmd::say(
+        "Rotating the token for real: consumers checked first, GitLab rotates, the new value is stored and applied, then verified",
+    );
+    cmd::run(env.keycycle().arg("run").arg(&runbook).args(args))?;
+
+    cmd::say("The run's audit trail");
+    cmd::run(env.keycycle().args(["history"]))?;
+
+    cmd::say("GitLab's true state (from the simulator; values compared, not shown)");
+    let state = sim.state()?;
+    check(&state, old_id, project)?;
+    sim.stop()?;
+    Ok(())
+}
+
+/// Seeds user `ops`, project acme/deploy with a CI/CD variable holding
+/// ops's token, grants the gitlab plugin this simulator, and stores the
+/// token. Returns the project id and the token id.
+pub fn prepare(sim: &Sim, env: &DemoEnv) -> Result<(u64, u64)> {
     cmd::say(
         "Seeding GitLab: user `ops`, Maintainer of acme/deploy, with a personal access token that a CI/CD variable holds",
     );
@@ -66,37 +97,22 @@ secrets = [{secret}]
     ))?;
     env.set_secret(TOKEN_SECRET, &old_value)?;
 
-    let runbook = cmd::repo_root().join("runbooks/gitlab-personal-token.rhai");
-    let args = [
-        "--set",
-        "store_as=gitlab/ops",
-        "--set",
-        "variables=acme/deploy:GITLAB_TOKEN",
-        "--set",
-        "expires_in_days=90",
-    ];
-    cmd::say("Rehearsing the rotation with --dry-run: GitLab is read, nothing is changed");
-    cmd::run(
-        env.keycycle()
-            .arg("run")
-            .arg(&runbook)
-            .args(args)
-            .arg("--dry-run"),
-    )?;
+    Ok((project, old_id))
+}
 
-    cmd::say(
-        "Rotating the token for real: consumers checked first, GitLab rotates, the new value is stored and applied, then verified",
-    );
-    cmd::run(env.keycycle().arg("run").arg(&runbook).args(args))?;
-
-    cmd::say("The run's audit trail");
-    cmd::run(env.keycycle().args(["history"]))?;
-
-    cmd::say("GitLab's true state (from the simulator; values compared, not shown)");
-    let state = sim.state()?;
-    check(&state, old_id, project)?;
-    sim.stop()?;
-    Ok(())
+/// The runbook and its parameters, as the demo and the benchmark run it.
+pub fn rotation_args() -> (std::path::PathBuf, [&'static str; 6]) {
+    (
+        cmd::repo_root().join("runbooks/gitlab-personal-token.rhai"),
+        [
+            "--set",
+            "store_as=gitlab/ops",
+            "--set",
+            "variables=acme/deploy:GITLAB_TOKEN",
+            "--set",
+            "expires_in_days=90",
+        ],
+    )
 }
 
 fn id(v: &Value) -> Result<u64> {

@@ -3,6 +3,7 @@
 //! the demo and measure the CLI.
 
 mod bench;
+mod bench_journal;
 mod cmd;
 mod demo;
 mod demo_gitlab;
@@ -26,6 +27,9 @@ commands:
   bench-run [--runs N] [--warmup N]
                      time `keycycle run` (release build) on a small runbook with warm
                      caches; default 30 runs after 3 warm-up runs
+  bench-journal [--runs N]
+                     a full GitLab rotation with the journal on disk vs in memory,
+                     alternating; reports the on-disk overhead
   help               show this text";
 
 fn main() -> ExitCode {
@@ -69,6 +73,7 @@ fn dispatch(args: &[String]) -> Result<()> {
             demo::run(keep)
         }
         "bench-run" => bench::run(&parse_bench_options(rest)?),
+        "bench-journal" => bench_journal::run(parse_bench_options(rest)?.runs),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())

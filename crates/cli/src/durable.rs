@@ -90,6 +90,12 @@ pub fn check_resumable(state: &dyn StateStore, resume: &Resume, hash: &str) -> R
         }
         tracing::warn!(target: "keycycle", "resuming run {} although its runbook changed (--force)", run.run_id);
     }
+    if run.state.is_finished() {
+        // A run that stopped for an operator, or failed, is running again.
+        state
+            .finish_run(&run.run_id, RunState::Running, None)
+            .context(Code::Config)?;
+    }
     let _ = state.append_event(
         &run.run_id,
         &RunEvent {
