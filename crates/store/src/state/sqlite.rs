@@ -228,6 +228,19 @@ impl SqliteState {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| sql_error(&db, "open", busy_timeout, e))?;
+        // Switching a new file to WAL and creating the schema need locks
+        // that SQLite's busy handler does not always wait for; processes
+        // opening the database at the same moment take turns here instead.
+        let mut setup_lock = path.clone().into_os_string();
+        setup_lock.push(".setup-lock");
+        let setup_lock = private_file_options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&setup_lock)
+            .map_err(io("create its setup lock file"))?;
+        setup_lock.lock().map_err(io("lock its setup lock file"))?;
         let state = SqliteState {
             path,
             db,
@@ -235,6 +248,7 @@ impl SqliteState {
             conn: Mutex::new(conn),
         };
         state.prepare()?;
+        drop(setup_lock);
         Ok(state)
     }
 
