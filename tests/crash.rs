@@ -16,9 +16,7 @@ mod support;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
-use keycycle_sim::{
-    FailRule, HookSeed, Release, RequestRecord, TokenSeed, TriggerSeed, VariableSeed,
-};
+use keycycle_sim::{FailRule, HookSeed, Release, RequestRecord, TokenSeed, VariableSeed};
 use support::*;
 
 /// How long a gated request may take to arrive: covers plugin loading on a
@@ -129,18 +127,7 @@ fn project_token(sim: &GitLabSim) -> Case {
 }
 
 fn trigger_token(sim: &GitLabSim) -> Case {
-    let old = sim
-        .state
-        .add_trigger(
-            sim.api,
-            TriggerSeed {
-                owner_id: sim.ops,
-                description: "deploy-docs".into(),
-                token: None,
-            },
-        )
-        .unwrap();
-    plant(old.token.expose());
+    let old = sim.seed_trigger("deploy-docs");
     sim.state
         .add_variable(
             sim.deploy,
@@ -632,18 +619,7 @@ fn a_second_rotation_of_a_locked_token_is_refused_and_changes_nothing() {
 
 /// A trigger and a runbook in the workspace that defers its deletion.
 fn deferred_trigger_deletion(sim: &GitLabSim, ws: &Workspace) -> u64 {
-    let old = sim
-        .state
-        .add_trigger(
-            sim.api,
-            TriggerSeed {
-                owner_id: sim.ops,
-                description: "old-trigger".into(),
-                token: None,
-            },
-        )
-        .unwrap();
-    plant(old.token.expose());
+    let old = sim.seed_trigger("old-trigger");
     ws.runbook(
         "x",
         &format!(

@@ -4,7 +4,7 @@
 
 mod support;
 
-use keycycle_sim::{FailRule, HookSeed, TokenSeed, TriggerSeed, VariableSeed};
+use keycycle_sim::{FailRule, HookSeed, TokenSeed, VariableSeed};
 use support::*;
 
 /// The active tokens of the family a token belongs to.
@@ -199,18 +199,7 @@ fn project_token_rotation() {
 fn trigger_token_replacement_deletes_the_old_trigger_last() {
     let sim = GitLabSim::start();
     let ws = gitlab_workspace(&sim);
-    let old = sim
-        .state
-        .add_trigger(
-            sim.api,
-            TriggerSeed {
-                owner_id: sim.ops,
-                description: "deploy-docs".into(),
-                token: None,
-            },
-        )
-        .unwrap();
-    plant(old.token.expose());
+    let old = sim.seed_trigger("deploy-docs");
     sim.state
         .add_variable(
             sim.deploy,
@@ -271,18 +260,7 @@ fn trigger_token_replacement_deletes_the_old_trigger_last() {
 fn trigger_descriptions_follow_the_naming_rules() {
     let sim = GitLabSim::start();
     let ws = gitlab_workspace(&sim);
-    let old = sim
-        .state
-        .add_trigger(
-            sim.api,
-            TriggerSeed {
-                owner_id: sim.ops,
-                description: "x".into(),
-                token: None,
-            },
-        )
-        .unwrap();
-    plant(old.token.expose());
+    let old = sim.seed_trigger("x");
     let run = ws.run(&[
         "run",
         "gitlab-trigger-token",
@@ -484,18 +462,7 @@ fn a_long_rate_limit_on_rotate_fails_clearly_and_rotates_nothing() {
 fn a_500_on_deleting_the_old_trigger_leaves_the_new_one_working() {
     let sim = GitLabSim::start();
     let ws = gitlab_workspace(&sim);
-    let old = sim
-        .state
-        .add_trigger(
-            sim.api,
-            TriggerSeed {
-                owner_id: sim.ops,
-                description: "deploy-docs".into(),
-                token: None,
-            },
-        )
-        .unwrap();
-    plant(old.token.expose());
+    let old = sim.seed_trigger("deploy-docs");
     sim.state
         .add_variable(
             sim.deploy,

@@ -368,6 +368,23 @@ impl GitLabSim {
         self.base_url.clone()
     }
 
+    /// A pipeline trigger of acme/api owned by ops, its token planted.
+    pub fn seed_trigger(&self, description: &str) -> keycycle_sim::SeededTrigger {
+        let trigger = self
+            .state
+            .add_trigger(
+                self.api,
+                keycycle_sim::TriggerSeed {
+                    owner_id: self.ops,
+                    description: description.into(),
+                    token: None,
+                },
+            )
+            .unwrap();
+        plant(trigger.token.expose());
+        trigger
+    }
+
     /// Mutating requests the simulator received (method and path).
     pub fn changes(&self) -> Vec<String> {
         self.state
