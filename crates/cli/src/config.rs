@@ -82,7 +82,6 @@ pub struct RunbookSection {
 pub struct Config {
     pub file: Option<PathBuf>,
     /// Holds the master key, secrets store and run state by default.
-    #[allow(dead_code)]
     pub state_dir: PathBuf,
     pub runbooks_dir: PathBuf,
     pub cache_dir: PathBuf,
