@@ -361,3 +361,53 @@ fn endless_logging_is_stopped() {
         &["hostile", "log_flood", "logged more than the limit"],
     );
 }
+
+#[test]
+fn a_response_over_the_size_cap_is_refused() {
+    // A server of the test's own that answers with 16 MiB, twice the cap.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new()
+        .route(
+            "/big",
+            axum::routing::get(|| async { "x".repeat(16 << 20) }),
+        )
+        .route("/small", axum::routing::get(|| async { "ok" }));
+    rt.spawn(async move { axum::serve(listener, app).await });
+
+    let ws = Workspace::new();
+    ws.config(&format!(
+        "[plugins.hostile]\npath = \"{}\"\nhosts = [\"{origin}\"]\nconfig = {{ base_url = \"{origin}\" }}\n",
+        wasm("hostile").display()
+    ));
+    ws.runbook(
+        "big",
+        &format!(
+            r#"
+            let h = plugin("hostile");
+            let err = ();
+            try {{ h.http_get(#{{ url: "{origin}/big" }}); }} catch (e) {{ err = e; }}
+            #{{ err: err, small: h.http_get(#{{ url: "{origin}/small" }}).status }}
+            "#
+        ),
+    );
+    let run = ws.run(&["run", "big", "--output", "json"]);
+    run.assert_ok();
+    let result = run.json()["result"].clone();
+    let message = result["err"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("over the") && message.contains("limit"),
+        "{result}"
+    );
+    assert_eq!(
+        result["small"], 200,
+        "the next request on the same host works"
+    );
+}
