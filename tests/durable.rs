@@ -190,3 +190,38 @@ fn unlock_asks_before_releasing() {
         .assert_code(3)
         .stderr_has("not locked");
 }
+
+#[test]
+fn an_abandoned_run_leaves_the_list_and_frees_its_locks() {
+    let sim = DemoSim::start();
+    let (ws, _) = workspace(&sim);
+    ws.run(&["run", "rotate"]).assert_code(6);
+    let run_id = unfinished(&ws)[0]["run_id"].as_str().unwrap().to_owned();
+    ws.run(&["abandon", &run_id])
+        .assert_code(6)
+        .stderr_has("--yes");
+    ws.run(&["abandon", &run_id, "--yes", "--reason", "replaced by hand"])
+        .assert_ok()
+        .stderr_has("released 1 lock");
+    assert!(unfinished(&ws).is_empty());
+    ws.run(&["abandon", &run_id, "--yes"])
+        .assert_code(3)
+        .stderr_has("already ended");
+    let show = ws.run(&["show", &run_id, "--output", "json"]);
+    let doc = show.json();
+    assert_eq!(doc["state"], "failed");
+    assert!(
+        doc["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "abandoned"
+                && e["message"].as_str().unwrap().contains("replaced by hand"))
+    );
+    // The credential is free again: a new run takes it.
+    ws.run(&["run", "rotate", "--input", "label=x"]).assert_ok();
+    // Only failed actions can be retried, and the refusal says why.
+    ws.run(&["retry", "no-such-action"])
+        .assert_code(3)
+        .stderr_has("no-such-action");
+}

@@ -75,6 +75,22 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Give up on a run that will not be resumed: mark it failed, release its locks
+    #[command(
+        after_help = "Example:\n  keycycle abandon 3f2a9c0d11e4b7a2 --reason \"token replaced by hand\""
+    )]
+    Abandon {
+        run_id: String,
+        /// Why, for the audit history
+        #[arg(long, default_value = "abandoned by an operator")]
+        reason: String,
+        /// Do not ask for confirmation
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Put a failed deferred action back in the queue for `keycycle cleanup`
+    #[command(after_help = "Example:\n  keycycle retry 3f2a9c0d11e4b7a2-14")]
+    Retry { action_id: String },
     /// List deferred actions that are not done (failed ones included)
     #[command(after_help = "Example:\n  keycycle pending --output json")]
     Pending {
@@ -321,6 +337,12 @@ async fn dispatch(cli: Cli) -> Result<()> {
             state_cmds::unlock(&load_config()?, &credential, yes)
         }
         Command::Pending { output } => state_cmds::pending(&load_config()?, output == Output::Json),
+        Command::Abandon {
+            run_id,
+            reason,
+            yes,
+        } => state_cmds::abandon(&load_config()?, &run_id, &reason, yes),
+        Command::Retry { action_id } => state_cmds::retry(&load_config()?, &action_id),
         Command::Cleanup { output } => {
             state_cmds::cleanup(&load_config()?, output == Output::Json).await
         }

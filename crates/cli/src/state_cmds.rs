@@ -120,26 +120,18 @@ pub fn unlock(config: &Config, credential: &str, yes: bool) -> Result<()> {
     else {
         return Err(anyhow!("{credential} is not locked")).context(Code::Config);
     };
-    if !yes {
-        if !std::io::stdin().is_terminal() {
-            return Err(anyhow!(
-                "releasing the lock of run {} on {credential} needs confirmation; pass --yes when there is no terminal",
-                lock.run_id
-            ))
-            .context(Code::InputRequired);
-        }
-        eprint!(
-            "{credential} is locked by run {} since {}. If that run is still rotating it, releasing the lock allows a double rotation. Release it? [y/N] ",
-            lock.run_id,
-            when(lock.acquired_at)
-        );
-        std::io::stderr().flush()?;
-        let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line)?;
-        if !matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
-            eprintln!("the lock was kept");
-            return Ok(());
-        }
+    let question = format!(
+        "{credential} is locked by run {} since {}. If that run is still rotating it, releasing the lock allows a double rotation. Release it?",
+        lock.run_id,
+        when(lock.acquired_at)
+    );
+    if !confirmed(
+        &question,
+        yes,
+        &format!("releasing the lock of run {} on {credential}", lock.run_id),
+    )? {
+        eprintln!("the lock was kept");
+        return Ok(());
     }
     state.release_lock(credential).context(Code::Config)?;
     state
@@ -153,6 +145,97 @@ pub fn unlock(config: &Config, credential: &str, yes: bool) -> Result<()> {
         )
         .context(Code::Config)?;
     eprintln!("released {credential} (it was held by run {})", lock.run_id);
+    Ok(())
+}
+
+/// Asks a yes/no question at the terminal; refuses without one.
+fn confirmed(question: &str, yes: bool, without_terminal: &str) -> Result<bool> {
+    if yes {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(anyhow!(
+            "{without_terminal} needs confirmation; pass --yes when there is no terminal"
+        ))
+        .context(Code::InputRequired);
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(matches!(
+        line.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
+}
+
+/// `keycycle abandon RUN_ID`: ends a run that will not be resumed, so it
+/// leaves `keycycle runs` and frees its credentials.
+pub fn abandon(config: &Config, run_id: &str, reason: &str, yes: bool) -> Result<()> {
+    let state = open_state(config)?;
+    let run = state
+        .run(run_id)
+        .context(Code::Config)?
+        .ok_or_else(|| anyhow!("there is no run {run_id}"))
+        .context(Code::Config)?;
+    if matches!(
+        run.state,
+        keycycle_store::state::RunState::Succeeded | keycycle_store::state::RunState::Failed
+    ) {
+        return Err(anyhow!("run {run_id} already ended ({})", run.state)).context(Code::Config);
+    }
+    let held: Vec<String> = state
+        .locks()
+        .context(Code::Config)?
+        .into_iter()
+        .filter(|l| l.run_id == run_id)
+        .map(|l| l.credential)
+        .collect();
+    let question = format!(
+        "Abandon run {run_id} ({}, {})? It will never be resumed, and its locks ({}) are released.",
+        run.runbook_path,
+        run.state,
+        if held.is_empty() {
+            "none".to_owned()
+        } else {
+            held.join(", ")
+        }
+    );
+    if !confirmed(&question, yes, &format!("abandoning run {run_id}"))? {
+        eprintln!("run {run_id} was left as it is");
+        return Ok(());
+    }
+    let by = format!("{reason} ({}@{})", user(), host());
+    state
+        .append_event(
+            run_id,
+            &RunEvent {
+                at: now_ms(),
+                kind: "abandoned".into(),
+                message: by.clone(),
+            },
+        )
+        .context(Code::Config)?;
+    state
+        .finish_run(run_id, keycycle_store::state::RunState::Failed, Some(&by))
+        .context(Code::Config)?;
+    let released = state.release_run_locks(run_id).context(Code::Config)?;
+    eprintln!(
+        "abandoned run {run_id}; released {} lock(s)",
+        released.len()
+    );
+    Ok(())
+}
+
+/// `keycycle retry ACTION_ID`: a failed deferred action goes back to the
+/// queue, due at once.
+pub fn retry(config: &Config, action_id: &str) -> Result<()> {
+    let state = open_state(config)?;
+    state
+        .retry_action(action_id)
+        .with_context(|| format!("cannot put action {action_id} back in the queue"))
+        .context(Code::Config)?;
+    eprintln!("action {action_id} is due again; `keycycle cleanup` runs it");
     Ok(())
 }
 
