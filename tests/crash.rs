@@ -16,7 +16,7 @@ mod support;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
-use keycycle_sim::{FailRule, HookSeed, Release, RequestRecord, TokenSeed, VariableSeed};
+use keycycle_sim::{FailRule, HookSeed, Release, RequestRecord, VariableSeed};
 use support::*;
 
 /// How long a gated request may take to arrive: covers plugin loading on a
@@ -91,20 +91,7 @@ fn personal_token_self_rotation(sim: &GitLabSim) -> Case {
 }
 
 fn project_token(sim: &GitLabSim) -> Case {
-    let bot = sim
-        .state
-        .add_token(
-            TokenSeed::project(sim.api, "api-bot")
-                .value(&canary("glpat-"))
-                .scopes(&["read_api"]),
-        )
-        .unwrap();
-    sim.state
-        .add_variable(
-            sim.deploy,
-            VariableSeed::new("API_TOKEN", bot.token.expose()).masked(),
-        )
-        .unwrap();
+    let bot = sim.seed_project_token();
     Case {
         args: argv(&[
             "run",

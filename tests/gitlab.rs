@@ -155,20 +155,7 @@ fn personal_token_rotation_by_id_with_an_environment_scoped_variable() {
 fn project_token_rotation() {
     let sim = GitLabSim::start();
     let ws = gitlab_workspace(&sim);
-    let bot = sim
-        .state
-        .add_token(
-            TokenSeed::project(sim.api, "api-bot")
-                .value(&canary("glpat-"))
-                .scopes(&["read_api"]),
-        )
-        .unwrap();
-    sim.state
-        .add_variable(
-            sim.deploy,
-            VariableSeed::new("API_TOKEN", bot.token.expose()).masked(),
-        )
-        .unwrap();
+    let bot = sim.seed_project_token();
     let run = ws.run(&[
         "run",
         "gitlab-project-token",

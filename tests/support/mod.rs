@@ -385,6 +385,27 @@ impl GitLabSim {
         trigger
     }
 
+    /// A project access token of acme/api (a bot with read_api), its
+    /// value planted, and the masked variable API_TOKEN of acme/deploy
+    /// holding it.
+    pub fn seed_project_token(&self) -> keycycle_sim::SeededToken {
+        let bot = self
+            .state
+            .add_token(
+                keycycle_sim::TokenSeed::project(self.api, "api-bot")
+                    .value(&canary("glpat-"))
+                    .scopes(&["read_api"]),
+            )
+            .unwrap();
+        self.state
+            .add_variable(
+                self.deploy,
+                keycycle_sim::VariableSeed::new("API_TOKEN", bot.token.expose()).masked(),
+            )
+            .unwrap();
+        bot
+    }
+
     /// Mutating requests the simulator received (method and path).
     pub fn changes(&self) -> Vec<String> {
         self.state

@@ -13,7 +13,7 @@ use keycycle_runbook::{Answer, EffectError, Effects, LogLevel, Prompt, PromptKin
 use keycycle_secret::SecretValue;
 use keycycle_store::MasterKey;
 use keycycle_store::state::{
-    EffectIntent, EffectOutcome, EffectRecord, LockAttempt, NewDeferred, StateStore,
+    DeferredRecord, EffectIntent, EffectOutcome, EffectRecord, LockAttempt, NewDeferred, StateStore,
 };
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -57,7 +57,9 @@ pub fn now_ms() -> i64 {
 }
 
 fn storage(e: impl std::fmt::Display) -> EffectError {
-    EffectError::Failed(format!("the run journal could not be written: {e}"))
+    EffectError::Failed(format!(
+        "the run journal could not be written, so nothing more was sent: {e}. Fix the cause, then finish the run with `keycycle resume` (see `keycycle runs`)"
+    ))
 }
 
 impl Journal {
@@ -376,10 +378,12 @@ impl Effects for JournaledEffects {
     }
 
     fn store_secret(&self, name: &str, value: &SecretValue) -> Result<(), EffectError> {
+        // The value only feeds the keyed fingerprint; wipe this copy after.
+        let request = zeroize::Zeroizing::new(format!("{name}\0{}", value.expose()));
         let (seq, step) = self.journal.begin(
             "store_secret",
             &format!("store_secret:{name}"),
-            &format!("{name}\0{}", value.expose()),
+            &request,
             name.to_owned(),
             true,
         )?;
@@ -544,7 +548,7 @@ impl Effects for JournaledEffects {
             ),
             true,
         )?;
-        let id = format!("{}-{seq}", self.journal.run_id);
+        let id = deferred_action_id(&self.journal.run_id, seq);
         if let Step::Replay(outcome) = &step {
             self.journal.replay(seq, outcome)?;
             return Ok(id);
@@ -556,7 +560,7 @@ impl Effects for JournaledEffects {
             description: description.to_owned(),
             plugin: plugin.to_owned(),
             operation: operation.to_owned(),
-            input: self.journal.seal(&input, seq, "deferred").to_string(),
+            input: self.journal.seal(&input, seq, DEFERRED_INPUT).to_string(),
             due_at: now_ms() + delay_secs * 1000,
         };
         // Scheduling is idempotent on the id, so a replayed in-flight step
@@ -571,6 +575,35 @@ impl Effects for JournaledEffects {
         tracing::info!(target: "keycycle", "scheduled {description} ({plugin}.{operation}) to run in {delay_secs} s as action {id}");
         result.map(|_| id)
     }
+}
+
+/// Where in a step's sealing context a deferred action's input lives.
+const DEFERRED_INPUT: &str = "deferred";
+
+/// A deferred action is named after the run and the journal step that
+/// scheduled it: the same step of a resumed run schedules the same action,
+/// and its sealed input is bound to that step.
+fn deferred_action_id(run_id: &str, seq: u64) -> String {
+    format!("{run_id}-{seq}")
+}
+
+/// The input of an action scheduled by [`JournaledEffects::defer`], with
+/// its secrets unsealed.
+pub fn open_deferred_input(key: &MasterKey, action: &DeferredRecord) -> Result<Value, String> {
+    let seq = action
+        .id
+        .strip_prefix(&action.run_id)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .and_then(|seq| seq.parse::<u64>().ok())
+        .ok_or_else(|| {
+            format!(
+                "action {} was not scheduled by a runbook of run {}, so its input cannot be opened",
+                action.id, action.run_id
+            )
+        })?;
+    let json: serde_json::Value = serde_json::from_str(&action.input)
+        .map_err(|e| format!("the stored input of action {} is not JSON: {e}", action.id))?;
+    open_value(key, &action.run_id, &json, seq, DEFERRED_INPUT).map_err(|e| e.to_string())
 }
 
 fn context(run_id: &str, seq: u64, path: &str) -> String {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
-use keycycle_contract::{CallContext, Value};
+use keycycle_contract::CallContext;
 use keycycle_store::state::{
     DeferredFilter, DeferredRecord, DeferredState, RunEvent, RunFilter, RunRecord, StateStore,
 };
@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::durable::{host, open_state, user};
 use crate::effects::LoadedPlugin;
 use crate::exit::Code;
-use crate::journal::{now_ms, open_value};
+use crate::journal::{now_ms, open_deferred_input};
 use crate::run::load_plugins;
 use crate::store::StoreAccess;
 
@@ -407,7 +407,7 @@ pub async fn cleanup(config: &Config, as_json: bool) -> Result<()> {
         .claim_due(now_ms(), &claimer, LEASE.as_millis() as i64)
         .context(Code::Config)?
     {
-        let outcome = run_action(&state, &plugins, &key, &action).await;
+        let outcome = run_action(&plugins, &key, &action).await;
         match outcome {
             Ok(summary) => {
                 state
@@ -503,7 +503,6 @@ fn reclaim_from_dead_cleanups(state: &dyn StateStore) -> Result<()> {
 }
 
 async fn run_action(
-    _state: &Arc<dyn StateStore>,
     plugins: &std::collections::BTreeMap<String, LoadedPlugin>,
     key: &keycycle_store::MasterKey,
     action: &DeferredRecord,
@@ -511,18 +510,14 @@ async fn run_action(
     let plugin = match plugins.get(&action.plugin) {
         Some(LoadedPlugin::Ready { plugin, .. }) => plugin.clone(),
         Some(LoadedPlugin::Refused { message, .. }) => return Err(message.clone()),
-        None => return Err(format!("no plugin `{}` is configured", action.plugin)),
+        None => {
+            return Err(format!(
+                "no plugin `{}` is configured; add it to keycycle.toml, then `keycycle retry {}` if the action has given up",
+                action.plugin, action.id
+            ));
+        }
     };
-    let seq: u64 = action
-        .id
-        .rsplit('-')
-        .next()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("action id {} does not name its step", action.id))?;
-    let json: serde_json::Value =
-        serde_json::from_str(&action.input).map_err(|e| format!("unreadable input: {e}"))?;
-    let input: Value =
-        open_value(key, &action.run_id, &json, seq, "deferred").map_err(|e| e.to_string())?;
+    let input = open_deferred_input(key, action)?;
     let ctx = CallContext {
         run_id: action.run_id.clone(),
         idempotency_key: action.id.clone(),

@@ -355,14 +355,7 @@ impl SqliteState {
         operation: &'static str,
         work: impl FnOnce(&Transaction<'_>) -> Res<R>,
     ) -> Result<R, StateError> {
-        let mut conn = self.conn();
-        let run = || -> Res<R> {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let result = work(&tx)?;
-            tx.commit()?;
-            Ok(result)
-        };
-        run().map_err(|f| self.fail(operation, f))
+        self.transaction(TransactionBehavior::Immediate, operation, work)
     }
 
     /// Runs `work` in one read transaction, so it sees one moment.
@@ -371,9 +364,18 @@ impl SqliteState {
         operation: &'static str,
         work: impl FnOnce(&Transaction<'_>) -> Res<R>,
     ) -> Result<R, StateError> {
+        self.transaction(TransactionBehavior::Deferred, operation, work)
+    }
+
+    fn transaction<R>(
+        &self,
+        behavior: TransactionBehavior,
+        operation: &'static str,
+        work: impl FnOnce(&Transaction<'_>) -> Res<R>,
+    ) -> Result<R, StateError> {
         let mut conn = self.conn();
         let run = || -> Res<R> {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+            let tx = conn.transaction_with_behavior(behavior)?;
             let result = work(&tx)?;
             tx.commit()?;
             Ok(result)
