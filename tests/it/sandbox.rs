@@ -2,9 +2,8 @@
 //! binary: each attempt fails cleanly with an error naming the plugin, the
 //! operation and what was refused, and the next call in the same host works.
 
-mod support;
 
-use support::*;
+use crate::support::*;
 
 /// A workspace with the hostile plugin (two teams' instances), the
 /// load-time-refused plugins, and the example plugin.

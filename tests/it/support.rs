@@ -3,8 +3,6 @@
 //! real `keycycle` binary in it, and checks every output for planted secret
 //! values.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, Once};

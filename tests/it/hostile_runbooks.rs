@@ -1,9 +1,8 @@
 //! Runbooks that misbehave: each ends with a clear error naming the file and
 //! line, and none reaches a provider or leaks a secret.
 
-mod support;
 
-use support::*;
+use crate::support::*;
 
 fn workspace(sim: &DemoSim) -> Workspace {
     let ws = Workspace::new();

@@ -2,11 +2,10 @@
 //! environment, never argv; the key file must be private; nothing is stored
 //! in clear.
 
-mod support;
 
 use std::os::unix::fs::PermissionsExt;
 
-use support::*;
+use crate::support::*;
 
 #[test]
 fn set_list_rm_round_trip_without_values_in_output_or_on_disk() {

@@ -11,13 +11,12 @@
 //! rotation leaves, and every file keycycle wrote is scanned for secrets in
 //! clear.
 
-mod support;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
 use keycycle_sim::{FailRule, HookSeed, Release, RequestRecord, VariableSeed};
-use support::*;
+use crate::support::*;
 
 /// How long a gated request may take to arrive: covers plugin loading on a
 /// busy machine. Gates make the kill itself deterministic.

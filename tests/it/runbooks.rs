@@ -2,9 +2,8 @@
 //! with `--input`, dry runs, JSON output and exit codes, with the example
 //! plugin against the demo token service.
 
-mod support;
 
-use support::*;
+use crate::support::*;
 
 fn workspace(sim: &DemoSim) -> Workspace {
     let ws = Workspace::new();

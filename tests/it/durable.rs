@@ -3,9 +3,8 @@
 //! refused; a replay that asks for something else is caught; the audit
 //! history shows who did what, and never a secret.
 
-mod support;
 
-use support::*;
+use crate::support::*;
 
 const ROTATE: &str = r#"
 // Rotates the demo admin token, asking the operator for a label half-way.

@@ -3,9 +3,8 @@
 //! (Every run in every test is also checked by the harness; this test
 //! pushes the paths where a leak is most likely.)
 
-mod support;
 
-use support::*;
+use crate::support::*;
 
 #[test]
 fn no_planted_secret_reaches_any_output_or_file() {

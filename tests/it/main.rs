@@ -1,0 +1,16 @@
+//! keycycle's integration tests, as one test binary (the layout wasmtime and
+//! rust-analyzer use): every module drives the real `keycycle` binary on real
+//! compiled plugins, and they share one harness, linked once.
+
+// Not every test module uses every helper of the harness.
+#[allow(dead_code)]
+mod support;
+
+mod canary;
+mod crash;
+mod durable;
+mod gitlab;
+mod hostile_runbooks;
+mod runbooks;
+mod sandbox;
+mod secrets;
