@@ -3,7 +3,6 @@
 //! (Every run in every test is also checked by the harness; this test
 //! pushes the paths where a leak is most likely.)
 
-
 use crate::support::*;
 
 #[test]
@@ -106,5 +105,5 @@ secrets = ["demo/admin", "team-a/token", "rotated/token"]
     ws.run(&["plugins", "inspect", "hostile", "-vvv"])
         .assert_ok();
     ws.run(&["secrets", "list", "-vvv"]).assert_ok();
-    ws.assert_files_clean();
+    ws.assert_files_clean_including(&["state/state.db", "state/secrets.json"]);
 }

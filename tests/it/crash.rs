@@ -11,12 +11,11 @@
 //! rotation leaves, and every file keycycle wrote is scanned for secrets in
 //! clear.
 
-
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
-use keycycle_sim::{FailRule, HookSeed, Release, RequestRecord, VariableSeed};
 use crate::support::*;
+use keycycle_sim::{FailRule, HookSeed, Release, RequestRecord, VariableSeed};
 
 /// How long a gated request may take to arrive: covers plugin loading on a
 /// busy machine. Gates make the kill itself deterministic.
@@ -387,6 +386,13 @@ fn crash_and_resume(
     let killed = ws.kill_at_gate(&case.args(), &gate, ARRIVAL);
     transcript.add("the killed run's stdout", &killed.stdout);
     transcript.add("the killed run's stderr", &killed.stderr);
+    // What the killed run left, before any keycycle opens the database
+    // again: SQLite would fold the WAL into state.db and remove it.
+    ws.assert_files_clean_including(&[
+        "state/state.db",
+        "state/state.db-wal",
+        "state/secrets.json",
+    ]);
     gate.release(mode);
     assert!(
         gate.wait_finished(ARRIVAL),

@@ -3,7 +3,6 @@
 //! refused; a replay that asks for something else is caught; the audit
 //! history shows who did what, and never a secret.
 
-
 use crate::support::*;
 
 const ROTATE: &str = r#"
@@ -133,7 +132,7 @@ fn a_stopped_run_resumes_from_its_journal_without_sending_twice() {
         "the run that failed on the lock took none"
     );
     ws.run(&["show", &run_id]).assert_ok();
-    ws.assert_files_clean();
+    ws.assert_files_clean_including(&["state/state.db", "state/secrets.json"]);
 }
 
 #[test]

@@ -2,9 +2,8 @@
 //! binary with the real gitlab plugin against the GitLab simulator, and the
 //! simulator's true state is checked afterwards.
 
-
-use keycycle_sim::{FailRule, HookSeed, TokenSeed, VariableSeed};
 use crate::support::*;
+use keycycle_sim::{FailRule, HookSeed, TokenSeed, VariableSeed};
 
 /// The active tokens of the family a token belongs to.
 fn active_in_family(sim: &GitLabSim, token_id: u64) -> Vec<keycycle_sim::TokenState> {
@@ -91,7 +90,7 @@ fn personal_token_self_rotation_reaches_every_consumer() {
     after.assert_ok();
     assert_eq!(after.json()["result"], "ops");
     assert_eq!(active_in_family(&sim, sim.ops_token.id).len(), 1);
-    ws.assert_files_clean();
+    ws.assert_files_clean_including(&["state/state.db", "state/secrets.json"]);
 }
 
 #[test]

@@ -7,6 +7,7 @@
 mod support;
 
 mod canary;
+mod cli;
 mod crash;
 mod durable;
 mod gitlab;

@@ -2,7 +2,6 @@
 //! with `--input`, dry runs, JSON output and exit codes, with the example
 //! plugin against the demo token service.
 
-
 use crate::support::*;
 
 fn workspace(sim: &DemoSim) -> Workspace {
@@ -79,7 +78,7 @@ fn params_and_prompts_from_inputs_with_json_output() {
         .map(|s| s["operation"].as_str().unwrap())
         .collect();
     assert_eq!(ops, ["whoami", "create_token", "check_token"]);
-    ws.assert_files_clean();
+    ws.assert_files_clean_including(&["state/state.db", "state/secrets.json"]);
 }
 
 #[test]

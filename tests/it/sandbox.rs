@@ -2,7 +2,6 @@
 //! binary: each attempt fails cleanly with an error naming the plugin, the
 //! operation and what was refused, and the next call in the same host works.
 
-
 use crate::support::*;
 
 /// A workspace with the hostile plugin (two teams' instances), the
@@ -269,14 +268,33 @@ fn an_ungranted_secret_is_refused_and_teams_are_isolated() {
     // Each team's instance reads only its own grant.
     ws.runbook(
         "teams",
-        r#"#{ a: plugin("hostile").read_secret(#{ name: "token" }).value_len,
-             b: plugin("hostile_b").read_secret(#{ name: "token" }).value_len }"#,
+        r#"#{ a: plugin("hostile").read_secret(#{ name: "token" }).salted_sha256,
+             b: plugin("hostile_b").read_secret(#{ name: "token" }).salted_sha256 }"#,
     );
     let run = ws.run(&["run", "teams", "--output", "json"]);
     run.assert_ok();
     let r = run.json()["result"].clone();
-    assert_eq!(r["a"], "team-a-canary".len() + 24);
-    assert_eq!(r["b"], "team-b-canary".len() + 24);
+    // Hashes of the values, not lengths: the two canaries have the same
+    // length, so swapped grants would pass a length check.
+    let stored = ws.stored_secrets();
+    let salted = |name: &str| {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(format!(
+            "isolation-check:{}",
+            stored[name]
+        )))
+    };
+    assert_eq!(
+        r["a"],
+        salted("team-a/token"),
+        "team A's instance reads team A's secret"
+    );
+    assert_eq!(
+        r["b"],
+        salted("team-b/token"),
+        "team B's instance reads team B's secret"
+    );
+    assert_ne!(r["a"], r["b"]);
 }
 
 #[test]

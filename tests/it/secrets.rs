@@ -2,7 +2,6 @@
 //! environment, never argv; the key file must be private; nothing is stored
 //! in clear.
 
-
 use std::os::unix::fs::PermissionsExt;
 
 use crate::support::*;
@@ -42,7 +41,7 @@ fn set_list_rm_round_trip_without_values_in_output_or_on_disk() {
         .map(|r| r["name"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(names, ["from/env", "from/file", "gitlab/token"]);
-    ws.assert_files_clean();
+    ws.assert_files_clean_including(&["state/secrets.json"]);
 
     ws.run(&["secrets", "rm", "from/env"]).assert_ok();
     ws.run(&["secrets", "rm", "from/env"])

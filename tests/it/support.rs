@@ -58,18 +58,77 @@ fn canaries() -> Vec<String> {
 }
 
 /// A random value that looks like a token and is registered as a canary.
+/// It is plain `[a-z0-9-]`, so it can travel in an HTTP header.
 pub fn canary(prefix: &str) -> String {
     let mut bytes = [0u8; 12];
     rand::Rng::fill(&mut rand::rng(), &mut bytes[..]);
     plant(&format!("{prefix}canary{}", hex::encode(bytes)))
 }
 
+/// A canary that every escaping changes: quotes, slashes, `+=%`, control
+/// characters and non-ASCII. For values that stay inside keycycle (stored
+/// secrets, prompt answers), where a leak would otherwise hide behind JSON,
+/// URL or debug escaping.
+pub fn hard_canary(prefix: &str) -> String {
+    let mut bytes = [0u8; 12];
+    rand::Rng::fill(&mut rand::rng(), &mut bytes[..]);
+    plant(&format!(
+        "{prefix}\"q\\b/s+p=e%x\u{8}\u{c}\u{1}\té€-{}",
+        hex::encode(bytes)
+    ))
+}
+
+/// The spellings of `value` a leak could take: as is, JSON-escaped,
+/// debug-escaped, percent-encoded, hex, sha256-hex, and base64 (standard
+/// and URL-safe) at each of the three alignments it can have inside a
+/// longer encoded text.
+pub fn leak_forms(value: &str) -> Vec<(&'static str, String)> {
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    use sha2::Digest;
+    let mut forms = vec![("clear", value.to_owned())];
+    let json = serde_json::to_string(value).unwrap();
+    forms.push(("JSON-escaped", json[1..json.len() - 1].to_owned()));
+    let debug = format!("{value:?}");
+    forms.push(("debug-escaped", debug[1..debug.len() - 1].to_owned()));
+    let percent: String = value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    forms.push(("percent-encoded", percent));
+    forms.push(("hex", hex::encode(value)));
+    forms.push(("sha256-hex", hex::encode(sha2::Sha256::digest(value))));
+    for shift in 0..3 {
+        let tail = &value.as_bytes()[shift..];
+        for (name, engine) in [("base64", &STANDARD), ("base64url", &URL_SAFE_NO_PAD)] {
+            let encoded = base64::Engine::encode(engine, tail);
+            // Only whole groups that do not depend on what follows.
+            let whole = (tail.len() / 3) * 4;
+            if whole >= 16 {
+                forms.push((name, encoded[..whole].to_owned()));
+            }
+        }
+    }
+    forms.sort_by(|a, b| a.1.cmp(&b.1));
+    forms.dedup_by(|a, b| a.1 == b.1);
+    forms
+}
+
+/// Checks `text` for every planted canary in every spelling.
 pub fn assert_clean(what: &str, text: &str) {
     for c in canaries() {
-        assert!(
-            !text.contains(&c),
-            "{what} contains the planted secret {c}:\n{text}"
-        );
+        for (form, spelled) in leak_forms(&c) {
+            assert!(
+                !text.contains(&spelled),
+                "{what} contains a planted secret ({form}) {}…:\n{text}",
+                c.get(..6).unwrap_or("")
+            );
+        }
     }
 }
 
@@ -140,6 +199,18 @@ impl Workspace {
         self.dir.path()
     }
 
+    /// `HOME` of every keycycle the test runs, inside the workspace.
+    pub fn home(&self) -> PathBuf {
+        let home = self.path().join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        home
+    }
+
+    /// The master key the workspace's runs get in `KEYCYCLE_MASTER_KEY`.
+    pub fn master_key(&self) -> &str {
+        &self.master_key
+    }
+
     /// Writes keycycle.toml: the state and cache locations, then `rest`.
     pub fn config(&self, rest: &str) {
         let text = format!(
@@ -169,6 +240,15 @@ impl Workspace {
             .env_remove("KEYCYCLE_CONFIG")
             .env_remove("KEYCYCLE_LOG")
             .env_remove("RUST_LOG")
+            .env_remove("KEYCYCLE_STATE_DIR")
+            .env_remove("KEYCYCLE_STATE_BACKEND")
+            .env_remove("XDG_STATE_HOME")
+            .env_remove("XDG_CACHE_HOME")
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("XDG_DATA_HOME")
+            // Anything keycycle writes to the user's home lands inside the
+            // workspace, where the file scans see it.
+            .env("HOME", self.home())
             .env("KEYCYCLE_MASTER_KEY", &self.master_key)
             .env("NO_COLOR", "1");
         cmd
@@ -216,26 +296,59 @@ impl Workspace {
     }
 
     /// Every file keycycle wrote in the workspace (its state directory,
-    /// runbooks and config), checked for canaries.
-    pub fn assert_files_clean(&self) {
-        for entry in walk(self.path()) {
-            let bytes = std::fs::read(&entry).unwrap();
-            let text = String::from_utf8_lossy(&bytes);
-            // The master key may not appear in files either; it is only in
-            // the environment.
-            assert_clean(&format!("file {}", entry.display()), &text);
+    /// runbooks, config and the user's home), checked for canaries in every
+    /// spelling. Returns the files scanned, relative to the workspace.
+    pub fn assert_files_clean(&self) -> Vec<PathBuf> {
+        let files = walk(self.path());
+        for entry in &files {
+            let bytes = std::fs::read(entry)
+                .unwrap_or_else(|e| panic!("cannot scan {}: {e}", entry.display()));
+            // Bytes, not text: a value in a binary file (state.db) is found
+            // even where the file is not valid UTF-8 around it.
+            for c in canaries() {
+                for (form, spelled) in leak_forms(&c) {
+                    assert!(
+                        !contains_bytes(&bytes, spelled.as_bytes()),
+                        "file {} holds a planted secret ({form}) {}…",
+                        entry.display(),
+                        c.get(..6).unwrap_or("")
+                    );
+                }
+            }
+        }
+        files
+            .iter()
+            .map(|f| f.strip_prefix(self.path()).unwrap().to_owned())
+            .collect()
+    }
+
+    /// [`Workspace::assert_files_clean`], and the scan covered `expected`
+    /// (relative paths): a scan that missed the store or the journal would
+    /// pass for the wrong reason.
+    #[track_caller]
+    pub fn assert_files_clean_including(&self, expected: &[&str]) {
+        let scanned = self.assert_files_clean();
+        for want in expected {
+            assert!(
+                scanned.iter().any(|f| f == Path::new(want)),
+                "{want} was not scanned; the scan saw {scanned:?}"
+            );
         }
     }
 }
 
+/// Every file below `dir`. Anything that cannot be read fails the test
+/// rather than being skipped, and links are not followed (keycycle writes
+/// none).
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for entry in rd.flatten() {
+    let rd =
+        std::fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
+    for entry in rd {
+        let entry = entry.unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
         let p = entry.path();
-        if p.is_dir() {
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
             out.extend(walk(&p));
         } else {
             out.push(p);
@@ -541,7 +654,8 @@ impl Workspace {
     /// never prints them whole.
     pub fn assert_files_lack(&self, what: &str, values: &[String]) {
         for file in walk(self.path()) {
-            let bytes = std::fs::read(&file).unwrap_or_default();
+            let bytes = std::fs::read(&file)
+                .unwrap_or_else(|e| panic!("cannot scan {}: {e}", file.display()));
             for value in values {
                 assert!(
                     !contains_bytes(&bytes, value.as_bytes()),

@@ -21,7 +21,9 @@ usage: cargo xtask <command> [options]
 commands:
   setup              install what builds and tests need (the wasm32-wasip2 target)
   plugins            build the plugin workspaces (plugins/, tests/plugins/) for wasm32-wasip2
-  test [ARGS...]     setup, plugins, then `cargo test --workspace ARGS...`
+  test [ARGS...]     setup, plugins, the plugin workspaces' own unit tests (native),
+                     then `cargo test --workspace ARGS...`; prints each stage's time
+  man [DIR]          write keycycle's man pages (default target/man)
   demo [--keep]      rotate a demo admin token end to end against a local simulator;
                      --keep leaves the demo folder (config, store, cache) in place
   bench-run [--runs N] [--warmup N]
@@ -61,6 +63,7 @@ fn dispatch(args: &[String]) -> Result<()> {
             plugins::build().map(|_| ())
         }
         "test" => test(rest),
+        "man" => man(rest),
         "demo" => {
             let keep = match rest {
                 [] => false,
@@ -90,16 +93,66 @@ fn no_options(command: &str, rest: &[String]) -> Result<()> {
     }
 }
 
-/// The test command: everything the tests rely on, then the tests.
+/// The test command: everything the tests rely on, then every workspace's
+/// tests. The plugin workspaces build for wasm32-wasip2, but their unit
+/// tests are plain Rust and run on the host target.
 fn test(cargo_test_args: &[String]) -> Result<()> {
-    setup::run()?;
-    plugins::build()?;
-    cmd::say("Running the test suite of the whole workspace");
-    cmd::run(
-        cmd::cargo()
-            .args(["test", "--workspace"])
-            .args(cargo_test_args),
-    )
+    let mut stages = Vec::new();
+    let mut stage = |name: &str, f: &mut dyn FnMut() -> Result<()>| -> Result<()> {
+        let started = std::time::Instant::now();
+        let result = f();
+        stages.push((name.to_owned(), started.elapsed()));
+        result
+    };
+    stage("setup", &mut || setup::run())?;
+    stage("plugins (wasm32-wasip2)", &mut || {
+        plugins::build().map(|_| ())
+    })?;
+    for (manifest, what) in plugins::WORKSPACES {
+        stage(&format!("unit tests of {manifest}"), &mut || {
+            cmd::say(&format!(
+                "Running the unit tests of {manifest} ({what}) on the host"
+            ));
+            cmd::run(
+                cmd::cargo()
+                    .args([
+                        "test",
+                        "--workspace",
+                        "--manifest-path",
+                        manifest,
+                        "--target-dir",
+                    ])
+                    .arg(cmd::host_target_dir()),
+            )
+        })?;
+    }
+    let result = stage("host workspace tests", &mut || {
+        cmd::say("Running the test suite of the whole workspace");
+        cmd::run(
+            cmd::cargo()
+                .args(["test", "--workspace"])
+                .args(cargo_test_args),
+        )
+    });
+    cmd::say("Time per stage");
+    for (name, took) in &stages {
+        cmd::note(&format!("{:>8.1} s  {name}", took.as_secs_f64()));
+    }
+    result
+}
+
+/// Builds keycycle and has it write its man pages, generated from the same
+/// clap definition as `--help`.
+fn man(rest: &[String]) -> Result<()> {
+    let dir = match rest {
+        [] => cmd::repo_root().join("target/man"),
+        [dir] => std::path::PathBuf::from(dir),
+        _ => bail!("man takes at most one folder, not `{}`", rest.join(" ")),
+    };
+    cmd::say("Building keycycle");
+    cmd::run(cmd::cargo().args(["build", "--quiet", "--bin", "keycycle"]))?;
+    let bin = cmd::host_target_dir().join("debug/keycycle");
+    cmd::run(std::process::Command::new(bin).arg("man").arg(&dir))
 }
 
 fn parse_bench_options(rest: &[String]) -> Result<bench::Options> {

@@ -81,6 +81,7 @@ pub struct RunbookSection {
 #[derive(Debug)]
 pub struct Config {
     pub file: Option<PathBuf>,
+    pub found_by: FoundBy,
     /// Holds the master key, secrets store and run state by default.
     pub state_dir: PathBuf,
     pub runbooks_dir: PathBuf,
@@ -91,34 +92,76 @@ pub struct Config {
     pub runbooks: BTreeMap<String, RunbookSection>,
 }
 
-/// `--config`, then `KEYCYCLE_CONFIG`, then `./keycycle.toml`. A path given
-/// explicitly must exist; the default may be absent.
-pub fn locate(explicit: Option<&Path>) -> Result<Option<PathBuf>> {
+/// How the config file was found, for `-v` and `keycycle doctor`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FoundBy {
+    Flag,
+    Env,
+    /// `keycycle.toml` in the current folder or the nearest parent that
+    /// has one, the way cargo finds `Cargo.toml`.
+    Search,
+    /// No config file: every setting has its default.
+    Defaults,
+}
+
+impl std::fmt::Display for FoundBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FoundBy::Flag => "given with --config",
+            FoundBy::Env => "given with KEYCYCLE_CONFIG",
+            FoundBy::Search => "found in the current folder or a parent",
+            FoundBy::Defaults => "no keycycle.toml in the current folder or its parents",
+        })
+    }
+}
+
+fn explicit_file(p: &Path, how: &str) -> Result<PathBuf> {
+    if p.is_dir() {
+        let inside = p.join("keycycle.toml");
+        bail!(
+            "{} is a folder, and the config is a file ({how}); pass {}",
+            p.display(),
+            if inside.is_file() {
+                format!("{} instead", inside.display())
+            } else {
+                "the path of a keycycle.toml".to_owned()
+            }
+        );
+    }
+    if !p.is_file() {
+        bail!("config file {} does not exist ({how})", p.display());
+    }
+    Ok(p.to_owned())
+}
+
+/// `--config`, then `KEYCYCLE_CONFIG`, then `keycycle.toml` in the current
+/// folder or its nearest parent. A path given explicitly must exist; the
+/// default may be absent.
+pub fn locate(explicit: Option<&Path>) -> Result<(Option<PathBuf>, FoundBy)> {
     if let Some(p) = explicit {
-        if !p.is_file() {
-            bail!(
-                "config file {} does not exist (given with --config)",
-                p.display()
-            );
-        }
-        return Ok(Some(p.to_owned()));
+        return Ok((
+            Some(explicit_file(p, "given with --config")?),
+            FoundBy::Flag,
+        ));
     }
     if let Some(p) = std::env::var_os("KEYCYCLE_CONFIG").filter(|v| !v.is_empty()) {
-        let p = PathBuf::from(p);
-        if !p.is_file() {
-            bail!(
-                "config file {} does not exist (given with KEYCYCLE_CONFIG)",
-                p.display()
-            );
-        }
-        return Ok(Some(p));
+        let p = explicit_file(Path::new(&p), "given with KEYCYCLE_CONFIG")?;
+        return Ok((Some(p), FoundBy::Env));
     }
-    let p = PathBuf::from("keycycle.toml");
-    Ok(p.is_file().then_some(p))
+    // An operator in `runbooks/` of a keycycle folder means that folder's
+    // config, not the user's default state.
+    let cwd = std::env::current_dir().context("cannot read the current folder")?;
+    for dir in cwd.ancestors() {
+        let candidate = dir.join("keycycle.toml");
+        if candidate.is_file() {
+            return Ok((Some(candidate), FoundBy::Search));
+        }
+    }
+    Ok((None, FoundBy::Defaults))
 }
 
 pub fn load(explicit: Option<&Path>) -> Result<Config> {
-    let file = locate(explicit)?;
+    let (file, found_by) = locate(explicit)?;
     let (parsed, base) = match &file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -175,6 +218,7 @@ pub fn load(explicit: Option<&Path>) -> Result<Config> {
             .map(abs)
             .unwrap_or_else(|| state_dir.join("secrets.json")),
         file,
+        found_by,
         state_dir,
         cache_dir,
         plugins,

@@ -40,6 +40,28 @@ impl Code {
         }
     }
 
+    /// What the code means, for the table.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Code::Internal => "internal error: a bug, or a fault keycycle did not expect",
+            Code::Config => {
+                "configuration error: keycycle.toml, a plugin file, the master key, the store, \
+                 the state folder, or a wrong argument value"
+            }
+            Code::Denied => "capability denied: a host, secret or import not granted",
+            Code::RunbookFailed => "runbook failed: a provider error, fail(), a limit",
+            Code::InputRequired => "input required: an answer was not given with --input",
+            Code::RunbookInvalid => {
+                "runbook invalid: a syntax error, an unknown plugin operation, an import \
+                 outside the runbooks folder"
+            }
+            Code::Locked => "locked: another run holds the credential, or the run is alive",
+            Code::NeedsAttention => {
+                "needs attention: a change was interrupted and its outcome is unknown"
+            }
+        }
+    }
+
     pub fn word(self) -> &'static str {
         match self {
             Code::Internal => "internal",
@@ -90,15 +112,57 @@ pub fn code_of(err: &anyhow::Error) -> Code {
         .unwrap_or(Code::Internal)
 }
 
-pub const EXIT_CODES_HELP: &str = "\
-Exit codes:
-  0  success
-  1  internal error
-  2  command-line usage error
-  3  configuration error (keycycle.toml, plugin file, master key, store)
-  4  capability denied (host, secret or import not granted)
-  5  runbook failed (provider error, fail(), a limit)
-  6  input required (an answer was not given with --input)
-  7  runbook invalid (syntax error, import outside the runbooks folder)
-  8  credential locked by another run (see `keycycle runs`)
-  9  run needs attention: a change was interrupted and its outcome is unknown";
+/// The error chain as the operator reads it: each cause once, without the
+/// exit-code markers (their text is a label for the code, not news).
+pub fn causes(err: &anyhow::Error) -> Vec<String> {
+    let markers: Vec<String> = Code::ALL.iter().map(|c| c.to_string()).collect();
+    let mut out: Vec<String> = Vec::new();
+    for cause in err.chain().map(|c| c.to_string()) {
+        if !markers.contains(&cause) && !out.contains(&cause) {
+            out.push(cause);
+        }
+    }
+    out
+}
+
+/// One row of the exit-code table.
+pub struct Row {
+    pub code: u8,
+    /// The `kind` of a JSON error report; empty for 0 and 2.
+    pub kind: &'static str,
+    pub meaning: &'static str,
+}
+
+/// Every exit code keycycle uses. `--help`, the man page and
+/// `docs/operations.md` show this table, and a test holds the docs to it.
+pub fn table() -> Vec<Row> {
+    let mut rows = vec![
+        Row {
+            code: 0,
+            kind: "",
+            meaning: "success",
+        },
+        Row {
+            code: 2,
+            kind: "",
+            meaning: "command-line usage error (an unknown flag, a missing argument)",
+        },
+    ];
+    rows.extend(Code::ALL.iter().map(|c| Row {
+        code: c.exit_code(),
+        kind: c.word(),
+        meaning: c.meaning(),
+    }));
+    rows.sort_by_key(|r| r.code);
+    rows
+}
+
+/// The table as `--help` shows it.
+pub fn help_table() -> String {
+    let mut text = String::from("Exit codes:\n");
+    for row in table() {
+        let kind = if row.kind.is_empty() { "-" } else { row.kind };
+        text.push_str(&format!("  {:<2} {:<16} {}\n", row.code, kind, row.meaning));
+    }
+    text
+}

@@ -118,7 +118,7 @@ impl Inputs {
                 } else {
                     ""
                 };
-                eprint!("{}{suffix}: ", prompt.text);
+                err!("{}{suffix}: ", prompt.text);
                 std::io::stderr().flush().map_err(failed)?;
                 let mut line = String::new();
                 if std::io::stdin()
@@ -134,7 +134,7 @@ impl Inputs {
                 }
                 match to_answer(prompt, line.trim_end_matches(['\n', '\r'])) {
                     Ok(answer) => return Ok(answer),
-                    Err(e) => eprintln!("{e}"),
+                    Err(e) => errln!("{e}"),
                 }
             },
         }

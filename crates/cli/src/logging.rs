@@ -6,9 +6,39 @@ use std::io::{self, Write};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
+/// `--color`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// Whether log lines get ANSI colour: `always` and `never` are obeyed;
+/// `auto` means stderr is a terminal, `NO_COLOR` is unset or empty
+/// (no-color.org), and `TERM` is not `dumb`.
+pub fn use_color(choice: Color) -> bool {
+    match choice {
+        Color::Always => true,
+        Color::Never => false,
+        Color::Auto => {
+            io::IsTerminal::is_terminal(&io::stderr())
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                && std::env::var_os("TERM").is_none_or(|t| t != "dumb")
+        }
+    }
+}
+
 /// Sets up tracing. `verbosity` is `-v` count minus `-q` count.
 /// `KEYCYCLE_LOG` (an `EnvFilter` directive) overrides it.
-pub fn init(verbosity: i8) {
+pub fn init(verbosity: i8, color: Color, format: Format) {
     let level = match verbosity {
         i8::MIN..=-2 => "error",
         -1 => "warn",
@@ -29,13 +59,23 @@ pub fn init(verbosity: i8) {
         .ok()
         .and_then(|v| EnvFilter::try_new(v).ok())
         .unwrap_or_else(|| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(RedactingStderr)
-        .with_target(verbosity >= 1)
-        .with_ansi(std::io::IsTerminal::is_terminal(&io::stderr()))
-        .without_time()
-        .try_init();
+        .with_writer(RedactingStderr);
+    let _ = match format {
+        // CI collects these: every line is one JSON object with a
+        // timestamp, the level, the target and the fields.
+        Format::Json => builder
+            .json()
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+        Format::Text => builder
+            .with_target(verbosity >= 1)
+            .with_ansi(use_color(color))
+            .without_time()
+            .try_init(),
+    };
 
     std::panic::set_hook(Box::new(|info| {
         let payload = info

@@ -1,6 +1,13 @@
 //! The `keycycle` command line: rotate secrets and API tokens with Rhai
 //! runbooks that call sandboxed WebAssembly plugins.
 
+// Printing goes through `out`, which masks secrets and survives a closed pipe.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+// First, so its macros are in scope in every other module.
+#[macro_use]
+mod out;
+
 mod config;
 mod durable;
 mod effects;
@@ -28,19 +35,27 @@ use crate::exit::Code;
 #[command(
     name = "keycycle",
     version,
-    about = "Rotate secrets and API tokens with sandboxed plugins and Rhai runbooks",
-    after_help = exit::EXIT_CODES_HELP,
+    about = "Rotate secrets and API tokens with sandboxed plugins and Rhai runbooks"
 )]
 struct Cli {
-    /// Config file [default: $KEYCYCLE_CONFIG, else ./keycycle.toml]
+    /// Config file [default: $KEYCYCLE_CONFIG, else keycycle.toml in this folder or a parent]
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
     /// More logging (-v debug, -vv trace, -vvv trace of every library)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
-    /// Less logging (-q warnings only, -qq errors only)
+    /// Less output (-q: warnings and errors, no summary lines; -qq: errors only)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     quiet: u8,
+    /// Output format of what a command prints on stdout
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    /// Colour in log lines: auto (a terminal, and NO_COLOR unset and TERM not dumb)
+    #[arg(long, global = true, value_enum, default_value_t = logging::Color::Auto)]
+    color: logging::Color,
+    /// Format of log lines on stderr (json: one object per line, for CI)
+    #[arg(long, global = true, value_enum, default_value_t = logging::Format::Text)]
+    log_format: logging::Format,
     #[command(subcommand)]
     command: Command,
 }
@@ -63,10 +78,7 @@ enum Command {
     Resume(ResumeArgs),
     /// List runs that did not finish, with their state and locks
     #[command(after_help = "Example:\n  keycycle runs --output json")]
-    Runs {
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
-    },
+    Runs,
     /// Release a credential's lock held by a run that will not finish
     #[command(after_help = "Example:\n  keycycle unlock gitlab:pat/42")]
     Unlock {
@@ -93,18 +105,12 @@ enum Command {
     Retry { action_id: String },
     /// List deferred actions that are not done (failed ones included)
     #[command(after_help = "Example:\n  keycycle pending --output json")]
-    Pending {
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
-    },
+    Pending,
     /// Run the deferred actions that are due (safe from cron, CI or a CronJob)
     #[command(
         after_help = "Examples:\n  keycycle cleanup\n  */15 * * * * cd /srv/keycycle && keycycle cleanup -q"
     )]
-    Cleanup {
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
-    },
+    Cleanup,
     /// The audit history: runs, newest first
     #[command(
         after_help = "Examples:\n  keycycle history\n  keycycle history --credential gitlab:pat/42 --output json"
@@ -113,19 +119,27 @@ enum Command {
         /// Only runs that locked this credential
         #[arg(long)]
         credential: Option<String>,
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
     },
     /// One run's timeline: who, what, each step, the end
     #[command(after_help = "Example:\n  keycycle show 3f2a9c0d11e4b7a2 --output json")]
-    Show {
-        run_id: String,
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
-    },
+    Show { run_id: String },
     /// Serve a provider simulator on 127.0.0.1, to rehearse runbooks
     #[command(after_help = SIM_HELP)]
     Sim(SimArgs),
+    /// Print a shell completion script
+    #[command(
+        after_help = "Examples:\n  keycycle completions bash > /etc/bash_completion.d/keycycle\n  keycycle completions zsh > \"${fpath[1]}/_keycycle\"\n  keycycle completions fish > ~/.config/fish/completions/keycycle.fish"
+    )]
+    Completions {
+        /// The shell to complete for
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages into a folder (used by `cargo xtask man`)
+    #[command(hide = true)]
+    Man {
+        /// Where to write the pages
+        dir: PathBuf,
+    },
 }
 
 const RUN_HELP: &str = "\
@@ -162,9 +176,6 @@ struct RunArgs {
     /// Run read-only operations, and print the changing ones instead of sending them
     #[arg(long)]
     dry_run: bool,
-    /// Output format
-    #[arg(long, value_enum, default_value_t = Output::Text)]
-    output: Output,
 }
 
 #[derive(Args)]
@@ -181,8 +192,6 @@ struct ResumeArgs {
     /// (only after checking at the provider that it did not happen)
     #[arg(long)]
     retry_in_flight: bool,
-    #[arg(long, value_enum, default_value_t = Output::Text)]
-    output: Output,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -195,18 +204,13 @@ enum Output {
 enum PluginsCommand {
     /// List the configured plugins and whether they load
     #[command(after_help = "Example:\n  keycycle plugins list --output json")]
-    List {
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
-    },
+    List,
     /// Show a plugin's operations, what it needs, and what it is granted
     #[command(after_help = "Example:\n  keycycle plugins inspect gitlab --env prod")]
     Inspect {
         name: String,
         #[arg(long, value_name = "NAME")]
         env: Option<String>,
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
     },
 }
 
@@ -230,10 +234,7 @@ enum SecretsCommand {
     },
     /// List stored secret names (never values)
     #[command(after_help = "Example:\n  keycycle secrets list --output json")]
-    List {
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
-    },
+    List,
     /// Remove a secret
     #[command(after_help = "Example:\n  keycycle secrets rm gitlab/old-token")]
     Rm { name: String },
@@ -264,12 +265,24 @@ fn parse_set(items: &[String]) -> Result<BTreeMap<String, String>> {
 }
 
 async fn dispatch(cli: Cli) -> Result<()> {
+    // Tests prove that a bug ends as exit 1 with a masked message; release
+    // builds have no such switch.
+    #[cfg(debug_assertions)]
+    if std::env::var_os("KEYCYCLE_DEBUG_PANIC").is_some() {
+        panic!("KEYCYCLE_DEBUG_PANIC is set");
+    }
+    let json = cli.output == Output::Json;
     let load_config = || {
         let config = config::load(cli.config.as_deref()).context(Code::Config)?;
         match &config.file {
-            Some(f) => tracing::debug!("using config {}", f.display()),
-            None => tracing::debug!("no config file; using defaults"),
+            Some(f) => {
+                tracing::debug!(target: "keycycle", "using config {} ({})", f.display(), config.found_by)
+            }
+            None => {
+                tracing::debug!(target: "keycycle", "no config file ({}); using defaults", config.found_by)
+            }
         }
+        tracing::debug!(target: "keycycle", "state folder {}", config.state_dir.display());
         anyhow::Ok(config)
     };
     match cli.command {
@@ -290,7 +303,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
                     inputs: given,
                     env: args.env,
                     dry_run: args.dry_run,
-                    json: args.output == Output::Json,
+                    json,
                 },
             )
             .await
@@ -327,44 +340,30 @@ async fn dispatch(cli: Cli) -> Result<()> {
                     inputs: given,
                     env: record.env.clone(),
                     dry_run: false,
-                    json: args.output == Output::Json,
+                    json,
                 },
             )
             .await
         }
-        Command::Runs { output } => state_cmds::runs(&load_config()?, output == Output::Json),
+        Command::Runs => state_cmds::runs(&load_config()?, json),
         Command::Unlock { credential, yes } => {
             state_cmds::unlock(&load_config()?, &credential, yes)
         }
-        Command::Pending { output } => state_cmds::pending(&load_config()?, output == Output::Json),
+        Command::Pending => state_cmds::pending(&load_config()?, json),
         Command::Abandon {
             run_id,
             reason,
             yes,
         } => state_cmds::abandon(&load_config()?, &run_id, &reason, yes),
         Command::Retry { action_id } => state_cmds::retry(&load_config()?, &action_id),
-        Command::Cleanup { output } => {
-            state_cmds::cleanup(&load_config()?, output == Output::Json).await
+        Command::Cleanup => state_cmds::cleanup(&load_config()?, json).await,
+        Command::History { credential } => {
+            state_cmds::history(&load_config()?, credential.as_deref(), json)
         }
-        Command::History { credential, output } => state_cmds::history(
-            &load_config()?,
-            credential.as_deref(),
-            output == Output::Json,
-        ),
-        Command::Show { run_id, output } => {
-            state_cmds::show(&load_config()?, &run_id, output == Output::Json)
-        }
-        Command::Plugins(PluginsCommand::List { output }) => {
-            plugins_cmd::list(&load_config()?, output == Output::Json).await
-        }
-        Command::Plugins(PluginsCommand::Inspect { name, env, output }) => {
-            plugins_cmd::inspect(
-                &load_config()?,
-                &name,
-                env.as_deref(),
-                output == Output::Json,
-            )
-            .await
+        Command::Show { run_id } => state_cmds::show(&load_config()?, &run_id, json),
+        Command::Plugins(PluginsCommand::List) => plugins_cmd::list(&load_config()?, json).await,
+        Command::Plugins(PluginsCommand::Inspect { name, env }) => {
+            plugins_cmd::inspect(&load_config()?, &name, env.as_deref(), json).await
         }
         Command::Secrets(cmd) => {
             let config = load_config()?;
@@ -375,19 +374,67 @@ async fn dispatch(cli: Cli) -> Result<()> {
                     from_file,
                     from_env,
                 } => secrets_cmd::set(&config, &name, from_file.as_deref(), from_env.as_deref()),
-                SecretsCommand::List { output } => {
-                    secrets_cmd::list(&config, output == Output::Json)
-                }
+                SecretsCommand::List => secrets_cmd::list(&config, json),
                 SecretsCommand::Rm { name } => secrets_cmd::rm(&config, &name),
             }
         }
         Command::Sim(args) => sim_cmd::serve(args.provider, args.port).await,
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut command(), "keycycle", &mut out);
+            out!("{}", String::from_utf8_lossy(&out));
+            Ok(())
+        }
+        Command::Man { dir } => man_pages(&dir),
     }
 }
 
+/// The command-line definition, with the exit-code table (kept in
+/// `exit.rs`, the one source of truth) as the closing help text.
+fn command() -> clap::Command {
+    use clap::CommandFactory;
+    Cli::command().after_help(exit::help_table())
+}
+
+/// Writes a man page for keycycle and one for each subcommand into `dir`
+/// (`cargo xtask man` calls this).
+fn man_pages(dir: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))
+        .context(Code::Config)?;
+    let mut written = 0;
+    let root = command();
+    let mut pending = vec![(String::from("keycycle"), root)];
+    while let Some((name, cmd)) = pending.pop() {
+        if cmd.is_hide_set() {
+            continue;
+        }
+        for sub in cmd.get_subcommands() {
+            pending.push((
+                format!("{name}-{}", sub.get_name()),
+                sub.clone().name(format!("{name}-{}", sub.get_name())),
+            ));
+        }
+        let path = dir.join(format!("{name}.1"));
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd).render(&mut page)?;
+        std::fs::write(&path, page).with_context(|| format!("cannot write {}", path.display()))?;
+        written += 1;
+    }
+    note!("wrote {written} man pages to {}", dir.display());
+    Ok(())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    logging::init(cli.verbose as i8 - cli.quiet as i8);
+    use clap::FromArgMatches;
+    let cli = match Cli::from_arg_matches(&command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let verbosity = (cli.verbose as i8).saturating_sub(cli.quiet as i8);
+    out::set_verbosity(verbosity);
+    logging::init(verbosity, cli.color, cli.log_format);
+    let json = cli.output == Output::Json;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -395,32 +442,45 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            errln!("error: cannot start the async runtime: {e}");
             return ExitCode::from(Code::Internal.exit_code());
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    // A panic is a bug, but still an internal error to a script (exit 1),
+    // not Rust's 101; the hook has already printed it, masked.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(dispatch(cli))
+    }))
+    .unwrap_or_else(|_| Err(anyhow::anyhow!("keycycle stopped on a bug (see above)")));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             let code = exit::code_of(&err);
-            // The code's own text is a marker for the exit code, not news.
-            let markers: Vec<String> = Code::ALL.iter().map(|c| c.to_string()).collect();
+            let causes = exit::causes(&err);
             let mut text = String::new();
-            for cause in err
-                .chain()
-                .map(|c| c.to_string())
-                .filter(|c| !markers.contains(c))
-            {
-                if text.is_empty() {
-                    text.push_str(&format!("error: {cause}\n"));
-                } else {
-                    text.push_str(&format!("  caused by: {cause}\n"));
-                }
+            for (i, cause) in causes.iter().enumerate() {
+                let head = if i == 0 { "error" } else { "  caused by" };
+                text.push_str(&format!("{head}: {cause}\n"));
             }
             if text.is_empty() {
                 text = format!("error: {code}\n");
             }
-            eprint!("{}", keycycle_secret::redact(&text));
+            err!("{text}");
+            // A JSON reader gets the error as JSON too, unless the command
+            // already printed its own report (a run's, say).
+            if json && !out::stdout_used() {
+                let message = causes.first().cloned().unwrap_or_else(|| code.to_string());
+                let doc = serde_json::json!({
+                    "ok": false,
+                    "error": {
+                        "kind": code.word(),
+                        "exit_code": code.exit_code(),
+                        "message": message,
+                        "causes": causes.get(1..).unwrap_or_default(),
+                    }
+                });
+                outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+            }
             ExitCode::from(code.exit_code())
         }
     }

@@ -40,13 +40,13 @@ pub async fn list(config: &Config, as_json: bool) -> Result<()> {
         });
     }
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
     } else if rows.is_empty() {
-        eprintln!("no plugins are configured");
+        errln!("no plugins are configured");
     } else {
         for row in rows {
             match row["status"].as_str() {
-                Some("ok") => println!(
+                Some("ok") => outln!(
                     "{}\t{} {}\t{} operations\tsha256:{}",
                     row["name"].as_str().unwrap_or(""),
                     row["plugin"].as_str().unwrap_or(""),
@@ -55,7 +55,7 @@ pub async fn list(config: &Config, as_json: bool) -> Result<()> {
                     &row["sha256"].as_str().unwrap_or("")
                         [..12.min(row["sha256"].as_str().unwrap_or("").len())],
                 ),
-                _ => println!(
+                _ => outln!(
                     "{}\t{}: {}",
                     row["name"].as_str().unwrap_or(""),
                     row["status"].as_str().unwrap_or(""),
@@ -114,22 +114,22 @@ pub async fn inspect(config: &Config, name: &str, env: Option<&str>, as_json: bo
         "not_effective": plugin.unmatched(),
     });
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "{name}: {} {} ({})",
         d.name,
         d.version,
         section.path.display()
     );
-    println!("sha256: {}", plugin.sha256());
-    println!("\noperations:");
+    outln!("sha256: {}", plugin.sha256());
+    outln!("\noperations:");
     for op in &d.operations {
         let tag = if op.mutates { "changes" } else { "reads" };
-        println!("  {:<24} [{tag}] {}", op.name, op.doc);
+        outln!("  {:<24} [{tag}] {}", op.name, op.doc);
         for f in &op.inputs {
-            println!(
+            outln!(
                 "      {}{}: {}",
                 f.name,
                 if f.required { "" } else { " (optional)" },
@@ -137,25 +137,25 @@ pub async fn inspect(config: &Config, name: &str, env: Option<&str>, as_json: bo
             );
         }
         if !op.secret_outputs.is_empty() {
-            println!("      secret outputs: {}", op.secret_outputs.join(", "));
+            outln!("      secret outputs: {}", op.secret_outputs.join(", "));
         }
         if let Some(r) = &op.recover_with {
-            println!("      recovered with: {r}");
+            outln!("      recovered with: {r}");
         }
         if op.mutates && op.idempotent {
-            println!("      safe to send twice");
+            outln!("      safe to send twice");
         }
         if let Some(advice) = &op.if_interrupted {
-            println!("      if interrupted: {advice}");
+            outln!("      if interrupted: {advice}");
         }
     }
-    println!(
+    outln!(
         "\ndeclares: hosts [{}], secrets [{}], config [{}]",
         d.hosts.join(", "),
         d.secrets.join(", "),
         d.config.join(", ")
     );
-    println!(
+    outln!(
         "granted:  hosts [{}], secrets [{}], config [{}]",
         plugin.effective_hosts().join(", "),
         plugin
@@ -167,7 +167,7 @@ pub async fn inspect(config: &Config, name: &str, env: Option<&str>, as_json: bo
         plugin.effective_config_keys().join(", ")
     );
     for gap in plugin.unmatched() {
-        println!("  not effective: {gap}");
+        outln!("  not effective: {gap}");
     }
     Ok(())
 }

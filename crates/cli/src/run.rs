@@ -140,8 +140,38 @@ fn code_for(kind: &ErrorKind) -> Code {
     }
 }
 
+/// Every `--input` source must be readable before the run starts: a typo
+/// found at the prompt would stop a run that already holds its locks.
+fn check_input_sources(inputs: &BTreeMap<String, Source>) -> Result<()> {
+    for (name, source) in inputs {
+        match source {
+            Source::File(path) => {
+                std::fs::File::open(path)
+                    .with_context(|| {
+                        format!(
+                            "--input {name}=@{}: cannot read the file; fix the path and run the same command again",
+                            path.display()
+                        )
+                    })
+                    .context(Code::Config)?;
+            }
+            Source::Env(var) => {
+                if std::env::var_os(var).is_none() {
+                    return Err(anyhow!(
+                        "--input {name}=env:{var}: the environment variable {var} is not set"
+                    ))
+                    .context(Code::Config);
+                }
+            }
+            Source::Literal(_) => {}
+        }
+    }
+    Ok(())
+}
+
 pub async fn run(config: Config, req: RunRequest) -> Result<()> {
     let started = Instant::now();
+    check_input_sources(&req.inputs)?;
     if let Some(env) = &req.env {
         config.check_env(env).context(Code::Config)?;
     }
@@ -162,6 +192,10 @@ pub async fn run(config: Config, req: RunRequest) -> Result<()> {
         .unwrap_or_default();
 
     let store = Arc::new(StoreAccess::new(&config));
+    // The master key and the store are checked before anything is
+    // recorded or sent: a wrong key is a configuration error (exit 3), not
+    // a refusal in the middle of a run.
+    store.with(|_| Ok(()))?;
     let (_sandbox, plugins) = load_plugins(&config, req.env.as_deref(), store.clone()).await?;
 
     let run_id = match &req.resume {
@@ -264,6 +298,15 @@ pub async fn run(config: Config, req: RunRequest) -> Result<()> {
         Ok(r) => r,
         Err(e) => {
             let code = code_for(&e.kind);
+            if req.json {
+                // Nothing ran, and no run was recorded: no run id, no steps.
+                print_json(&serde_json::json!({
+                    "ok": false,
+                    "runbook": shown_path,
+                    "dry_run": req.dry_run,
+                    "error": error_report(&e, code),
+                }))?;
+            }
             return Err(anyhow::Error::new(e).context(code));
         }
     };
@@ -322,12 +365,12 @@ pub async fn run(config: Config, req: RunRequest) -> Result<()> {
                 })?;
             } else {
                 if !result.is_null() {
-                    println!(
+                    outln!(
                         "{}",
                         keycycle_secret::redact(&serde_json::to_string_pretty(&result)?)
                     );
                 }
-                eprintln!(
+                note!(
                     "{}",
                     keycycle_secret::redact(&format!(
                         "runbook {runbook_name} finished: {} plugin calls, {changes} changes{} ({duration_ms} ms)",
@@ -349,14 +392,7 @@ pub async fn run(config: Config, req: RunRequest) -> Result<()> {
                     duration_ms,
                     steps,
                     result: None,
-                    error: Some(ErrorReport {
-                        kind: code.word(),
-                        exit_code: code.exit_code(),
-                        message: e.to_string(),
-                        file: Some(e.file.display().to_string()),
-                        line: e.line,
-                        column: e.column,
-                    }),
+                    error: Some(error_report(&e, code)),
                 })?;
             }
             Err(anyhow::Error::new(e).context(code))
@@ -364,8 +400,19 @@ pub async fn run(config: Config, req: RunRequest) -> Result<()> {
     }
 }
 
+fn error_report(e: &RunbookError, code: Code) -> ErrorReport {
+    ErrorReport {
+        kind: code.word(),
+        exit_code: code.exit_code(),
+        message: e.to_string(),
+        file: Some(e.file.display().to_string()),
+        line: e.line,
+        column: e.column,
+    }
+}
+
 fn print_json(report: &impl Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(report)?;
-    println!("{}", keycycle_secret::redact(&text));
+    outln!("{}", keycycle_secret::redact(&text));
     Ok(())
 }

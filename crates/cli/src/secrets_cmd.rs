@@ -25,7 +25,7 @@ pub fn init(config: &Config) -> Result<()> {
     }
     let key = MasterKey::generate();
     key.write_new_file(path).context(Code::Config)?;
-    eprintln!(
+    errln!(
         "created master key {} (mode 0600). Back it up: without it the secrets store cannot be read.\n\
          To use the key elsewhere, set {KEY_ENV} to its contents instead.",
         path.display()
@@ -66,7 +66,7 @@ pub fn set(
     let value = SecretValue::new(value);
     let store = StoreAccess::new(config);
     store.with(|s| Ok(s.set(name, &value)?))?;
-    eprintln!("stored secret `{name}`");
+    note!("stored secret `{name}`");
     Ok(())
 }
 
@@ -78,12 +78,12 @@ pub fn list(config: &Config, json: bool) -> Result<()> {
             .iter()
             .map(|i| serde_json::json!({"name": i.name, "created_at": rfc3339(i.created_at), "updated_at": rfc3339(i.updated_at)}))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
     } else if items.is_empty() {
-        eprintln!("the store is empty");
+        note!("the store is empty");
     } else {
         for i in items {
-            println!("{}\t(updated {})", i.name, rfc3339(i.updated_at));
+            outln!("{}\t(updated {})", i.name, rfc3339(i.updated_at));
         }
     }
     Ok(())
@@ -92,7 +92,7 @@ pub fn list(config: &Config, json: bool) -> Result<()> {
 pub fn rm(config: &Config, name: &str) -> Result<()> {
     let store = StoreAccess::new(config);
     if store.with(|s| Ok(s.remove(name)?))? {
-        eprintln!("removed secret `{name}`");
+        note!("removed secret `{name}`");
         Ok(())
     } else {
         Err(anyhow!("there is no secret `{name}` in the store")).context(Code::Config)

@@ -37,7 +37,7 @@ fn when(ms: i64) -> String {
 }
 
 fn print_json(value: &serde_json::Value) -> Result<()> {
-    println!(
+    outln!(
         "{}",
         keycycle_secret::redact(&serde_json::to_string_pretty(value)?)
     );
@@ -82,7 +82,7 @@ pub fn runs(config: &Config, as_json: bool) -> Result<()> {
         return print_json(&json!(runs.iter().map(run_json).collect::<Vec<_>>()));
     }
     if runs.is_empty() {
-        eprintln!("every run finished");
+        note!("every run finished");
     }
     let locks = state.locks().context(Code::Config)?;
     for r in runs {
@@ -91,7 +91,7 @@ pub fn runs(config: &Config, as_json: bool) -> Result<()> {
             .filter(|l| l.run_id == r.run_id)
             .map(|l| l.credential.as_str())
             .collect();
-        println!(
+        outln!(
             "{}\t{}\t{}\tstarted {} by {}@{}\tlocks: {}",
             r.run_id,
             r.state,
@@ -130,7 +130,7 @@ pub fn unlock(config: &Config, credential: &str, yes: bool) -> Result<()> {
         yes,
         &format!("releasing the lock of run {} on {credential}", lock.run_id),
     )? {
-        eprintln!("the lock was kept");
+        errln!("the lock was kept");
         return Ok(());
     }
     state.release_lock(credential).context(Code::Config)?;
@@ -144,7 +144,7 @@ pub fn unlock(config: &Config, credential: &str, yes: bool) -> Result<()> {
             },
         )
         .context(Code::Config)?;
-    eprintln!("released {credential} (it was held by run {})", lock.run_id);
+    note!("released {credential} (it was held by run {})", lock.run_id);
     Ok(())
 }
 
@@ -159,7 +159,7 @@ fn confirmed(question: &str, yes: bool, without_terminal: &str) -> Result<bool> 
         ))
         .context(Code::InputRequired);
     }
-    eprint!("{question} [y/N] ");
+    err!("{question} [y/N] ");
     std::io::stderr().flush()?;
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
@@ -202,7 +202,7 @@ pub fn abandon(config: &Config, run_id: &str, reason: &str, yes: bool) -> Result
         }
     );
     if !confirmed(&question, yes, &format!("abandoning run {run_id}"))? {
-        eprintln!("run {run_id} was left as it is");
+        errln!("run {run_id} was left as it is");
         return Ok(());
     }
     let by = format!("{reason} ({}@{})", user(), host());
@@ -220,7 +220,7 @@ pub fn abandon(config: &Config, run_id: &str, reason: &str, yes: bool) -> Result
         .finish_run(run_id, keycycle_store::state::RunState::Failed, Some(&by))
         .context(Code::Config)?;
     let released = state.release_run_locks(run_id).context(Code::Config)?;
-    eprintln!(
+    note!(
         "abandoned run {run_id}; released {} lock(s)",
         released.len()
     );
@@ -235,7 +235,7 @@ pub fn retry(config: &Config, action_id: &str) -> Result<()> {
         .retry_action(action_id)
         .with_context(|| format!("cannot put action {action_id} back in the queue"))
         .context(Code::Config)?;
-    eprintln!("action {action_id} is due again; `keycycle cleanup` runs it");
+    note!("action {action_id} is due again; `keycycle cleanup` runs it");
     Ok(())
 }
 
@@ -253,7 +253,7 @@ pub fn history(config: &Config, credential: Option<&str>, as_json: bool) -> Resu
         return print_json(&json!(runs.iter().map(run_json).collect::<Vec<_>>()));
     }
     for r in runs {
-        println!(
+        outln!(
             "{}\t{}\t{}\t{}@{}\t{}\t{}",
             when(r.started_at),
             r.run_id,
@@ -342,7 +342,7 @@ pub fn show(config: &Config, run_id: &str, as_json: bool) -> Result<()> {
     if let Some(d) = &run.detail {
         out += &format!("final: {d}\n");
     }
-    print!("{}", keycycle_secret::redact(&out));
+    out!("{}", keycycle_secret::redact(&out));
     Ok(())
 }
 
@@ -371,10 +371,10 @@ pub fn pending(config: &Config, as_json: bool) -> Result<()> {
         return print_json(&json!(actions.iter().map(action_json).collect::<Vec<_>>()));
     }
     if actions.is_empty() {
-        eprintln!("nothing is pending");
+        note!("nothing is pending");
     }
     for a in actions {
-        println!(
+        outln!(
             "{}\t{}\t{}.{}\t{}\tdue {}\tattempts {}{}",
             a.id,
             a.state,
@@ -443,7 +443,7 @@ pub async fn cleanup(config: &Config, as_json: bool) -> Result<()> {
     if as_json {
         print_json(&json!(report))?;
     } else {
-        eprintln!("cleanup: {} action(s) run, {failures} failed", report.len());
+        note!("cleanup: {} action(s) run, {failures} failed", report.len());
     }
     if failures > 0 {
         return Err(anyhow!(

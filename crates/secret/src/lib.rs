@@ -79,10 +79,13 @@ pub fn register(value: &str) {
         return;
     }
     let mut forms = vec![value.to_owned()];
-    // A value inside JSON output is escaped; mask that spelling too.
-    let escaped = serde_escape(value);
-    if escaped != value {
-        forms.push(escaped);
+    // A value inside output may be escaped: as serde_json writes it (JSON
+    // output, JSON log lines) or as `{:?}` does (an error that quotes a
+    // string). Mask those spellings too.
+    for escaped in [json_escape(value), debug_escape(value)] {
+        if escaped != value && !forms.contains(&escaped) {
+            forms.push(escaped);
+        }
     }
     let mut known = REDACTOR
         .write()
@@ -115,20 +118,20 @@ pub fn registered_count() -> usize {
     REDACTOR.read().map(|k| k.len()).unwrap_or(0)
 }
 
-fn serde_escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
+/// `value` as serde_json spells it inside a JSON string.
+fn json_escape(value: &str) -> String {
+    let quoted = serde_json::to_string(value).unwrap_or_default();
+    quoted
+        .strip_prefix('"')
+        .and_then(|q| q.strip_suffix('"'))
+        .unwrap_or(&quoted)
+        .to_owned()
+}
+
+/// `value` as `format!("{value:?}")` spells it, without the quotes.
+fn debug_escape(value: &str) -> String {
+    let quoted = format!("{value:?}");
+    quoted[1..quoted.len() - 1].to_owned()
 }
 
 #[cfg(test)]
@@ -149,6 +152,17 @@ mod tests {
         let out = redact(line);
         assert!(!out.contains("en-with-quote"), "{out}");
         assert_eq!(out, r#"{"v":"***"} and ***"#);
+    }
+
+    #[test]
+    fn every_escaped_spelling_is_masked() {
+        let value = "tok\"en/+=%\u{8}\u{c}\u{1}é-aaaaaaaa";
+        register(value);
+        let json = serde_json::to_string(&serde_json::json!({ "v": value })).unwrap();
+        assert!(json.contains("\\b") && json.contains("\\f"), "{json}");
+        assert_eq!(redact(&json), format!("{{\"v\":\"{MASK}\"}}"));
+        let debug = format!("{value:?}");
+        assert_eq!(redact(&debug), format!("\"{MASK}\""));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! granted. The sandbox tests call each operation and check that the host
 //! stops it and says why.
 
+use sha2::Digest as _;
 use std::hint::black_box;
 
 use keycycle_plugin_sdk::prelude::*;
@@ -30,7 +31,7 @@ impl Plugin for Hostile {
             ))
             .operation(Operation::new("log_flood", "Log without end"))
             .operation(
-                Operation::new("read_secret", "Read a secret by name and report its length").input(
+                Operation::new("read_secret", "Read a secret by name and report its length and a salted hash").input(
                     "name",
                     "secret name",
                     true,
@@ -69,7 +70,11 @@ impl Plugin for Hostile {
             "log_flood" => log_flood(),
             "read_secret" => {
                 let value = secret(input.str_field("name")?)?;
-                Ok(json!({"value_len": value.len()}))
+                // Salted, so the report is not the plain sha256 a leak scan
+                // looks for.
+                let digest = sha2::Sha256::digest(format!("isolation-check:{value}"));
+                let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+                Ok(json!({"value_len": value.len(), "salted_sha256": hex}))
             }
             "read_env" => {
                 let vars: Vec<(String, String)> = std::env::vars().collect();

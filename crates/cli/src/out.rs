@@ -1,0 +1,109 @@
+//! Everything keycycle prints goes through here: masked for secret values,
+//! and written so that a closed pipe is never a failure.
+//!
+//! `keycycle run … | head -1` closes stdout while keycycle still writes.
+//! Rust ignores SIGPIPE, so the write fails with `BrokenPipe`, and
+//! `println!` turns that into a panic (exit 101, "This is a bug"): a script
+//! then sees a crash after a rotation that succeeded and may run it again.
+//! Restoring SIGPIPE instead would kill the process at whatever write comes
+//! first, possibly in the middle of a rotation. So a write to a closed
+//! stream is dropped, quietly, and the command ends with the exit code its
+//! work earned.
+//!
+//! The macros mirror `print!`/`println!`/`eprint!`/`eprintln!`; `note!` is
+//! for summary lines ("runbook X finished …"), which `-q` silences so a
+//! cron log gets only what went wrong.
+
+use std::fmt;
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, AtomicI8, Ordering};
+
+/// `-v` count minus `-q` count, as given on the command line.
+static VERBOSITY: AtomicI8 = AtomicI8::new(0);
+/// Set once stdout turned out to be closed, so nothing more is tried.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+static STDERR_CLOSED: AtomicBool = AtomicBool::new(false);
+/// Set by the first write to stdout, so `main` knows whether a JSON reader
+/// already has a document.
+static STDOUT_USED: AtomicBool = AtomicBool::new(false);
+
+/// Whether anything was written to stdout.
+pub fn stdout_used() -> bool {
+    STDOUT_USED.load(Ordering::Relaxed)
+}
+
+pub fn set_verbosity(verbosity: i8) {
+    VERBOSITY.store(verbosity, Ordering::Relaxed);
+}
+
+/// Whether summary lines are wanted (not under `-q`).
+pub fn notes_wanted() -> bool {
+    VERBOSITY.load(Ordering::Relaxed) >= 0
+}
+
+#[derive(Clone, Copy)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Writes `args` to `stream`, masked. Errors are not reported: a closed
+/// pipe means the reader has gone, and any other error on a terminal
+/// stream has nowhere better to be reported.
+pub fn write(stream: Stream, args: fmt::Arguments<'_>) {
+    let closed = match stream {
+        Stream::Stdout => &STDOUT_CLOSED,
+        Stream::Stderr => &STDERR_CLOSED,
+    };
+    if closed.load(Ordering::Relaxed) {
+        return;
+    }
+    let text = fmt::format(args);
+    let masked = keycycle_secret::redact(&text);
+    let result = match stream {
+        Stream::Stdout => {
+            STDOUT_USED.store(true, Ordering::Relaxed);
+            let mut out = io::stdout().lock();
+            out.write_all(masked.as_bytes()).and_then(|()| out.flush())
+        }
+        Stream::Stderr => io::stderr().lock().write_all(masked.as_bytes()),
+    };
+    if result.is_err() {
+        closed.store(true, Ordering::Relaxed);
+    }
+}
+
+/// `print!` to stdout, masked, that a closed pipe cannot break.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::out::write($crate::out::Stream::Stdout, format_args!($($arg)*)) };
+}
+
+/// `println!` to stdout, masked, that a closed pipe cannot break.
+macro_rules! outln {
+    () => { $crate::out::write($crate::out::Stream::Stdout, format_args!("\n")) };
+    ($($arg:tt)*) => {
+        $crate::out::write($crate::out::Stream::Stdout, format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `eprint!`, masked, that a closed pipe cannot break.
+macro_rules! err {
+    ($($arg:tt)*) => { $crate::out::write($crate::out::Stream::Stderr, format_args!($($arg)*)) };
+}
+
+/// `eprintln!`, masked, that a closed pipe cannot break.
+macro_rules! errln {
+    () => { $crate::out::write($crate::out::Stream::Stderr, format_args!("\n")) };
+    ($($arg:tt)*) => {
+        $crate::out::write($crate::out::Stream::Stderr, format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// A summary line on stderr, silenced by `-q`.
+macro_rules! note {
+    ($($arg:tt)*) => {
+        if $crate::out::notes_wanted() {
+            errln!($($arg)*)
+        }
+    };
+}
