@@ -168,6 +168,7 @@
 //! executed per run.
 
 mod api;
+mod check;
 pub mod effects;
 mod engine;
 mod error;
@@ -175,6 +176,7 @@ mod resolver;
 mod value;
 
 pub use api::{MAX_INPUT_NAME_LEN, MAX_RANDOM_BYTES, input_name};
+pub use check::{CompileWarning, PromptSite};
 pub use effects::{Answer, EffectError, Effects, LogLevel, Prompt, PromptKind};
 pub use engine::{Limits, MAX_FUNCTIONS, MAX_MODULE_LOADS, MAX_VARIABLES, Runbook};
 pub use error::{ErrorKind, RunbookError};
