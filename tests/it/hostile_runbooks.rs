@@ -80,6 +80,38 @@ fn a_runbook_that_imports_outside_its_folder_is_refused_before_any_effect() {
 }
 
 #[test]
+fn a_misspelt_operation_is_refused_before_the_first_call() {
+    let sim = DemoSim::start();
+    let ws = workspace(&sim);
+    // The typo is on the last call; without the compile-time check the
+    // token would have been created before the run failed.
+    ws.runbook(
+        "typo",
+        "let demo = plugin(\"example\");\n\
+         let fresh = demo.create_token(#{ name: \"typo-test\" });\n\
+         demo.revok_token(#{ id: fresh.id });\n",
+    );
+    for args in [&["run", "typo"][..], &["run", "typo", "--dry-run"][..]] {
+        ws.run(args)
+            .assert_code(7)
+            .stderr_has("typo.rhai:3:")
+            .stderr_has("plugin `example` has no operation `revok_token`")
+            .stderr_has("did you mean `revoke_token`?");
+    }
+    assert!(
+        sim.state.active_tokens_named("typo-test").is_empty(),
+        "no token was created"
+    );
+    let sent: Vec<_> = sim
+        .state
+        .requests()
+        .iter()
+        .map(|r| format!("{r:?}"))
+        .collect();
+    assert!(sent.is_empty(), "nothing reached the service: {sent:?}");
+}
+
+#[test]
 fn a_runbook_that_prints_a_secret_prints_a_mask_and_cannot_build_text_from_it() {
     let sim = DemoSim::start();
     let ws = workspace(&sim);

@@ -142,20 +142,9 @@ impl Inputs {
 }
 
 fn to_answer(prompt: &Prompt, text: &str) -> Result<Answer, String> {
-    match prompt.kind {
-        PromptKind::Text => Ok(Answer::Text(text.to_owned())),
-        PromptKind::Secret => {
-            if text.is_empty() {
-                return Err("the secret answer is empty".into());
-            }
-            Ok(Answer::Secret(SecretValue::new(text)))
-        }
-        PromptKind::Confirm => match text.trim().to_ascii_lowercase().as_str() {
-            "y" | "yes" | "true" => Ok(Answer::Confirm(true)),
-            "n" | "no" | "false" => Ok(Answer::Confirm(false)),
-            other => Err(format!("answer `{other}` is not yes or no")),
-        },
-    }
+    // The runbook crate owns what a valid answer is, so `--input` values can
+    // be checked against the runbook's prompts before a run starts too.
+    prompt.kind.parse_answer(text)
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ const SECRET_AS_TEXT: &str =
 /// Method names a plugin operation cannot take, because the engine gives
 /// them a meaning on every plugin handle. Such operations are still
 /// reachable with `invoke(p, "name", #{..})`.
-const RESERVED_METHODS: &[&str] = &["to_string", "to_debug", "invoke", "defer"];
+pub(crate) const RESERVED_METHODS: &[&str] = &["to_string", "to_debug", "invoke", "defer"];
 
 /// What the registered functions share.
 pub(crate) struct Host {
@@ -165,9 +165,8 @@ impl Host {
     fn confirm(&self, ctx: &NativeCallContext, name: &str, text: &str) -> Rr<bool> {
         match self.prompt(ctx, name, text, PromptKind::Confirm)? {
             Answer::Confirm(b) => Ok(b),
-            Answer::Text(s) => match s.trim().to_ascii_lowercase().as_str() {
-                "y" | "yes" | "true" => Ok(true),
-                "n" | "no" | "false" => Ok(false),
+            Answer::Text(s) => match PromptKind::Confirm.parse_answer(&s) {
+                Ok(Answer::Confirm(b)) => Ok(b),
                 _ => Err(self.wrong_answer(ctx, name, "text", "yes/no")),
             },
             Answer::Secret(_) => Err(self.wrong_answer(ctx, name, "secret", "yes/no")),

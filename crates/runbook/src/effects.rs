@@ -28,6 +28,33 @@ pub enum PromptKind {
     Confirm,
 }
 
+impl PromptKind {
+    /// The answer `text` gives to a prompt of this kind, or why it is not
+    /// one: a secret must not be empty, a confirmation is `y`/`yes`/`true`
+    /// or `n`/`no`/`false` (any case, surrounding spaces ignored). Pure: the
+    /// CLI checks `--input` values with it before a run starts.
+    pub fn parse_answer(self, text: &str) -> Result<Answer, String> {
+        match self {
+            PromptKind::Text => Ok(Answer::Text(text.to_owned())),
+            PromptKind::Secret if text.is_empty() => Err("the secret answer is empty".into()),
+            PromptKind::Secret => Ok(Answer::Secret(SecretValue::new(text))),
+            PromptKind::Confirm => match text.trim().to_ascii_lowercase().as_str() {
+                "y" | "yes" | "true" => Ok(Answer::Confirm(true)),
+                "n" | "no" | "false" => Ok(Answer::Confirm(false)),
+                other => Err(format!(
+                    "answer `{other}` is not yes or no; answer yes, no, y, n, true or false"
+                )),
+            },
+        }
+    }
+
+    /// Whether `text` is a valid answer for this kind; the error says why
+    /// not. [`PromptKind::parse_answer`] without keeping the answer.
+    pub fn check_answer(self, text: &str) -> Result<(), String> {
+        self.parse_answer(text).map(drop)
+    }
+}
+
 /// An operator's answer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Answer {

@@ -18,6 +18,7 @@ use rhai::{AST, Dynamic, Engine, OptimizationLevel, Position, Scope};
 use sha2::{Digest, Sha256};
 
 use crate::api::{self, Host};
+use crate::check::{self, CompileWarning, Findings, PromptSite};
 use crate::effects::{Effects, LogLevel};
 use crate::error::{ErrorContext, ErrorKind, RunbookError};
 use crate::resolver::{self, CompiledModule, ConfinedResolver, ResolverState};
@@ -100,6 +101,8 @@ pub struct Runbook {
     clock: Arc<Clock>,
     modules: Arc<ResolverState>,
     errors: ErrorContext,
+    warnings: Vec<CompileWarning>,
+    prompts: Vec<PromptSite>,
     /// Runs of one runbook share the clock and module cache, so they take
     /// turns.
     running: Mutex<()>,
@@ -232,6 +235,32 @@ impl Runbook {
         });
         api::register(&mut engine, &host);
 
+        // Plugin calls and prompts are checked now that every function is
+        // registered and every plugin described, before anything runs.
+        let functions = check::non_plugin_functions(&engine);
+        let mut findings = Findings::default();
+        check::check_file(&ast, path, &host.plugins, &functions, &mut findings);
+        for (import, module) in &modules {
+            let file = errors.modules.get(import).map_or(path, PathBuf::as_path);
+            check::check_file(&module.ast, file, &host.plugins, &functions, &mut findings);
+        }
+        let mut found = findings.errors.into_iter();
+        if let Some(mut first) = found.next() {
+            let more = found.count();
+            if more > 0 {
+                let others = if more == 1 {
+                    " (1 more call fails this check)".to_owned()
+                } else {
+                    format!(" ({more} more calls fail this check)")
+                };
+                first.message.push_str(&others);
+            }
+            return Err(first);
+        }
+        for warning in &findings.warnings {
+            tracing::warn!("{warning}");
+        }
+
         let module_state = Arc::new(ResolverState::new(modules, params_map.clone()));
         engine.set_module_resolver(ConfinedResolver::new(module_state.clone()));
 
@@ -251,6 +280,8 @@ impl Runbook {
             clock,
             modules: module_state,
             errors,
+            warnings: findings.warnings,
+            prompts: findings.prompts,
             running: Mutex::new(()),
         })
     }
@@ -277,6 +308,26 @@ impl Runbook {
     /// imports), with the file each names.
     pub fn imports(&self) -> &BTreeMap<String, PathBuf> {
         &self.errors.modules
+    }
+
+    /// What compile-time checking could not check: plugin calls whose
+    /// plugin or operation is only known when the run gets there. Each was
+    /// also logged (`tracing::warn!`) when the runbook compiled.
+    pub fn warnings(&self) -> &[CompileWarning] {
+        &self.warnings
+    }
+
+    /// Every prompt the runbook (with its imports) may ask, in the order
+    /// they appear in the files; a run asks a subset, possibly some twice.
+    pub fn prompts(&self) -> Vec<PromptSite> {
+        self.prompts.clone()
+    }
+
+    /// Whether every prompt's input name is known before the run (written
+    /// as a literal). When not, an `--input` that matches no
+    /// [`Runbook::prompts`] name may still be asked for.
+    pub fn prompt_names_known(&self) -> bool {
+        self.prompts.iter().all(|p| p.name.is_some())
     }
 
     /// The limits the runbook runs under.

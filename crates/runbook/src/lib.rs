@@ -38,6 +38,12 @@
 //! - **Compiled first.** The runbook and every file it imports are parsed
 //!   and checked before anything runs: a syntax error, an unknown variable or
 //!   a refused import fails the run before its first effect.
+//! - **Plugin calls checked first.** A call on a plugin known from the text
+//!   (`let p = plugin("x")`, `plugin("x").op()`, `invoke(p, "op")`,
+//!   `defer(p, "op", ..)`) to an operation the plugin lacks, and
+//!   `plugin("x")` for an unconfigured name, are compile errors with a
+//!   "did you mean" suggestion. Calls that can only be resolved when they
+//!   run become [`Runbook::warnings`].
 //! - **Strict variables.** Using a variable that was never declared is a
 //!   compile error.
 //! - **No `eval`.** The keyword is disabled; every line that runs is visible
@@ -168,6 +174,7 @@
 //! executed per run.
 
 mod api;
+mod check;
 pub mod effects;
 mod engine;
 mod error;
@@ -175,6 +182,7 @@ mod resolver;
 mod value;
 
 pub use api::{MAX_INPUT_NAME_LEN, MAX_RANDOM_BYTES, input_name};
+pub use check::{CompileWarning, PromptSite};
 pub use effects::{Answer, EffectError, Effects, LogLevel, Prompt, PromptKind};
 pub use engine::{Limits, MAX_FUNCTIONS, MAX_MODULE_LOADS, MAX_VARIABLES, Runbook};
 pub use error::{ErrorKind, RunbookError};

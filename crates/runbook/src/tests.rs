@@ -630,7 +630,9 @@ fn invoke_reaches_any_operation_name() {
 
 #[test]
 fn operation_of_another_plugin_lists_what_this_one_has() {
-    let (err, fake) = run_err("let gh = plugin(\"gh\");\ngh.whoami()");
+    // Through a function parameter the plugin is only known at run time,
+    // where the engine's own check still names what the plugin has.
+    let (err, fake) = run_err("fn who(p) {\n  p.whoami()\n}\nwho(plugin(\"gh\"))");
     assert_eq!(err.kind, ErrorKind::Runtime);
     assert_eq!(err.line, Some(2));
     assert!(
@@ -643,7 +645,7 @@ fn operation_of_another_plugin_lists_what_this_one_has() {
 
 #[test]
 fn operation_no_plugin_has_is_explained() {
-    let (err, _) = run_err("plugin(\"gl\").frobnicate()");
+    let (err, _) = run_err("fn f(p) { p.frobnicate() }\nf(plugin(\"gl\"))");
     assert!(
         err.message
             .contains("no configured plugin has an operation `frobnicate`"),
@@ -653,7 +655,7 @@ fn operation_no_plugin_has_is_explained() {
 
 #[test]
 fn unknown_plugin_names_the_known_ones() {
-    let (err, _) = run_err("plugin(\"gitlab\")");
+    let (err, _) = run_err("let name = \"gitlab\";\nplugin(name)");
     assert_eq!(err.kind, ErrorKind::Runtime);
     assert!(
         err.message
@@ -1119,4 +1121,304 @@ fn runbook_and_its_error_can_cross_threads() {
         .unwrap()
         .unwrap();
     assert_eq!(v, Value::Int(42));
+}
+
+// ---- compile-time checks of plugin calls and prompts ---------------------
+
+/// Compiles `source` as `main.rhai` (with `files` beside it); runs nothing.
+fn compile_files(
+    source: &str,
+    files: &[(&str, &str)],
+) -> (Result<Runbook, RunbookError>, Arc<Fake>, Dir) {
+    let dir = Dir::new();
+    for (rel, text) in files {
+        dir.write(rel, text);
+    }
+    dir.write("main.rhai", source);
+    let fake = Arc::new(Fake::new());
+    let result = compile_with(&dir, "main.rhai", &fake, &[], small_limits());
+    (result, fake, dir)
+}
+
+fn compile_err(source: &str) -> (RunbookError, Arc<Fake>, Dir) {
+    let (result, fake, dir) = compile_files(source, &[]);
+    match result {
+        Ok(_) => panic!("expected a compile error for:\n{source}"),
+        Err(err) => (err, fake, dir),
+    }
+}
+
+fn compile_ok(source: &str) -> Runbook {
+    match compile_files(source, &[]).0 {
+        Ok(rb) => rb,
+        Err(err) => panic!("{err}"),
+    }
+}
+
+#[test]
+fn misspelt_operation_fails_at_compile_time_with_a_suggestion() {
+    let (err, fake, dir) = compile_err(
+        "let gl = plugin(\"gl\");\ngl.rotate(#{ id: 1 });\nlet r =   gl.revok(#{ id: 1 });\n",
+    );
+    assert_eq!(err.kind, ErrorKind::Compile);
+    assert_eq!(err.file, dir.root().join("main.rhai"));
+    assert_eq!((err.line, err.column), (Some(3), Some(14)));
+    assert!(
+        err.message.contains(
+            "plugin `gl` has no operation `revok` (did you mean `revoke`?); \
+             it has: whoami, rotate, revoke, echo"
+        ),
+        "{err}"
+    );
+    // The earlier, valid `rotate` never ran.
+    assert!(fake.calls().is_empty(), "{:?}", fake.calls());
+}
+
+#[test]
+fn misspelt_operation_in_every_call_form_is_found() {
+    for (source, line, wrong) in [
+        ("plugin(\"gl\").whoam()", 1, "whoam"),
+        ("const GL = plugin(\"gl\");\nGL.whoam()", 2, "whoam"),
+        ("let x = plugin(\"gl\").rotat(#{}).id;", 1, "rotat"),
+        (
+            "let gl = plugin(\"gl\");\nlet u = gl.whoam().username;",
+            2,
+            "whoam",
+        ),
+        ("let gl = plugin(\"gl\");\nwhoam(gl)", 2, "whoam"),
+        (
+            "let gl = plugin(\"gl\");\nif true {\n  gl.whoam();\n}",
+            3,
+            "whoam",
+        ),
+        (
+            "fn f() {\n  let g = plugin(\"gl\");\n  g.whoam()\n}\n1",
+            3,
+            "whoam",
+        ),
+        ("let f = || plugin(\"gl\").whoam();\n1", 1, "whoam"),
+    ] {
+        let (err, _, _) = compile_err(source);
+        assert_eq!(err.kind, ErrorKind::Compile, "{source}: {err}");
+        assert_eq!(err.line, Some(line), "{source}: {err}");
+        assert!(
+            err.message.contains(&format!(
+                "plugin `gl` has no operation `{wrong}` (did you mean `"
+            )),
+            "{source}: {err}"
+        );
+    }
+}
+
+#[test]
+fn misspelt_operation_in_an_imported_module_names_the_module_file() {
+    let (result, fake, dir) = compile_files(
+        "import \"lib/ops\" as o;\no::run()",
+        &[(
+            "lib/ops.rhai",
+            "fn run() {\n  let p = plugin(\"gl\");\n  p.whoami();\n  p.whoiam()\n}\n",
+        )],
+    );
+    let err = result.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Compile);
+    assert_eq!(err.file, dir.root().join("lib/ops.rhai"));
+    assert_eq!(err.line, Some(4));
+    assert!(err.message.contains("did you mean `whoami`?"), "{err}");
+    assert!(fake.calls().is_empty());
+}
+
+#[test]
+fn misspelt_operation_given_by_name_to_invoke_or_defer_is_found() {
+    let (err, _, _) = compile_err("let g = plugin(\"gl\");\ninvoke(g,   \"rotat\", #{ id: 1 })");
+    assert_eq!((err.line, err.column), (Some(2), Some(13)));
+    assert!(
+        err.message
+            .contains("plugin `gl` has no operation `rotat` (did you mean `rotate`?)"),
+        "{err}"
+    );
+    let (err, _, _) = compile_err("let g = plugin(\"gl\");\ng.invoke(\"ech\")");
+    assert_eq!(err.line, Some(2));
+    assert!(err.message.contains("did you mean `echo`?"), "{err}");
+    let (err, _, _) = compile_err("defer(plugin(\"gl\"), \"revoek\", #{ id: 1 }, 60)");
+    assert!(err.message.contains("did you mean `revoke`?"), "{err}");
+    // `invoke` reaches any operation, reserved names included; a real one
+    // passes.
+    compile_ok("let g = plugin(\"gl\");\ninvoke(g, \"echo\", #{});\ng.defer(\"revoke\", #{}, 5);");
+}
+
+#[test]
+fn unknown_plugin_literal_is_a_compile_error() {
+    let (err, fake, _) = compile_err("info(\"start\");\nlet p = plugin(\"gll\");\n");
+    assert_eq!(err.kind, ErrorKind::Compile);
+    assert_eq!(err.line, Some(2));
+    assert!(
+        err.message.contains(
+            "unknown plugin `gll` (did you mean `gl`?); configured plugins: evil, gh, gl"
+        ),
+        "{err}"
+    );
+    assert!(fake.calls().is_empty());
+}
+
+#[test]
+fn several_misspellings_report_the_first_and_count_the_rest() {
+    let (err, _, _) = compile_err("let g = plugin(\"gl\");\ng.whoam();\ng.rotat();\ng.ech();");
+    assert_eq!(err.line, Some(2));
+    assert!(
+        err.message.ends_with("(2 more calls fail this check)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn methods_of_other_values_are_not_flagged() {
+    let rb = compile_ok(
+        r#"
+        let s = "abc";
+        let n = s.len();
+        let m = #{ a: 1 };
+        let k = m.keys();
+        let a = [1, 2];
+        let has = a.contains(1) && s.contains("b");
+        let gl = plugin("gl");
+        let me = gl.whoami();
+        let short = me.username.len() + me.get("x").to_string().len();
+        let t = gl.to_string() + gl.type_of();
+        let j = m.to_json();
+        fn helper(x) { x.len() + x.index_of("a") }
+        fn label() { this.to_upper() }
+        let h = helper("ab") + "x".label().len();
+        // A function of the runbook called on a plugin is not an operation.
+        fn shown() { this.to_string() }
+        let shown = gl.shown();
+        // A plugin that failed to load cannot be checked; running it fails.
+        let e = plugin("evil");
+        e.anything();
+        try { gl.revoke(#{ id: 1 }); } catch (err) { let w = err.message.len(); }
+        for item in a { let q = item.to_string(); }
+        1
+        "#,
+    );
+    assert_eq!(rb.warnings(), &[], "{:?}", rb.warnings());
+}
+
+#[test]
+fn shadowing_and_scopes_do_not_cause_false_errors() {
+    // Each block's `p` is its own; the outer one is `gl` again after it.
+    let rb = compile_ok(
+        "let p = plugin(\"gl\");\n{\n  let p = plugin(\"gh\");\n  p.list();\n}\np.whoami();\n\
+         if true { let p = plugin(\"gh\"); p.list(); } else { p.whoami(); }\n\
+         let r = { let p = plugin(\"gh\"); p.list() };\np.whoami();\n\
+         fn a() { let p = plugin(\"gh\"); p.list() }\nfn b(p) { p.whoami() }\n\
+         let q = plugin(\"gh\");\nq = plugin(\"gl\");\nq.whoami();\n1",
+    );
+    // `b`'s `p` is a parameter and `q` is reassigned: unchecked, said so.
+    let lines: Vec<_> = rb.warnings().iter().map(|w| w.line).collect();
+    assert_eq!(lines, vec![Some(14), Some(11)], "{:?}", rb.warnings());
+}
+
+#[test]
+fn calls_that_cannot_be_checked_are_warnings_with_their_line() {
+    let rb = compile_ok(
+        "fn rot(h) {\n  h.rotate(#{ id: 1 })\n}\nlet n = \"gl\";\nlet p = plugin(n);\n\
+         p.whoami();\ninvoke(plugin(\"gl\"), n);\nlet m = #{ p: plugin(\"gl\") };\nm.p.revok();\n1",
+    );
+    let warnings: Vec<String> = rb.warnings().iter().map(ToString::to_string).collect();
+    let main = rb.path().display().to_string();
+    assert_eq!(
+        warnings,
+        vec![
+            format!(
+                "{main}:6: cannot check `p.whoami(...)` before the run: its plugin name is \
+                 computed when it runs; write `plugin(\"name\")` with a literal name to have \
+                 it checked"
+            ),
+            format!(
+                "{main}:7: cannot check `….invoke(...)` before the run: the operation name is \
+                 computed when it runs; write it as a string literal to have it checked"
+            ),
+            format!(
+                "{main}:9: cannot check `p.revok(...)` before the run: the plugin of `p` is not \
+                 known until it runs"
+            ),
+            format!(
+                "{main}:2: cannot check `h.rotate(...)` before the run: the plugin of `h` is not \
+                 known until it runs"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn prompts_are_listed_before_the_run() {
+    let (result, fake, dir) = compile_files(
+        "import \"lib/ask\" as ask;\n\
+         let a = prompt(\"New GitLab token?\");\n\
+         let b = prompt_secret(\"db_password\", \"Database password\");\n\
+         if confirm(\"go\", \"Proceed?\") { ask::more(); }\n1",
+        &[("lib/ask.rhai", "fn more() {\n  \"Region?\".prompt()\n}\n")],
+    );
+    let rb = result.unwrap();
+    assert!(fake.calls().is_empty());
+    let main = dir.root().join("main.rhai");
+    let lib = dir.root().join("lib/ask.rhai");
+    let site = |name: &str, kind, text: &str, file: &PathBuf, line| crate::PromptSite {
+        name: Some(name.to_owned()),
+        kind,
+        text: Some(text.to_owned()),
+        file: file.clone(),
+        line: Some(line),
+    };
+    assert_eq!(
+        rb.prompts(),
+        vec![
+            site(
+                "new_gitlab_token",
+                PromptKind::Text,
+                "New GitLab token?",
+                &main,
+                2
+            ),
+            site(
+                "db_password",
+                PromptKind::Secret,
+                "Database password",
+                &main,
+                3
+            ),
+            site("go", PromptKind::Confirm, "Proceed?", &main, 4),
+            site("region", PromptKind::Text, "Region?", &lib, 2),
+        ]
+    );
+    assert!(rb.prompt_names_known());
+
+    let rb = compile_ok("let n = \"x\";\nlet v = prompt(n, \"Value?\");\nconfirm(`${n}?`)");
+    let prompts = rb.prompts();
+    assert_eq!(prompts.len(), 2);
+    assert_eq!(prompts[0].name, None);
+    assert_eq!(prompts[0].text.as_deref(), Some("Value?"));
+    assert_eq!(
+        (prompts[1].name.clone(), prompts[1].kind),
+        (None, PromptKind::Confirm)
+    );
+    assert!(!rb.prompt_names_known());
+}
+
+#[test]
+fn answers_are_checked_for_their_kind() {
+    assert_eq!(PromptKind::Text.check_answer(""), Ok(()));
+    assert_eq!(PromptKind::Secret.check_answer("s3cret"), Ok(()));
+    assert!(PromptKind::Secret.check_answer("").is_err());
+    for yes in ["y", "YES", " true "] {
+        assert_eq!(
+            PromptKind::Confirm.parse_answer(yes),
+            Ok(Answer::Confirm(true))
+        );
+    }
+    assert_eq!(
+        PromptKind::Confirm.parse_answer("No"),
+        Ok(Answer::Confirm(false))
+    );
+    let err = PromptKind::Confirm.check_answer("maybe").unwrap_err();
+    assert!(err.contains("`maybe` is not yes or no"), "{err}");
 }
