@@ -368,3 +368,67 @@ fn a_wrong_master_key_is_a_configuration_error_before_the_run() {
     runs.assert_ok();
     assert_eq!(runs.json(), serde_json::json!([]), "no run was recorded");
 }
+
+#[test]
+fn answers_that_do_not_fit_their_prompt_are_refused_before_the_run() {
+    let sim = DemoSim::start();
+    let ws = demo_workspace(&sim);
+    ws.runbook(
+        "asks",
+        "lock(\"demo:asks\");\nlet code = prompt_secret(\"code\", \"Approval code\");\nif confirm(\"go\", \"Go?\") { info(\"going\"); }\n",
+    );
+    let secret_on_argv = ws.run(&[
+        "run",
+        "asks",
+        "--input",
+        "code=hunter2-literal",
+        "--input",
+        "go=yes",
+    ]);
+    secret_on_argv
+        .assert_code(3)
+        .stderr_has("`code` is a secret (")
+        .stderr_has("asks.rhai:2")
+        .stderr_has("--input code=@FILE");
+    let maybe = ws.run(&["run", "asks", "--input", "go=maybe"]);
+    maybe
+        .assert_code(3)
+        .stderr_has("--input go: answer `maybe` is not yes or no");
+    let typo = ws.run(&["run", "asks", "--input", "og=yes"]);
+    typo.assert_code(3)
+        .stderr_has("the runbook never asks for `og`")
+        .stderr_has("code, go");
+    // None of them started a run or took the lock.
+    let runs = ws.run(&["history", "-o", "json"]);
+    runs.assert_ok();
+    assert_eq!(runs.json(), serde_json::json!([]), "no run was recorded");
+    let code = ws.file("code.txt", "a-good-code\n");
+    ws.run(&[
+        "run",
+        "asks",
+        "--input",
+        &format!("code=@{}", code.display()),
+        "--input",
+        "go=yes",
+    ])
+    .assert_ok();
+}
+
+#[test]
+fn a_missing_plugin_file_is_a_configuration_error_before_the_run() {
+    let sim = DemoSim::start();
+    let ws = demo_workspace(&sim);
+    let config = std::fs::read_to_string(ws.path().join("keycycle.toml")).unwrap();
+    let broken = config.replace(
+        &wasm("example").display().to_string(),
+        "/nonexistent/example.wasm",
+    );
+    assert_ne!(config, broken);
+    std::fs::write(ws.path().join("keycycle.toml"), broken).unwrap();
+    let run = ws.run(&["run", "demo-rotate"]);
+    run.assert_code(3)
+        .stderr_has("the runbook uses plugin `example`, which did not load");
+    let history = ws.run(&["history", "-o", "json"]);
+    history.assert_ok();
+    assert_eq!(history.json(), serde_json::json!([]), "no run was recorded");
+}

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow};
 use keycycle_host::{Sandbox, SandboxConfig};
-use keycycle_runbook::{ErrorKind, Limits, Runbook, RunbookError};
+use keycycle_runbook::{ErrorKind, Limits, PromptKind, Runbook, RunbookError};
 use rand::RngCore;
 use serde::Serialize;
 
@@ -169,6 +169,84 @@ fn check_input_sources(inputs: &BTreeMap<String, Source>) -> Result<()> {
     Ok(())
 }
 
+/// What can be known before the first effect, checked before the run is
+/// recorded or takes a lock: every plugin the runbook names has loaded, and
+/// every `--input` answers a prompt the runbook has, in a form that prompt
+/// takes.
+fn check_before_start(
+    runbook: &Runbook,
+    plugins: &BTreeMap<String, LoadedPlugin>,
+    inputs: &BTreeMap<String, Source>,
+) -> Result<()> {
+    for name in runbook.plugins_used() {
+        if let Some(LoadedPlugin::Refused { denied, message }) = plugins.get(name) {
+            let code = if *denied { Code::Denied } else { Code::Config };
+            return Err(anyhow!(
+                "the runbook uses plugin `{name}`, which did not load: {message}; \
+                 `keycycle doctor` checks every plugin"
+            ))
+            .context(code);
+        }
+    }
+    let prompts = runbook.prompts();
+    let mut known: Vec<&str> = prompts.iter().filter_map(|p| p.name.as_deref()).collect();
+    known.sort_unstable();
+    known.dedup();
+    for (name, source) in inputs {
+        let asked: Vec<_> = prompts
+            .iter()
+            .filter(|p| p.name.as_deref() == Some(name))
+            .collect();
+        if asked.is_empty() {
+            if runbook.prompt_names_known() {
+                return Err(anyhow!(
+                    "--input {name}: the runbook never asks for `{name}`{}",
+                    if known.is_empty() {
+                        "; it has no prompts".to_owned()
+                    } else {
+                        format!("; it asks for {}", known.join(", "))
+                    }
+                ))
+                .context(Code::Config);
+            }
+            tracing::warn!(target: "keycycle", "--input {name}: no prompt of the runbook is known to ask for `{name}` (some prompt names are computed when it runs)");
+            continue;
+        }
+        for prompt in asked {
+            let at = format!(
+                "{}{}",
+                prompt.file.display(),
+                prompt.line.map(|l| format!(":{l}")).unwrap_or_default()
+            );
+            match (prompt.kind, source) {
+                (PromptKind::Secret, Source::Literal(_)) => {
+                    return Err(anyhow!(
+                        "--input {name}: `{name}` is a secret ({at}), and a secret on the command line is readable by every user of this machine; \
+                         pass --input {name}=@FILE or --input {name}=env:VAR"
+                    ))
+                    .context(Code::Config);
+                }
+                // A secret's value is only read when it is asked for.
+                (PromptKind::Secret, _) => {}
+                (kind, source) => {
+                    let text = match source {
+                        Source::Literal(v) => v.clone(),
+                        Source::File(path) => std::fs::read_to_string(path)
+                            .with_context(|| format!("--input {name}=@{}", path.display()))
+                            .context(Code::Config)?,
+                        Source::Env(var) => std::env::var(var).unwrap_or_default(),
+                    };
+                    let text = text.trim_end_matches(['\n', '\r']);
+                    kind.check_answer(text)
+                        .map_err(|why| anyhow!("--input {name}: {why} (asked at {at})"))
+                        .context(Code::Config)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 pub async fn run(config: Config, req: RunRequest) -> Result<()> {
     let started = Instant::now();
     check_input_sources(&req.inputs)?;
@@ -238,7 +316,7 @@ pub async fn run(config: Config, req: RunRequest) -> Result<()> {
             .map(|r| r.secrets.clone())
             .unwrap_or_default(),
         runbook_name: runbook_name.clone(),
-        inputs: Inputs::new(req.inputs),
+        inputs: Inputs::new(req.inputs.clone()),
         dry_run: req.dry_run,
         run_id: run_id.clone(),
         seq: AtomicU64::new(0),
@@ -310,6 +388,22 @@ pub async fn run(config: Config, req: RunRequest) -> Result<()> {
             return Err(anyhow::Error::new(e).context(code));
         }
     };
+    if let Err(e) = check_before_start(&runbook, &host_effects.plugins, &req.inputs) {
+        if req.json {
+            let code = crate::exit::code_of(&e);
+            print_json(&serde_json::json!({
+                "ok": false,
+                "runbook": shown_path,
+                "dry_run": req.dry_run,
+                "error": {
+                    "kind": code.word(),
+                    "exit_code": code.exit_code(),
+                    "message": crate::exit::causes(&e).join(": "),
+                },
+            }))?;
+        }
+        return Err(e);
+    }
     if let Some((state, _, _)) = &durable {
         let hash = runbook.source_sha256_hex();
         match &req.resume {

@@ -68,6 +68,9 @@ pub(crate) struct Findings {
     pub errors: Vec<RunbookError>,
     pub warnings: Vec<CompileWarning>,
     pub prompts: Vec<PromptSite>,
+    /// Plugin names given as literals to `plugin(...)`: the plugins the
+    /// runbook is known to use.
+    pub plugins: BTreeSet<String>,
 }
 
 /// Functions known to the engine on values other than plugin handles, so a
@@ -483,6 +486,7 @@ impl Checker<'_> {
 
     fn known_plugin(&mut self, name: &str, pos: Position) {
         if self.plugins.contains_key(name) {
+            self.findings.plugins.insert(name.to_owned());
             return;
         }
         let known: Vec<&str> = self.plugins.keys().map(String::as_str).collect();

@@ -2,7 +2,7 @@
 //! imports are compiled before anything runs, and how a run is driven and
 //! its errors reported.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -103,6 +103,7 @@ pub struct Runbook {
     errors: ErrorContext,
     warnings: Vec<CompileWarning>,
     prompts: Vec<PromptSite>,
+    plugins_used: BTreeSet<String>,
     /// Runs of one runbook share the clock and module cache, so they take
     /// turns.
     running: Mutex<()>,
@@ -282,6 +283,7 @@ impl Runbook {
             errors,
             warnings: findings.warnings,
             prompts: findings.prompts,
+            plugins_used: findings.plugins,
             running: Mutex::new(()),
         })
     }
@@ -319,6 +321,12 @@ impl Runbook {
 
     /// Every prompt the runbook (with its imports) may ask, in the order
     /// they appear in the files; a run asks a subset, possibly some twice.
+    /// The configured plugins the runbook names with `plugin("...")`, in
+    /// the main file or an import: those it cannot run without.
+    pub fn plugins_used(&self) -> &BTreeSet<String> {
+        &self.plugins_used
+    }
+
     pub fn prompts(&self) -> Vec<PromptSite> {
         self.prompts.clone()
     }
