@@ -162,6 +162,7 @@ pub async fn run(config: Config, req: RunRequest) -> Result<()> {
         .unwrap_or_default();
 
     let store = Arc::new(StoreAccess::new(&config));
+    store.check_key()?;
     let (_sandbox, plugins) = load_plugins(&config, req.env.as_deref(), store.clone()).await?;
 
     let run_id = match &req.resume {
