@@ -1,8 +1,11 @@
 //! The secrets store through the CLI: values come from stdin, files or the
 //! environment, never argv; the key file must be private; nothing is stored
-//! in clear.
+//! in clear. One damaged entry in the store stays confined to that entry.
 
 use std::os::unix::fs::PermissionsExt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 
 use crate::support::*;
 
@@ -52,7 +55,7 @@ fn set_list_rm_round_trip_without_values_in_output_or_on_disk() {
 
     // An empty value is refused rather than stored.
     ws.run_with_stdin(&["secrets", "set", "empty"], Some(""))
-        .assert_code(1)
+        .assert_code(3)
         .stderr_has("empty");
 }
 
@@ -96,7 +99,7 @@ fn a_key_file_others_can_read_is_refused() {
 
     // init never overwrites a key.
     let (code, stderr) = run(&["secrets", "init"]);
-    assert_ne!(code, 0);
+    assert_eq!(code, 3, "{stderr}");
     assert!(stderr.contains("already exists"), "{stderr}");
 }
 
@@ -116,4 +119,296 @@ fn the_wrong_master_key_is_reported_plainly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("wrong master key"), "{stderr}");
+}
+
+/// A wrong key that decodes: 32 zero bytes.
+const WRONG_KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+#[test]
+fn operator_mistakes_exit_with_the_configuration_code() {
+    let ws = Workspace::new();
+    ws.config("");
+    ws.set_secret("a", &canary("a-"));
+
+    ws.run_with_stdin(&["secrets", "set", "bad name"], Some("some-value"))
+        .assert_code(3)
+        .stderr_has("invalid secret name `bad name`");
+    ws.run_with_stdin(&["secrets", "set", "empty"], Some("\n"))
+        .assert_code(3)
+        .stderr_has("is empty; nothing was stored");
+    ws.run(&["secrets", "set", "f", "--from-file", "no/such/file.txt"])
+        .assert_code(3)
+        .stderr_has("check the path given to --from-file");
+    ws.run(&[
+        "secrets",
+        "set",
+        "e",
+        "--from-env",
+        "KEYCYCLE_TEST_UNSET_VAR",
+    ])
+    .assert_code(3)
+    .stderr_has("KEYCYCLE_TEST_UNSET_VAR is not set");
+    ws.run(&["secrets", "rm", "../x"])
+        .assert_code(3)
+        .stderr_has("invalid secret name");
+
+    // `init` with a key file in place.
+    let init = || {
+        let out = ws
+            .command(&["secrets", "init"])
+            .env_remove("KEYCYCLE_MASTER_KEY")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = init();
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stderr) = init();
+    assert_eq!(code, 3, "{stderr}");
+    assert!(
+        stderr.contains("already exists") && stderr.contains("move it aside"),
+        "{stderr}"
+    );
+
+    // The wrong master key, for every command that opens the store.
+    let with_wrong_key = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = ws
+            .command(args)
+            .env("KEYCYCLE_MASTER_KEY", WRONG_KEY)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_clean("stderr", &stderr);
+        (out.status.code().unwrap(), stderr)
+    };
+    for (args, stdin) in [
+        (&["secrets", "list"][..], ""),
+        (&["secrets", "list", "--output", "json"][..], ""),
+        (&["secrets", "set", "b"][..], "value-under-a-wrong-key"),
+        (&["secrets", "rm", "a"][..], ""),
+    ] {
+        let (code, stderr) = with_wrong_key(args, stdin);
+        assert_eq!(code, 3, "{args:?}: {stderr}");
+        assert!(stderr.contains("wrong master key"), "{args:?}: {stderr}");
+    }
+    // A run is refused before it starts, whether or not it reads a secret.
+    ws.config("[runbooks.read]\nsecrets = [\"a\"]\n");
+    for runbook in ["let s = secret(\"a\");\n", "\"no secret\"\n"] {
+        ws.runbook("read", runbook);
+        for args in [&["run", "read"][..], &["run", "read", "--dry-run"][..]] {
+            let (code, stderr) = with_wrong_key(args, "");
+            assert_eq!(code, 3, "{args:?} {runbook:?}: {stderr}");
+            assert!(stderr.contains("wrong master key"), "{args:?}: {stderr}");
+        }
+    }
+    let (code, stderr) = with_wrong_key(&["cleanup"], "");
+    assert_eq!(code, 3, "cleanup: {stderr}");
+    assert!(stderr.contains("wrong master key"), "cleanup: {stderr}");
+
+    // Nothing was changed under the wrong key.
+    assert_eq!(
+        ws.stored_secrets().keys().collect::<Vec<_>>(),
+        ["a"],
+        "the store changed under a wrong key"
+    );
+}
+
+fn store_file(ws: &Workspace) -> std::path::PathBuf {
+    ws.path().join("state/secrets.json")
+}
+
+/// The JSON object of entry `name` in the store file.
+fn entry(ws: &Workspace, name: &str) -> Option<serde_json::Value> {
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(store_file(ws)).unwrap()).unwrap();
+    doc["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .cloned()
+}
+
+/// An edit of one entry's JSON object.
+type Edit = fn(&mut serde_json::Value);
+
+/// Edits entry `name` of the store file in place, as damage on disk would.
+fn damage(ws: &Workspace, name: &str, edit: Edit) {
+    let path = store_file(ws);
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let entry = doc["secrets"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|e| e["name"] == name)
+        .unwrap();
+    edit(entry);
+    std::fs::write(&path, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+}
+
+/// One byte flipped in each kind of field an entry has.
+const DAMAGES: [(&str, &str, Edit); 3] = [
+    ("bad base64 nonce", "nonce", |e| {
+        let nonce = e["nonce"].as_str().unwrap().replacen(|_| true, "*", 1);
+        e["nonce"] = nonce.into();
+    }),
+    ("bad timestamp", "updated_at", |e| {
+        let time = e["updated_at"].as_str().unwrap().replacen('-', "#", 1);
+        e["updated_at"] = time.into();
+    }),
+    ("failed authentication", "authentication", |e| {
+        let mut ct = STANDARD.decode(e["ciphertext"].as_str().unwrap()).unwrap();
+        ct[0] ^= 0x01;
+        e["ciphertext"] = STANDARD.encode(&ct).into();
+    }),
+];
+
+fn reader_workspace() -> Workspace {
+    let ws = Workspace::new();
+    ws.config("[runbooks.read]\nsecrets = [\"alpha\", \"beta\", \"gamma\"]\n");
+    for name in ["alpha", "beta", "gamma"] {
+        ws.set_secret(name, &canary(&format!("{name}-")));
+    }
+    ws
+}
+
+fn read(ws: &Workspace, name: &str) -> Run {
+    ws.runbook("read", &format!("let s = secret(\"{name}\");\n\"read\"\n"));
+    ws.run(&["run", "read"])
+}
+
+#[test]
+fn a_damaged_entry_is_listed_and_does_not_block_the_others() {
+    for (what, field, edit) in DAMAGES {
+        let ws = reader_workspace();
+        damage(&ws, "beta", edit);
+        let damaged = entry(&ws, "beta").unwrap();
+        let ciphertext = damaged["ciphertext"].as_str().unwrap().to_owned();
+
+        let list = ws.run(&["secrets", "list"]);
+        list.assert_ok()
+            .stderr_has("secret `beta` is damaged")
+            .stderr_has(field)
+            .stderr_has("keycycle secrets set beta")
+            .stderr_has("keycycle secrets rm beta");
+        let lines: Vec<&str> = list.stdout.lines().collect();
+        assert_eq!(lines.len(), 3, "{what}: {}", list.stdout);
+        assert!(
+            lines[0].starts_with("alpha\t(updated "),
+            "{what}: {}",
+            lines[0]
+        );
+        assert!(
+            lines[1].starts_with("beta\tDAMAGED: "),
+            "{what}: {}",
+            lines[1]
+        );
+        assert!(lines[1].contains(field), "{what}: {}", lines[1]);
+        assert!(
+            lines[2].starts_with("gamma\t(updated "),
+            "{what}: {}",
+            lines[2]
+        );
+        assert!(
+            !list.stdout.contains(&ciphertext) && !list.stderr.contains(&ciphertext),
+            "{what}: the ciphertext is quoted"
+        );
+
+        let json = ws.run(&["secrets", "list", "--output", "json"]);
+        json.assert_ok().stderr_has("secret `beta` is damaged");
+        let rows = json.json();
+        let rows = rows.as_array().unwrap();
+        let names: Vec<_> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["alpha", "beta", "gamma"], "{what}");
+        assert!(rows[0]["damaged"].is_null(), "{what}: {rows:?}");
+        assert!(rows[2]["damaged"].is_null(), "{what}: {rows:?}");
+        let reason = rows[1]["damaged"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: {rows:?}"));
+        assert!(reason.contains(field), "{what}: {reason}");
+        assert!(
+            !json.stdout.contains(&ciphertext),
+            "{what}: the ciphertext is quoted"
+        );
+
+        // A run that does not use the damaged secret is unaffected; one that
+        // reads it fails naming the entry and the fix.
+        read(&ws, "alpha").assert_ok();
+        read(&ws, "beta")
+            .assert_code(5)
+            .stderr_has("secret `beta`")
+            .stderr_has("is damaged")
+            .stderr_has("keycycle secrets set beta");
+
+        // Another change keeps the damaged entry as it was on disk.
+        ws.set_secret("delta", &canary("delta-"));
+        assert_eq!(entry(&ws, "beta").as_ref(), Some(&damaged), "{what}");
+
+        // `set` replaces it.
+        let fresh = canary("beta-fresh-");
+        ws.set_secret("beta", &fresh);
+        let list = ws.run(&["secrets", "list", "--output", "json"]);
+        list.assert_ok();
+        assert!(!list.stderr.contains("damaged"), "{what}: {}", list.stderr);
+        assert!(
+            list.json()
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["damaged"].is_null()),
+            "{what}: {}",
+            list.stdout
+        );
+        read(&ws, "beta").assert_ok();
+        assert_eq!(ws.stored_secrets()["beta"], fresh, "{what}");
+        ws.assert_files_clean();
+
+        // `rm` removes it.
+        damage(&ws, "beta", edit);
+        ws.run(&["secrets", "rm", "beta"])
+            .assert_ok()
+            .stderr_has("removed secret `beta`");
+        assert_eq!(entry(&ws, "beta"), None, "{what}");
+        let list = ws.run(&["secrets", "list"]);
+        list.assert_ok();
+        assert!(!list.stderr.contains("damaged"), "{what}: {}", list.stderr);
+        assert_eq!(
+            ws.stored_secrets().keys().collect::<Vec<_>>(),
+            ["alpha", "delta", "gamma"],
+            "{what}"
+        );
+        read(&ws, "gamma").assert_ok();
+    }
+}
+
+#[test]
+fn damage_to_the_whole_store_still_fails_it() {
+    let ws = reader_workspace();
+    let path = store_file(&ws);
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    doc["key_check"]["nonce"] = "*".into();
+    std::fs::write(&path, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    ws.run(&["secrets", "list"])
+        .assert_code(3)
+        .stderr_has("is corrupt")
+        .stderr_has("key check");
+    ws.run_with_stdin(&["secrets", "set", "alpha"], Some("another-value"))
+        .assert_code(3)
+        .stderr_has("is corrupt");
 }

@@ -11,6 +11,16 @@ use base64::Engine as _;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_keycycle");
 
+/// The binary under test: [`BIN`], or `KEYCYCLE_TEST_BIN` when set. With a
+/// target directory shared between checkouts, another checkout's build can
+/// replace `target/debug/keycycle` between this build and the test run; the
+/// variable points the tests at a copy of the binary that was just built.
+pub fn bin() -> PathBuf {
+    std::env::var_os("KEYCYCLE_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(BIN))
+}
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -234,7 +244,7 @@ impl Workspace {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(bin());
         cmd.current_dir(self.path())
             .args(args)
             .env_remove("KEYCYCLE_CONFIG")

@@ -270,10 +270,7 @@ pub async fn run(config: Config, req: RunRequest) -> Result<()> {
         .unwrap_or_default();
 
     let store = Arc::new(StoreAccess::new(&config));
-    // The master key and the store are checked before anything is
-    // recorded or sent: a wrong key is a configuration error (exit 3), not
-    // a refusal in the middle of a run.
-    store.with(|_| Ok(()))?;
+    store.check_key()?;
     let (_sandbox, plugins) = load_plugins(&config, req.env.as_deref(), store.clone()).await?;
 
     let run_id = match &req.resume {

@@ -1,13 +1,17 @@
 //! `keycycle secrets`: create the master key and manage stored secrets.
 //! Values come from stdin, a file or an environment variable, never from
 //! the command line, where every user of the machine can read them.
+//!
+//! Mistakes an operator can fix (a bad name, an empty value, a missing
+//! file, an existing key, a wrong key, a damaged store) exit with
+//! [`Code::Config`], never as internal errors.
 
 use std::io::{IsTerminal, Read};
 use std::path::Path;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use keycycle_secret::SecretValue;
-use keycycle_store::MasterKey;
+use keycycle_store::{MasterKey, SecretInfo, validate_name};
 use zeroize::Zeroizing;
 
 use crate::config::Config;
@@ -18,10 +22,13 @@ pub fn init(config: &Config) -> Result<()> {
     let store = StoreAccess::new(config);
     let path = store.key_file();
     if path.exists() {
-        bail!(
-            "the key file {} already exists; a new key would make every stored secret unreadable",
+        return Err(anyhow!(
+            "the key file {} already exists; a new key would make every stored secret \
+             unreadable. Keep using it (`keycycle secrets list` checks it), or move it aside \
+             first if you really mean to start a new store",
             path.display()
-        );
+        ))
+        .context(Code::Config);
     }
     let key = MasterKey::generate();
     key.write_new_file(path).context(Code::Config)?;
@@ -39,12 +46,24 @@ pub fn set(
     from_file: Option<&Path>,
     from_env: Option<&str>,
 ) -> Result<()> {
+    // Checked before the value is read, so nobody types a secret in vain.
+    validate_name(name).context(Code::Config)?;
     let raw = Zeroizing::new(match (from_file, from_env) {
         (Some(path), _) => std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the value from {}", path.display()))?,
-        (None, Some(var)) => {
-            std::env::var(var).map_err(|_| anyhow!("environment variable {var} is not set"))?
-        }
+            .with_context(|| {
+                format!(
+                    "cannot read the value from {}; check the path given to --from-file",
+                    path.display()
+                )
+            })
+            .context(Code::Config)?,
+        (None, Some(var)) => std::env::var(var)
+            .map_err(|_| {
+                anyhow!(
+                    "environment variable {var} is not set (or not valid text); export it first"
+                )
+            })
+            .context(Code::Config)?,
         (None, None) => {
             if std::io::stdin().is_terminal() {
                 rpassword::prompt_password(format!("value for {name} (input hidden): "))?
@@ -61,11 +80,16 @@ pub fn set(
     let value = raw.strip_suffix('\n').unwrap_or(&raw);
     let value = value.strip_suffix('\r').unwrap_or(value);
     if value.is_empty() {
-        bail!("the value for `{name}` is empty; nothing was stored");
+        return Err(anyhow!(
+            "the value for `{name}` is empty; nothing was stored. Give the value on stdin \
+             (`printf %s \"$TOKEN\" | keycycle secrets set {name}`), with --from-file or with \
+             --from-env"
+        ))
+        .context(Code::Config);
     }
     let value = SecretValue::new(value);
     let store = StoreAccess::new(config);
-    store.with(|s| Ok(s.set(name, &value)?))?;
+    store.with(|s| s.set(name, &value).context(Code::Config))?;
     note!("stored secret `{name}`");
     Ok(())
 }
@@ -76,26 +100,55 @@ pub fn list(config: &Config, json: bool) -> Result<()> {
     if json {
         let rows: Vec<_> = items
             .iter()
-            .map(|i| serde_json::json!({"name": i.name, "created_at": rfc3339(i.created_at), "updated_at": rfc3339(i.updated_at)}))
+            .map(|i| {
+                serde_json::json!({
+                    "name": i.name,
+                    "created_at": i.created_at.map(rfc3339),
+                    "updated_at": i.updated_at.map(rfc3339),
+                    "damaged": i.damage.map(|d| d.to_string()),
+                })
+            })
             .collect();
         outln!("{}", serde_json::to_string_pretty(&rows)?);
     } else if items.is_empty() {
         note!("the store is empty");
     } else {
-        for i in items {
-            outln!("{}\t(updated {})", i.name, rfc3339(i.updated_at));
+        for i in &items {
+            match i.damage {
+                None => outln!("{}\t(updated {})", i.name, updated(i)),
+                Some(damage) => outln!("{}\tDAMAGED: {damage}", i.name),
+            }
         }
+    }
+    // Listing still succeeds, so scripts see every entry; the damage is
+    // said on stderr whatever the output format, with what to run.
+    for i in items.iter().filter(|i| i.damage.is_some()) {
+        let damage = i.damage.expect("filtered above");
+        errln!(
+            "warning: secret `{name}` is damaged ({damage}) and cannot be read; replace it with \
+             `keycycle secrets set {name}` or remove it with `keycycle secrets rm {name}`",
+            name = i.name
+        );
     }
     Ok(())
 }
 
+fn updated(info: &SecretInfo) -> String {
+    info.updated_at
+        .map(rfc3339)
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
 pub fn rm(config: &Config, name: &str) -> Result<()> {
     let store = StoreAccess::new(config);
-    if store.with(|s| Ok(s.remove(name)?))? {
+    if store.with(|s| s.remove(name).context(Code::Config))? {
         note!("removed secret `{name}`");
         Ok(())
     } else {
-        Err(anyhow!("there is no secret `{name}` in the store")).context(Code::Config)
+        Err(anyhow!(
+            "there is no secret `{name}` in the store; see the stored names with `keycycle secrets list`"
+        ))
+        .context(Code::Config)
     }
 }
 

@@ -398,6 +398,7 @@ pub async fn cleanup(config: &Config, as_json: bool) -> Result<()> {
     let state = open_state(config)?;
     let store = Arc::new(StoreAccess::new(config));
     let key = store.master_key()?;
+    store.check_key()?;
     let (_sandbox, plugins) = load_plugins(config, None, store.clone()).await?;
     let claimer = format!("{}@{}:{}", user(), host(), std::process::id());
     reclaim_from_dead_cleanups(state.as_ref())?;

@@ -60,11 +60,23 @@ impl StoreAccess {
         if guard.is_none() {
             let key = self.master_key()?;
             let store = SecretStore::open(&self.store_file, &key).context(Code::Config)?;
-            // Values are registered for masking as they are decrypted.
+            // Values are registered for masking as they are decrypted. A
+            // damaged entry has no value to mask and is skipped: it must not
+            // make the other secrets unusable, and reading it fails by name.
             store.values().context(Code::Config)?;
             *guard = Some(store);
         }
         f(guard.as_mut().expect("opened above"))
+    }
+
+    /// Opens the store now when it exists and a master key is at hand, so a
+    /// wrong key is a configuration error before a run starts rather than a
+    /// runbook failure at its first `secret()`.
+    pub fn check_key(&self) -> Result<()> {
+        if !self.store_file.exists() || self.master_key().is_err() {
+            return Ok(());
+        }
+        self.with(|_| Ok(()))
     }
 
     pub fn get(&self, name: &str) -> Result<Option<SecretValue>> {

@@ -48,21 +48,18 @@ pub enum StoreError {
     )]
     WrongKey { path: PathBuf },
 
-    /// An entry failed authenticated decryption although the key is right,
-    /// so its bytes were altered or moved from another entry.
+    /// One entry of the store is damaged; the others are still usable.
     #[error(
-        "secret `{name}` in store {path} failed authentication: its entry was altered or \
-         corrupted on disk; restore the store from a backup or set the secret again",
+        "secret `{name}` in store {path} is damaged: {problem}; replace it with \
+         `keycycle secrets set {name}` or remove it with `keycycle secrets rm {name}` \
+         (or restore the store from a backup)",
         path = path.display()
     )]
-    Tampered { path: PathBuf, name: String },
-
-    /// An entry decrypted, but its plaintext is not UTF-8 text.
-    #[error(
-        "secret `{name}` in store {path} is not UTF-8 text after decryption; set the secret again",
-        path = path.display()
-    )]
-    NotText { path: PathBuf, name: String },
+    Damaged {
+        path: PathBuf,
+        name: String,
+        problem: EntryDamage,
+    },
 
     /// Encryption refused the value; only possible for absurdly large values.
     #[error(
@@ -153,6 +150,47 @@ impl fmt::Display for KeyProblem {
                 write!(f, "it decodes to {bytes} bytes instead of 32")
             }
             KeyProblem::TooLarge => f.write_str("it is far larger than a key"),
+        }
+    }
+}
+
+/// What is wrong with one damaged entry of the secrets store. Like
+/// [`KeyProblem`], says nothing about the entry's bytes, so it is safe to
+/// print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EntryDamage {
+    /// A field is missing, unknown, or of the wrong type.
+    Malformed,
+    /// The nonce is not standard base64 of 24 bytes.
+    Nonce,
+    /// The ciphertext is not standard base64, or too short to hold a tag.
+    Ciphertext,
+    /// A time is not an RFC 3339 time.
+    Time { field: &'static str },
+    /// Authenticated decryption failed although the key check passed.
+    Authentication,
+    /// Decrypted, but not UTF-8 text.
+    NotText,
+}
+
+impl fmt::Display for EntryDamage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EntryDamage::Malformed => f.write_str(
+                "its fields are not those of a secret entry (one is missing, unknown or of the \
+                 wrong type)",
+            ),
+            EntryDamage::Nonce => f.write_str("its nonce is not base64 of 24 bytes"),
+            EntryDamage::Ciphertext => {
+                f.write_str("its ciphertext is not base64 or is too short to be one")
+            }
+            EntryDamage::Time { field } => write!(f, "its {field} is not an RFC 3339 time"),
+            EntryDamage::Authentication => f.write_str(
+                "its ciphertext failed authentication: the entry was altered, corrupted, or \
+                 copied from another entry",
+            ),
+            EntryDamage::NotText => f.write_str("its value is not UTF-8 text after decryption"),
         }
     }
 }

@@ -22,7 +22,7 @@ mod key;
 mod secrets;
 pub mod state;
 
-pub use error::{KeyProblem, SealProblem, StoreError};
+pub use error::{EntryDamage, KeyProblem, SealProblem, StoreError};
 pub use key::{KEY_LEN, MASTER_KEY_ENV, MasterKey, SEALED_PREFIX};
 pub use secrets::{FORMAT_VERSION, MAX_NAME_LEN, SecretInfo, SecretStore, validate_name};
 pub use state::{

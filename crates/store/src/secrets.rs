@@ -21,6 +21,15 @@
 //! Each ciphertext is bound to its secret's name (the name is the associated
 //! data), so moving ciphertexts between entries makes them fail to decrypt
 //! rather than silently hand one secret out under another's name.
+//!
+//! Damage is confined to the entry it hits. An entry whose fields, times,
+//! base64 or authentication are wrong is kept as a *damaged* entry: it is
+//! listed with what is wrong, reading it fails naming it, `set` replaces it
+//! and `remove` deletes it, while every other secret stays usable. A
+//! rewrite of the file keeps a damaged entry it did not touch exactly as it
+//! was read, so no data is dropped behind the operator's back. Damage to
+//! the file as a whole (not JSON, another format, an entry without a usable
+//! name, a bad key check) still fails the whole store.
 
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry as MapEntry;
@@ -38,7 +47,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::error::StoreError;
+use crate::error::{EntryDamage, StoreError};
 use crate::fs::{create_private_dirs, lock_exclusive, parent_dir, read_if_exists, write_atomic};
 use crate::key::MasterKey;
 
@@ -57,12 +66,16 @@ const TAG_LEN: usize = 16;
 const KEY_CHECK_AAD: &[u8] = b"keycycle:key-check";
 const KEY_CHECK_PLAINTEXT: &[u8] = b"keycycle master key check v1";
 
-/// What the store shows about a secret without decrypting it.
+/// What the store shows about a secret without handing out its value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretInfo {
     pub name: String,
-    pub created_at: OffsetDateTime,
-    pub updated_at: OffsetDateTime,
+    /// `None` only for a damaged entry whose time cannot be read.
+    pub created_at: Option<OffsetDateTime>,
+    /// `None` only for a damaged entry whose time cannot be read.
+    pub updated_at: Option<OffsetDateTime>,
+    /// What is wrong with the entry, when it is damaged.
+    pub damage: Option<EntryDamage>,
 }
 
 /// Checks a secret name: 1 to [`MAX_NAME_LEN`] characters from
@@ -150,17 +163,24 @@ impl SecretStore {
         Ok(())
     }
 
-    /// The value of secret `name`, or `None` when there is none.
+    /// The value of secret `name`, or `None` when there is none. A damaged
+    /// entry fails with [`StoreError::Damaged`].
     pub fn get(&self, name: &str) -> Result<Option<SecretValue>, StoreError> {
         validate_name(name)?;
         match self.contents.entries.get(name) {
             None => Ok(None),
-            Some(entry) => self.decrypt(name, entry).map(Some),
+            Some(Entry::Sound(entry)) => self.decrypt(name, entry).map(Some),
+            Some(Entry::Damaged(damaged)) => Err(StoreError::Damaged {
+                path: self.path.clone(),
+                name: name.to_owned(),
+                problem: damaged.problem,
+            }),
         }
     }
 
     /// Stores `value` as secret `name`, replacing any previous value (whose
-    /// creation time is kept). A fresh nonce is used for every write.
+    /// creation time is kept) or damaged entry (whose times, unreliable, are
+    /// not). A fresh nonce is used for every write.
     pub fn set(&mut self, name: &str, value: &SecretValue) -> Result<(), StoreError> {
         validate_name(name)?;
         let path = self.path.clone();
@@ -173,25 +193,30 @@ impl SecretStore {
                     }
                 })?;
             let now = now();
+            let fresh = |created_at| {
+                Entry::Sound(Sound {
+                    created_at,
+                    updated_at: now,
+                    sealed,
+                })
+            };
             match contents.entries.entry(name.to_owned()) {
                 MapEntry::Occupied(mut slot) => {
-                    let entry = slot.get_mut();
-                    entry.updated_at = now;
-                    entry.sealed = sealed;
+                    let created_at = match slot.get() {
+                        Entry::Sound(entry) => entry.created_at,
+                        Entry::Damaged(_) => now,
+                    };
+                    slot.insert(fresh(created_at));
                 }
                 MapEntry::Vacant(slot) => {
-                    slot.insert(Entry {
-                        created_at: now,
-                        updated_at: now,
-                        sealed,
-                    });
+                    slot.insert(fresh(now));
                 }
             }
             Ok(((), true))
         })
     }
 
-    /// Deletes secret `name`. Returns whether it existed.
+    /// Deletes secret `name`, damaged or not. Returns whether it existed.
     pub fn remove(&mut self, name: &str) -> Result<bool, StoreError> {
         validate_name(name)?;
         self.modify(|contents, _| {
@@ -200,47 +225,61 @@ impl SecretStore {
         })
     }
 
-    /// Every secret's name and times, ordered by name. Decrypts nothing.
+    /// Every secret's name and times, damaged entries included with what is
+    /// wrong with them, ordered by name. Hands out no value.
     pub fn list(&self) -> Vec<SecretInfo> {
         self.contents
             .entries
             .iter()
-            .map(|(name, entry)| SecretInfo {
-                name: name.clone(),
-                created_at: entry.created_at,
-                updated_at: entry.updated_at,
+            .map(|(name, entry)| match entry {
+                Entry::Sound(entry) => SecretInfo {
+                    name: name.clone(),
+                    created_at: Some(entry.created_at),
+                    updated_at: Some(entry.updated_at),
+                    damage: None,
+                },
+                Entry::Damaged(damaged) => SecretInfo {
+                    name: name.clone(),
+                    created_at: damaged.created_at,
+                    updated_at: damaged.updated_at,
+                    damage: Some(damaged.problem),
+                },
             })
             .collect()
     }
 
-    /// Every secret's value, ordered by name. Meant for registering all
-    /// stored values with the redactor, which constructing each
-    /// [`SecretValue`] does.
+    /// Every sound secret's value, ordered by name. Meant for registering
+    /// all stored values with the redactor, which constructing each
+    /// [`SecretValue`] does. Damaged entries have no value to give and are
+    /// skipped; [`list`](Self::list) names them.
     pub fn values(&self) -> Result<Vec<SecretValue>, StoreError> {
         self.contents
             .entries
             .iter()
-            .map(|(name, entry)| self.decrypt(name, entry))
+            .filter_map(|(name, entry)| match entry {
+                Entry::Sound(entry) => Some(self.decrypt(name, entry)),
+                Entry::Damaged(_) => None,
+            })
             .collect()
     }
 
-    fn decrypt(&self, name: &str, entry: &Entry) -> Result<SecretValue, StoreError> {
-        let mut plain = unseal(&self.cipher, name.as_bytes(), &entry.sealed).map_err(|_| {
-            StoreError::Tampered {
-                path: self.path.clone(),
-                name: name.to_owned(),
-            }
-        })?;
+    fn decrypt(&self, name: &str, entry: &Sound) -> Result<SecretValue, StoreError> {
+        // Every sound entry was authenticated when the file was read, so
+        // these failures mean the bytes changed in memory since.
+        let damaged = |problem| StoreError::Damaged {
+            path: self.path.clone(),
+            name: name.to_owned(),
+            problem,
+        };
+        let mut plain = unseal(&self.cipher, name.as_bytes(), &entry.sealed)
+            .map_err(|_| damaged(EntryDamage::Authentication))?;
         // Move the bytes into the String rather than copying them, so the
         // only copy is the one `SecretValue` wipes.
         match String::from_utf8(std::mem::take(&mut *plain)) {
             Ok(text) => Ok(SecretValue::new(text)),
             Err(e) => {
                 e.into_bytes().zeroize();
-                Err(StoreError::NotText {
-                    path: self.path.clone(),
-                    name: name.to_owned(),
-                })
+                Err(damaged(EntryDamage::NotText))
             }
         }
     }
@@ -279,6 +318,15 @@ impl fmt::Debug for SecretStore {
         f.debug_struct("SecretStore")
             .field("path", &self.path)
             .field("secrets", &self.contents.entries.len())
+            .field(
+                "damaged",
+                &self
+                    .contents
+                    .entries
+                    .values()
+                    .filter(|e| matches!(e, Entry::Damaged(_)))
+                    .count(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -288,10 +336,25 @@ struct Sealed {
     ciphertext: Vec<u8>,
 }
 
-struct Entry {
+enum Entry {
+    Sound(Sound),
+    Damaged(Damaged),
+}
+
+/// An entry that was read whole and authenticated.
+struct Sound {
     created_at: OffsetDateTime,
     updated_at: OffsetDateTime,
     sealed: Sealed,
+}
+
+/// An entry that could not be read or authenticated. Its JSON is kept as
+/// read, and written back unchanged until it is replaced or removed.
+struct Damaged {
+    problem: EntryDamage,
+    created_at: Option<OffsetDateTime>,
+    updated_at: Option<OffsetDateTime>,
+    raw: serde_json::Value,
 }
 
 #[derive(Default)]
@@ -358,7 +421,9 @@ struct DiskStore {
     format: String,
     version: u32,
     key_check: DiskSealed,
-    secrets: Vec<DiskEntry>,
+    /// Read entry by entry, so one that does not fit [`DiskEntry`] is
+    /// damaged alone, and kept as it was.
+    secrets: Vec<serde_json::Value>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -444,7 +509,13 @@ fn from_disk(
     let disk: DiskStore =
         serde_json::from_slice(bytes).map_err(|e| corrupt(path, json_problem(&e)))?;
 
-    let key_check = decode_sealed(path, "the key check", &disk.key_check)?;
+    let key_check = decode_sealed(&disk.key_check).map_err(|problem| {
+        let what = match problem {
+            EntryDamage::Nonce => "nonce",
+            _ => "ciphertext",
+        };
+        corrupt(path, format!("the key check has a malformed {what}"))
+    })?;
     match unseal(cipher, KEY_CHECK_AAD, &key_check) {
         Ok(plain) if plain.as_slice() == KEY_CHECK_PLAINTEXT => {}
         Ok(_) => return Err(corrupt(path, "its key check holds an unexpected value")),
@@ -456,24 +527,33 @@ fn from_disk(
     }
 
     let mut entries = BTreeMap::new();
-    for (index, disk_entry) in disk.secrets.iter().enumerate() {
-        let position = format!("secret #{} (`{}`)", index + 1, shorten(&disk_entry.name));
-        if validate_name(&disk_entry.name).is_err() {
+    for (index, raw) in disk.secrets.into_iter().enumerate() {
+        // Without a usable name an entry cannot be addressed to replace or
+        // remove it, so that much damage is the whole file's.
+        let Some(name) = raw.get("name").and_then(|n| n.as_str()).map(str::to_owned) else {
+            return Err(corrupt(path, format!("secret #{} has no name", index + 1)));
+        };
+        let position = format!("secret #{} (`{}`)", index + 1, shorten(&name));
+        if validate_name(&name).is_err() {
             return Err(corrupt(path, format!("{position} has an invalid name")));
         }
-        let entry = Entry {
-            created_at: parse_time(path, &position, "created_at", &disk_entry.created_at)?,
-            updated_at: parse_time(path, &position, "updated_at", &disk_entry.updated_at)?,
-            sealed: decode_sealed(
-                path,
-                &position,
-                &DiskSealed {
-                    nonce: disk_entry.nonce.clone(),
-                    ciphertext: disk_entry.ciphertext.clone(),
-                },
-            )?,
+        let entry = match read_entry(cipher, &name, &raw) {
+            Ok(sound) => Entry::Sound(sound),
+            Err(problem) => {
+                let time = |field| {
+                    raw.get(field)
+                        .and_then(|t| t.as_str())
+                        .and_then(|t| parse_time(t).ok())
+                };
+                Entry::Damaged(Damaged {
+                    problem,
+                    created_at: time("created_at"),
+                    updated_at: time("updated_at"),
+                    raw,
+                })
+            }
         };
-        if entries.insert(disk_entry.name.clone(), entry).is_some() {
+        if entries.insert(name, entry).is_some() {
             return Err(corrupt(path, format!("{position} appears more than once")));
         }
     }
@@ -483,34 +563,48 @@ fn from_disk(
     })
 }
 
-fn decode_sealed(path: &Path, what: &str, disk: &DiskSealed) -> Result<Sealed, StoreError> {
+/// Reads one entry and authenticates it, so damage shows when the file is
+/// read rather than in the middle of a run. The plaintext is wiped at once.
+fn read_entry(
+    cipher: &XChaCha20Poly1305,
+    name: &str,
+    raw: &serde_json::Value,
+) -> Result<Sound, EntryDamage> {
+    let disk = DiskEntry::deserialize(raw).map_err(|_| EntryDamage::Malformed)?;
+    let sealed = decode_sealed(&DiskSealed {
+        nonce: disk.nonce,
+        ciphertext: disk.ciphertext,
+    })?;
+    let plain =
+        unseal(cipher, name.as_bytes(), &sealed).map_err(|_| EntryDamage::Authentication)?;
+    if std::str::from_utf8(&plain).is_err() {
+        return Err(EntryDamage::NotText);
+    }
+    drop(plain);
+    let time = |field, text: &str| parse_time(text).map_err(|_| EntryDamage::Time { field });
+    Ok(Sound {
+        created_at: time("created_at", &disk.created_at)?,
+        updated_at: time("updated_at", &disk.updated_at)?,
+        sealed,
+    })
+}
+
+fn decode_sealed(disk: &DiskSealed) -> Result<Sealed, EntryDamage> {
     let nonce = STANDARD
         .decode(&disk.nonce)
         .ok()
         .and_then(|n| <[u8; NONCE_LEN]>::try_from(n).ok())
-        .ok_or_else(|| corrupt(path, format!("{what} has a malformed nonce")))?;
+        .ok_or(EntryDamage::Nonce)?;
     let ciphertext = STANDARD
         .decode(&disk.ciphertext)
         .ok()
         .filter(|c| c.len() >= TAG_LEN)
-        .ok_or_else(|| corrupt(path, format!("{what} has a malformed ciphertext")))?;
+        .ok_or(EntryDamage::Ciphertext)?;
     Ok(Sealed { nonce, ciphertext })
 }
 
-fn parse_time(
-    path: &Path,
-    position: &str,
-    field: &str,
-    text: &str,
-) -> Result<OffsetDateTime, StoreError> {
-    OffsetDateTime::parse(text, &Rfc3339)
-        .map(|t| t.to_offset(time::UtcOffset::UTC))
-        .map_err(|_| {
-            corrupt(
-                path,
-                format!("{position} has a {field} that is not an RFC 3339 time"),
-            )
-        })
+fn parse_time(text: &str) -> Result<OffsetDateTime, time::error::Parse> {
+    OffsetDateTime::parse(text, &Rfc3339).map(|t| t.to_offset(time::UtcOffset::UTC))
 }
 
 fn format_time(path: &Path, time: OffsetDateTime) -> Result<String, StoreError> {
@@ -538,15 +632,20 @@ fn to_disk(path: &Path, contents: &Contents) -> Result<Vec<u8>, StoreError> {
     let secrets = contents
         .entries
         .iter()
-        .map(|(name, entry)| {
-            let sealed = encode_sealed(&entry.sealed);
-            Ok(DiskEntry {
-                name: name.clone(),
-                created_at: format_time(path, entry.created_at)?,
-                updated_at: format_time(path, entry.updated_at)?,
-                nonce: sealed.nonce,
-                ciphertext: sealed.ciphertext,
-            })
+        .map(|(name, entry)| match entry {
+            Entry::Sound(entry) => {
+                let sealed = encode_sealed(&entry.sealed);
+                let disk = DiskEntry {
+                    name: name.clone(),
+                    created_at: format_time(path, entry.created_at)?,
+                    updated_at: format_time(path, entry.updated_at)?,
+                    nonce: sealed.nonce,
+                    ciphertext: sealed.ciphertext,
+                };
+                serde_json::to_value(disk)
+                    .map_err(|e| StoreError::io("encode", path, io::Error::other(e)))
+            }
+            Entry::Damaged(damaged) => Ok(damaged.raw.clone()),
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
     let disk = DiskStore {
@@ -637,7 +736,7 @@ mod tests {
         let after = store.list().remove(0);
         assert_eq!(after.created_at, before.created_at);
         assert!(after.updated_at >= before.updated_at);
-        assert_eq!(after.created_at.offset(), time::UtcOffset::UTC);
+        assert_eq!(after.created_at.unwrap().offset(), time::UtcOffset::UTC);
         assert_ne!(raw(&path)["secrets"][0]["nonce"], nonce_before);
         assert_eq!(
             store.get("token").unwrap().unwrap().expose(),
@@ -707,11 +806,11 @@ mod tests {
         let store = SecretStore::open(&path, &key).unwrap();
         let err = store.get("token").unwrap_err();
         assert!(
-            matches!(&err, StoreError::Tampered { name, .. } if name == "token"),
+            matches!(&err, StoreError::Damaged { name, problem: EntryDamage::Authentication, .. } if name == "token"),
             "{err}"
         );
         assert!(err.to_string().contains(&path.display().to_string()));
-        assert!(matches!(store.values(), Err(StoreError::Tampered { .. })));
+        assert!(store.values().unwrap().is_empty());
     }
 
     #[test]
@@ -740,7 +839,7 @@ mod tests {
         for name in ["alpha", "beta"] {
             let err = store.get(name).unwrap_err();
             assert!(
-                matches!(&err, StoreError::Tampered { name: n, .. } if n == name),
+                matches!(&err, StoreError::Damaged { name: n, problem: EntryDamage::Authentication, .. } if n == name),
                 "{err}"
             );
         }
@@ -961,6 +1060,212 @@ mod tests {
         let msg = SecretStore::open(&path, &key).unwrap_err().to_string();
         assert!(msg.contains("structure"), "{msg}");
         assert!(!msg.contains("hunter2"), "{msg}");
+    }
+
+    /// An edit of a store file's JSON, as damage on disk would make.
+    type Edit = fn(&mut serde_json::Value);
+
+    /// Each kind of damage to one entry, as an edit of its JSON object.
+    fn damages() -> Vec<(&'static str, EntryDamage, Edit)> {
+        fn flip_ciphertext(entry: &mut serde_json::Value) {
+            let mut ct = STANDARD
+                .decode(entry["ciphertext"].as_str().unwrap())
+                .unwrap();
+            ct[3] ^= 0x20;
+            entry["ciphertext"] = STANDARD.encode(&ct).into();
+        }
+        vec![
+            ("nonce not base64", EntryDamage::Nonce, |e| {
+                e["nonce"] = "@@@@".into()
+            }),
+            ("nonce too short", EntryDamage::Nonce, |e| {
+                e["nonce"] = STANDARD.encode([0u8; 12]).into()
+            }),
+            ("ciphertext not base64", EntryDamage::Ciphertext, |e| {
+                let ct = e["ciphertext"].as_str().unwrap().replacen(|_| true, "%", 1);
+                e["ciphertext"] = ct.into();
+            }),
+            (
+                "created_at not a time",
+                EntryDamage::Time {
+                    field: "created_at",
+                },
+                |e| e["created_at"] = "2025-13-01T00:00:00Z".into(),
+            ),
+            (
+                "ciphertext fails authentication",
+                EntryDamage::Authentication,
+                flip_ciphertext,
+            ),
+            ("a field missing", EntryDamage::Malformed, |e| {
+                e.as_object_mut().unwrap().remove("nonce");
+            }),
+            ("an unknown field", EntryDamage::Malformed, |e| {
+                e["extra"] = true.into()
+            }),
+            ("a field of the wrong type", EntryDamage::Malformed, |e| {
+                e["updated_at"] = 17.into()
+            }),
+        ]
+    }
+
+    fn three_secrets(path: &Path, key: &MasterKey) -> SecretStore {
+        let mut store = SecretStore::open(path, key).unwrap();
+        for name in ["alpha", "beta", "gamma"] {
+            store
+                .set(name, &SecretValue::new(format!("{name}-value-1234")))
+                .unwrap();
+        }
+        store
+    }
+
+    #[test]
+    fn one_damaged_entry_leaves_the_others_usable() {
+        for (what, expected, damage) in damages() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = store_path(&dir);
+            let key = MasterKey::generate();
+            three_secrets(&path, &key);
+            let mut doc = raw(&path);
+            damage(&mut doc["secrets"][1]);
+            let damaged_raw = doc["secrets"][1].clone();
+            write_raw(&path, &doc);
+
+            let mut store = SecretStore::open(&path, &key)
+                .unwrap_or_else(|e| panic!("{what}: the store does not open: {e}"));
+            let listed: Vec<_> = store
+                .list()
+                .into_iter()
+                .map(|i| (i.name, i.damage))
+                .collect();
+            assert_eq!(
+                listed,
+                [
+                    ("alpha".to_owned(), None),
+                    ("beta".to_owned(), Some(expected)),
+                    ("gamma".to_owned(), None)
+                ],
+                "{what}"
+            );
+            let err = store.get("beta").unwrap_err();
+            assert!(
+                matches!(&err, StoreError::Damaged { name, problem, .. } if name == "beta" && *problem == expected),
+                "{what}: {err}"
+            );
+            let msg = err.to_string();
+            assert!(msg.contains("keycycle secrets set beta"), "{msg}");
+            assert!(msg.contains("keycycle secrets rm beta"), "{msg}");
+            if let Some(ct) = damaged_raw["ciphertext"].as_str() {
+                assert!(
+                    !msg.contains(ct),
+                    "{what}: the message quotes the ciphertext"
+                );
+            }
+            assert_eq!(
+                store.get("alpha").unwrap().unwrap().expose(),
+                "alpha-value-1234"
+            );
+            assert_eq!(store.values().unwrap().len(), 2, "{what}");
+
+            // Writing another secret keeps the damaged entry as it was read.
+            store
+                .set("delta", &SecretValue::new("delta-value-1234"))
+                .unwrap();
+            store.remove("gamma").unwrap();
+            let kept = raw(&path)["secrets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["name"] == "beta")
+                .cloned();
+            assert_eq!(kept, Some(damaged_raw), "{what}");
+
+            // `set` replaces the damaged entry.
+            store
+                .set("beta", &SecretValue::new("beta-value-5678"))
+                .unwrap();
+            let reopened = SecretStore::open(&path, &key).unwrap();
+            assert_eq!(
+                reopened.get("beta").unwrap().unwrap().expose(),
+                "beta-value-5678"
+            );
+            assert!(reopened.list().iter().all(|i| i.damage.is_none()), "{what}");
+
+            // `remove` deletes one.
+            let mut doc = raw(&path);
+            damage(&mut doc["secrets"][1]);
+            write_raw(&path, &doc);
+            let mut store = SecretStore::open(&path, &key).unwrap();
+            assert!(store.remove("beta").unwrap(), "{what}");
+            let names: Vec<_> = SecretStore::open(&path, &key)
+                .unwrap()
+                .list()
+                .into_iter()
+                .map(|i| i.name)
+                .collect();
+            assert_eq!(names, ["alpha", "delta"], "{what}");
+        }
+    }
+
+    #[test]
+    fn a_value_that_is_not_text_is_a_damaged_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_path(&dir);
+        let key = MasterKey::generate();
+        three_secrets(&path, &key);
+        let sealed = seal(&key.cipher(), b"beta", &[0xff, 0xfe, 0x00]).unwrap();
+        let mut doc = raw(&path);
+        doc["secrets"][1]["nonce"] = STANDARD.encode(sealed.nonce).into();
+        doc["secrets"][1]["ciphertext"] = STANDARD.encode(&sealed.ciphertext).into();
+        write_raw(&path, &doc);
+
+        let store = SecretStore::open(&path, &key).unwrap();
+        assert!(matches!(
+            store.get("beta"),
+            Err(StoreError::Damaged {
+                problem: EntryDamage::NotText,
+                ..
+            })
+        ));
+        assert!(store.get("gamma").unwrap().is_some());
+    }
+
+    #[test]
+    fn damage_to_the_whole_file_still_fails_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = store_path(&dir);
+        let key = MasterKey::generate();
+        three_secrets(&path, &key);
+        let pristine = raw(&path);
+        let cases: [(&str, Edit); 5] = [
+            ("key check nonce", |d| d["key_check"]["nonce"] = "@@".into()),
+            ("entry without a name", |d| {
+                d["secrets"][1].as_object_mut().unwrap().remove("name");
+            }),
+            ("entry that is not an object", |d| {
+                d["secrets"][1] = 7.into()
+            }),
+            ("invalid name", |d| d["secrets"][1]["name"] = "../x".into()),
+            ("duplicate name", |d| {
+                d["secrets"][1]["name"] = "alpha".into()
+            }),
+        ];
+        for (what, damage) in cases {
+            let mut doc = pristine.clone();
+            damage(&mut doc);
+            write_raw(&path, &doc);
+            let err = SecretStore::open(&path, &key).unwrap_err();
+            assert!(matches!(err, StoreError::Corrupt { .. }), "{what}: {err}");
+        }
+
+        // A damaged entry does not hide a wrong key.
+        let mut doc = pristine.clone();
+        doc["secrets"][1]["nonce"] = "@@".into();
+        write_raw(&path, &doc);
+        assert!(matches!(
+            SecretStore::open(&path, &MasterKey::generate()),
+            Err(StoreError::WrongKey { .. })
+        ));
     }
 
     #[test]
