@@ -11,12 +11,11 @@
 //! rotation leaves, and every file keycycle wrote is scanned for secrets in
 //! clear.
 
-
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
-use keycycle_sim::{FailRule, HookSeed, Release, RequestRecord, VariableSeed};
 use crate::support::*;
+use keycycle_sim::{FailRule, HookSeed, Release, RequestRecord, VariableSeed};
 
 /// How long a gated request may take to arrive: covers plugin loading on a
 /// busy machine. Gates make the kill itself deterministic.
