@@ -8,6 +8,7 @@ mod support;
 
 mod canary;
 mod crash;
+mod doctor;
 mod durable;
 mod gitlab;
 mod hostile_runbooks;

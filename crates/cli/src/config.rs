@@ -77,10 +77,35 @@ pub struct RunbookSection {
     pub secrets: Vec<String>,
 }
 
+/// How the config file was found, for `keycycle doctor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// `--config FILE`.
+    Flag,
+    /// `KEYCYCLE_CONFIG`.
+    Env,
+    /// `./keycycle.toml`.
+    WorkingDir,
+    /// No file: built-in defaults.
+    Defaults,
+}
+
+impl ConfigSource {
+    pub fn describe(self) -> &'static str {
+        match self {
+            ConfigSource::Flag => "--config",
+            ConfigSource::Env => "KEYCYCLE_CONFIG",
+            ConfigSource::WorkingDir => "./keycycle.toml",
+            ConfigSource::Defaults => "none (built-in defaults)",
+        }
+    }
+}
+
 /// The config with every path made absolute.
 #[derive(Debug)]
 pub struct Config {
     pub file: Option<PathBuf>,
+    pub source: ConfigSource,
     /// Holds the master key, secrets store and run state by default.
     pub state_dir: PathBuf,
     pub runbooks_dir: PathBuf,
@@ -93,7 +118,7 @@ pub struct Config {
 
 /// `--config`, then `KEYCYCLE_CONFIG`, then `./keycycle.toml`. A path given
 /// explicitly must exist; the default may be absent.
-pub fn locate(explicit: Option<&Path>) -> Result<Option<PathBuf>> {
+pub fn locate(explicit: Option<&Path>) -> Result<(Option<PathBuf>, ConfigSource)> {
     if let Some(p) = explicit {
         if !p.is_file() {
             bail!(
@@ -101,7 +126,7 @@ pub fn locate(explicit: Option<&Path>) -> Result<Option<PathBuf>> {
                 p.display()
             );
         }
-        return Ok(Some(p.to_owned()));
+        return Ok((Some(p.to_owned()), ConfigSource::Flag));
     }
     if let Some(p) = std::env::var_os("KEYCYCLE_CONFIG").filter(|v| !v.is_empty()) {
         let p = PathBuf::from(p);
@@ -111,14 +136,18 @@ pub fn locate(explicit: Option<&Path>) -> Result<Option<PathBuf>> {
                 p.display()
             );
         }
-        return Ok(Some(p));
+        return Ok((Some(p), ConfigSource::Env));
     }
     let p = PathBuf::from("keycycle.toml");
-    Ok(p.is_file().then_some(p))
+    Ok(if p.is_file() {
+        (Some(p), ConfigSource::WorkingDir)
+    } else {
+        (None, ConfigSource::Defaults)
+    })
 }
 
 pub fn load(explicit: Option<&Path>) -> Result<Config> {
-    let file = locate(explicit)?;
+    let (file, source) = locate(explicit)?;
     let (parsed, base) = match &file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -175,6 +204,7 @@ pub fn load(explicit: Option<&Path>) -> Result<Config> {
             .map(abs)
             .unwrap_or_else(|| state_dir.join("secrets.json")),
         file,
+        source,
         state_dir,
         cache_dir,
         plugins,

@@ -2,6 +2,7 @@
 //! runbooks that call sandboxed WebAssembly plugins.
 
 mod config;
+mod doctor;
 mod durable;
 mod effects;
 mod exit;
@@ -126,6 +127,14 @@ enum Command {
     /// Serve a provider simulator on 127.0.0.1, to rehearse runbooks
     #[command(after_help = SIM_HELP)]
     Sim(SimArgs),
+    /// Check the config, master key, store, cache, plugins and grants (read-only)
+    #[command(
+        after_help = "Examples:\n  keycycle doctor\n  keycycle doctor --output json\n\nExit code 0 when nothing is wrong (warnings are printed), 3 when something is."
+    )]
+    Doctor {
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
 }
 
 const RUN_HELP: &str = "\
@@ -382,6 +391,9 @@ async fn dispatch(cli: Cli) -> Result<()> {
             }
         }
         Command::Sim(args) => sim_cmd::serve(args.provider, args.port).await,
+        Command::Doctor { output } => {
+            doctor::doctor(cli.config.as_deref(), output == Output::Json).await
+        }
     }
 }
 
