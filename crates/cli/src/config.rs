@@ -77,6 +77,7 @@ pub struct RunbookSection {
     pub secrets: Vec<String>,
 }
 
+
 /// The config with every path made absolute.
 #[derive(Debug)]
 pub struct Config {
@@ -102,6 +103,18 @@ pub enum FoundBy {
     Search,
     /// No config file: every setting has its default.
     Defaults,
+}
+
+impl FoundBy {
+    /// Where the config came from, in a word or two (`keycycle doctor`).
+    pub fn describe(&self) -> &'static str {
+        match self {
+            FoundBy::Flag => "--config",
+            FoundBy::Env => "KEYCYCLE_CONFIG",
+            FoundBy::Search => "keycycle.toml found from the current folder",
+            FoundBy::Defaults => "none (built-in defaults)",
+        }
+    }
 }
 
 impl std::fmt::Display for FoundBy {

@@ -9,6 +9,7 @@
 mod out;
 
 mod config;
+mod doctor;
 mod durable;
 mod effects;
 mod exit;
@@ -140,6 +141,11 @@ enum Command {
         /// Where to write the pages
         dir: PathBuf,
     },
+    /// Check the config, master key, store, cache, plugins and grants (read-only)
+    #[command(
+        after_help = "Examples:\n  keycycle doctor\n  keycycle doctor --output json\n\nExit code 0 when nothing is wrong (warnings are printed), 3 when something is."
+    )]
+    Doctor,
 }
 
 const RUN_HELP: &str = "\
@@ -386,6 +392,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Man { dir } => man_pages(&dir),
+        Command::Doctor => doctor::doctor(cli.config.as_deref(), json).await,
     }
 }
 

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow};
-use serde_json::json;
+use keycycle_host::{Plugin, one_line};
+use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::effects::LoadedPlugin;
@@ -44,27 +45,55 @@ pub async fn list(config: &Config, as_json: bool) -> Result<()> {
     } else if rows.is_empty() {
         errln!("no plugins are configured");
     } else {
+        // One line per plugin, tab-separated: every field is escaped, since
+        // the plugin's name and version come from the plugin and an error
+        // can quote anything.
+        let field = |row: &Value, key: &str| one_line(row[key].as_str().unwrap_or(""));
         for row in rows {
             match row["status"].as_str() {
-                Some("ok") => outln!(
-                    "{}\t{} {}\t{} operations\tsha256:{}",
-                    row["name"].as_str().unwrap_or(""),
-                    row["plugin"].as_str().unwrap_or(""),
-                    row["version"].as_str().unwrap_or(""),
-                    row["operations"],
-                    &row["sha256"].as_str().unwrap_or("")
-                        [..12.min(row["sha256"].as_str().unwrap_or("").len())],
-                ),
+                Some("ok") => {
+                    let sha = field(&row, "sha256");
+                    outln!(
+                        "{}\t{} {}\t{} operations\tsha256:{}",
+                        field(&row, "name"),
+                        field(&row, "plugin"),
+                        field(&row, "version"),
+                        row["operations"],
+                        &sha[..12.min(sha.len())],
+                    )
+                }
                 _ => outln!(
                     "{}\t{}: {}",
-                    row["name"].as_str().unwrap_or(""),
-                    row["status"].as_str().unwrap_or(""),
-                    row["error"].as_str().unwrap_or("")
+                    field(&row, "name"),
+                    field(&row, "status"),
+                    field(&row, "error"),
                 ),
             }
         }
     }
     Ok(())
+}
+
+/// A loaded plugin's effective grants, and the granted hosts whose calls
+/// will be refused before they leave the host (see
+/// [`Plugin::host_problems`]). Shared by `plugins inspect` and `doctor`.
+pub async fn granted(plugin: &Plugin) -> Value {
+    let problems: Vec<Value> = plugin
+        .host_problems()
+        .await
+        .into_iter()
+        .map(|(host, problem)| json!({ "host": host, "problem": problem.to_string() }))
+        .collect();
+    json!({
+        "hosts": plugin.effective_hosts(),
+        "secrets": plugin
+            .effective_secrets()
+            .into_iter()
+            .map(|(k, v)| json!({"name": k, "store": v}))
+            .collect::<Vec<_>>(),
+        "config": plugin.effective_config_keys(),
+        "host_problems": problems,
+    })
 }
 
 pub async fn inspect(config: &Config, name: &str, env: Option<&str>, as_json: bool) -> Result<()> {
@@ -106,54 +135,52 @@ pub async fn inspect(config: &Config, name: &str, env: Option<&str>, as_json: bo
         "version": d.version,
         "operations": d.operations,
         "declares": { "hosts": d.hosts, "secrets": d.secrets, "config": d.config },
-        "granted": {
-            "hosts": plugin.effective_hosts(),
-            "secrets": plugin.effective_secrets().into_iter().map(|(k, v)| json!({"name": k, "store": v})).collect::<Vec<_>>(),
-            "config": plugin.effective_config_keys(),
-        },
+        "granted": granted(&plugin).await,
         "not_effective": plugin.unmatched(),
     });
     if as_json {
         outln!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
+    // Everything in the description is the plugin's own text.
+    let e = |t: &str| one_line(t);
     outln!(
         "{name}: {} {} ({})",
-        d.name,
-        d.version,
+        e(&d.name),
+        e(&d.version),
         section.path.display()
     );
     outln!("sha256: {}", plugin.sha256());
     outln!("\noperations:");
     for op in &d.operations {
         let tag = if op.mutates { "changes" } else { "reads" };
-        outln!("  {:<24} [{tag}] {}", op.name, op.doc);
+        outln!("  {:<24} [{tag}] {}", e(&op.name), e(&op.doc));
         for f in &op.inputs {
             outln!(
                 "      {}{}: {}",
-                f.name,
+                e(&f.name),
                 if f.required { "" } else { " (optional)" },
-                f.doc
+                e(&f.doc)
             );
         }
         if !op.secret_outputs.is_empty() {
-            outln!("      secret outputs: {}", op.secret_outputs.join(", "));
+            outln!("      secret outputs: {}", e(&op.secret_outputs.join(", ")));
         }
         if let Some(r) = &op.recover_with {
-            outln!("      recovered with: {r}");
+            outln!("      recovered with: {}", e(r));
         }
         if op.mutates && op.idempotent {
             outln!("      safe to send twice");
         }
         if let Some(advice) = &op.if_interrupted {
-            outln!("      if interrupted: {advice}");
+            outln!("      if interrupted: {}", e(advice));
         }
     }
     outln!(
         "\ndeclares: hosts [{}], secrets [{}], config [{}]",
-        d.hosts.join(", "),
-        d.secrets.join(", "),
-        d.config.join(", ")
+        e(&d.hosts.join(", ")),
+        e(&d.secrets.join(", ")),
+        e(&d.config.join(", "))
     );
     outln!(
         "granted:  hosts [{}], secrets [{}], config [{}]",
@@ -166,8 +193,19 @@ pub async fn inspect(config: &Config, name: &str, env: Option<&str>, as_json: bo
             .join(", "),
         plugin.effective_config_keys().join(", ")
     );
+    for problem in report["granted"]["host_problems"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        outln!(
+            "  host {}: {}",
+            problem["host"].as_str().unwrap_or(""),
+            problem["problem"].as_str().unwrap_or("")
+        );
+    }
     for gap in plugin.unmatched() {
-        outln!("  not effective: {gap}");
+        outln!("  not effective: {}", e(gap));
     }
     Ok(())
 }

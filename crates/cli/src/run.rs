@@ -97,8 +97,20 @@ pub async fn load_plugins(
     env: Option<&str>,
     store: Arc<StoreAccess>,
 ) -> Result<(Sandbox, BTreeMap<String, LoadedPlugin>)> {
+    load_plugins_cached(config, env, store, Some(config.cache_dir.clone())).await
+}
+
+/// [`load_plugins`] with the compiled-plugin cache chosen by the caller:
+/// `keycycle doctor` passes `None` when the cache folder does not exist,
+/// so that it creates nothing.
+pub async fn load_plugins_cached(
+    config: &Config,
+    env: Option<&str>,
+    store: Arc<StoreAccess>,
+    cache_dir: Option<PathBuf>,
+) -> Result<(Sandbox, BTreeMap<String, LoadedPlugin>)> {
     let sandbox = Sandbox::new(&SandboxConfig {
-        cache_dir: Some(config.cache_dir.clone()),
+        cache_dir,
         pooling: true,
     })
     .context(Code::Config)?;

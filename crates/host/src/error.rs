@@ -14,6 +14,27 @@ pub enum HostError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The file is not WebAssembly at all (a script, an HTML error page, a
+    /// truncated download). `start` says what it starts with,
+    /// escaped, or that it is empty.
+    #[error(
+        "plugin `{plugin}`: {path} is not a WebAssembly file ({start}); point \
+         [plugins.{plugin}] path at the plugin's .wasm component"
+    )]
+    NotWasm {
+        plugin: String,
+        path: PathBuf,
+        start: String,
+    },
+    /// A core module: what `cargo build --target wasm32-unknown-unknown` or
+    /// wasm32-wasip1 produce, which the component model cannot load.
+    #[error(
+        "plugin `{plugin}`: {path} is a core WebAssembly module, not a component; build it for \
+         the wasm32-wasip2 target (`cargo build --target wasm32-wasip2`), or wrap it with \
+         `wasm-tools component new`"
+    )]
+    CoreModule { plugin: String, path: PathBuf },
+    /// `message` is folded onto one line (wasmtime's own are multi-line).
     #[error("plugin `{plugin}` ({path}) is not a valid WebAssembly component: {message}")]
     Invalid {
         plugin: String,

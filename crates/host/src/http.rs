@@ -286,26 +286,115 @@ impl Resolve for FilteringResolver {
         let explicit = self.explicit.clone();
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let mut allowed = Vec::new();
-            let mut blocked = None;
-            for addr in addrs {
-                if is_public(addr.ip()) || explicit.contains(&addr.ip()) {
-                    allowed.push(addr);
-                } else {
-                    blocked.get_or_insert(addr.ip());
+            let addrs = tokio::net::lookup_host((host.as_str(), 0)).await?;
+            match reachable(addrs, &explicit) {
+                Ok(allowed) => Ok(Box::new(allowed.into_iter()) as Addrs),
+                Err(addr) => {
+                    Err(Box::new(BlockedAddress { host, addr }) as Box<dyn StdError + Send + Sync>)
                 }
             }
-            if allowed.is_empty()
-                && let Some(addr) = blocked
-            {
-                return Err(
-                    Box::new(BlockedAddress { host, addr }) as Box<dyn StdError + Send + Sync>
-                );
-            }
-            Ok(Box::new(allowed.into_iter()) as Addrs)
         })
+    }
+}
+
+/// The resolver's rule: of a name's addresses, those a plugin may reach
+/// (public ones, and non-public ones granted as IP literals). When every
+/// address is refused, the first refused one, so the error can name it.
+pub(crate) fn reachable(
+    addrs: impl IntoIterator<Item = SocketAddr>,
+    explicit: &BTreeSet<IpAddr>,
+) -> Result<Vec<SocketAddr>, IpAddr> {
+    let mut allowed = Vec::new();
+    let mut blocked = None;
+    for addr in addrs {
+        if is_public(addr.ip()) || explicit.contains(&addr.ip()) {
+            allowed.push(addr);
+        } else {
+            blocked.get_or_insert(addr.ip());
+        }
+    }
+    match blocked {
+        Some(addr) if allowed.is_empty() => Err(addr),
+        _ => Ok(allowed),
+    }
+}
+
+/// How long a grant check waits for one name to resolve.
+const CHECK_RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why calls to a granted origin will fail before they leave the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostProblem {
+    /// Every address the name resolves to is one the resolver drops.
+    Refused { host: String, addr: IpAddr },
+    /// The name does not resolve from this machine (now).
+    Unresolved { host: String, reason: String },
+}
+
+impl fmt::Display for HostProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostProblem::Refused { host, addr } => write!(
+                f,
+                "granted, but calls will be refused: {host} resolves to the {} address {addr}, \
+                 which plugins may reach only when that address itself is granted; use the \
+                 address in the grant (and in the plugin's config) instead of the name",
+                address_kind(*addr)
+            ),
+            HostProblem::Unresolved { host, reason } => write!(
+                f,
+                "granted, but {host} does not resolve from this machine ({reason}); calls will \
+                 fail until it does"
+            ),
+        }
+    }
+}
+
+/// Whether calls to `origin` can get past the resolver, judged the way
+/// [`FilteringResolver`] will judge them. IP literals are not resolved.
+pub(crate) async fn check_origin(
+    origin: &Origin,
+    explicit: &BTreeSet<IpAddr>,
+) -> Option<HostProblem> {
+    if origin.ip().is_some() {
+        return None;
+    }
+    let host = origin.host.clone();
+    let unresolved = |reason: String| {
+        Some(HostProblem::Unresolved {
+            host: host.clone(),
+            reason,
+        })
+    };
+    let lookup = tokio::net::lookup_host((origin.host.as_str(), origin.port));
+    match tokio::time::timeout(CHECK_RESOLVE_TIMEOUT, lookup).await {
+        Err(_) => unresolved(format!(
+            "no answer within {}s",
+            CHECK_RESOLVE_TIMEOUT.as_secs()
+        )),
+        Ok(Err(e)) => unresolved(e.to_string()),
+        Ok(Ok(addrs)) => match reachable(addrs, explicit) {
+            Ok(allowed) if allowed.is_empty() => unresolved("it has no addresses".to_owned()),
+            Ok(_) => None,
+            Err(addr) => Some(HostProblem::Refused { host, addr }),
+        },
+    }
+}
+
+/// The kind of non-public address, for messages.
+fn address_kind(ip: IpAddr) -> &'static str {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    match ip {
+        IpAddr::V4(v4) if v4.is_loopback() => "loopback",
+        IpAddr::V4(v4) if v4.is_private() => "private",
+        IpAddr::V4(v4) if v4.is_link_local() => "link-local",
+        IpAddr::V6(v6) if v6.is_loopback() => "loopback",
+        IpAddr::V6(v6) if (v6.segments()[0] & 0xfe00) == 0xfc00 => "private",
+        IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80 => "link-local",
+        _ => "non-public",
     }
 }
 
@@ -358,8 +447,28 @@ mod tests {
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
         }
+        assert_eq!(address_kind("::ffff:10.0.0.1".parse().unwrap()), "private");
+        assert_eq!(address_kind("::1".parse().unwrap()), "loopback");
         for ip in ["8.8.8.8", "140.82.112.3", "2606:4700::1111"] {
             assert!(is_public(ip.parse().unwrap()), "{ip}");
         }
+    }
+    #[test]
+    fn reachable_keeps_public_and_granted_addresses() {
+        let addr = |s: &str| SocketAddr::new(s.parse().unwrap(), 443);
+        let none = BTreeSet::new();
+        assert_eq!(
+            reachable([addr("127.0.0.1"), addr("::1")], &none),
+            Err("127.0.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            reachable([addr("10.0.0.1"), addr("8.8.8.8")], &none),
+            Ok(vec![addr("8.8.8.8")])
+        );
+        let granted = BTreeSet::from(["127.0.0.1".parse().unwrap()]);
+        assert_eq!(
+            reachable([addr("127.0.0.1"), addr("::1")], &granted),
+            Ok(vec![addr("127.0.0.1")])
+        );
     }
 }

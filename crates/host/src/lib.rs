@@ -14,8 +14,11 @@ mod http;
 mod imports;
 mod sandbox;
 mod state;
+mod text;
 
 pub use error::{HostError, InvokeError};
 pub use grants::{Grants, Limits, SecretSource};
+pub use http::HostProblem;
 pub use imports::ALLOWED_IMPORTS;
 pub use sandbox::{Plugin, Sandbox, SandboxConfig};
+pub use text::one_line;

@@ -20,9 +20,10 @@ use crate::bindings::{self, PluginPre, types};
 use crate::cache::Cache;
 use crate::error::{HostError, InvokeError};
 use crate::grants::{Effective, Grants, SecretSource};
-use crate::http::PluginHttp;
+use crate::http::{HostProblem, PluginHttp, check_origin};
 use crate::imports;
 use crate::state::{CallState, HostAbort, PluginEnv};
+use crate::text;
 
 /// How often the epoch ticks; deadlines are counted in ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -156,11 +157,12 @@ impl Sandbox {
             path: path.to_owned(),
             source,
         })?;
+        check_header(name, path, &wasm)?;
         let sha256 = hex::encode(Sha256::digest(&wasm));
         let invalid = |e: wasmtime::Error| HostError::Invalid {
             plugin: name.to_owned(),
             path: path.to_owned(),
-            message: format!("{e:#}"),
+            message: text::fold(&format!("{e:#}")),
         };
         let (component, compiled) = match &self.cache {
             Some(cache) => cache
@@ -195,7 +197,8 @@ impl Sandbox {
             .await
             .map_err(|message| HostError::Describe {
                 plugin: name.to_owned(),
-                message,
+                // A trap's text can carry the plugin's own words.
+                message: text::fold(&message),
             })?;
 
         let effective =
@@ -284,6 +287,21 @@ impl Plugin {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
+    }
+
+    /// Effective origins whose calls will fail at the resolver, each with
+    /// why: a name that resolves only to non-public addresses that are not
+    /// granted as IP literals, or a name that does not resolve. Resolves
+    /// every named host, so it waits on DNS.
+    pub async fn host_problems(&self) -> Vec<(String, HostProblem)> {
+        let explicit = self.effective.explicit_ips();
+        let mut out = Vec::new();
+        for origin in &self.effective.origins {
+            if let Some(problem) = check_origin(origin, &explicit).await {
+                out.push((origin.to_string(), problem));
+            }
+        }
+        out
     }
 
     pub fn effective_config_keys(&self) -> Vec<String> {
@@ -389,6 +407,39 @@ impl Plugin {
             }),
         }
     }
+}
+
+/// Every WebAssembly binary starts with this magic.
+const WASM_MAGIC: &[u8] = b"\0asm";
+/// The version field of a core module (1); a component has 0x0d and layer 1.
+const CORE_MODULE_VERSION: &[u8] = &[1, 0, 0, 0];
+
+/// Tells a file that is not WebAssembly, or is a core module, from a
+/// component before wasmtime parses it: its errors for those are a
+/// multi-line dump of the expected and found bytes that says nothing about
+/// what to do.
+fn check_header(name: &str, path: &Path, wasm: &[u8]) -> Result<(), HostError> {
+    if !wasm.starts_with(WASM_MAGIC) {
+        let start = if wasm.is_empty() {
+            "it is empty".to_owned()
+        } else {
+            let shown = text::byte_prefix(wasm, 5);
+            let more = if wasm.len() > 5 { "…" } else { "" };
+            format!("it starts with `{shown}`{more}")
+        };
+        return Err(HostError::NotWasm {
+            plugin: name.to_owned(),
+            path: path.to_owned(),
+            start,
+        });
+    }
+    if wasm.get(4..8) == Some(CORE_MODULE_VERSION) {
+        return Err(HostError::CoreModule {
+            plugin: name.to_owned(),
+            path: path.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 fn new_store(
