@@ -3,7 +3,6 @@
 //! (Every run in every test is also checked by the harness; this test
 //! pushes the paths where a leak is most likely.)
 
-
 use crate::support::*;
 
 #[test]

@@ -3,7 +3,6 @@
 //! refused; a replay that asks for something else is caught; the audit
 //! history shows who did what, and never a secret.
 
-
 use crate::support::*;
 
 const ROTATE: &str = r#"

@@ -2,9 +2,8 @@
 //! binary with the real gitlab plugin against the GitLab simulator, and the
 //! simulator's true state is checked afterwards.
 
-
-use keycycle_sim::{FailRule, HookSeed, TokenSeed, VariableSeed};
 use crate::support::*;
+use keycycle_sim::{FailRule, HookSeed, TokenSeed, VariableSeed};
 
 /// The active tokens of the family a token belongs to.
 fn active_in_family(sim: &GitLabSim, token_id: u64) -> Vec<keycycle_sim::TokenState> {

@@ -1,7 +1,6 @@
 //! Runbooks that misbehave: each ends with a clear error naming the file and
 //! line, and none reaches a provider or leaks a secret.
 
-
 use crate::support::*;
 
 fn workspace(sim: &DemoSim) -> Workspace {

@@ -11,6 +11,7 @@ mod crash;
 mod durable;
 mod gitlab;
 mod hostile_runbooks;
+mod operator;
 mod runbooks;
 mod sandbox;
 mod secrets;

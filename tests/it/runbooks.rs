@@ -2,7 +2,6 @@
 //! with `--input`, dry runs, JSON output and exit codes, with the example
 //! plugin against the demo token service.
 
-
 use crate::support::*;
 
 fn workspace(sim: &DemoSim) -> Workspace {

@@ -2,7 +2,6 @@
 //! binary: each attempt fails cleanly with an error naming the plugin, the
 //! operation and what was refused, and the next call in the same host works.
 
-
 use crate::support::*;
 
 /// A workspace with the hostile plugin (two teams' instances), the

@@ -2,7 +2,6 @@
 //! environment, never argv; the key file must be private; nothing is stored
 //! in clear.
 
-
 use std::os::unix::fs::PermissionsExt;
 
 use crate::support::*;
