@@ -230,7 +230,7 @@ fn history_filters_by_limit_since_and_state_and_tables_have_headers() {
     );
     assert_eq!(
         ids(&ws.run(&["history", "--state", "running", "--output", "json"])),
-        [stopped.clone()]
+        std::slice::from_ref(&stopped)
     );
     assert_eq!(
         ids(&ws.run(&["history", "--state", "succeeded", "--output", "json"])),

@@ -72,10 +72,10 @@ impl Drop for RunFile {
     fn drop(&mut self) {
         // Only unlink the path if it is still this file: a file someone
         // put there by hand is not ours to remove.
-        if same_file(&self.file, &self.path) {
-            if let Err(e) = std::fs::remove_file(&self.path) {
-                tracing::debug!(target: "keycycle", "could not remove {}: {e}", self.path.display());
-            }
+        if same_file(&self.file, &self.path)
+            && let Err(e) = std::fs::remove_file(&self.path)
+        {
+            tracing::debug!(target: "keycycle", "could not remove {}: {e}", self.path.display());
         }
         // The lock goes when `file` is closed, after the unlink.
     }
