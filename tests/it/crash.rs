@@ -443,10 +443,7 @@ fn assert_rotation_needs_attention(
     let step = steps
         .iter()
         .find(|s| {
-            s["name"].as_str().is_some_and(|n| n.contains("rotate"))
-                && s["outcome"]
-                    .as_str()
-                    .is_some_and(|o| o.starts_with("in flight"))
+            s["name"].as_str().is_some_and(|n| n.contains("rotate")) && s["outcome"] == "in-flight"
         })
         .unwrap_or_else(|| panic!("no rotate step in flight in {steps:#?}"));
     let seq = step["seq"].as_u64().unwrap();
@@ -457,7 +454,16 @@ fn assert_rotation_needs_attention(
         .stderr_has(name)
         .stderr_has("rotate")
         .stderr_has("cannot be recovered")
-        .stderr_has("gitlab-adopt-token");
+        .stderr_has("gitlab-adopt-token")
+        // The plugin's advice names this run, ready to copy.
+        .stderr_has(&format!(
+            "nothing happened and `keycycle resume {run_id} --retry-in-flight` rotates it again"
+        ));
+    assert!(
+        !resume.stderr.contains("RUN_ID"),
+        "the advice still has the placeholder:\n{}",
+        resume.stderr
+    );
     let listed = ws.unfinished_runs();
     assert!(
         listed.iter().any(|r| r["run_id"] == run_id),

@@ -13,6 +13,7 @@ mod doctor;
 mod durable;
 mod gitlab;
 mod hostile_runbooks;
+mod operator;
 mod plugin_files;
 mod runbooks;
 mod sandbox;

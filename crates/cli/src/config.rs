@@ -77,7 +77,6 @@ pub struct RunbookSection {
     pub secrets: Vec<String>,
 }
 
-
 /// The config with every path made absolute.
 #[derive(Debug)]
 pub struct Config {

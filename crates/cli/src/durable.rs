@@ -2,6 +2,8 @@
 //! resume checks, and recording how a run ended.
 
 use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow};
@@ -54,31 +56,142 @@ pub fn open_existing_state(config: &Config) -> Result<Option<Arc<dyn StateStore>
     open_state(config).map(Some)
 }
 
-/// Holds an exclusive lock on `STATE_DIR/runs/RUN_ID.lock` for as long as
-/// the returned file lives. The OS releases it when the process dies,
-/// however it dies, which is how a resume tells a dead run from a live one.
-pub fn hold_run_file(config: &Config, run_id: &str) -> Result<File> {
-    let dir = config.state_dir.join("runs");
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot create {}", dir.display()))
-        .context(Code::Config)?;
-    let path = dir.join(format!("{run_id}.lock"));
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))
-        .context(Code::Config)?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(anyhow!(
-            "run {run_id} is still running in another process; wait for it to finish"
-        ))
-        .context(Code::Locked),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(anyhow!("cannot lock {}: {e}", path.display())).context(Code::Config)
+/// Who holds a run's lock file, written into it when the lock is taken so
+/// a refusal can name the process instead of saying "another process".
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Holder {
+    pub pid: u32,
+    pub host: String,
+    /// RFC 3339, UTC.
+    pub since: String,
+}
+
+impl Holder {
+    fn me() -> Holder {
+        Holder {
+            pid: std::process::id(),
+            host: host(),
+            since: crate::journal::rfc3339(now_ms()),
         }
+    }
+}
+
+/// An exclusive lock on `STATE_DIR/runs/RUN_ID.lock`, held for as long as
+/// this value lives. The OS releases the lock when the process dies,
+/// however it dies, which is how a resume, an abandon or an unlock tells a
+/// dead run from a live one.
+///
+/// The file is removed when the value is dropped, while the lock is still
+/// held; whoever takes the lock checks afterwards that the path still
+/// names the file it locked (see [`hold_run_file`]), so a removal never
+/// lets two processes both believe they hold it.
+#[derive(Debug)]
+pub struct RunFile {
+    file: File,
+    path: PathBuf,
+}
+
+impl Drop for RunFile {
+    fn drop(&mut self) {
+        // Only unlink the path if it is still this file: a file someone
+        // put there by hand is not ours to remove.
+        if same_file(&self.file, &self.path)
+            && let Err(e) = std::fs::remove_file(&self.path)
+        {
+            tracing::debug!(target: "keycycle", "could not remove {}: {e}", self.path.display());
+        }
+        // The lock goes when `file` is closed, after the unlink.
+    }
+}
+
+/// Whether `path` names the very file `file` has open (same device and
+/// inode). False when the path is gone.
+fn same_file(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(open), Ok(named)) => open.dev() == named.dev() && open.ino() == named.ino(),
+        _ => false,
+    }
+}
+
+/// The lock-file path of a run.
+pub fn run_file_path(config: &Config, run_id: &str) -> PathBuf {
+    config.state_dir.join("runs").join(format!("{run_id}.lock"))
+}
+
+/// Takes the run's lock file (see [`RunFile`]), or fails with
+/// [`Code::Locked`] naming the process that holds it.
+pub fn hold_run_file(config: &Config, run_id: &str) -> Result<RunFile> {
+    let path = run_file_path(config, run_id);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))
+            .context(Code::Config)?;
+    }
+    // A holder that finishes unlinks the file while we wait on, or just
+    // after we locked, the old one; a handful of rounds covers any number
+    // of such races in practice, and more means something else is wrong.
+    for _ in 0..16 {
+        let mut file = File::options()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))
+            .context(Code::Config)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(anyhow!(still_running(run_id, &mut file))).context(Code::Locked);
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(anyhow!("cannot lock {}: {e}", path.display())).context(Code::Config);
+            }
+        }
+        if !same_file(&file, &path) {
+            // The file was removed by the holder that just finished:
+            // locking an unlinked file locks nothing anyone else sees.
+            continue;
+        }
+        // Who holds it, for the message of whoever is refused.
+        let holder = serde_json::to_string(&Holder::me())?;
+        file.set_len(0)
+            .and_then(|()| file.seek(SeekFrom::Start(0)))
+            .and_then(|_| file.write_all(holder.as_bytes()))
+            .with_context(|| format!("cannot write {}", path.display()))
+            .context(Code::Config)?;
+        return Ok(RunFile { file, path });
+    }
+    Err(anyhow!(
+        "cannot take the lock file {} of run {run_id}: it kept being replaced while being locked; \
+         check that nothing else removes files in {}",
+        path.display(),
+        path.parent()
+            .map(Path::display)
+            .map(|d| d.to_string())
+            .unwrap_or_default()
+    ))
+    .context(Code::Config)
+}
+
+/// The refusal for a run whose lock file another process holds, naming
+/// that process when it wrote itself into the file.
+fn still_running(run_id: &str, file: &mut File) -> String {
+    let mut text = String::new();
+    let holder = file
+        .read_to_string(&mut text)
+        .ok()
+        .and_then(|_| serde_json::from_str::<Holder>(&text).ok());
+    match holder {
+        Some(h) => format!(
+            "run {run_id} is still running as process {} on host {} since {}; wait for it, or stop that process first",
+            h.pid, h.host, h.since
+        ),
+        // It has just taken the lock and not written itself in yet.
+        None => format!(
+            "run {run_id} is still running in another process; wait for it, or stop that process first"
+        ),
     }
 }
 

@@ -47,7 +47,11 @@ pub struct Step {
     /// The input with secrets shown as `***`.
     pub input: serde_json::Value,
     pub duration_ms: u64,
-    pub outcome: String,
+    /// `ok`, `error`, or `skipped` (held back by a dry run).
+    pub outcome: &'static str,
+    /// For an error: its kind (`provider`, `invalid-input`, `retryable`,
+    /// `denied`, `failed`).
+    pub error_kind: Option<String>,
 }
 
 pub struct HostEffects {
@@ -116,7 +120,8 @@ impl HostEffects {
                 skipped: true,
                 input: shown_input,
                 duration_ms: 0,
-                outcome: "skipped (dry run)".into(),
+                outcome: "skipped",
+                error_kind: None,
             });
             return Ok(self.placeholder(plugin_name, operation, &secret_outputs));
         }
@@ -142,11 +147,15 @@ impl HostEffects {
             }
         };
         let duration_ms = started.elapsed().as_millis() as u64;
-        let outcome = match &result {
-            Ok(_) => "ok".to_owned(),
-            Err(InvokeError::Plugin { error, .. }) => format!("error: {}", error.kind()),
-            Err(InvokeError::Denied { .. }) => "error: denied".to_owned(),
-            Err(_) => "error: failed".to_owned(),
+        let error_kind = match &result {
+            Ok(_) => None,
+            Err(InvokeError::Plugin { error, .. }) => Some(error.kind().to_owned()),
+            Err(InvokeError::Denied { .. }) => Some("denied".to_owned()),
+            Err(_) => Some("failed".to_owned()),
+        };
+        let outcome = match &error_kind {
+            None => "ok".to_owned(),
+            Some(kind) => format!("error: {kind}"),
         };
         if mutates {
             tracing::info!(target: "keycycle", "{plugin_name}.{operation}: {outcome} ({duration_ms} ms)");
@@ -161,7 +170,8 @@ impl HostEffects {
             skipped: false,
             input: shown_input,
             duration_ms,
-            outcome,
+            outcome: if error_kind.is_some() { "error" } else { "ok" },
+            error_kind,
         });
         result.map_err(to_effect_error)
     }

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use anyhow::{Result, bail};
 use keycycle_runbook::{Answer, EffectError, Prompt, PromptKind};
@@ -43,6 +44,40 @@ pub fn parse_input(text: &str) -> Result<(String, Source)> {
 pub struct Inputs {
     given: BTreeMap<String, Source>,
     interactive: bool,
+    /// The last prompt that got no answer, so the end of a journaled run
+    /// can print the exact `keycycle resume` line that answers it.
+    unanswered: Mutex<Option<Unanswered>>,
+}
+
+/// A prompt the run stopped at for want of an answer.
+#[derive(Debug, Clone)]
+pub struct Unanswered {
+    pub name: String,
+    pub kind: PromptKind,
+}
+
+impl Unanswered {
+    /// How to give the answer on the command line: `NAME=@FILE` for a
+    /// secret (never the value itself, which other users could read in the
+    /// process list), `NAME=yes` for a confirmation, `NAME=VALUE` for text.
+    pub fn input_form(&self) -> String {
+        let n = &self.name;
+        match self.kind {
+            PromptKind::Secret => format!("{n}=@FILE"),
+            PromptKind::Confirm => format!("{n}=yes"),
+            PromptKind::Text => format!("{n}=VALUE"),
+        }
+    }
+
+    /// The other forms, for the line after the command.
+    pub fn alternatives(&self) -> String {
+        let n = &self.name;
+        match self.kind {
+            PromptKind::Secret => format!("or {n}=env:VAR to read it from an environment variable"),
+            PromptKind::Confirm => format!("or {n}=no"),
+            PromptKind::Text => format!("or {n}=@FILE, or {n}=env:VAR"),
+        }
+    }
 }
 
 impl Inputs {
@@ -50,10 +85,30 @@ impl Inputs {
         Inputs {
             given,
             interactive: std::io::stdin().is_terminal() && std::io::stderr().is_terminal(),
+            unanswered: Mutex::new(None),
         }
     }
 
+    /// The prompt the run last stopped at without an answer, if any.
+    pub fn unanswered(&self) -> Option<Unanswered> {
+        self.unanswered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub fn answer(&self, prompt: &Prompt) -> Result<Answer, EffectError> {
+        let answer = self.try_answer(prompt);
+        if matches!(answer, Err(EffectError::MissingInput { .. })) {
+            *self.unanswered.lock().unwrap_or_else(|p| p.into_inner()) = Some(Unanswered {
+                name: prompt.name.clone(),
+                kind: prompt.kind,
+            });
+        }
+        answer
+    }
+
+    fn try_answer(&self, prompt: &Prompt) -> Result<Answer, EffectError> {
         match self.given.get(&prompt.name) {
             Some(source) => self.read_source(prompt, source),
             None if self.interactive => self.ask(prompt),

@@ -56,6 +56,20 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// A time as keycycle shows it everywhere, in text and JSON alike: RFC 3339
+/// in UTC with exactly three fractional digits
+/// (`2026-11-29T19:21:12.000Z`), so the same instant always prints the same
+/// string and scripts can compare them as text.
+pub fn rfc3339(ms: i64) -> String {
+    const FORMAT: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(FORMAT).ok())
+        .unwrap_or_else(|| ms.to_string())
+}
+
 fn storage(e: impl std::fmt::Display) -> EffectError {
     EffectError::Failed(format!(
         "the run journal could not be written, so nothing more was sent: {e}. Fix the cause, then finish the run with `keycycle resume` (see `keycycle runs`)"
@@ -311,6 +325,7 @@ impl JournaledEffects {
         }
         let advice = spec
             .and_then(|s| s.if_interrupted)
+            .map(|advice| with_run_id(&advice, run))
             .unwrap_or_else(|| "check at the provider whether it happened".to_owned());
         Err(EffectError::Interrupted(format!(
             "step {seq} ({call} with {}) was under way when run {run} stopped, and its outcome is unknown: it changes the provider, \
@@ -319,6 +334,30 @@ impl JournaledEffects {
             input.to_redacted_json()
         )))
     }
+}
+
+/// A plugin's advice with the placeholder `RUN_ID` replaced by the run's
+/// id: plugins write their advice before any run exists, and an operator
+/// should be able to copy the command it gives as it stands. Only the
+/// whole word is replaced, so a name such as `OLD_RUN_ID` stays as it is.
+fn with_run_id(advice: &str, run_id: &str) -> String {
+    const PLACEHOLDER: &str = "RUN_ID";
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+    let mut out = String::with_capacity(advice.len());
+    let mut rest = advice;
+    while let Some(at) = rest.find(PLACEHOLDER) {
+        let before = rest[..at].chars().next_back().or(out.chars().next_back());
+        let after = rest[at + PLACEHOLDER.len()..].chars().next();
+        out.push_str(&rest[..at]);
+        out.push_str(if word(before) || word(after) {
+            PLACEHOLDER
+        } else {
+            run_id
+        });
+        rest = &rest[at + PLACEHOLDER.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 impl Effects for JournaledEffects {
@@ -688,4 +727,23 @@ pub fn open_value(
         ),
         other => Value::from_json(other.clone()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_run_id;
+
+    #[test]
+    fn advice_gets_the_run_id_in_place_of_the_placeholder() {
+        assert_eq!(
+            with_run_id("run `keycycle resume RUN_ID --retry-in-flight`.", "3f2a"),
+            "run `keycycle resume 3f2a --retry-in-flight`."
+        );
+        assert_eq!(with_run_id("RUN_ID", "3f2a"), "3f2a");
+        assert_eq!(
+            with_run_id("OLD_RUN_ID and RUN_IDS", "3f2a"),
+            "OLD_RUN_ID and RUN_IDS"
+        );
+        assert_eq!(with_run_id("no placeholder", "3f2a"), "no placeholder");
+    }
 }

@@ -83,6 +83,7 @@ enum Command {
     /// Release a credential's lock held by a run that will not finish
     #[command(after_help = "Example:\n  keycycle unlock gitlab:pat/42")]
     Unlock {
+        /// The locked credential, as `keycycle runs` lists it (refused while its run is alive)
         credential: String,
         /// Do not ask for confirmation
         #[arg(long)]
@@ -93,6 +94,7 @@ enum Command {
         after_help = "Example:\n  keycycle abandon 3f2a9c0d11e4b7a2 --reason \"token replaced by hand\""
     )]
     Abandon {
+        /// The run to end, as `keycycle runs` lists it (refused while it is alive)
         run_id: String,
         /// Why, for the audit history
         #[arg(long, default_value = "abandoned by an operator")]
@@ -103,7 +105,10 @@ enum Command {
     },
     /// Put a failed deferred action back in the queue for `keycycle cleanup`
     #[command(after_help = "Example:\n  keycycle retry 3f2a9c0d11e4b7a2-14")]
-    Retry { action_id: String },
+    Retry {
+        /// The failed action, as `keycycle pending` lists it (RUN_ID-STEP)
+        action_id: String,
+    },
     /// List deferred actions that are not done (failed ones included)
     #[command(after_help = "Example:\n  keycycle pending --output json")]
     Pending,
@@ -114,16 +119,28 @@ enum Command {
     Cleanup,
     /// The audit history: runs, newest first
     #[command(
-        after_help = "Examples:\n  keycycle history\n  keycycle history --credential gitlab:pat/42 --output json"
+        after_help = "Examples:\n  keycycle history\n  keycycle history --credential gitlab:pat/42 --output json\n  keycycle history --since 7d --state failed --state needs-attention"
     )]
     History {
         /// Only runs that locked this credential
         #[arg(long)]
         credential: Option<String>,
+        /// At most this many runs, the newest
+        #[arg(long, value_name = "N", default_value_t = 20)]
+        limit: usize,
+        /// Only runs started since then: an RFC 3339 time, a date, or a duration back from now (30m, 24h, 7d)
+        #[arg(long, value_name = "WHEN", value_parser = state_cmds::parse_since)]
+        since: Option<i64>,
+        /// Only runs in this state: running, succeeded, failed, needs-attention (repeatable)
+        #[arg(long, value_name = "STATE", value_parser = state_cmds::parse_state)]
+        state: Vec<keycycle_store::state::RunState>,
     },
     /// One run's timeline: who, what, each step, the end
     #[command(after_help = "Example:\n  keycycle show 3f2a9c0d11e4b7a2 --output json")]
-    Show { run_id: String },
+    Show {
+        /// The run, as `keycycle history` or `keycycle runs` lists it
+        run_id: String,
+    },
     /// Serve a provider simulator on 127.0.0.1, to rehearse runbooks
     #[command(after_help = SIM_HELP)]
     Sim(SimArgs),
@@ -363,9 +380,21 @@ async fn dispatch(cli: Cli) -> Result<()> {
         } => state_cmds::abandon(&load_config()?, &run_id, &reason, yes),
         Command::Retry { action_id } => state_cmds::retry(&load_config()?, &action_id),
         Command::Cleanup => state_cmds::cleanup(&load_config()?, json).await,
-        Command::History { credential } => {
-            state_cmds::history(&load_config()?, credential.as_deref(), json)
-        }
+        Command::History {
+            credential,
+            limit,
+            since,
+            state,
+        } => state_cmds::history(
+            &load_config()?,
+            &state_cmds::HistoryQuery {
+                credential: credential.as_deref(),
+                limit,
+                since,
+                states: state,
+            },
+            json,
+        ),
         Command::Show { run_id } => state_cmds::show(&load_config()?, &run_id, json),
         Command::Plugins(PluginsCommand::List) => plugins_cmd::list(&load_config()?, json).await,
         Command::Plugins(PluginsCommand::Inspect { name, env }) => {

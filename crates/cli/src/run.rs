@@ -44,7 +44,9 @@ pub struct RunRequest {
 #[derive(Serialize)]
 struct Report<'a> {
     ok: bool,
-    run_id: &'a str,
+    /// Null for a dry run: dry runs are not kept, so there is nothing to
+    /// `show` or `resume` under an id.
+    run_id: Option<&'a str>,
     runbook: String,
     dry_run: bool,
     duration_ms: u64,
@@ -66,6 +68,10 @@ struct ErrorReport {
     line: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     column: Option<usize>,
+    /// For a run stopped for want of an answer: the command that resumes
+    /// it with that answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resume_command: Option<String>,
 }
 
 /// Finds the runbook: a path as given, else `NAME` or `NAME.rhai` in the
@@ -458,7 +464,7 @@ pub async fn run(config: Config, req: RunRequest) -> Result<()> {
             if req.json {
                 print_json(&Report {
                     ok: true,
-                    run_id: &run_id,
+                    run_id: (!req.dry_run).then_some(run_id.as_str()),
                     runbook: shown_path,
                     dry_run: req.dry_run,
                     duration_ms,
@@ -486,19 +492,56 @@ pub async fn run(config: Config, req: RunRequest) -> Result<()> {
         }
         Err(e) => {
             let code = code_for(&e.kind);
+            // A journaled run that stopped for an answer keeps its locks and
+            // waits to be resumed; a new run would only hit those locks.
+            // So the way on is the exact resume line, not "pass --input".
+            let stranded = match (&durable, effects.inputs.unanswered()) {
+                (Some((state, _, _)), Some(prompt)) if e.kind == ErrorKind::MissingInput => {
+                    let locks: Vec<String> = state
+                        .locks()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|l| l.run_id == run_id)
+                        .map(|l| l.credential)
+                        .collect();
+                    let command =
+                        format!("keycycle resume {run_id} --input {}", prompt.input_form());
+                    let text = format!(
+                        "run {run_id} stopped for want of an answer to `{}`; it holds its locks ({}) and waits to be resumed \
+                         (a new run would find them taken). Give the answer to this run:\n  {command}\n  ({})",
+                        prompt.name,
+                        if locks.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            locks.join(", ")
+                        },
+                        prompt.alternatives()
+                    );
+                    Some((command, text))
+                }
+                _ => None,
+            };
             if req.json {
                 print_json(&Report {
                     ok: false,
-                    run_id: &run_id,
+                    run_id: (!req.dry_run).then_some(run_id.as_str()),
                     runbook: shown_path,
                     dry_run: req.dry_run,
                     duration_ms,
                     steps,
                     result: None,
-                    error: Some(error_report(&e, code)),
+                    error: Some(ErrorReport {
+                        resume_command: stranded.as_ref().map(|(c, _)| c.clone()),
+                        ..error_report(&e, code)
+                    }),
                 })?;
             }
-            Err(anyhow::Error::new(e).context(code))
+            let err = anyhow::Error::new(e);
+            Err(match stranded {
+                Some((_, text)) => err.context(text),
+                None => err,
+            }
+            .context(code))
         }
     }
 }
@@ -511,6 +554,7 @@ fn error_report(e: &RunbookError, code: Code) -> ErrorReport {
         file: Some(e.file.display().to_string()),
         line: e.line,
         column: e.column,
+        resume_command: None,
     }
 }
 

@@ -8,15 +8,16 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow};
 use keycycle_contract::CallContext;
 use keycycle_store::state::{
-    DeferredFilter, DeferredRecord, DeferredState, RunEvent, RunFilter, RunRecord, StateStore,
+    DeferredFilter, DeferredRecord, DeferredState, LockRecord, RunEvent, RunFilter, RunRecord,
+    RunState, StateError, StateStore,
 };
 use serde_json::json;
 
 use crate::config::Config;
-use crate::durable::{host, open_state, user};
+use crate::durable::{hold_run_file, host, open_existing_state, user};
 use crate::effects::LoadedPlugin;
 use crate::exit::Code;
-use crate::journal::{now_ms, open_deferred_input};
+use crate::journal::{now_ms, open_deferred_input, rfc3339};
 use crate::run::load_plugins;
 use crate::store::StoreAccess;
 
@@ -27,13 +28,68 @@ const LEASE: Duration = Duration::from_secs(600);
 const MAX_ATTEMPTS: u32 = 8;
 
 fn when(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
+    rfc3339(ms)
+}
+
+/// A run's state as shown in text and JSON: kebab-case, like the exit-code
+/// words (`needs-attention`). The database keeps its own spelling.
+pub fn state_name(state: RunState) -> &'static str {
+    match state {
+        RunState::Running => "running",
+        RunState::Succeeded => "succeeded",
+        RunState::Failed => "failed",
+        RunState::NeedsAttention => "needs-attention",
+    }
+}
+
+/// Parses `--state`: the names [`state_name`] gives (the database's
+/// `needs_attention` is accepted too).
+pub fn parse_state(text: &str) -> Result<RunState, String> {
+    RunState::ALL
+        .into_iter()
+        .find(|s| state_name(*s) == text || s.as_str() == text)
+        .ok_or_else(|| {
+            format!(
+                "`{text}` is not a run state; use one of: {}",
+                RunState::ALL.map(state_name).join(", ")
+            )
         })
-        .unwrap_or_else(|| ms.to_string())
+}
+
+/// Parses `--since`: an RFC 3339 time (`2026-11-29T19:21:12Z`), a date
+/// (`2026-11-29`, midnight UTC), or a duration back from now (`30m`,
+/// `24h`, `7d`, `2w`). Returns Unix milliseconds.
+pub fn parse_since(text: &str) -> Result<i64, String> {
+    let usage = || {
+        format!(
+            "`{text}` is not a time; use an RFC 3339 time (2026-11-29T19:21:12Z), a date (2026-11-29), \
+             or a duration back from now (30m, 24h, 7d, 2w)"
+        )
+    };
+    // A duration is digits and one unit letter; anything else is a time.
+    let unit_at = text.char_indices().last().map_or(0, |(i, _)| i);
+    let (digits, unit) = text.split_at(unit_at);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        let count: i64 = digits.parse().map_err(|_| usage())?;
+        let unit_ms: i64 = match unit {
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 7 * 86_400_000,
+            _ => return Err(usage()),
+        };
+        return Ok(now_ms().saturating_sub(count.saturating_mul(unit_ms)));
+    }
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(text, &Rfc3339) {
+        return Ok((t.unix_timestamp_nanos() / 1_000_000) as i64);
+    }
+    let date_format = time::macros::format_description!("[year]-[month]-[day]");
+    if let Ok(d) = time::Date::parse(text, date_format) {
+        return Ok(d.midnight().assume_utc().unix_timestamp() * 1000);
+    }
+    Err(usage())
 }
 
 fn print_json(value: &serde_json::Value) -> Result<()> {
@@ -44,10 +100,12 @@ fn print_json(value: &serde_json::Value) -> Result<()> {
     Ok(())
 }
 
-fn run_json(run: &RunRecord) -> serde_json::Value {
+/// A run as every JSON output shows it (see docs/json.md). `locks` are
+/// the credentials it holds now; `credentials` every one it ever locked.
+fn run_json(run: &RunRecord, locks: &[LockRecord]) -> serde_json::Value {
     json!({
         "run_id": run.run_id,
-        "state": run.state.as_str(),
+        "state": state_name(run.state),
         "runbook": run.runbook_path,
         "runbook_sha256": run.runbook_sha256,
         "params": run.params,
@@ -58,52 +116,73 @@ fn run_json(run: &RunRecord) -> serde_json::Value {
         "started_at": when(run.started_at),
         "finished_at": run.finished_at.map(when),
         "credentials": run.credentials,
+        "locks": held_by(locks, &run.run_id),
         "detail": run.detail,
     })
 }
 
+fn held_by<'a>(locks: &'a [LockRecord], run_id: &str) -> Vec<&'a str> {
+    locks
+        .iter()
+        .filter(|l| l.run_id == run_id)
+        .map(|l| l.credential.as_str())
+        .collect()
+}
+
+fn list_or_none(items: &[&str]) -> String {
+    if items.is_empty() {
+        "none".to_owned()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// What a listing prints when there is no state database yet: nothing,
+/// said plainly, and no database created to say it.
+fn nothing_yet(config: &Config, as_json: bool) -> Result<()> {
+    if as_json {
+        outln!("[]");
+    } else {
+        note!(
+            "nothing has run with the state folder {} yet",
+            config.state_dir.display()
+        );
+    }
+    Ok(())
+}
+
 /// `keycycle runs`: runs that did not finish.
 pub fn runs(config: &Config, as_json: bool) -> Result<()> {
-    let state = open_state(config)?;
-    let mut runs = state
+    let Some(state) = open_existing_state(config)? else {
+        return nothing_yet(config, as_json);
+    };
+    let runs = state
         .list_runs(&RunFilter {
-            unfinished_only: true,
+            states: vec![RunState::Running, RunState::NeedsAttention],
             ..RunFilter::default()
         })
         .context(Code::Config)?;
-    runs.extend(
-        state
-            .list_runs(&RunFilter::default())
-            .context(Code::Config)?
-            .into_iter()
-            .filter(|r| r.state == keycycle_store::state::RunState::NeedsAttention),
-    );
+    let locks = state.locks().context(Code::Config)?;
     if as_json {
-        return print_json(&json!(runs.iter().map(run_json).collect::<Vec<_>>()));
+        return print_json(&json!(
+            runs.iter().map(|r| run_json(r, &locks)).collect::<Vec<_>>()
+        ));
     }
     if runs.is_empty() {
         note!("every run finished");
+        return Ok(());
     }
-    let locks = state.locks().context(Code::Config)?;
+    outln!("RUN_ID\tSTATE\tRUNBOOK\tSTARTED\tBY\tLOCKS");
     for r in runs {
-        let held: Vec<&str> = locks
-            .iter()
-            .filter(|l| l.run_id == r.run_id)
-            .map(|l| l.credential.as_str())
-            .collect();
         outln!(
-            "{}\t{}\t{}\tstarted {} by {}@{}\tlocks: {}",
+            "{}\t{}\t{}\t{}\t{}@{}\t{}",
             r.run_id,
-            r.state,
+            state_name(r.state),
             r.runbook_path,
             when(r.started_at),
             r.user,
             r.host,
-            if held.is_empty() {
-                "none".to_owned()
-            } else {
-                held.join(", ")
-            }
+            list_or_none(&held_by(&locks, &r.run_id)),
         );
     }
     Ok(())
@@ -111,15 +190,31 @@ pub fn runs(config: &Config, as_json: bool) -> Result<()> {
 
 /// `keycycle unlock CREDENTIAL`: releases a lock after confirmation.
 pub fn unlock(config: &Config, credential: &str, yes: bool) -> Result<()> {
-    let state = open_state(config)?;
+    let Some(state) = open_existing_state(config)? else {
+        return Err(anyhow!(
+            "{credential} is not locked: there is no state database in {}, so nothing has run with this configuration yet (`keycycle -v` shows which config and state folder are in use)",
+            config.state_dir.display()
+        ))
+        .context(Code::Config);
+    };
     let Some(lock) = state
         .locks()
         .context(Code::Config)?
         .into_iter()
         .find(|l| l.credential == credential)
     else {
-        return Err(anyhow!("{credential} is not locked")).context(Code::Config);
+        return Err(anyhow!(
+            "{credential} is not locked; `keycycle runs` lists the locks runs hold"
+        ))
+        .context(Code::Config);
     };
+    // A live run is rotating the credential right now: releasing its lock
+    // would let a second run rotate it at the same time. The run's lock
+    // file tells, as it does for `resume`; holding it while releasing also
+    // keeps the run from being resumed meanwhile.
+    let _alive = hold_run_file(config, &lock.run_id).with_context(|| {
+        format!("{credential} was not released, because the run holding it is alive")
+    })?;
     let question = format!(
         "{credential} is locked by run {} since {}. If that run is still rotating it, releasing the lock allows a double rotation. Release it?",
         lock.run_id,
@@ -172,7 +267,13 @@ fn confirmed(question: &str, yes: bool, without_terminal: &str) -> Result<bool> 
 /// `keycycle abandon RUN_ID`: ends a run that will not be resumed, so it
 /// leaves `keycycle runs` and frees its credentials.
 pub fn abandon(config: &Config, run_id: &str, reason: &str, yes: bool) -> Result<()> {
-    let state = open_state(config)?;
+    let Some(state) = open_existing_state(config)? else {
+        return Err(anyhow!(
+            "there is no run {run_id}: there is no state database in {}, so nothing has run with this configuration yet (`keycycle -v` shows which config and state folder are in use)",
+            config.state_dir.display()
+        ))
+        .context(Code::Config);
+    };
     let run = state
         .run(run_id)
         .context(Code::Config)?
@@ -182,8 +283,17 @@ pub fn abandon(config: &Config, run_id: &str, reason: &str, yes: bool) -> Result
         run.state,
         keycycle_store::state::RunState::Succeeded | keycycle_store::state::RunState::Failed
     ) {
-        return Err(anyhow!("run {run_id} already ended ({})", run.state)).context(Code::Config);
+        return Err(anyhow!(
+            "run {run_id} already ended ({}); `keycycle show {run_id}` shows how",
+            state_name(run.state)
+        ))
+        .context(Code::Config);
     }
+    // Refuse a run some process is still carrying out (waiting at a prompt,
+    // or between calls): abandoning it would free its locks under it. Held
+    // until the end, so the run cannot be resumed while it is abandoned.
+    let _alive =
+        hold_run_file(config, run_id).with_context(|| format!("run {run_id} was not abandoned"))?;
     let held: Vec<String> = state
         .locks()
         .context(Code::Config)?
@@ -228,82 +338,173 @@ pub fn abandon(config: &Config, run_id: &str, reason: &str, yes: bool) -> Result
 }
 
 /// `keycycle retry ACTION_ID`: a failed deferred action goes back to the
-/// queue, due at once.
+/// queue, due at once. Each refusal says what to do instead.
 pub fn retry(config: &Config, action_id: &str) -> Result<()> {
-    let state = open_state(config)?;
-    state
-        .retry_action(action_id)
-        .with_context(|| format!("cannot put action {action_id} back in the queue"))
-        .context(Code::Config)?;
-    note!("action {action_id} is due again; `keycycle cleanup` runs it");
-    Ok(())
+    let Some(state) = open_existing_state(config)? else {
+        return Err(anyhow!(
+            "there is no deferred action {action_id}: there is no state database in {}, so nothing has run with this configuration yet (`keycycle -v` shows which config and state folder are in use)",
+            config.state_dir.display()
+        ))
+        .context(Code::Config);
+    };
+    match state.retry_action(action_id) {
+        Ok(()) => {
+            note!("action {action_id} is due again; `keycycle cleanup` runs it");
+            Ok(())
+        }
+        Err(StateError::ActionNotFound { .. }) => Err(anyhow!(
+            "there is no deferred action {action_id}; `keycycle pending` lists the actions that are not done, \
+             with their ids (RUN_ID-STEP)"
+        ))
+        .context(Code::Config),
+        Err(StateError::NotFailed { state: s, .. }) => {
+            let next = match s {
+                DeferredState::Pending => {
+                    "it is waiting in the queue already; `keycycle cleanup` runs it when it is due (`keycycle pending` shows when)"
+                }
+                DeferredState::Running => {
+                    "a cleanup is running it right now; `keycycle pending` shows how it went once it is over"
+                }
+                DeferredState::Done => "it is done; there is nothing to retry",
+                DeferredState::Failed => "try again",
+            };
+            Err(anyhow!(
+                "action {action_id} is {s}, and only failed actions can be retried: {next}"
+            ))
+            .context(Code::Config)
+        }
+        Err(e) => Err(e)
+            .with_context(|| {
+                format!(
+                    "cannot put action {action_id} back in the queue; fix the state database's problem, then run `keycycle retry {action_id}` again"
+                )
+            })
+            .context(Code::Config),
+    }
 }
 
-/// `keycycle history [--credential C]`.
-pub fn history(config: &Config, credential: Option<&str>, as_json: bool) -> Result<()> {
-    let state = open_state(config)?;
+/// What `keycycle history` lists.
+pub struct HistoryQuery<'a> {
+    pub credential: Option<&'a str>,
+    pub limit: usize,
+    /// Unix milliseconds.
+    pub since: Option<i64>,
+    pub states: Vec<RunState>,
+}
+
+/// `keycycle history`: runs, newest first, filtered.
+pub fn history(config: &Config, query: &HistoryQuery, as_json: bool) -> Result<()> {
+    let Some(state) = open_existing_state(config)? else {
+        return nothing_yet(config, as_json);
+    };
     let runs = state
         .list_runs(&RunFilter {
-            credential: credential.map(str::to_owned),
-            limit: Some(100),
+            credential: query.credential.map(str::to_owned),
+            limit: Some(query.limit),
+            since: query.since,
+            states: query.states.clone(),
             ..RunFilter::default()
         })
         .context(Code::Config)?;
+    let locks = state.locks().context(Code::Config)?;
     if as_json {
-        return print_json(&json!(runs.iter().map(run_json).collect::<Vec<_>>()));
+        return print_json(&json!(
+            runs.iter().map(|r| run_json(r, &locks)).collect::<Vec<_>>()
+        ));
     }
-    for r in runs {
+    if runs.is_empty() {
+        note!("no run matches");
+        return Ok(());
+    }
+    outln!("STARTED\tRUN_ID\tSTATE\tBY\tRUNBOOK\tCREDENTIALS");
+    for r in &runs {
+        let credentials: Vec<&str> = r.credentials.iter().map(String::as_str).collect();
         outln!(
             "{}\t{}\t{}\t{}@{}\t{}\t{}",
             when(r.started_at),
             r.run_id,
-            r.state,
+            state_name(r.state),
             r.user,
             r.host,
             r.runbook_path,
-            r.credentials.join(", ")
+            list_or_none(&credentials)
+        );
+    }
+    if runs.len() == query.limit {
+        errln!(
+            "showing the newest {}; pass --limit for more, or --since to narrow",
+            query.limit
         );
     }
     Ok(())
 }
 
+/// A journal step's request for JSON: the redacted input as JSON where it
+/// is JSON (plugin calls), else its text (a prompt's text, a lock's
+/// credential), or null when there is none (the clock).
+fn request_json(summary: &str) -> serde_json::Value {
+    if summary.is_empty() {
+        return serde_json::Value::Null;
+    }
+    serde_json::from_str(summary).unwrap_or_else(|_| json!(summary))
+}
+
 /// `keycycle show RUN_ID`: the run's timeline.
 pub fn show(config: &Config, run_id: &str, as_json: bool) -> Result<()> {
-    let state = open_state(config)?;
+    let Some(state) = open_existing_state(config)? else {
+        return Err(anyhow!(
+            "there is no run {run_id}: there is no state database in {}, so nothing has run with this configuration yet (`keycycle -v` shows which config and state folder are in use)",
+            config.state_dir.display()
+        ))
+        .context(Code::Config);
+    };
     let run = state
         .run(run_id)
         .context(Code::Config)?
-        .ok_or_else(|| anyhow!("there is no run {run_id}"))
+        .ok_or_else(|| {
+            anyhow!(
+                "there is no run {run_id}; `keycycle history` lists the runs (dry runs are not kept)"
+            )
+        })
         .context(Code::Config)?;
     let effects = state.effects(run_id).context(Code::Config)?;
     let events = state.events(run_id).context(Code::Config)?;
-    let steps: Vec<serde_json::Value> = effects
-        .iter()
-        .map(|e| {
-            json!({
-                "seq": e.intent.seq,
-                "kind": e.intent.kind,
-                "name": e.intent.name,
-                "request": e.intent.request_summary,
-                "mutates": e.intent.mutates,
-                "started_at": when(e.intent.started_at),
-                "duration_ms": e.outcome.as_ref().map(|o| o.finished_at - e.intent.started_at),
-                "outcome": match &e.outcome {
-                    None => "in flight when the run stopped".to_owned(),
-                    Some(o) if o.ok => "ok".to_owned(),
-                    Some(o) => format!("error ({}): {}", o.error_kind.as_deref().unwrap_or("failed"), o.error.as_deref().unwrap_or("")),
-                },
-            })
-        })
-        .collect();
+    let locks = state.locks().context(Code::Config)?;
     if as_json {
-        let mut doc = run_json(&run);
+        let steps: Vec<serde_json::Value> = effects
+            .iter()
+            .map(|e| {
+                let o = e.outcome.as_ref();
+                json!({
+                    "seq": e.intent.seq,
+                    "kind": e.intent.kind,
+                    "name": e.intent.name,
+                    "request": request_json(&e.intent.request_summary),
+                    "mutates": e.intent.mutates,
+                    "started_at": when(e.intent.started_at),
+                    "finished_at": o.map(|o| when(o.finished_at)),
+                    "duration_ms": o.map(|o| o.finished_at - e.intent.started_at),
+                    "outcome": match o {
+                        None => "in-flight",
+                        Some(o) if o.ok => "ok",
+                        Some(_) => "error",
+                    },
+                    "error_kind": o.and_then(|o| o.error_kind.clone()),
+                    "error": o.and_then(|o| o.error.clone()),
+                })
+            })
+            .collect();
+        let events: Vec<serde_json::Value> = events
+            .iter()
+            .map(|e| json!({"at": when(e.at), "kind": e.kind, "message": e.message}))
+            .collect();
+        let mut doc = run_json(&run, &locks);
         doc["steps"] = json!(steps);
         doc["events"] = json!(events);
         return print_json(&doc);
     }
     let mut out = String::new();
-    out += &format!("run {} ({})\n", run.run_id, run.state);
+    out += &format!("run {} ({})\n", run.run_id, state_name(run.state));
     out += &format!(
         "runbook  {} (sha256 {})\n",
         run.runbook_path, run.runbook_sha256
@@ -323,16 +524,25 @@ pub fn show(config: &Config, run_id: &str, as_json: bool) -> Result<()> {
     if !run.credentials.is_empty() {
         out += &format!("locks    {}\n", run.credentials.join(", "));
     }
-    for s in &steps {
+    for e in &effects {
+        let outcome = match &e.outcome {
+            None => "in flight when the run stopped".to_owned(),
+            Some(o) if o.ok => "ok".to_owned(),
+            Some(o) => format!(
+                "error ({}): {}",
+                o.error_kind.as_deref().unwrap_or("failed"),
+                o.error.as_deref().unwrap_or("")
+            ),
+        };
         out += &format!(
             "  {:>3}  {}  {:<36} {}{}\n",
-            s["seq"],
-            s["started_at"].as_str().unwrap_or(""),
-            s["name"].as_str().unwrap_or(""),
-            s["outcome"].as_str().unwrap_or(""),
-            s["duration_ms"]
-                .as_i64()
-                .map(|d| format!(" ({d} ms)"))
+            e.intent.seq,
+            when(e.intent.started_at),
+            e.intent.name,
+            outcome,
+            e.outcome
+                .as_ref()
+                .map(|o| format!(" ({} ms)", o.finished_at - e.intent.started_at))
                 .unwrap_or_default()
         );
     }
@@ -346,17 +556,29 @@ pub fn show(config: &Config, run_id: &str, as_json: bool) -> Result<()> {
     Ok(())
 }
 
+/// A deferred action as `keycycle pending` shows it in JSON.
 fn action_json(a: &DeferredRecord) -> serde_json::Value {
     json!({
-        "id": a.id, "run_id": a.run_id, "state": a.state.as_str(), "description": a.description,
-        "call": format!("{}.{}", a.plugin, a.operation), "due_at": when(a.due_at),
-        "next_attempt_at": when(a.next_attempt_at), "attempts": a.attempts, "last_error": a.last_error,
+        "id": a.id,
+        "run_id": a.run_id,
+        "state": a.state.as_str(),
+        "description": a.description,
+        "call": format!("{}.{}", a.plugin, a.operation),
+        "credential": a.credential,
+        "created_at": when(a.created_at),
+        "due_at": when(a.due_at),
+        "next_attempt_at": when(a.next_attempt_at),
+        "attempts": a.attempts,
+        "claimed_by": a.claimed_by,
+        "last_error": a.last_error,
     })
 }
 
 /// `keycycle pending`: actions not done yet, failed ones included.
 pub fn pending(config: &Config, as_json: bool) -> Result<()> {
-    let state = open_state(config)?;
+    let Some(state) = open_existing_state(config)? else {
+        return nothing_yet(config, as_json);
+    };
     let actions = state
         .deferred(&DeferredFilter {
             states: vec![
@@ -372,10 +594,12 @@ pub fn pending(config: &Config, as_json: bool) -> Result<()> {
     }
     if actions.is_empty() {
         note!("nothing is pending");
+        return Ok(());
     }
+    outln!("ID\tSTATE\tCALL\tDESCRIPTION\tDUE\tATTEMPTS\tLAST_ERROR");
     for a in actions {
         outln!(
-            "{}\t{}\t{}.{}\t{}\tdue {}\tattempts {}{}",
+            "{}\t{}\t{}.{}\t{}\t{}\t{}\t{}",
             a.id,
             a.state,
             a.plugin,
@@ -383,9 +607,11 @@ pub fn pending(config: &Config, as_json: bool) -> Result<()> {
             a.description,
             when(a.next_attempt_at),
             a.attempts,
+            // One line per action: an error's own line breaks would split it.
             a.last_error
-                .map(|e| format!("\tlast error: {e}"))
-                .unwrap_or_default()
+                .as_deref()
+                .unwrap_or("-")
+                .replace(['\n', '\t'], " ")
         );
     }
     Ok(())
@@ -395,7 +621,9 @@ pub fn pending(config: &Config, as_json: bool) -> Result<()> {
 /// alone, with backoff on failure. Safe to run from several schedulers at
 /// once: a claim is atomic, and a claimer that dies loses its lease.
 pub async fn cleanup(config: &Config, as_json: bool) -> Result<()> {
-    let state = open_state(config)?;
+    let Some(state) = open_existing_state(config)? else {
+        return nothing_yet(config, as_json);
+    };
     let store = Arc::new(StoreAccess::new(config));
     let key = store.master_key()?;
     store.check_key()?;
@@ -415,9 +643,10 @@ pub async fn cleanup(config: &Config, as_json: bool) -> Result<()> {
                     .complete_action(&action.id, &claimer, Some(&summary))
                     .context(Code::Config)?;
                 tracing::info!(target: "keycycle", "done: {} ({}.{})", action.description, action.plugin, action.operation);
-                report.push(
-                    json!({"id": action.id, "outcome": "done", "description": action.description}),
-                );
+                report.push(json!({
+                    "id": action.id, "outcome": "done", "description": action.description,
+                    "error": null, "retry_at": null,
+                }));
             }
             Err(error) => {
                 failures += 1;
@@ -437,7 +666,13 @@ pub async fn cleanup(config: &Config, as_json: bool) -> Result<()> {
                         tracing::error!(target: "keycycle", "gave up after {} attempts: {}: {error}; it stays listed in `keycycle pending`", action.attempts, action.description)
                     }
                 }
-                report.push(json!({"id": action.id, "outcome": if retry_at.is_some() { "retrying" } else { "failed" }, "description": action.description, "error": error}));
+                report.push(json!({
+                    "id": action.id,
+                    "outcome": if retry_at.is_some() { "retrying" } else { "failed" },
+                    "description": action.description,
+                    "error": error,
+                    "retry_at": retry_at.map(when),
+                }));
             }
         }
     }

@@ -43,7 +43,8 @@ pub struct OperationSpec {
     /// Sending the same call twice has the effect of sending it once.
     #[serde(default)]
     pub idempotent: bool,
-    /// Advice for the operator when a call was interrupted mid-flight.
+    /// Advice for the operator when a call was interrupted mid-flight. The
+    /// word `RUN_ID` in it is replaced by the run's id when it is shown.
     #[serde(default)]
     pub if_interrupted: Option<String>,
 }

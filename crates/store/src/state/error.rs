@@ -122,8 +122,8 @@ pub enum StateError {
     },
 
     #[error(
-        "state database {db} has no deferred action `{id}`; `keycycle cleanup --list` shows the \
-         actions it has"
+        "state database {db} has no deferred action `{id}`; `keycycle pending` lists the actions \
+         that are not done"
     )]
     ActionNotFound { db: String, id: String },
 

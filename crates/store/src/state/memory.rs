@@ -127,6 +127,8 @@ impl StateStore for MemoryState {
                     .as_ref()
                     .is_none_or(|c| r.credentials.contains(c))
             })
+            .filter(|r| filter.since.is_none_or(|since| r.started_at >= since))
+            .filter(|r| filter.states.is_empty() || filter.states.contains(&r.state))
             .cloned()
             .collect();
         runs.sort_by(|a, b| (b.started_at, &b.run_id).cmp(&(a.started_at, &a.run_id)));

@@ -321,6 +321,10 @@ pub struct RunFilter {
     pub credential: Option<String>,
     /// At most this many, the newest.
     pub limit: Option<usize>,
+    /// Only runs started at or after this time (Unix milliseconds).
+    pub since: Option<i64>,
+    /// Only runs in one of these states; empty means any state.
+    pub states: Vec<RunState>,
 }
 
 /// One line of a run's audit history.

@@ -745,6 +745,17 @@ impl StateStore for SqliteState {
                      (SELECT run_id FROM run_credentials WHERE credential = :credential)",
                 );
             }
+            if filter.since.is_some() {
+                sql.push_str(" AND started_at >= :since");
+            }
+            // One named parameter per state; the names are fixed, the
+            // values bound, so nothing of the filter is spliced into SQL.
+            let state_names: Vec<String> = (0..filter.states.len())
+                .map(|i| format!(":state{i}"))
+                .collect();
+            if !state_names.is_empty() {
+                sql.push_str(&format!(" AND state IN ({})", state_names.join(", ")));
+            }
             sql.push_str(" ORDER BY started_at DESC, run_id DESC");
             if filter.limit.is_some() {
                 sql.push_str(" LIMIT :limit");
@@ -760,6 +771,13 @@ impl StateStore for SqliteState {
             }
             if let Some(limit) = &limit {
                 named.push((":limit", limit));
+            }
+            if let Some(since) = &filter.since {
+                named.push((":since", since));
+            }
+            let states: Vec<&str> = filter.states.iter().map(|s| s.as_str()).collect();
+            for (name, state) in state_names.iter().zip(&states) {
+                named.push((name.as_str(), state));
             }
             let mut stmt = tx.prepare(&sql)?;
             let raws = stmt

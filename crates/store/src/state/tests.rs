@@ -130,6 +130,24 @@ fn runs_create_list_finish(store: &dyn StateStore) {
         ..RunFilter::default()
     };
     assert_eq!(ids(store.list_runs(&unfinished).unwrap()), ["r1"]);
+    // Since a time (inclusive), in some states, and both with a limit.
+    let since = RunFilter {
+        since: Some(200),
+        ..RunFilter::default()
+    };
+    assert_eq!(ids(store.list_runs(&since).unwrap()), ["r2", "r3"]);
+    let in_states = RunFilter {
+        states: vec![RunState::Running, RunState::NeedsAttention],
+        ..RunFilter::default()
+    };
+    assert_eq!(ids(store.list_runs(&in_states).unwrap()), ["r2", "r1"]);
+    let all = RunFilter {
+        since: Some(100),
+        states: vec![RunState::Running, RunState::NeedsAttention],
+        limit: Some(1),
+        ..RunFilter::default()
+    };
+    assert_eq!(ids(store.list_runs(&all).unwrap()), ["r2"]);
 
     // Resuming reopens a run.
     store.finish_run("r2", RunState::Running, None).unwrap();
