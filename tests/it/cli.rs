@@ -140,7 +140,7 @@ fn every_exit_code_has_a_real_trigger() {
     let out = ws
         .command(&["runs"])
         .env("KEYCYCLE_DEBUG_PANIC", "1")
-        .output()
+        .timed_output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("This is a bug"));
@@ -208,7 +208,7 @@ fn log_colour_follows_color_no_color_and_term() {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let out = cmd.output().unwrap();
+        let out = cmd.timed_output().unwrap();
         assert!(out.status.success(), "{out:?}");
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
@@ -266,7 +266,7 @@ fn the_config_is_found_from_a_subfolder() {
     let out = ws
         .command(&["-v", "run", "hello"])
         .current_dir(&sub)
-        .output()
+        .timed_output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -360,7 +360,7 @@ fn a_wrong_master_key_is_a_configuration_error_before_the_run() {
             "KEYCYCLE_MASTER_KEY",
             "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
         )
-        .output()
+        .timed_output()
         .unwrap();
     assert_eq!(run.status.code(), Some(3), "{run:?}");
     assert_eq!(snapshot(&sim), before, "nothing was created or revoked");

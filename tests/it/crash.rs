@@ -583,7 +583,7 @@ fn a_second_rotation_of_a_locked_token_is_refused_and_changes_nothing() {
     if !arrived {
         let mut first = first;
         let _ = first.kill();
-        let out = first.wait_with_output().unwrap();
+        let out = first.timed_wait_with_output().unwrap();
         panic!(
             "the first run never sent its rotate request:\n{}",
             String::from_utf8_lossy(&out.stderr)
@@ -601,7 +601,7 @@ fn a_second_rotation_of_a_locked_token_is_refused_and_changes_nothing() {
     );
 
     gate.release(Release::Process);
-    let out = first.wait_with_output().unwrap();
+    let out = first.timed_wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_clean("stderr of the first run", &stderr);
     assert_eq!(out.status.code(), Some(0), "the first run:\n{stderr}");

@@ -249,7 +249,7 @@ fn doctor_creates_nothing() {
     let out = ws
         .command(&["doctor"])
         .env_remove("KEYCYCLE_MASTER_KEY")
-        .output()
+        .timed_output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(3), "{stdout}");
@@ -272,7 +272,7 @@ fn doctor_creates_nothing() {
         .env("HOME", empty.path().join("home"))
         .env("XDG_STATE_HOME", empty.path().join("xdg-state"))
         .env("XDG_CACHE_HOME", empty.path().join("xdg-cache"))
-        .output()
+        .timed_output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "warnings only:\n{stdout}");

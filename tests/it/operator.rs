@@ -65,7 +65,7 @@ fn a_live_run_cannot_be_abandoned_or_unlocked_and_its_lock_file_goes_with_it() {
     let mut child = ws.spawn(&["run", "runbooks/live.rhai"]);
     if !gate.wait_arrived(ARRIVAL) {
         let _ = child.kill();
-        let out = child.wait_with_output().unwrap();
+        let out = child.timed_wait_with_output().unwrap();
         panic!(
             "the run never sent its request:\n{}",
             String::from_utf8_lossy(&out.stderr)
@@ -93,7 +93,7 @@ fn a_live_run_cannot_be_abandoned_or_unlocked_and_its_lock_file_goes_with_it() {
     assert_eq!(runs[0]["locks"][0], "gitlab:test/live", "{runs:#?}");
 
     gate.release(Release::Process);
-    let out = child.wait_with_output().unwrap();
+    let out = child.timed_wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_clean("stderr of the live run", &stderr);
     assert_eq!(out.status.code(), Some(0), "the live run:\n{stderr}");

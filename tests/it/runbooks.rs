@@ -101,7 +101,7 @@ fn secret_inputs_come_from_env_and_never_from_argv() {
             "go=y",
         ])
         .env("APPROVAL", &approval)
-        .output()
+        .timed_output()
         .unwrap();
     assert!(
         out.status.success(),
@@ -166,7 +166,7 @@ fn a_missing_parameter_is_a_clear_error() {
             "go=y",
         ])
         .env("APPROVAL", canary("approval-"))
-        .output()
+        .timed_output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(6), "{stderr}");

@@ -134,7 +134,7 @@ fn the_environment_is_empty() {
     let out = ws
         .command(&["run", "env", "--output", "json"])
         .env("TEAM_B_TOKEN", &leaked)
-        .output()
+        .timed_output()
         .unwrap();
     assert!(
         out.status.success(),

@@ -30,7 +30,7 @@ fn set_list_rm_round_trip_without_values_in_output_or_on_disk() {
     let out = ws
         .command(&["secrets", "set", "from/env", "--from-env", "TOKEN_VAR"])
         .env("TOKEN_VAR", &env_value)
-        .output()
+        .timed_output()
         .unwrap();
     assert!(out.status.success());
 
@@ -67,7 +67,7 @@ fn a_key_file_others_can_read_is_refused() {
         let out = ws
             .command(args)
             .env_remove("KEYCYCLE_MASTER_KEY")
-            .output()
+            .timed_output()
             .unwrap();
         (
             out.status.code().unwrap(),
@@ -114,7 +114,7 @@ fn the_wrong_master_key_is_reported_plainly() {
             "KEYCYCLE_MASTER_KEY",
             "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
         )
-        .output()
+        .timed_output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
@@ -157,7 +157,7 @@ fn operator_mistakes_exit_with_the_configuration_code() {
         let out = ws
             .command(&["secrets", "init"])
             .env_remove("KEYCYCLE_MASTER_KEY")
-            .output()
+            .timed_output()
             .unwrap();
         (
             out.status.code().unwrap(),
@@ -190,7 +190,7 @@ fn operator_mistakes_exit_with_the_configuration_code() {
             .unwrap()
             .write_all(stdin.as_bytes())
             .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = child.timed_wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert_clean("stderr", &stderr);
         (out.status.code().unwrap(), stderr)

@@ -11,10 +11,8 @@ use base64::Engine as _;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_keycycle");
 
-/// The binary under test: [`BIN`], or `KEYCYCLE_TEST_BIN` when set. With a
-/// target directory shared between checkouts, another checkout's build can
-/// replace `target/debug/keycycle` between this build and the test run; the
-/// variable points the tests at a copy of the binary that was just built.
+/// The binary under test: [`BIN`], or `KEYCYCLE_TEST_BIN` when set (to run
+/// the suite against another build of keycycle, a release build say).
 pub fn bin() -> PathBuf {
     std::env::var_os("KEYCYCLE_TEST_BIN")
         .map(PathBuf::from)
@@ -53,6 +51,83 @@ pub fn wasm(name: &str) -> PathBuf {
 /// compile every plugin again.
 pub fn shared_cache() -> PathBuf {
     repo_root().join("target/test-plugin-cache")
+}
+
+/// How long one keycycle process may take in a test before it is killed
+/// and the test fails: a hang must fail the suite, not stall it.
+/// `KEYCYCLE_TEST_TIMEOUT_SECS` changes it.
+pub fn process_timeout() -> std::time::Duration {
+    let secs = std::env::var("KEYCYCLE_TEST_TIMEOUT_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(180);
+    std::time::Duration::from_secs(secs)
+}
+
+/// Waits for `child` with its output piped, killing it after
+/// [`process_timeout`] and failing the test with what it printed so far.
+pub fn wait_or_kill(mut child: std::process::Child, what: &str) -> std::process::Output {
+    use std::io::Read;
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut buf);
+            }
+            buf
+        })
+    }
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let deadline = std::time::Instant::now() + process_timeout();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = String::from_utf8_lossy(&stderr.join().unwrap()).into_owned();
+            assert_clean("stderr of a process that timed out", &err);
+            panic!(
+                "{what} did not finish within {:?} and was killed; stderr:\n{err}",
+                process_timeout()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    std::process::Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
+/// `output()` and `wait_with_output()` with [`process_timeout`]: every
+/// process a test starts is bounded.
+pub trait Timed {
+    fn timed_output(&mut self) -> std::io::Result<std::process::Output>;
+}
+
+impl Timed for Command {
+    fn timed_output(&mut self) -> std::io::Result<std::process::Output> {
+        let child = self
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        Ok(wait_or_kill(child, &format!("{self:?}")))
+    }
+}
+
+pub trait TimedChild {
+    fn timed_wait_with_output(self) -> std::io::Result<std::process::Output>;
+}
+
+impl TimedChild for std::process::Child {
+    fn timed_wait_with_output(self) -> std::io::Result<std::process::Output> {
+        Ok(wait_or_kill(self, "keycycle"))
+    }
 }
 
 /// Values planted by a test that must never appear in any output.
@@ -287,7 +362,7 @@ impl Workspace {
                 .write_all(text.as_bytes())
                 .unwrap();
         }
-        let out = child.wait_with_output().unwrap();
+        let out = wait_or_kill(child, &format!("keycycle {args:?}"));
         let run = Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -618,7 +693,7 @@ impl Workspace {
         }
         // On unix, kill() is SIGKILL: no destructor, no flush, no cleanup.
         let _ = child.kill();
-        let out = child.wait_with_output().expect("wait for keycycle");
+        let out = child.timed_wait_with_output().expect("wait for keycycle");
         let killed = Killed {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
