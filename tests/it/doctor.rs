@@ -36,7 +36,10 @@ fn a_healthy_workspace_is_all_ok() {
     assert_eq!(r["status"], "ok", "{r:#}");
     let config = std::fs::canonicalize(ws.path().join("keycycle.toml")).unwrap();
     assert_eq!(r["config"]["file"], config.display().to_string());
-    assert_eq!(r["config"]["found_by"], "./keycycle.toml");
+    assert_eq!(
+        r["config"]["found_by"],
+        "keycycle.toml found from the current folder"
+    );
     assert_eq!(r["config"]["state_dir"]["exists"], true);
     assert_eq!(r["config"]["runbooks_dir"]["exists"], true);
     assert_eq!(r["master_key"]["source"], "KEYCYCLE_MASTER_KEY");

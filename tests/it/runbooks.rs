@@ -124,8 +124,9 @@ fn secret_inputs_come_from_env_and_never_from_argv() {
         "--input",
         "go=y",
     ]);
-    run.assert_code(6)
-        .stderr_has("approval")
+    // Refused before the run starts: the answer's form is known up front.
+    run.assert_code(3)
+        .stderr_has("--input approval: `approval` is a secret")
         .stderr_has("@FILE");
 }
 
@@ -277,10 +278,11 @@ fn missing_plugin_file_fails_only_when_used() {
     ws.runbook("ok", "plugin(\"example\").whoami().user\n");
     ws.run(&["run", "ok"]).assert_ok();
     ws.runbook("uses-gone", "let g = plugin(\"gone\");\n");
+    // A plugin the runbook names must load before the run starts.
     ws.run(&["run", "uses-gone"])
-        .assert_code(5)
+        .assert_code(3)
         .stderr_has("gone.wasm")
-        .stderr_has("uses-gone.rhai:1");
+        .stderr_has("the runbook uses plugin `gone`, which did not load");
     let list = ws.run(&["plugins", "list", "--output", "json"]);
     list.assert_ok();
     let rows = list.json();

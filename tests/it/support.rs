@@ -274,6 +274,7 @@ impl Workspace {
             .tempdir()
             .unwrap();
         std::fs::create_dir_all(dir.path().join("runbooks")).unwrap();
+        std::fs::create_dir_all(dir.path().join("home")).unwrap();
         let mut key = [0u8; 32];
         rand::Rng::fill(&mut rand::rng(), &mut key[..]);
         let master_key = plant(&base64::engine::general_purpose::STANDARD.encode(key));
@@ -286,9 +287,7 @@ impl Workspace {
 
     /// `HOME` of every keycycle the test runs, inside the workspace.
     pub fn home(&self) -> PathBuf {
-        let home = self.path().join("home");
-        std::fs::create_dir_all(&home).unwrap();
-        home
+        self.path().join("home")
     }
 
     /// The master key the workspace's runs get in `KEYCYCLE_MASTER_KEY`.

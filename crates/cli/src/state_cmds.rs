@@ -342,7 +342,7 @@ pub fn abandon(config: &Config, run_id: &str, reason: &str, yes: bool) -> Result
 pub fn retry(config: &Config, action_id: &str) -> Result<()> {
     let Some(state) = open_existing_state(config)? else {
         return Err(anyhow!(
-            "there is no deferred action {action_id}: there is no state database in {}, so nothing has run with this configuration yet (`keycycle -v` shows which config and state folder are in use)",
+            "there is no deferred action {action_id}; `keycycle pending` lists the actions that are not done, and there is no state database in {} yet, so nothing has run with this configuration (`keycycle -v` shows which config and state folder are in use)",
             config.state_dir.display()
         ))
         .context(Code::Config);
@@ -621,12 +621,14 @@ pub fn pending(config: &Config, as_json: bool) -> Result<()> {
 /// alone, with backoff on failure. Safe to run from several schedulers at
 /// once: a claim is atomic, and a claimer that dies loses its lease.
 pub async fn cleanup(config: &Config, as_json: bool) -> Result<()> {
-    let Some(state) = open_existing_state(config)? else {
-        return nothing_yet(config, as_json);
-    };
+    // The key first: a cleanup from cron with the wrong key must fail
+    // loudly even on a runner where nothing is pending yet.
     let store = Arc::new(StoreAccess::new(config));
     let key = store.master_key()?;
     store.check_key()?;
+    let Some(state) = open_existing_state(config)? else {
+        return nothing_yet(config, as_json);
+    };
     let (_sandbox, plugins) = load_plugins(config, None, store.clone()).await?;
     let claimer = format!("{}@{}:{}", user(), host(), std::process::id());
     reclaim_from_dead_cleanups(state.as_ref())?;
