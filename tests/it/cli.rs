@@ -432,3 +432,72 @@ fn a_missing_plugin_file_is_a_configuration_error_before_the_run() {
     history.assert_ok();
     assert_eq!(history.json(), serde_json::json!([]), "no run was recorded");
 }
+
+#[test]
+fn commands_that_act_report_in_json() {
+    let ws = Workspace::new();
+    ws.config("");
+    let set = ws.run_with_stdin(
+        &["secrets", "set", "team/token", "-o", "json"],
+        Some("a-value-1234"),
+    );
+    set.assert_ok();
+    assert_eq!(
+        set.json(),
+        serde_json::json!({"ok": true, "stored": "team/token"})
+    );
+    assert_eq!(set.stderr, "", "the JSON replaces the summary line");
+    let rm = ws.run(&["secrets", "rm", "team/token", "-o", "json"]);
+    rm.assert_ok();
+    assert_eq!(
+        rm.json(),
+        serde_json::json!({"ok": true, "removed": "team/token"})
+    );
+
+    // A run stopped for an answer keeps its lock: unlock and abandon it.
+    ws.runbook(
+        "ask",
+        "lock(\"demo:one\");\nlock(\"demo:two\");\nprompt(\"label\", \"Label\")\n",
+    );
+    ws.run(&["run", "ask"]).assert_code(6);
+    let run_id = ws.only_unfinished_run();
+    let unlock = ws.run(&["unlock", "demo:one", "--yes", "-o", "json"]);
+    unlock.assert_ok();
+    assert_eq!(
+        unlock.json(),
+        serde_json::json!({"ok": true, "released": "demo:one", "run_id": run_id})
+    );
+    let abandon = ws.run(&["abandon", &run_id, "--yes", "-o", "json"]);
+    abandon.assert_ok();
+    assert_eq!(
+        abandon.json(),
+        serde_json::json!({"ok": true, "abandoned": run_id, "state": "failed", "released_locks": ["demo:two"]})
+    );
+}
+
+#[test]
+fn the_docs_list_every_command() {
+    let ws = Workspace::new();
+    let help = ws.run(&["--help"]);
+    help.assert_ok();
+    let commands: Vec<&str> = help
+        .stdout
+        .split("Commands:")
+        .nth(1)
+        .expect("--help lists commands")
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    assert!(commands.len() >= 15, "{commands:?}");
+    let docs = std::fs::read_to_string(repo_root().join("docs/runbooks.md")).unwrap();
+    let table = docs.split("## Commands").nth(1).unwrap();
+    for command in commands {
+        assert!(
+            table.contains(&format!("`keycycle {command}")),
+            "docs/runbooks.md's command table lacks `keycycle {command}`"
+        );
+    }
+}

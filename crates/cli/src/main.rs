@@ -469,6 +469,7 @@ fn main() -> ExitCode {
     };
     let verbosity = (cli.verbose as i8).saturating_sub(cli.quiet as i8);
     out::set_verbosity(verbosity);
+    out::set_json(cli.output == Output::Json);
     logging::init(verbosity, cli.color, cli.log_format);
     let json = cli.output == Output::Json;
     let runtime = match tokio::runtime::Builder::new_multi_thread()

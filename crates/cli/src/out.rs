@@ -26,6 +26,25 @@ static STDERR_CLOSED: AtomicBool = AtomicBool::new(false);
 /// Set by the first write to stdout, so `main` knows whether a JSON reader
 /// already has a document.
 static STDOUT_USED: AtomicBool = AtomicBool::new(false);
+/// `-o json`: commands that act report what they did as one JSON document
+/// on stdout instead of a summary line on stderr.
+static JSON: AtomicBool = AtomicBool::new(false);
+
+pub fn set_json(json: bool) {
+    JSON.store(json, Ordering::Relaxed);
+}
+
+/// What a command that changes something did: a JSON document on stdout
+/// under `-o json` (whatever `-q` says, since a script asked for it), a
+/// summary line on stderr otherwise (silenced by `-q`).
+pub fn done(doc: serde_json::Value, text: fmt::Arguments<'_>) {
+    if JSON.load(Ordering::Relaxed) {
+        let body = serde_json::to_string_pretty(&doc).unwrap_or_default();
+        write(Stream::Stdout, format_args!("{body}\n"));
+    } else if notes_wanted() {
+        write(Stream::Stderr, format_args!("{text}\n"));
+    }
+}
 
 /// Whether anything was written to stdout.
 pub fn stdout_used() -> bool {

@@ -32,10 +32,13 @@ pub fn init(config: &Config) -> Result<()> {
     }
     let key = MasterKey::generate();
     key.write_new_file(path).context(Code::Config)?;
-    errln!(
-        "created master key {} (mode 0600). Back it up: without it the secrets store cannot be read.\n\
-         To use the key elsewhere, set {KEY_ENV} to its contents instead.",
-        path.display()
+    crate::out::done(
+        serde_json::json!({"ok": true, "created": "master-key", "key_file": path.display().to_string()}),
+        format_args!(
+            "created master key {} (mode 0600). Back it up: without it the secrets store cannot be read.\n\
+             To use the key elsewhere, set {KEY_ENV} to its contents instead.",
+            path.display()
+        ),
     );
     Ok(())
 }
@@ -90,7 +93,10 @@ pub fn set(
     let value = SecretValue::new(value);
     let store = StoreAccess::new(config);
     store.with(|s| s.set(name, &value).context(Code::Config))?;
-    note!("stored secret `{name}`");
+    crate::out::done(
+        serde_json::json!({"ok": true, "stored": name}),
+        format_args!("stored secret `{name}`"),
+    );
     Ok(())
 }
 
@@ -142,7 +148,10 @@ fn updated(info: &SecretInfo) -> String {
 pub fn rm(config: &Config, name: &str) -> Result<()> {
     let store = StoreAccess::new(config);
     if store.with(|s| s.remove(name).context(Code::Config))? {
-        note!("removed secret `{name}`");
+        crate::out::done(
+            serde_json::json!({"ok": true, "removed": name}),
+            format_args!("removed secret `{name}`"),
+        );
         Ok(())
     } else {
         Err(anyhow!(

@@ -225,7 +225,10 @@ pub fn unlock(config: &Config, credential: &str, yes: bool) -> Result<()> {
         yes,
         &format!("releasing the lock of run {} on {credential}", lock.run_id),
     )? {
-        errln!("the lock was kept");
+        crate::out::done(
+            json!({"ok": true, "released": null, "kept": credential, "run_id": lock.run_id}),
+            format_args!("the lock was kept"),
+        );
         return Ok(());
     }
     state.release_lock(credential).context(Code::Config)?;
@@ -239,7 +242,10 @@ pub fn unlock(config: &Config, credential: &str, yes: bool) -> Result<()> {
             },
         )
         .context(Code::Config)?;
-    note!("released {credential} (it was held by run {})", lock.run_id);
+    crate::out::done(
+        json!({"ok": true, "released": credential, "run_id": lock.run_id}),
+        format_args!("released {credential} (it was held by run {})", lock.run_id),
+    );
     Ok(())
 }
 
@@ -312,7 +318,10 @@ pub fn abandon(config: &Config, run_id: &str, reason: &str, yes: bool) -> Result
         }
     );
     if !confirmed(&question, yes, &format!("abandoning run {run_id}"))? {
-        errln!("run {run_id} was left as it is");
+        crate::out::done(
+            json!({"ok": true, "abandoned": null, "run_id": run_id}),
+            format_args!("run {run_id} was left as it is"),
+        );
         return Ok(());
     }
     let by = format!("{reason} ({}@{})", user(), host());
@@ -330,9 +339,12 @@ pub fn abandon(config: &Config, run_id: &str, reason: &str, yes: bool) -> Result
         .finish_run(run_id, keycycle_store::state::RunState::Failed, Some(&by))
         .context(Code::Config)?;
     let released = state.release_run_locks(run_id).context(Code::Config)?;
-    note!(
-        "abandoned run {run_id}; released {} lock(s)",
-        released.len()
+    crate::out::done(
+        json!({"ok": true, "abandoned": run_id, "state": "failed", "released_locks": released}),
+        format_args!(
+            "abandoned run {run_id}; released {} lock(s)",
+            released.len()
+        ),
     );
     Ok(())
 }
@@ -349,7 +361,10 @@ pub fn retry(config: &Config, action_id: &str) -> Result<()> {
     };
     match state.retry_action(action_id) {
         Ok(()) => {
-            note!("action {action_id} is due again; `keycycle cleanup` runs it");
+            crate::out::done(
+                json!({"ok": true, "requeued": action_id, "state": "pending"}),
+                format_args!("action {action_id} is due again; `keycycle cleanup` runs it"),
+            );
             Ok(())
         }
         Err(StateError::ActionNotFound { .. }) => Err(anyhow!(
