@@ -501,3 +501,34 @@ fn the_docs_list_every_command() {
         );
     }
 }
+
+/// Runs `keycycle ARGS` on a pseudo-terminal (util-linux `script`), so that
+/// `--color auto` sees a terminal; returns what the terminal showed.
+fn on_a_terminal(ws: &Workspace, args: &str, env: &[(&str, &str)]) -> String {
+    let mut cmd = std::process::Command::new("script");
+    cmd.current_dir(ws.path())
+        .args(["-qec", &format!("{} {args}", bin().display()), "/dev/null"])
+        .env_remove("NO_COLOR")
+        .env("TERM", "xterm-256color")
+        .env("HOME", ws.home())
+        .env("KEYCYCLE_MASTER_KEY", ws.master_key());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.timed_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(shown.contains("hello"), "{shown}");
+    shown
+}
+
+#[test]
+fn log_colour_on_a_terminal_honours_no_color_and_dumb_terminals() {
+    let ws = Workspace::new();
+    ws.config("");
+    ws.runbook("hello", "info(\"hello\");");
+    assert!(on_a_terminal(&ws, "run hello", &[]).contains("\x1b["), "auto colours a terminal");
+    assert!(!on_a_terminal(&ws, "run hello", &[("NO_COLOR", "1")]).contains("\x1b["));
+    assert!(!on_a_terminal(&ws, "run hello", &[("TERM", "dumb")]).contains("\x1b["));
+    assert!(!on_a_terminal(&ws, "--color never run hello", &[]).contains("\x1b["));
+}
