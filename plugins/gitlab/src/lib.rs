@@ -355,7 +355,9 @@ mod tests {
                 | "rotate_self"
                 | "create_access_token"
                 | "rotate_access_token"
-                | "create_trigger" => &["token"],
+                | "create_trigger"
+                // It hands an interrupted create_trigger's token back.
+                | "find_trigger" => &["token"],
                 "get_variable" => &["value"],
                 _ => &[],
             };
