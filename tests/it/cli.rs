@@ -527,8 +527,21 @@ fn log_colour_on_a_terminal_honours_no_color_and_dumb_terminals() {
     let ws = Workspace::new();
     ws.config("");
     ws.runbook("hello", "info(\"hello\");");
-    assert!(on_a_terminal(&ws, "run hello", &[]).contains("\x1b["), "auto colours a terminal");
+    assert!(
+        on_a_terminal(&ws, "run hello", &[]).contains("\x1b["),
+        "auto colours a terminal"
+    );
     assert!(!on_a_terminal(&ws, "run hello", &[("NO_COLOR", "1")]).contains("\x1b["));
     assert!(!on_a_terminal(&ws, "run hello", &[("TERM", "dumb")]).contains("\x1b["));
     assert!(!on_a_terminal(&ws, "--color never run hello", &[]).contains("\x1b["));
+}
+
+#[test]
+fn a_simulator_on_a_busy_port_is_a_usage_mistake() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let ws = Workspace::new();
+    ws.run(&["sim", "demo", "--port", &port])
+        .assert_code(3)
+        .stderr_has("--port 0 for a free one");
 }

@@ -1,7 +1,9 @@
 //! `keycycle sim`: serve a provider simulator so operators can rehearse a
 //! runbook before pointing it at production.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
+
+use crate::exit::Code;
 use clap::ValueEnum;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -13,6 +15,16 @@ pub enum Provider {
 }
 
 pub async fn serve(provider: Provider, port: u16) -> Result<()> {
+    // A port that is taken is the operator's choice to fix, so it is a
+    // usage mistake (exit 3) with the way out, not an internal error.
+    if port != 0 {
+        if let Err(e) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return Err(anyhow!(
+                "cannot listen on 127.0.0.1:{port}: {e}; pick another port with --port, or --port 0 for a free one"
+            ))
+            .context(Code::Config);
+        }
+    }
     match provider {
         Provider::Demo => keycycle_sim::serve_demo_forever(port)
             .await
