@@ -545,3 +545,16 @@ fn a_simulator_on_a_busy_port_is_a_usage_mistake() {
         .assert_code(3)
         .stderr_has("--port 0 for a free one");
 }
+
+#[test]
+fn an_empty_state_database_is_not_taken_silently() {
+    let ws = Workspace::new();
+    ws.config("");
+    ws.runbook("hello", "info(\"hi\");");
+    std::fs::create_dir_all(ws.path().join("state")).unwrap();
+    std::fs::write(ws.path().join("state/state.db"), "").unwrap();
+    ws.run(&["run", "hello"])
+        .assert_ok()
+        .stderr_has("state.db is empty (0 bytes)")
+        .stderr_has("no earlier runs, locks or deferred actions are in it");
+}
