@@ -1,6 +1,13 @@
 //! The sandbox's promise, tested with hostile plugins through the real
 //! binary: each attempt fails cleanly with an error naming the plugin, the
 //! operation and what was refused, and the next call in the same host works.
+//!
+//! A denial is only a denial if nothing was sent, so the ungranted targets
+//! are listeners of the test's own that count connections, never closed
+//! ports, where a request that went out and was refused by the kernel
+//! looks the same as one the host never sent.
+
+use std::process::Command;
 
 use crate::support::*;
 
@@ -92,37 +99,85 @@ fn assert_msg(err: &serde_json::Value, kind: &str, needles: &[&str]) {
     }
 }
 
+/// A plugin refused for its imports is refused when it loads, before any
+/// call: `plugins list` and `plugins inspect` report it, and a runbook that
+/// names it stops with the load error before its first effect (a call to
+/// the example plugin that comes first in the runbook never reaches the
+/// simulator). `call` is what the runbook would have done with it.
+#[track_caller]
+fn assert_refused_at_load(sim: &DemoSim, ws: &Workspace, plugin: &str, call: &str, import: &str) {
+    let list = ws.run(&["plugins", "list", "--output", "json"]);
+    list.assert_ok();
+    let rows = list.json();
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == plugin)
+        .unwrap_or_else(|| panic!("no row for {plugin}: {rows}"));
+    assert_eq!(row["status"], "refused", "{row}");
+    let refusal = format!("plugin `{plugin}` is refused: it imports {import}");
+    assert!(
+        row["error"].as_str().unwrap_or("").contains(&refusal),
+        "{row}"
+    );
+    ws.run(&["plugins", "inspect", plugin])
+        .assert_code(4)
+        .stderr_has(&refusal);
+
+    ws.runbook(
+        "uses-refused",
+        &format!("plugin(\"example\").whoami();\nplugin(\"{plugin}\").{call};\n"),
+    );
+    let run = ws.run(&["run", "uses-refused", "--output", "json"]);
+    run.assert_code(4);
+    let report = run.json();
+    assert_eq!(report["error"]["kind"], "denied", "{report}");
+    let message = report["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains(&format!(
+            "the runbook uses plugin `{plugin}`, which did not load"
+        )) && message.contains(&refusal),
+        "{report}"
+    );
+    assert!(
+        report.get("run_id").is_none(),
+        "no run was recorded: {report}"
+    );
+    assert!(
+        sim.state.requests().is_empty(),
+        "no effect ran before the load error: {:?}",
+        sim.state.requests()
+    );
+}
+
 #[test]
 fn reading_a_file_is_refused_at_load_time() {
     let sim = DemoSim::start();
     let ws = workspace(&sim);
-    let err = attempt(&ws, "fsreader", "read()");
-    assert_msg(&err, "denied", &["fsreader", "wasi:filesystem"]);
+    assert_refused_at_load(&sim, &ws, "fsreader", "read()", "wasi:filesystem/");
 }
 
 #[test]
 fn opening_a_socket_is_refused_at_load_time() {
     let sim = DemoSim::start();
     let ws = workspace(&sim);
-    let err = attempt(&ws, "sockets", "connect()");
-    assert_msg(&err, "denied", &["sockets", "wasi:sockets"]);
+    let target = Listener::start();
+    let call = format!(r#"connect(#{{ addr: "127.0.0.1:{}" }})"#, target.port());
+    assert_refused_at_load(&sim, &ws, "sockets", &call, "wasi:sockets/");
+    assert_eq!(target.accepted(), 0, "nothing connected to the listener");
 }
 
 #[test]
 fn importing_wasi_http_is_refused_at_load_time() {
     let sim = DemoSim::start();
     let ws = workspace(&sim);
-    let err = attempt(&ws, "wasihttp", "ok()");
-    assert_msg(&err, "denied", &["wasihttp", "wasi:http"]);
-    let list = ws.run(&["plugins", "list", "--output", "json"]);
-    let rows = list.json();
-    let row = rows
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == "wasihttp")
-        .unwrap();
-    assert_eq!(row["status"], "refused");
+    // `send` really sends through wasi:http and waits for the answer, so a
+    // host that let the import through would show up at this listener.
+    let target = Listener::start();
+    let call = format!(r#"send(#{{ authority: "127.0.0.1:{}" }})"#, target.port());
+    assert_refused_at_load(&sim, &ws, "wasihttp", &call, "wasi:http/");
+    assert_eq!(target.accepted(), 0, "nothing connected to the listener");
 }
 
 #[test]
@@ -155,15 +210,25 @@ fn the_environment_is_empty() {
 fn an_ungranted_host_is_refused_directly() {
     let sim = DemoSim::start();
     let ws = workspace(&sim);
+    let target = Listener::start();
     let err = attempt(
         &ws,
         "hostile",
-        r#"http_get(#{ url: "http://127.0.0.1:9/steal" })"#,
+        &format!(r#"http_get(#{{ url: "{}/steal" }})"#, target.origin()),
     );
     assert_msg(
         &err,
         "denied",
-        &["hostile", "http_get", "http://127.0.0.1:9", "not granted"],
+        &[
+            "hostile",
+            "http_get",
+            &format!("host {} is not granted", target.origin()),
+        ],
+    );
+    assert_eq!(
+        target.accepted(),
+        0,
+        "nothing was sent to the ungranted host"
     );
 }
 
@@ -171,9 +236,11 @@ fn an_ungranted_host_is_refused_directly() {
 fn an_ungranted_host_is_refused_through_a_redirect() {
     let sim = DemoSim::start();
     let ws = workspace(&sim);
+    let target = Listener::start();
     let call = format!(
-        r#"http_get(#{{ url: "{}/api/redirect?to=http://127.0.0.1:9/steal" }})"#,
-        sim.origin()
+        r#"http_get(#{{ url: "{}/api/redirect?to={}/steal" }})"#,
+        sim.origin(),
+        target.origin()
     );
     let err = attempt(&ws, "hostile", &call);
     assert_msg(
@@ -182,10 +249,11 @@ fn an_ungranted_host_is_refused_through_a_redirect() {
         &[
             "hostile",
             "http_get",
-            "redirect to http://127.0.0.1:9/steal",
+            &format!("redirect to {}/steal", target.origin()),
             "not granted",
         ],
     );
+    assert_eq!(target.accepted(), 0, "the redirect was not followed");
     // A redirect that stays on a granted origin is followed.
     ws.runbook(
         "redirect-ok",
@@ -208,6 +276,9 @@ fn an_ungranted_host_is_refused_through_ip_literals() {
     let sim = DemoSim::start();
     let ws = workspace(&sim);
     let port = sim.origin().rsplit(':').next().unwrap().to_owned();
+    // The granted simulator's port on the IPv6 loopback, where the test
+    // listens itself: the same machine and port, another origin.
+    let v6 = Listener::start_on(format!("[::1]:{port}").parse().unwrap());
     for url in [
         format!("http://[::1]:{port}/api/whoami"),
         "http://169.254.169.254/latest/meta-data/".to_owned(),
@@ -216,6 +287,7 @@ fn an_ungranted_host_is_refused_through_ip_literals() {
         let err = attempt(&ws, "hostile", &format!(r#"http_get(#{{ url: "{url}" }})"#));
         assert_msg(&err, "denied", &["hostile", "http_get", "not granted"]);
     }
+    assert_eq!(v6.accepted(), 0, "nothing was sent to [::1]:{port}");
 }
 
 #[test]
@@ -246,13 +318,36 @@ fn userinfo_in_a_url_is_refused() {
     let sim = DemoSim::start();
     let ws = workspace(&sim);
     let url = sim.origin().replace("http://", "http://admin:hunter2@");
-    let err = attempt(
-        &ws,
-        "hostile",
-        &format!(r#"http_get(#{{ url: "{url}/api/whoami" }})"#),
+    ws.runbook(
+        "userinfo",
+        &format!(
+            r#"
+            let err = ();
+            try {{ plugin("hostile").http_get(#{{ url: "{url}/api/whoami" }}); }} catch (e) {{ err = e; }}
+            err
+            "#
+        ),
     );
+    let run = ws.run(&["run", "userinfo", "--output", "json"]);
+    run.assert_ok();
+    let err = run.json()["result"].clone();
     assert_msg(&err, "denied", &["hostile", "http_get", "userinfo"]);
     assert!(!err["message"].as_str().unwrap().contains("hunter2"));
+    assert!(
+        sim.state.requests().is_empty(),
+        "nothing reached the simulator: {:?}",
+        sim.state.requests()
+    );
+    // The simulator's log does see the same request without userinfo.
+    ws.runbook(
+        "no-userinfo",
+        &format!(
+            "plugin(\"hostile\").http_get(#{{ url: \"{}/api/whoami\" }})\n",
+            sim.origin()
+        ),
+    );
+    ws.run(&["run", "no-userinfo"]).assert_ok();
+    assert_eq!(sim.state.requests().len(), 1, "{:?}", sim.state.requests());
 }
 
 #[test]
@@ -301,14 +396,19 @@ fn an_ungranted_secret_is_refused_and_teams_are_isolated() {
 fn an_uncaught_denial_exits_with_the_denied_code() {
     let sim = DemoSim::start();
     let ws = workspace(&sim);
+    let target = Listener::start();
     ws.runbook(
         "deny",
-        "plugin(\"hostile\").http_get(#{ url: \"http://127.0.0.1:9/\" });\n",
+        &format!(
+            "plugin(\"hostile\").http_get(#{{ url: \"{}/\" }});\n",
+            target.origin()
+        ),
     );
     ws.run(&["run", "deny"])
         .assert_code(4)
         .stderr_has("deny.rhai:1")
         .stderr_has("plugin `hostile` operation `http_get` was denied");
+    assert_eq!(target.accepted(), 0, "nothing was sent");
 }
 
 #[test]
@@ -367,8 +467,14 @@ fn a_100_mb_output_is_refused() {
     assert_msg(&err, "failed", &["hostile", "big_output", "memory limit"]);
 }
 
+/// The log lines of `operation` that reached stderr, and their bytes.
+fn flood_lines(stderr: &str, needle: &str) -> (usize, usize) {
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains(needle)).collect();
+    (lines.len(), lines.iter().map(|l| l.len()).sum())
+}
+
 #[test]
-fn endless_logging_is_stopped() {
+fn endless_logging_is_stopped_and_the_log_cap_holds() {
     let sim = DemoSim::start();
     let ws = workspace(&sim);
     let err = attempt(&ws, "hostile", "log_flood()");
@@ -376,6 +482,26 @@ fn endless_logging_is_stopped() {
         &err,
         "failed",
         &["hostile", "log_flood", "logged more than the limit"],
+    );
+    // What the call logged up to the cap is written, and no line beyond:
+    // 1,000 lines.
+    let flood = |op: &str| {
+        ws.runbook(
+            "flood",
+            &format!("try {{ plugin(\"hostile\").{op}(); }} catch {{ }}\n"),
+        );
+        let run = ws.run(&["run", "flood"]);
+        run.assert_ok();
+        run.stderr
+    };
+    let (lines, _) = flood_lines(&flood("log_flood"), "flood line ");
+    assert_eq!(lines, 1_000, "log lines written of a flood");
+    // 8 KiB lines: the 256 KiB byte cap stops them after 32 lines.
+    let (lines, bytes) = flood_lines(&flood("log_flood_bytes"), &"x".repeat(8 << 10));
+    assert!(lines > 0, "the plugin's log lines are written");
+    assert!(
+        lines <= 32 && bytes <= (256 << 10) + lines * 200,
+        "{lines} lines of 8 KiB written, over the 256 KiB cap"
     );
 }
 
@@ -426,5 +552,453 @@ fn a_response_over_the_size_cap_is_refused() {
     assert_eq!(
         result["small"], 200,
         "the next request on the same host works"
+    );
+}
+
+/// A workspace with only the hostile plugin, granted `origins` and the
+/// secret `token`; its `base_url` is the first origin, its `other_url` the
+/// second.
+fn hostile_granted(origins: &[&str]) -> Workspace {
+    let ws = Workspace::new();
+    let hosts: Vec<String> = origins.iter().map(|o| format!("\"{o}\"")).collect();
+    let mut config = format!("base_url = \"{}\"", origins[0]);
+    if let Some(other) = origins.get(1) {
+        config.push_str(&format!(", other_url = \"{other}\""));
+    }
+    ws.config(&format!(
+        "[plugins.hostile]\npath = \"{}\"\nhosts = [{}]\nsecrets = {{ token = \"team-a/token\" }}\nconfig = {{ {config} }}\n",
+        wasm("hostile").display(),
+        hosts.join(", ")
+    ));
+    ws.set_secret("team-a/token", &canary("team-a-"));
+    ws
+}
+
+/// Runs one call of the hostile plugin inside try/catch and returns
+/// `#{ out, err }`.
+fn catch(ws: &Workspace, call: &str) -> serde_json::Value {
+    ws.runbook(
+        "catch",
+        &format!(
+            r#"
+            let out = ();
+            let err = ();
+            try {{ out = plugin("hostile").{call}; }} catch (e) {{ err = e; }}
+            #{{ out: out, err: err }}
+            "#
+        ),
+    );
+    let run = ws.run(&["run", "catch", "--output", "json"]);
+    run.assert_ok();
+    run.json()["result"].clone()
+}
+
+#[test]
+fn a_denial_the_plugin_swallows_still_fails_the_call() {
+    let sim = DemoSim::start();
+    let ws = workspace(&sim);
+    let target = Listener::start();
+    // The plugin ignores the refusal and reports `{"ok": true}`.
+    let err = attempt(
+        &ws,
+        "hostile",
+        &format!(r#"swallow_denial(#{{ url: "{}/steal" }})"#, target.origin()),
+    );
+    assert_msg(
+        &err,
+        "denied",
+        &[
+            "hostile",
+            "swallow_denial",
+            &format!("host {} is not granted", target.origin()),
+        ],
+    );
+    assert_eq!(target.accepted(), 0, "nothing was sent");
+}
+
+#[test]
+fn headers_that_steer_the_connection_are_refused() {
+    let server = Listener::start();
+    let o = server.origin();
+    let ws = hostile_granted(&[&o]);
+    for name in [
+        "Host",
+        "Connection",
+        "Proxy-Authorization",
+        "Proxy-Connection",
+        "Transfer-Encoding",
+        "Upgrade",
+        "TE",
+        "Keep-Alive",
+    ] {
+        let r = catch(
+            &ws,
+            &format!(r#"send_header(#{{ url: "{o}/", name: "{name}", value: "evil.example" }})"#),
+        );
+        assert_msg(
+            &r["err"],
+            "denied",
+            &[
+                "send_header",
+                &format!("header `{name}` may not be set by a plugin"),
+            ],
+        );
+    }
+    assert_eq!(
+        server.accepted(),
+        0,
+        "no request with a forbidden header was sent"
+    );
+    // Any other header goes through.
+    let r = catch(
+        &ws,
+        &format!(r#"send_header(#{{ url: "{o}/", name: "X-Custom", value: "fine" }})"#),
+    );
+    assert_eq!(r["out"]["status"], 200, "{r}");
+    let seen = server.requests();
+    assert_eq!(seen.len(), 1);
+    assert!(
+        seen[0].has_header("x-custom"),
+        "{:?}",
+        seen[0].header_names()
+    );
+}
+
+#[test]
+fn the_request_cap_holds() {
+    let server = Listener::start();
+    let o = server.origin();
+    let ws = hostile_granted(&[&o]);
+    // The default cap is 100 requests per call.
+    let r = catch(
+        &ws,
+        &format!(r#"http_many(#{{ url: "{o}/", count: 101 }})"#),
+    );
+    assert_msg(
+        &r["err"],
+        "denied",
+        &["http_many", "the call's HTTP request limit is used up"],
+    );
+    assert_eq!(
+        server.requests().len(),
+        100,
+        "requests that reached the server"
+    );
+    // The limit is per call: the next call sends again.
+    let r = catch(
+        &ws,
+        &format!(r#"http_many(#{{ url: "{o}/", count: 100 }})"#),
+    );
+    assert_eq!(r["out"]["sent"], 100, "{r}");
+}
+
+#[test]
+fn the_redirect_limit_holds() {
+    let server = Listener::start();
+    let o = server.origin();
+    let ws = hostile_granted(&[&o]);
+    // Five redirects are followed...
+    let r = catch(&ws, &format!(r#"http_get(#{{ url: "{o}/chain/5" }})"#));
+    assert_eq!(r["out"]["status"], 200, "{r}");
+    assert_eq!(server.requests().len(), 6, "the request and five redirects");
+    // ...a sixth is not.
+    let r = catch(&ws, &format!(r#"http_get(#{{ url: "{o}/chain/6" }})"#));
+    let message = r["err"]["message"].as_str().unwrap_or("");
+    assert!(message.contains("more than 5 redirects"), "{r}");
+    let chain: Vec<String> = server.requests()[6..]
+        .iter()
+        .map(|r| r.target.clone())
+        .collect();
+    assert_eq!(
+        chain,
+        [
+            "/chain/6", "/chain/5", "/chain/4", "/chain/3", "/chain/2", "/chain/1"
+        ],
+        "requests sent for the six-redirect chain"
+    );
+}
+
+#[test]
+fn credential_headers_are_dropped_on_a_cross_origin_redirect() {
+    let a = Listener::start();
+    let b = Listener::start();
+    let ws = hostile_granted(&[&a.origin(), &b.origin()]);
+    let credentials = ["authorization", "private-token", "job-token", "cookie"];
+
+    // Redirected to the other granted origin: the credentials stay behind,
+    // other headers go on.
+    let r = catch(
+        &ws,
+        &format!(
+            r#"send_credentials(#{{ url: "{}/redirect?to={}/landed" }})"#,
+            a.origin(),
+            b.origin()
+        ),
+    );
+    assert_eq!(r["out"]["status"], 200, "{r}");
+    let first = &a.requests()[0];
+    for h in credentials {
+        assert!(
+            first.has_header(h),
+            "the first hop carries {h}: {:?}",
+            first.header_names()
+        );
+    }
+    let landed = b.requests();
+    assert_eq!(
+        landed.len(),
+        1,
+        "the redirect was followed to the other origin; the first saw {:?}",
+        a.requests().iter().map(|r| &r.target).collect::<Vec<_>>()
+    );
+    assert_eq!(landed[0].target, "/landed");
+    for h in credentials {
+        assert!(
+            !landed[0].has_header(h),
+            "{h} crossed to the other origin: {:?}",
+            landed[0].header_names()
+        );
+    }
+    assert!(
+        landed[0].has_header("x-trace"),
+        "{:?}",
+        landed[0].header_names()
+    );
+
+    // Redirected within the same origin, they are kept.
+    let r = catch(
+        &ws,
+        &format!(
+            r#"send_credentials(#{{ url: "{o}/redirect?to={o}/same" }})"#,
+            o = a.origin()
+        ),
+    );
+    assert_eq!(r["out"]["status"], 200, "{r}");
+    let same = a.requests();
+    let same = same.last().unwrap();
+    assert_eq!(same.target, "/same");
+    for h in credentials {
+        assert!(
+            same.has_header(h),
+            "{h} kept on the same origin: {:?}",
+            same.header_names()
+        );
+    }
+}
+
+#[test]
+fn proxies_from_the_environment_are_ignored() {
+    let server = Listener::start();
+    let proxy = Listener::start();
+    let o = server.origin();
+    let ws = hostile_granted(&[&o]);
+    ws.runbook(
+        "via-proxy",
+        &format!("plugin(\"hostile\").http_get(#{{ url: \"{o}/direct\" }})\n"),
+    );
+    let mut cmd = ws.command(&["run", "via-proxy", "--output", "json"]);
+    for var in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ] {
+        cmd.env(var, proxy.origin());
+    }
+    cmd.env_remove("NO_PROXY").env_remove("no_proxy");
+    let out = cmd.timed_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["result"]["status"], 200, "{report}");
+    assert_eq!(
+        proxy.accepted(),
+        0,
+        "the proxy from the environment was used"
+    );
+    let seen = server.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].target, "/direct", "the server was reached directly");
+}
+
+#[test]
+fn statics_do_not_survive_between_calls() {
+    let sim = DemoSim::start();
+    let ws = workspace(&sim);
+    ws.runbook(
+        "statics",
+        r#"
+        let h = plugin("hostile");
+        [h.bump_static().calls, h.bump_static().calls, plugin("hostile_b").bump_static().calls]
+        "#,
+    );
+    let run = ws.run(&["run", "statics", "--output", "json"]);
+    run.assert_ok();
+    assert_eq!(
+        run.json()["result"],
+        serde_json::json!([1, 1, 1]),
+        "each call starts with a fresh instance"
+    );
+}
+
+#[test]
+fn a_plugin_built_against_another_contract_version_is_refused_at_load() {
+    let ws = Workspace::new();
+    ws.config(&format!(
+        "[plugins.next]\npath = \"{}\"\n",
+        wasm("contract_next").display()
+    ));
+    let list = ws.run(&["plugins", "list", "--output", "json"]);
+    list.assert_ok();
+    let row = list.json()[0].clone();
+    assert_eq!(row["status"], "refused", "{row}");
+    let error = row["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("plugin `next` is refused: it imports keycycle:plugin/")
+            && error.contains("@0.2.0 (this host speaks keycycle:plugin@0.1.x)"),
+        "{row}"
+    );
+    ws.runbook("next", "plugin(\"next\").ok()\n");
+    ws.run(&["run", "next"])
+        .assert_code(4)
+        .stderr_has("the runbook uses plugin `next`, which did not load");
+}
+
+#[test]
+fn describe_runs_without_grants() {
+    let target = Listener::start();
+    let o = target.origin();
+    let ws = Workspace::new();
+    ws.config(&format!(
+        "[plugins.probe]\npath = \"{}\"\nhosts = [\"{o}\"]\nsecrets = {{ target = \"probe/target\" }}\nconfig = {{ base_url = \"{o}\" }}\n",
+        wasm("describe_probe").display()
+    ));
+    // The secret is where to send: a describe that could read it could
+    // also reach the listener.
+    ws.set_secret("probe/target", &format!("{o}/from-describe"));
+    let inspect = ws.run(&["plugins", "inspect", "probe", "--output", "json"]);
+    inspect.assert_ok();
+    let doc = inspect.json()["operations"][0]["doc"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    assert!(
+        doc.contains(
+            "describe saw secret: refused (secret `target` is not granted (granted: none))"
+        ),
+        "{doc}"
+    );
+    assert!(
+        doc.contains("http: denied (") && doc.contains("is not granted"),
+        "{doc}"
+    );
+    assert_eq!(target.accepted(), 0, "describe sent nothing");
+    // The same probe in a call, with its grants, reads and sends.
+    ws.runbook("probe", "plugin(\"probe\").probe()\n");
+    let run = ws.run(&["run", "probe", "--output", "json"]);
+    run.assert_ok();
+    assert_eq!(
+        run.json()["result"],
+        serde_json::json!({"secret": "read", "http": "sent"})
+    );
+    let seen = target.requests();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].target, "/from-describe");
+}
+
+#[cfg(unix)]
+fn mode_of(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn the_plugin_cache_is_private_and_one_owned_by_another_user_is_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let sim = DemoSim::start();
+    let ws = Workspace::new();
+    let cache = ws.path().join("cache");
+    let config = |ws: &Workspace| {
+        std::fs::write(
+            ws.path().join("keycycle.toml"),
+            format!(
+                "state_dir = \"state\"\ncache_dir = \"{}\"\n\n{}",
+                cache.display(),
+                example_plugin_config(&sim)
+            ),
+        )
+        .unwrap();
+    };
+    config(&ws);
+    let (_, admin) = sim.seed_admin();
+    ws.set_secret("demo/admin", &admin);
+    ws.runbook("who", "plugin(\"example\").whoami().user\n");
+
+    // Created by keycycle: 0700, and it holds the compiled plugin.
+    ws.run(&["run", "who"]).assert_ok();
+    assert_eq!(mode_of(&cache), 0o700, "mode of a new cache folder");
+    let entries = || std::fs::read_dir(&cache).unwrap().count();
+    assert!(entries() > 0, "the cache holds the compiled plugin");
+
+    // One others can write to is made private again before it is used.
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    ws.run(&["run", "who"]).assert_ok();
+    assert_eq!(
+        mode_of(&cache),
+        0o700,
+        "mode of a cache folder that was 0777"
+    );
+
+    // One owned by another user is refused: machine code from it is never
+    // loaded, and nothing is written into it.
+    for entry in std::fs::read_dir(&cache).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    let status = Command::new("chown")
+        .args(["65534:65534", cache.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "chown the cache folder (the tests run as root)"
+    );
+    ws.run(&["run", "who"])
+        .assert_code(3)
+        .stderr_has("belongs to another user; refusing to load machine code from it");
+    assert_eq!(
+        entries(),
+        0,
+        "nothing was written into another user's cache"
+    );
+}
+
+#[test]
+fn the_panic_hook_masks_secrets() {
+    let ws = Workspace::new();
+    ws.config("");
+    let value = canary("panic-");
+    ws.set_secret("team-a/token", &value);
+    let out = ws
+        .command(&["runs"])
+        .env("KEYCYCLE_DEBUG_PANIC", "secret:team-a/token")
+        .timed_output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "exit code of a panic; stderr:\n{stderr}"
+    );
+    assert_clean("stderr of a panic", &stderr);
+    assert!(
+        stderr.contains("KEYCYCLE_DEBUG_PANIC: secret `team-a/token` is <***>")
+            && stderr.contains("This is a bug"),
+        "the panic message, masked:\n{stderr}"
     );
 }

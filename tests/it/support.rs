@@ -795,3 +795,158 @@ pub fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
 pub fn planted() -> Vec<String> {
     canaries()
 }
+
+/// One request a [`Listener`] received: its method, target (path and
+/// query, or the whole URL when sent as to a proxy) and headers, names in
+/// lower case.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Recorded {
+    pub fn has_header(&self, name: &str) -> bool {
+        self.headers.iter().any(|(k, _)| k == name)
+    }
+
+    /// The header names only: header values may be secrets, so failure
+    /// messages show these.
+    pub fn header_names(&self) -> Vec<String> {
+        self.headers.iter().map(|(k, _)| k.clone()).collect()
+    }
+}
+
+/// A plain HTTP/1.1 server of the test's own, on std threads, that counts
+/// every connection it accepts and records every request head it reads.
+/// Aimed at as an ungranted target, it proves that a denial sent nothing
+/// (a closed port cannot tell "refused by the host" from "sent and
+/// refused by the kernel"); granted, it shows what the host forwarded.
+///
+/// It answers `GET /redirect?to=URL` with a 302 to URL, `/chain/N` with a
+/// 302 to `/chain/N-1` (so `/chain/N` takes N redirects), and anything
+/// else with 200 `ok`. Every answer closes the connection.
+pub struct Listener {
+    addr: std::net::SocketAddr,
+    peers: std::sync::Arc<Mutex<Vec<std::net::SocketAddr>>>,
+    requests: std::sync::Arc<Mutex<Vec<Recorded>>>,
+}
+
+impl Listener {
+    /// Listens on a free port of 127.0.0.1.
+    pub fn start() -> Listener {
+        Listener::start_on("127.0.0.1:0".parse().unwrap())
+    }
+
+    pub fn start_on(addr: std::net::SocketAddr) -> Listener {
+        let socket = std::net::TcpListener::bind(addr)
+            .unwrap_or_else(|e| panic!("cannot listen on {addr}: {e}"));
+        let addr = socket.local_addr().unwrap();
+        let peers = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let requests = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let (p, r) = (peers.clone(), requests.clone());
+        // The thread outlives the test; it only ever blocks in accept.
+        std::thread::spawn(move || {
+            for stream in socket.incoming() {
+                let Ok(stream) = stream else { continue };
+                if let Ok(peer) = stream.peer_addr() {
+                    p.lock().unwrap().push(peer);
+                }
+                let r = r.clone();
+                std::thread::spawn(move || serve_one(stream, &r));
+            }
+        });
+        Listener {
+            addr,
+            peers,
+            requests,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT` (or `http://[::1]:PORT`).
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// How many connections it accepted, counted only after every
+    /// connection already made has been accepted: it connects once itself
+    /// and waits until that connection, queued behind any earlier ones,
+    /// is seen.
+    pub fn accepted(&self) -> usize {
+        let probe = std::net::TcpStream::connect(self.addr).unwrap();
+        let me = probe.local_addr().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let peers = self.peers.lock().unwrap().clone();
+            if peers.contains(&me) {
+                return peers.iter().filter(|p| **p != me).count();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the listener never accepted its own probe"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    /// The requests it read, in order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+fn serve_one(mut stream: std::net::TcpStream, requests: &Mutex<Vec<Recorded>>) {
+    use std::io::{Read, Write};
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            // Closed, timed out, or our own probe: nothing to answer.
+            _ => return,
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next().unwrap_or("").split(' ');
+    let method = first.next().unwrap_or("").to_owned();
+    let target = first.next().unwrap_or("").to_owned();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    requests.lock().unwrap().push(Recorded {
+        method,
+        target: target.clone(),
+        headers,
+    });
+    // A request sent as to a proxy names the whole URL.
+    let path = match target.split_once("://") {
+        Some((scheme, rest)) if !scheme.contains('/') => rest.find('/').map_or("/", |i| &rest[i..]),
+        _ => target.as_str(),
+    };
+    let (status, location) = if let Some(to) = path.strip_prefix("/redirect?to=") {
+        ("302 Found", Some(to.to_owned()))
+    } else if let Some(n) = path
+        .strip_prefix("/chain/")
+        .and_then(|n| n.parse::<u32>().ok())
+        .filter(|n| *n > 0)
+    {
+        ("302 Found", Some(format!("/chain/{}", n - 1)))
+    } else {
+        ("200 OK", None)
+    };
+    let location = location
+        .map(|l| format!("Location: {l}\r\n"))
+        .unwrap_or_default();
+    let _ = stream.write_all(
+        format!("HTTP/1.1 {status}\r\n{location}Content-Length: 2\r\nConnection: close\r\n\r\nok")
+            .as_bytes(),
+    );
+}

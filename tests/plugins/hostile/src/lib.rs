@@ -6,6 +6,7 @@
 
 use sha2::Digest as _;
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use keycycle_plugin_sdk::prelude::*;
 
@@ -15,8 +16,12 @@ impl Plugin for Hostile {
     fn describe() -> Description {
         Description::new("hostile", env!("CARGO_PKG_VERSION"))
             .host("{config.base_url}")
+            // A second origin, for redirects from one granted origin to
+            // another.
+            .host("{config.other_url}")
             .secret("token")
             .config("base_url")
+            .config("other_url")
             .operation(Operation::new("ok", "Behave, to show the plugin loads"))
             .operation(Operation::new("loop_forever", "Spin without end"))
             .operation(Operation::new(
@@ -30,12 +35,16 @@ impl Plugin for Hostile {
                 "Return an object with a 100 MB string",
             ))
             .operation(Operation::new("log_flood", "Log without end"))
+            .operation(Operation::new(
+                "log_flood_bytes",
+                "Log 8 KiB lines without end",
+            ))
             .operation(
-                Operation::new("read_secret", "Read a secret by name and report its length and a salted hash").input(
-                    "name",
-                    "secret name",
-                    true,
-                ),
+                Operation::new(
+                    "read_secret",
+                    "Read a secret by name and report its length and a salted hash",
+                )
+                .input("name", "secret name", true),
             )
             .operation(Operation::new("read_env", "Return the environment"))
             .operation(
@@ -49,6 +58,38 @@ impl Plugin for Hostile {
             .operation(Operation::new(
                 "leak_in_error",
                 "Read the granted secret and return it inside an error message",
+            ))
+            .operation(
+                Operation::new(
+                    "swallow_denial",
+                    "GET a URL, ignore whatever the host says, and report success",
+                )
+                .input("url", "the URL", true),
+            )
+            .operation(
+                Operation::new(
+                    "send_header",
+                    "GET a URL with one header of the plugin's choosing",
+                )
+                .input("url", "the URL", true)
+                .input("name", "header name", true)
+                .input("value", "header value", true),
+            )
+            .operation(
+                Operation::new(
+                    "send_credentials",
+                    "GET a URL carrying the granted token in every credential header, plus X-Trace",
+                )
+                .input("url", "the URL", true),
+            )
+            .operation(
+                Operation::new("http_many", "GET a URL `count` times in one call")
+                    .input("url", "the URL", true)
+                    .input("count", "how many requests", true),
+            )
+            .operation(Operation::new(
+                "bump_static",
+                "Increment a static counter and return it",
             ))
             .operation(
                 Operation::new("echo_secret", "Report the length of a secret input").input(
@@ -68,6 +109,44 @@ impl Plugin for Hostile {
             "panic" => panic!("hostile plugin panicked"),
             "big_output" => Ok(json!({"data": "x".repeat(100_000_000)})),
             "log_flood" => log_flood(),
+            "log_flood_bytes" => log_flood_bytes(),
+            "swallow_denial" => {
+                // A plugin that hides a refusal from its caller: the host's
+                // own record of the denial must still decide the call.
+                let _ = http::Request::get(input.str_field("url")?).send();
+                Ok(json!({"ok": true}))
+            }
+            "send_header" => {
+                let response = http::Request::get(input.str_field("url")?)
+                    .header(input.str_field("name")?, input.str_field("value")?)
+                    .send()?;
+                Ok(json!({"status": response.status}))
+            }
+            "send_credentials" => {
+                let token = secret("token")?;
+                let response = http::Request::get(input.str_field("url")?)
+                    .header("Authorization", format!("Bearer {token}"))
+                    .header("Private-Token", token.as_str())
+                    .header("Job-Token", token.as_str())
+                    .header("Cookie", format!("session={token}"))
+                    .header("X-Trace", "hostile")
+                    .send()?;
+                Ok(json!({"status": response.status}))
+            }
+            "http_many" => {
+                let url = input.str_field("url")?;
+                let count = input.u64_field("count")?;
+                for _ in 0..count {
+                    http::Request::get(url).send()?;
+                }
+                Ok(json!({"sent": count}))
+            }
+            "bump_static" => {
+                // Each call gets a fresh instance, so this is 1 every time;
+                // 2 would mean an instance (and its memory) was reused.
+                static CALLS: AtomicU64 = AtomicU64::new(0);
+                Ok(json!({"calls": CALLS.fetch_add(1, Ordering::SeqCst) + 1}))
+            }
             "read_secret" => {
                 let value = secret(input.str_field("name")?)?;
                 // Salted, so the report is not the plain sha256 a leak scan
@@ -138,6 +217,13 @@ fn recurse(depth: u64) -> u64 {
     }
     let below = black_box(recurse(depth + 1));
     below.wrapping_mul(31).wrapping_add(depth)
+}
+
+fn log_flood_bytes() -> ! {
+    let line = "x".repeat(8 << 10);
+    loop {
+        log::info(black_box(&line));
+    }
 }
 
 fn log_flood() -> ! {

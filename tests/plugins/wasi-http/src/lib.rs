@@ -42,8 +42,15 @@ fn send(authority: &str) -> Result<Value, Error> {
         .and_then(|()| request.set_authority(Some(authority)))
         .and_then(|()| request.set_path_with_query(Some("/")))
         .map_err(|()| Error::invalid_input(format!("`{authority}` is not a valid authority")))?;
-    match outgoing_handler::handle(request, None) {
-        Ok(_pending) => Ok(json!({"sent": true})),
-        Err(code) => Err(Error::provider(0, format!("wasi:http refused: {code:?}"))),
+    // Waits for the answer, so that a host which let this import through
+    // would really put the request on the wire (a dropped future may be
+    // cancelled before it connects).
+    let pending = outgoing_handler::handle(request, None)
+        .map_err(|code| Error::provider(0, format!("wasi:http refused: {code:?}")))?;
+    pending.subscribe().block();
+    match pending.get() {
+        Some(Ok(Ok(response))) => Ok(json!({"sent": true, "status": response.status()})),
+        Some(Ok(Err(code))) => Err(Error::provider(0, format!("wasi:http failed: {code:?}"))),
+        Some(Err(())) | None => Err(Error::provider(0, "wasi:http gave no response")),
     }
 }
