@@ -43,6 +43,9 @@ enum Expect {
         project: u64,
         old_id: u64,
         variable: (u64, &'static str),
+        /// The old trigger's deletion failed and was deferred: it is still
+        /// there, beside the new one, and exactly one action deletes it.
+        deferred: bool,
     },
     /// A new webhook secret: the hook's token equals the variable's value,
     /// both new, and the store holds it.
@@ -138,8 +141,21 @@ fn trigger_token(sim: &GitLabSim) -> Case {
             project: sim.api,
             old_id: old.id,
             variable: (sim.deploy, "API_TRIGGER"),
+            deferred: false,
         },
     }
+}
+
+/// [`trigger_token`] where deleting the old trigger keeps failing, so the
+/// runbook defers it to `keycycle cleanup`.
+fn trigger_token_with_deferred_deletion(sim: &GitLabSim) -> Case {
+    let mut case = trigger_token(sim);
+    sim.state
+        .fail(FailRule::new("DELETE", "/api/v4/projects/", 500).times(1000));
+    if let Expect::Trigger { deferred, .. } = &mut case.expect {
+        *deferred = true;
+    }
+    case
 }
 
 fn webhook_secret(sim: &GitLabSim) -> Case {
@@ -238,21 +254,23 @@ fn assert_rotated_once(sim: &GitLabSim, ws: &Workspace, expect: &Expect) -> Vec<
             project,
             old_id,
             variable,
+            deferred,
         } => {
             let snap = sim.state.snapshot();
-            assert!(
-                snap.trigger(*old_id).is_none(),
-                "the old trigger is deleted"
+            assert_eq!(
+                snap.trigger(*old_id).is_some(),
+                *deferred,
+                "the old trigger is deleted, unless its deletion was deferred"
             );
             let triggers: Vec<_> = snap
                 .triggers
                 .iter()
-                .filter(|t| t.project_id == *project)
+                .filter(|t| t.project_id == *project && t.id != *old_id)
                 .collect();
             assert_eq!(
                 triggers.len(),
                 1,
-                "exactly one trigger: {:?}",
+                "exactly one new trigger: {:?}",
                 triggers.iter().map(|t| t.id).collect::<Vec<_>>()
             );
             let new = triggers[0].token.expose().to_owned();
@@ -570,6 +588,238 @@ fn webhook_secret_survives_a_crash_at_every_boundary() {
     crash_at_every_boundary(webhook_secret);
 }
 
+/// One durable write of a clean run, which the debug build's
+/// `KEYCYCLE_DEBUG_ABORT_AFTER` can stop the process right after.
+struct Point {
+    /// The switch's value: `N`, `N:result` or `end`.
+    label: String,
+    /// What it is, for failure messages.
+    what: String,
+    /// The intent of a call that changes the provider, is not safe to send
+    /// twice and cannot be looked up: a resume cannot know whether it
+    /// happened, and must stop for an operator (exit 9).
+    needs_operator: bool,
+}
+
+/// The gitlab operations a resume cannot settle on its own, from the
+/// plugin's own description (`keycycle plugins inspect`).
+fn unsettleable_operations(ws: &Workspace) -> Vec<String> {
+    let inspect = ws.run(&["plugins", "inspect", "gitlab", "--output", "json"]);
+    inspect.assert_ok();
+    let ops = inspect.json()["operations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("no operations in {}", inspect.stdout));
+    ops.iter()
+        .filter(|op| {
+            op["mutates"] == true && op["idempotent"] != true && op["recover_with"].is_null()
+        })
+        .map(|op| format!("gitlab.{}", op["name"].as_str().unwrap()))
+        .collect()
+}
+
+/// A clean run's durable points: each journal step's intent, then its
+/// result, then the run's end; read from `keycycle show RUN -o json`.
+fn journal_points(setup: fn(&GitLabSim) -> Case, kinds: &[&str]) -> Vec<Point> {
+    let sim = GitLabSim::start();
+    let ws = gitlab_workspace(&sim);
+    let case = setup(&sim);
+    ws.run(&case.args()).assert_ok();
+    let new = assert_rotated_once(&sim, &ws, &case.expect);
+    assert_secrets_kept(&ws, &new);
+    let history = ws.run(&["history", "--output", "json"]);
+    history.assert_ok();
+    let run_id = history.json()[0]["run_id"].as_str().unwrap().to_owned();
+    let show = ws.run(&["show", &run_id, "--output", "json"]);
+    show.assert_ok();
+    let steps = show.json()["steps"].as_array().cloned().unwrap();
+    let unsettleable = unsettleable_operations(&ws);
+    let mut points = Vec::new();
+    for step in &steps {
+        let seq = step["seq"].as_u64().unwrap();
+        let name = step["name"].as_str().unwrap();
+        // An error the runbook handles (a store probe, a failed delete it
+        // defers) is a result like any other.
+        assert_ne!(step["outcome"], "in-flight", "a clean run's step: {step:#}");
+        points.push(Point {
+            label: seq.to_string(),
+            what: format!("the intent of step {seq} ({name})"),
+            needs_operator: step["kind"] == "plugin" && unsettleable.iter().any(|u| u == name),
+        });
+        points.push(Point {
+            label: format!("{seq}:result"),
+            what: format!("the result of step {seq} ({name})"),
+            needs_operator: false,
+        });
+    }
+    points.push(Point {
+        label: "end".into(),
+        what: "the release of the run's locks, before its end is recorded".into(),
+        needs_operator: false,
+    });
+    for kind in kinds {
+        assert!(
+            steps.iter().any(|s| s["kind"] == *kind),
+            "the clean run has no {kind} step to abort at: {steps:#?}"
+        );
+    }
+    points
+}
+
+/// The locks of run `run_id`, as `keycycle runs` lists them.
+fn locks_of(ws: &Workspace, run_id: &str) -> Vec<serde_json::Value> {
+    ws.unfinished_runs()
+        .into_iter()
+        .find(|r| r["run_id"] == run_id)
+        .unwrap_or_else(|| panic!("run {run_id} is not listed as unfinished"))["locks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Aborts `keycycle run` after durable point `i`, then, unless the resume
+/// must stop for an operator there, aborts the resume after the next point
+/// too; resumes to the end and checks the true state, the locks, the
+/// pending actions and every file.
+fn abort_and_resume(setup: fn(&GitLabSim) -> Case, points: &[Point], i: usize) {
+    let sim = GitLabSim::start();
+    let ws = gitlab_workspace(&sim);
+    let case = setup(&sim);
+    sim.state.clear_requests();
+    let mut transcript = Transcript::default();
+
+    let aborted = ws.run_aborting(&case.args(), &points[i].label);
+    transcript.run("the aborted run", &aborted);
+    // What the dead process left, before any keycycle opens it again.
+    ws.assert_files_clean_including(&["state/state.db", "state/secrets.json"]);
+    let run_id = ws.only_unfinished_run();
+
+    // A second crash, during the resume, at the next durable write.
+    let mut at = i;
+    if !points[i].needs_operator
+        && let Some(next) = points.get(i + 1)
+    {
+        let second = ws.run_aborting(&["resume", &run_id], &next.label);
+        transcript.run("the aborted resume", &second);
+        assert_eq!(ws.only_unfinished_run(), run_id);
+        at = i + 1;
+    }
+
+    if points[at].needs_operator {
+        // Nothing was sent: the process died between writing the intent
+        // and sending the request. keycycle cannot know that, so it stops
+        // and keeps the locks, every time it is asked.
+        assert_eq!(rotations(&sim), 0, "the rotate request was never sent");
+        let held = locks_of(&ws, &run_id);
+        assert!(!held.is_empty(), "the run holds its locks");
+        for attempt in ["the first resume", "the second resume"] {
+            let resume = ws.run(&["resume", &run_id]);
+            transcript.run(attempt, &resume);
+            resume
+                .assert_code(9)
+                .stderr_has(&format!("step {}", points[at].label));
+            assert_eq!(locks_of(&ws, &run_id), held, "{attempt} kept the locks");
+        }
+        assert_eq!(rotations(&sim), 0, "a resume that stops sends nothing");
+        let retried = ws.run(&["resume", &run_id, "--retry-in-flight"]);
+        transcript.run("keycycle resume --retry-in-flight", &retried);
+        retried.assert_ok();
+    } else {
+        let resume = ws.run(&["resume", &run_id]);
+        transcript.run("keycycle resume", &resume);
+        resume.assert_ok();
+    }
+
+    let new = assert_rotated_once(&sim, &ws, &case.expect);
+    if matches!(case.expect, Expect::Token { .. }) {
+        assert_eq!(rotations(&sim), 1, "exactly one rotate request was sent");
+    }
+    assert!(ws.unfinished_runs().is_empty(), "the resumed run finished");
+    let locks = ws.held_locks();
+    assert!(locks.is_empty(), "locks left after the run: {locks:?}");
+    let pending = ws.pending();
+    match case.expect {
+        Expect::Trigger { deferred: true, .. } => {
+            assert_eq!(pending.len(), 1, "one deferred deletion: {pending:#?}");
+            assert_eq!(pending[0]["call"], "gitlab.delete_trigger");
+            assert_eq!(pending[0]["state"], "pending");
+        }
+        _ => assert!(pending.is_empty(), "nothing is pending: {pending:#?}"),
+    }
+    transcript.assert_lacks(&new);
+    assert_secrets_kept(&ws, &new);
+}
+
+fn rotations(sim: &GitLabSim) -> usize {
+    provider_requests(sim)
+        .iter()
+        .filter(|r| is_rotate(r))
+        .count()
+}
+
+/// Aborts the runbook after each durable point of its clean run in turn,
+/// and reports every scenario that went wrong.
+fn abort_at_every_step(setup: fn(&GitLabSim) -> Case, kinds: &[&str]) {
+    let points = journal_points(setup, kinds);
+    let mut failures = Vec::new();
+    for (i, point) in points.iter().enumerate() {
+        eprintln!("abort {}: after {} ({})", i + 1, point.label, point.what);
+        let outcome = catch_unwind(AssertUnwindSafe(|| abort_and_resume(setup, &points, i)));
+        if let Err(panic) = outcome {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_default();
+            failures.push(format!(
+                "aborted after {} ({}): {message}",
+                point.label, point.what
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} abort scenarios failed:\n\n{}",
+        failures.len(),
+        points.len(),
+        failures.join("\n\n")
+    );
+}
+
+#[test]
+fn personal_token_self_rotation_survives_an_abort_after_every_journaled_step() {
+    abort_at_every_step(
+        personal_token_self_rotation,
+        &["plugin", "lock", "store_secret"],
+    );
+}
+
+#[test]
+fn project_token_rotation_survives_an_abort_after_every_journaled_step() {
+    abort_at_every_step(project_token, &["plugin", "lock", "store_secret"]);
+}
+
+#[test]
+fn trigger_token_replacement_survives_an_abort_after_every_journaled_step() {
+    abort_at_every_step(trigger_token, &["plugin", "lock"]);
+}
+
+#[test]
+fn a_deferred_trigger_deletion_survives_an_abort_after_every_journaled_step() {
+    abort_at_every_step(
+        trigger_token_with_deferred_deletion,
+        &["plugin", "lock", "defer"],
+    );
+}
+
+#[test]
+fn webhook_secret_survives_an_abort_after_every_journaled_step() {
+    abort_at_every_step(
+        webhook_secret,
+        &["plugin", "lock", "random", "store_secret"],
+    );
+}
+
 #[test]
 fn a_second_rotation_of_a_locked_token_is_refused_and_changes_nothing() {
     let sim = GitLabSim::start();
@@ -661,23 +911,53 @@ fn a_deferred_action_killed_mid_request_is_done_exactly_once() {
     );
     assert_eq!(deletes(&sim), 1);
 
-    // From here on any DELETE of the trigger finds it gone: GitLab answers
-    // 404, which the plugin counts as deleted.
-    let again = ws.run(&["cleanup"]);
+    // The dead cleanup's claim is taken back and the action runs again:
+    // its DELETE finds the trigger gone, GitLab answers 404, which the
+    // plugin counts as deleted. That second DELETE is the only repeat.
+    let again = ws.run(&["cleanup", "--output", "json"]);
     again.assert_ok();
+    let report = again.json();
+    assert_eq!(report.as_array().map(Vec::len), Some(1), "{report:#}");
+    assert_eq!(report[0]["outcome"], "done", "{report:#}");
+    assert_eq!(deletes(&sim), 2, "the DELETE was sent once more, not again");
     let pending = ws.pending();
     assert!(pending.is_empty(), "nothing is left pending: {pending:#?}");
-    assert!(
-        deletes(&sim) <= 2,
-        "the DELETE was sent {} times",
-        deletes(&sim)
-    );
     assert!(sim.state.snapshot().trigger(old_id).is_none());
     let again = ws.run(&["cleanup", "--output", "json"]);
     again.assert_ok();
     assert_eq!(again.json(), serde_json::json!([]), "nothing runs twice");
-    assert!(deletes(&sim) <= 2);
+    assert_eq!(deletes(&sim), 2, "a done action is never sent again");
     assert_secrets_kept(&ws, &[]);
+}
+
+/// The DELETEs one cleanup attempt sends while GitLab answers 500: the
+/// plugin itself sends a safe-to-repeat call twice more on a server error
+/// (`MAX_SERVER_ERROR_RETRIES` in the gitlab plugin), then gives up.
+const DELETES_PER_ATTEMPT: usize = 3;
+
+/// Unix milliseconds of an RFC 3339 time as keycycle prints it.
+fn parse_ms(text: &serde_json::Value) -> i64 {
+    let text = text
+        .as_str()
+        .unwrap_or_else(|| panic!("not a time: {text}"));
+    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("{text} is not RFC 3339: {e}"));
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// The one pending (or failed) action.
+#[track_caller]
+fn only_action(ws: &Workspace) -> serde_json::Value {
+    let pending = ws.pending();
+    assert_eq!(pending.len(), 1, "one action is kept: {pending:#?}");
+    pending[0].clone()
 }
 
 #[test]
@@ -688,23 +968,40 @@ fn a_failing_deferred_action_stays_pending_and_is_never_dropped() {
     sim.state
         .fail(FailRule::new("DELETE", "/api/v4/projects/", 500).times(1000));
 
+    let before = wall_ms();
     let cleanup = ws.run(&["cleanup", "--output", "json"]);
-    assert_ne!(
-        cleanup.code, 0,
-        "a failed action fails the cleanup:\n{}",
-        cleanup.stderr
-    );
+    let after = wall_ms();
+    cleanup.assert_code(5);
     let report = cleanup.json();
     assert_eq!(report[0]["outcome"], "retrying", "{report:#}");
-    assert!(deletes(&sim) >= 1, "the action was attempted");
+    assert_eq!(
+        deletes(&sim),
+        DELETES_PER_ATTEMPT,
+        "the action was attempted once"
+    );
+    let action = only_action(&ws);
+    let next = parse_ms(&action["next_attempt_at"]);
+    assert!(
+        (before + 60_000..=after + 60_000).contains(&next),
+        "the first retry is due a minute after the failure: {action:#}"
+    );
 
     for _ in 0..2 {
-        let pending = ws.pending();
-        assert_eq!(pending.len(), 1, "the action is kept: {pending:#?}");
-        let action = &pending[0];
+        // A cleanup before the retry is due runs nothing and leaves the
+        // action as it was.
+        let early = ws.run(&["cleanup", "--output", "json"]);
+        early.assert_ok();
+        assert_eq!(early.json(), serde_json::json!([]), "nothing was due");
+        assert_eq!(
+            deletes(&sim),
+            DELETES_PER_ATTEMPT,
+            "the retry was not sent before it was due"
+        );
+        let action = only_action(&ws);
         assert_eq!(action["state"], "pending", "waiting to retry: {action:#}");
         assert_eq!(action["call"], "gitlab.delete_trigger");
-        assert!(action["attempts"].as_u64().unwrap() >= 1, "{action:#}");
+        assert_eq!(action["attempts"], 1, "{action:#}");
+        assert_eq!(parse_ms(&action["next_attempt_at"]), next, "{action:#}");
         assert!(
             action["last_error"]
                 .as_str()
@@ -712,12 +1009,239 @@ fn a_failing_deferred_action_stays_pending_and_is_never_dropped() {
                 .contains("500"),
             "{action:#}"
         );
-        // A cleanup before the retry is due leaves it where it is.
-        ws.run(&["cleanup"]);
     }
     assert!(
         sim.state.snapshot().trigger(old_id).is_some(),
         "the trigger was never deleted"
     );
+    assert_secrets_kept(&ws, &[]);
+}
+
+/// Runs `keycycle cleanup --output json` with its clock moved to just past
+/// the action's next attempt (`KEYCYCLE_DEBUG_NOW_OFFSET_SECS`, debug
+/// builds only). Returns the run, the offset and the wall-clock interval
+/// the run took, in milliseconds.
+fn cleanup_when_due(ws: &Workspace, due_ms: i64) -> (Run, i64, (i64, i64)) {
+    let offset_secs = ((due_ms - wall_ms()) / 1000 + 1).max(0);
+    let before = wall_ms();
+    let run = ws.run_env(
+        &["cleanup", "--output", "json"],
+        &[("KEYCYCLE_DEBUG_NOW_OFFSET_SECS", &offset_secs.to_string())],
+    );
+    (run, offset_secs * 1000, (before, wall_ms()))
+}
+
+#[test]
+fn a_failing_deferred_action_backs_off_from_a_minute_doubling_to_an_hour_and_gives_up_after_eight_attempts()
+ {
+    let sim = GitLabSim::start();
+    let ws = gitlab_workspace(&sim);
+    let old_id = deferred_trigger_deletion(&sim, &ws);
+    sim.state
+        .fail(FailRule::new("DELETE", "/api/v4/projects/", 500).times(1000));
+    // The wait after attempt k, in seconds.
+    let backoff = [60, 120, 240, 480, 960, 1920, 3600];
+
+    let mut due = parse_ms(&only_action(&ws)["next_attempt_at"]);
+    let mut offset = 0;
+    for attempt in 1..=8u64 {
+        let (cleanup, moved, (before, after)) = cleanup_when_due(&ws, due);
+        offset = moved;
+        cleanup.assert_code(5);
+        let report = cleanup.json();
+        assert_eq!(report.as_array().map(Vec::len), Some(1), "{report:#}");
+        let sent = DELETES_PER_ATTEMPT * attempt as usize;
+        assert_eq!(deletes(&sim), sent, "attempt {attempt} was made once");
+        let action = only_action(&ws);
+        assert_eq!(action["attempts"], attempt, "{action:#}");
+        if attempt < 8 {
+            assert_eq!(report[0]["outcome"], "retrying", "{report:#}");
+            assert_eq!(action["state"], "pending", "{action:#}");
+            let wait = backoff[attempt as usize - 1] * 1000;
+            due = parse_ms(&action["next_attempt_at"]);
+            assert!(
+                (before + offset + wait..=after + offset + wait).contains(&due),
+                "attempt {attempt} is retried {} s later: {action:#}",
+                wait / 1000
+            );
+            // Not a moment before it is due.
+            let (early, _, _) = cleanup_when_due(&ws, due - 5_000);
+            early.assert_ok();
+            assert_eq!(early.json(), serde_json::json!([]), "attempt {attempt}");
+            assert_eq!(deletes(&sim), sent, "sent before it was due");
+        } else {
+            assert_eq!(report[0]["outcome"], "failed", "{report:#}");
+            assert_eq!(report[0]["retry_at"], serde_json::Value::Null);
+            assert_eq!(action["state"], "failed", "given up: {action:#}");
+        }
+    }
+    // A failed action is left for an operator: no later cleanup runs it.
+    let later = ws.run_env(
+        &["cleanup", "--output", "json"],
+        &[("KEYCYCLE_DEBUG_NOW_OFFSET_SECS", "1000000")],
+    );
+    later.assert_ok();
+    assert_eq!(later.json(), serde_json::json!([]));
+    assert_eq!(
+        deletes(&sim),
+        8 * DELETES_PER_ATTEMPT,
+        "a failed action is not retried on its own"
+    );
+    assert!(sim.state.snapshot().trigger(old_id).is_some());
+    assert_secrets_kept(&ws, &[]);
+
+    // `keycycle retry` puts it back; with GitLab answering again, the next
+    // cleanup deletes the trigger and the action is done.
+    sim.state.clear_faults();
+    let id = only_action(&ws)["id"].as_str().unwrap().to_owned();
+    ws.run(&["retry", &id]).assert_ok();
+    assert_eq!(only_action(&ws)["state"], "pending");
+    let (cleanup, _, _) = cleanup_when_due(&ws, due.max(wall_ms() + offset));
+    cleanup.assert_ok();
+    let report = cleanup.json();
+    assert_eq!(report[0]["id"], id.as_str(), "{report:#}");
+    assert_eq!(report[0]["outcome"], "done", "{report:#}");
+    assert_eq!(
+        deletes(&sim),
+        8 * DELETES_PER_ATTEMPT + 1,
+        "the retried action ran once"
+    );
+    assert!(
+        sim.state.snapshot().trigger(old_id).is_none(),
+        "the retried action deleted the trigger"
+    );
+    assert!(ws.pending().is_empty(), "a done action is not pending");
+    ws.run(&["retry", &id])
+        .assert_code(3)
+        .stderr_has("it is done");
+    assert_secrets_kept(&ws, &[]);
+}
+
+#[test]
+fn a_cleanup_aborted_after_claiming_or_running_an_action_is_finished_by_the_next() {
+    for point in ["cleanup:claimed", "cleanup:ran"] {
+        let sim = GitLabSim::start();
+        let ws = gitlab_workspace(&sim);
+        let old_id = deferred_trigger_deletion(&sim, &ws);
+        sim.state.clear_requests();
+        ws.run_aborting(&["cleanup"], point);
+        let sent = usize::from(point == "cleanup:ran");
+        assert_eq!(deletes(&sim), sent, "after {point}");
+        assert_eq!(
+            sim.state.snapshot().trigger(old_id).is_none(),
+            point == "cleanup:ran",
+            "after {point}, the trigger is deleted only if the action ran"
+        );
+        let action = only_action(&ws);
+        assert_eq!(action["state"], "running", "{point}: {action:#}");
+        ws.assert_files_clean_including(&["state/state.db", "state/secrets.json"]);
+
+        // The claimer is dead: the next cleanup takes the action back at
+        // once and runs it (again), which the plugin's DELETE tolerates.
+        let again = ws.run(&["cleanup", "--output", "json"]);
+        again.assert_ok();
+        let report = again.json();
+        assert_eq!(
+            report.as_array().map(Vec::len),
+            Some(1),
+            "{point}: {report:#}"
+        );
+        assert_eq!(report[0]["outcome"], "done", "{point}: {report:#}");
+        assert_eq!(deletes(&sim), sent + 1, "{point}: sent once more");
+        assert!(sim.state.snapshot().trigger(old_id).is_none(), "{point}");
+        assert!(ws.pending().is_empty(), "{point}: nothing left pending");
+        let last = ws.run(&["cleanup", "--output", "json"]);
+        last.assert_ok();
+        assert_eq!(last.json(), serde_json::json!([]), "{point}");
+        assert_eq!(deletes(&sim), sent + 1, "{point}: nothing runs twice");
+        assert_secrets_kept(&ws, &[]);
+    }
+}
+
+/// The way out the exit-9 advice of a lost self-rotation gives: a person
+/// creates a token in GitLab's UI and `gitlab-adopt-token` stores it and
+/// hands it to the consumers; the stuck run is then abandoned.
+#[test]
+fn a_lost_self_rotation_is_repaired_with_gitlab_adopt_token() {
+    let sim = GitLabSim::start();
+    let ws = gitlab_workspace(&sim);
+    let case = personal_token_self_rotation(&sim);
+    let config = std::fs::read_to_string(ws.path().join("keycycle.toml")).unwrap();
+    ws.file(
+        "keycycle.toml",
+        &format!("{config}[runbooks.gitlab-adopt-token]\nsecrets = [\"gitlab/ops\"]\n"),
+    );
+    let gate = sim
+        .state
+        .gate("POST", "/api/v4/personal_access_tokens/self/rotate", 1);
+    ws.kill_at_gate(&case.args(), &gate, ARRIVAL);
+    gate.release(Release::Process);
+    assert!(gate.wait_finished(ARRIVAL));
+    let run_id = ws.only_unfinished_run();
+    ws.run(&["resume", &run_id])
+        .assert_code(9)
+        .stderr_has("gitlab-adopt-token");
+    let lost: Vec<_> = family(&sim, sim.ops_token.id)
+        .into_iter()
+        .filter(|t| t.active)
+        .collect();
+    assert_eq!(lost.len(), 1, "GitLab rotated");
+    plant(lost[0].value.expose());
+
+    // The token a person creates in GitLab's UI.
+    let by_hand = sim
+        .state
+        .add_token(
+            keycycle_sim::TokenSeed::personal(sim.ops, "keycycle-by-hand")
+                .value(&canary("glpat-"))
+                .scopes(&["api"]),
+        )
+        .unwrap();
+    let adopt = ws.run_env(
+        &[
+            "run",
+            "gitlab-adopt-token",
+            "--set",
+            "store_as=gitlab/ops",
+            "--set",
+            "variables=acme/deploy:GITLAB_TOKEN",
+            "--input",
+            "new_token=env:NEW_GITLAB_TOKEN",
+            "--output",
+            "json",
+        ],
+        &[("NEW_GITLAB_TOKEN", by_hand.token.expose())],
+    );
+    adopt.assert_ok();
+    let result = adopt.json()["result"].clone();
+    assert_eq!(result["token_id"], by_hand.id, "{result}");
+    assert_eq!(result["consumers"], 1, "{result}");
+    assert!(
+        ws.stored_secrets().get("gitlab/ops").map(String::as_str) == Some(by_hand.token.expose()),
+        "the store holds the adopted token"
+    );
+    assert!(
+        variable_value(&sim, (sim.deploy, "GITLAB_TOKEN")) == by_hand.token.expose(),
+        "the consumer variable holds the adopted token"
+    );
+    assert_eq!(rotations(&sim), 1, "adopting rotates nothing");
+
+    // The adopt run released its own lock; the stuck run still holds the
+    // old token's until it is abandoned.
+    assert_eq!(
+        ws.held_locks(),
+        [format!("gitlab:pat/{}", sim.ops_token.id)],
+        "only the stuck run's lock is left"
+    );
+    ws.run(&[
+        "abandon",
+        &run_id,
+        "--yes",
+        "--reason",
+        "adopted a new token",
+    ])
+    .assert_ok();
+    assert!(ws.unfinished_runs().is_empty());
+    assert!(ws.held_locks().is_empty());
     assert_secrets_kept(&ws, &[]);
 }

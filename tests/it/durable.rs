@@ -4,6 +4,7 @@
 //! history shows who did what, and never a secret.
 
 use crate::support::*;
+use keycycle_sim::FailRule;
 
 const ROTATE: &str = r#"
 // Rotates the demo admin token, asking the operator for a label half-way.
@@ -222,4 +223,212 @@ fn an_abandoned_run_leaves_the_list_and_frees_its_locks() {
     ws.run(&["retry", "no-such-action"])
         .assert_code(3)
         .stderr_has("no-such-action");
+}
+
+/// The run id of the workspace's newest run.
+fn newest_run(ws: &Workspace) -> String {
+    let history = ws.run(&["history", "--output", "json"]);
+    history.assert_ok();
+    history.json()[0]["run_id"].as_str().unwrap().to_owned()
+}
+
+fn sent(sim: &DemoSim, method: &str) -> usize {
+    sim.state
+        .requests()
+        .iter()
+        .filter(|r| r.method == method)
+        .count()
+}
+
+#[test]
+fn a_live_run_cannot_be_resumed() {
+    let sim = DemoSim::start();
+    let (ws, _) = workspace(&sim);
+    let gate = sim.state.gate("DELETE", "/api/tokens/", 1);
+    let live = ws.spawn(&["run", "rotate", "--input", "label=x"]);
+    assert!(
+        gate.wait_arrived(std::time::Duration::from_secs(30)),
+        "the run never got to its revoke"
+    );
+    let run_id = ws.only_unfinished_run();
+    ws.run(&["resume", &run_id, "--input", "label=x"])
+        .assert_code(8)
+        .stderr_has(&format!("run {run_id} is still running as process"));
+    gate.release(keycycle_sim::Release::Process);
+    let out = live.timed_wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_clean("stderr of the live run", &stderr);
+    assert_eq!(out.status.code(), Some(0), "the live run:\n{stderr}");
+    assert_eq!(sent(&sim, "POST"), 1, "the refused resume created nothing");
+    assert_eq!(
+        sent(&sim, "DELETE"),
+        1,
+        "the refused resume revoked nothing"
+    );
+    assert!(unfinished(&ws).is_empty());
+    let new = sim.state.tokens().into_iter().find(|t| t.active).unwrap();
+    plant(new.value.expose());
+    ws.assert_files_clean_including(&["state/state.db", "state/secrets.json"]);
+}
+
+#[test]
+fn a_changed_imported_file_is_refused_on_resume() {
+    let sim = DemoSim::start();
+    let (ws, _) = workspace(&sim);
+    ws.runbook("lib/naming", "fn token_name() { \"rotated\" }\n");
+    ws.runbook(
+        "rotate",
+        &ROTATE
+            .replace(
+                "let ex = plugin(\"example\");",
+                "import \"lib/naming\" as naming;\nlet ex = plugin(\"example\");",
+            )
+            .replace("name: \"rotated\"", "name: naming::token_name()"),
+    );
+    ws.run(&["run", "rotate"]).assert_code(6);
+    let run_id = unfinished(&ws)[0]["run_id"].as_str().unwrap().to_owned();
+    ws.runbook("lib/naming", "fn token_name() { \"renamed\" }\n");
+    ws.run(&["resume", &run_id, "--input", "label=x"])
+        .assert_code(3)
+        .stderr_has("changed since run")
+        .stderr_has("--force");
+    assert_eq!(sent(&sim, "POST"), 1, "nothing more was sent");
+    assert_eq!(sent(&sim, "DELETE"), 0, "nothing more was sent");
+    assert_eq!(
+        unfinished(&ws)[0]["run_id"],
+        run_id.as_str(),
+        "still resumable"
+    );
+}
+
+#[test]
+fn now_is_replayed_from_the_journal_when_the_clock_has_moved() {
+    let sim = DemoSim::start();
+    let (ws, _) = workspace(&sim);
+    ws.runbook(
+        "clock",
+        "let before = now();\nlet label = prompt(\"label\", \"Label\");\nlet after = now();\n#{ before: before, after: after, label: label }\n",
+    );
+    let secs = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    };
+    let started = secs();
+    ws.run(&["run", "clock"]).assert_code(6);
+    let run_id = unfinished(&ws)[0]["run_id"].as_str().unwrap().to_owned();
+    // The clock the resume reads is at least two seconds later.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let resumed_at = secs();
+    let resumed = ws.run(&["resume", &run_id, "--input", "label=x", "--output", "json"]);
+    resumed.assert_ok();
+    let result = resumed.json()["result"].clone();
+    let before = result["before"].as_i64().unwrap();
+    let after = result["after"].as_i64().unwrap();
+    assert!(
+        (started..resumed_at).contains(&before),
+        "the first now() is the journaled time of the first attempt ({started}..{resumed_at}): {result}"
+    );
+    assert!(
+        after >= resumed_at,
+        "a now() the journal did not have reads the clock: {result}"
+    );
+}
+
+#[test]
+fn a_failed_run_releases_its_locks() {
+    let sim = DemoSim::start();
+    let (ws, _) = workspace(&sim);
+    ws.runbook(
+        "failing",
+        "lock(\"demo:admin\");\nfail(\"the change window is closed\");\n",
+    );
+    ws.run(&["run", "failing"])
+        .assert_code(5)
+        .stderr_has("the change window is closed");
+    let run_id = newest_run(&ws);
+    let show = ws.run(&["show", &run_id, "--output", "json"]);
+    let doc = show.json();
+    assert_eq!(doc["state"], "failed");
+    assert_eq!(doc["credentials"][0], "demo:admin", "it did take the lock");
+    assert_eq!(doc["locks"], serde_json::json!([]), "and released it");
+    assert!(ws.held_locks().is_empty(), "{:?}", ws.held_locks());
+    assert!(unfinished(&ws).is_empty());
+    // The credential is free: a new run takes it.
+    ws.run(&["run", "rotate", "--input", "label=x"]).assert_ok();
+    let new = sim.state.tokens().into_iter().find(|t| t.active).unwrap();
+    plant(new.value.expose());
+}
+
+/// The example plugin's `create_token` is recovered with `find_token`,
+/// which finds the token by name but not its value. Step 3 of ROTATE.
+const CREATE_STEP: &str = "3";
+
+#[test]
+fn a_create_that_happened_but_whose_value_was_lost_needs_attention_every_time() {
+    let sim = DemoSim::start();
+    let (ws, _) = workspace(&sim);
+    let gate = sim.state.gate("POST", "/api/tokens", 1);
+    ws.kill_at_gate(
+        &["run", "rotate", "--input", "label=x"],
+        &gate,
+        std::time::Duration::from_secs(30),
+    );
+    gate.release(keycycle_sim::Release::Process);
+    assert!(gate.wait_finished(std::time::Duration::from_secs(30)));
+    let made = sim.state.tokens().into_iter().last().unwrap();
+    plant(made.value.expose());
+    let run_id = ws.only_unfinished_run();
+    for attempt in ["first", "second"] {
+        ws.run(&["resume", &run_id, "--input", "label=x"])
+            .assert_code(9)
+            .stderr_has(&format!("step {CREATE_STEP} (example.create_token)"))
+            .stderr_has("was interrupted after it succeeded at the provider")
+            .stderr_has(&format!("keycycle resume {run_id} --retry-in-flight"));
+        let run = &unfinished(&ws)[0];
+        assert_eq!(run["state"], "needs-attention", "{attempt}: {run:#}");
+        assert_eq!(run["locks"][0], "demo:admin", "{attempt}: the lock is kept");
+    }
+    assert_eq!(sent(&sim, "POST"), 1, "the create was never sent again");
+    assert_eq!(sent(&sim, "DELETE"), 0, "nothing was revoked");
+    ws.assert_files_clean_including(&["state/state.db", "state/secrets.json"]);
+}
+
+#[test]
+fn a_create_whose_lookup_fails_needs_attention_until_the_lookup_answers() {
+    let sim = DemoSim::start();
+    let (ws, old) = workspace(&sim);
+    // Dies with the create's intent on disk and the request not sent.
+    ws.run_aborting(&["run", "rotate", "--input", "label=x"], CREATE_STEP);
+    let run_id = ws.only_unfinished_run();
+    sim.state
+        .fail(FailRule::new("GET", "/api/tokens", 500).times(1000));
+    for attempt in ["first", "second"] {
+        ws.run(&["resume", &run_id, "--input", "label=x"])
+            .assert_code(9)
+            .stderr_has(&format!("step {CREATE_STEP} (example.create_token)"))
+            .stderr_has("looking up what it did with example.find_token failed")
+            .stderr_has(&format!("keycycle resume {run_id}"));
+        let run = &unfinished(&ws)[0];
+        assert_eq!(run["locks"][0], "demo:admin", "{attempt}: the lock is kept");
+    }
+    assert_eq!(sent(&sim, "POST"), 0, "nothing was created");
+    // Once the lookup answers, it finds nothing, so the create is sent.
+    sim.state.clear_faults();
+    let done = ws.run(&["resume", &run_id, "--input", "label=x", "--output", "json"]);
+    done.assert_ok();
+    assert_eq!(done.json()["result"]["old"], old);
+    assert_eq!(sent(&sim, "POST"), 1, "one create");
+    assert_eq!(sent(&sim, "DELETE"), 1, "one revoke");
+    let active: Vec<_> = sim
+        .state
+        .tokens()
+        .into_iter()
+        .filter(|t| t.active)
+        .collect();
+    assert_eq!(active.len(), 1);
+    plant(active[0].value.expose());
+    assert!(ws.held_locks().is_empty());
+    ws.assert_files_clean_including(&["state/state.db", "state/secrets.json"]);
 }

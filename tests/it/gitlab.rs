@@ -389,6 +389,16 @@ fn a_value_that_cannot_be_masked_is_refused_before_anything_changes() {
     assert!(sim.changes().is_empty(), "{:?}", sim.changes());
 }
 
+/// The rotate POSTs GitLab received: each one may revoke the token, so no
+/// retry may ever send one twice.
+fn rotate_posts(sim: &GitLabSim) -> usize {
+    sim.state
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/rotate"))
+        .count()
+}
+
 #[test]
 fn a_429_storm_is_waited_out_and_said_in_the_log() {
     let sim = GitLabSim::start();
@@ -409,6 +419,11 @@ fn a_429_storm_is_waited_out_and_said_in_the_log() {
         "variables=acme/deploy:GITLAB_TOKEN",
     ]);
     run.assert_ok().stderr_has("rate limit");
+    assert_eq!(
+        rotate_posts(&sim),
+        1,
+        "the rotation, which changes GitLab, was sent once"
+    );
     let active = active_in_family(&sim, sim.ops_token.id);
     assert_eq!(active.len(), 1);
     plant(active[0].value.expose());
@@ -436,6 +451,11 @@ fn a_long_rate_limit_on_rotate_fails_clearly_and_rotates_nothing() {
     run.assert_code(5)
         .stderr_has("rotate_self")
         .stderr_has("retry");
+    assert_eq!(
+        rotate_posts(&sim),
+        1,
+        "a rotation answered 429 is not sent again"
+    );
     assert!(
         sim.state.snapshot().token(sim.ops_token.id).unwrap().active,
         "nothing was rotated"

@@ -15,6 +15,7 @@ mod gitlab;
 mod hostile_runbooks;
 mod operator;
 mod plugin_files;
+mod retries;
 mod runbooks;
 mod sandbox;
 mod secrets;

@@ -220,7 +220,10 @@ pub fn assert_clean(what: &str, text: &str) {
 /// The outcome of one `keycycle` run.
 #[derive(Debug)]
 pub struct Run {
+    /// The exit code, or -1 when a signal ended the process.
     pub code: i32,
+    /// The signal that ended the process, if one did.
+    pub signal: Option<i32>,
     pub stdout: String,
     pub stderr: String,
 }
@@ -260,6 +263,9 @@ impl Run {
         self
     }
 }
+
+/// The signal `std::process::abort()` raises.
+pub const SIGABRT: i32 = 6;
 
 /// An operator's directory: keycycle.toml, runbooks/, state/.
 pub struct Workspace {
@@ -344,7 +350,35 @@ impl Workspace {
     }
 
     pub fn run_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Run {
+        self.run_with(args, stdin, &[])
+    }
+
+    /// Runs keycycle with `env` added to its environment (the debug
+    /// builds' test switches, say), stdin closed, output checked.
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        self.run_with(args, None, env)
+    }
+
+    /// Runs keycycle with `KEYCYCLE_DEBUG_ABORT_AFTER=point` and checks
+    /// that it aborted (SIGABRT) instead of ending on its own: a point the
+    /// run never reaches must fail the test, not pass as an early exit.
+    #[track_caller]
+    pub fn run_aborting(&self, args: &[&str], point: &str) -> Run {
+        let run = self.run_env(args, &[("KEYCYCLE_DEBUG_ABORT_AFTER", point)]);
+        assert_eq!(
+            run.signal,
+            Some(SIGABRT),
+            "keycycle {args:?} was to abort after {point}, but it exited with {}; stdout:\n{}\nstderr:\n{}",
+            run.code,
+            run.stdout,
+            run.stderr
+        );
+        run
+    }
+
+    fn run_with(&self, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Run {
         let mut cmd = self.command(args);
+        cmd.envs(env.iter().copied());
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         cmd.stdin(if stdin.is_some() {
             Stdio::piped()
@@ -364,6 +398,7 @@ impl Workspace {
         let out = wait_or_kill(child, &format!("keycycle {args:?}"));
         let run = Run {
             code: out.status.code().unwrap_or(-1),
+            signal: std::os::unix::process::ExitStatusExt::signal(&out.status),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         };
@@ -772,6 +807,22 @@ impl Workspace {
             .as_str()
             .unwrap_or_else(|| panic!("a run without run_id: {:#?}", runs[0]))
             .to_owned()
+    }
+
+    /// The credentials locked now, by any run: every run's `locks` in
+    /// `keycycle history --output json` (a lock outlives its run only by
+    /// mistake, so finished runs are included).
+    pub fn held_locks(&self) -> Vec<String> {
+        let run = self.run(&["history", "--limit", "1000", "--output", "json"]);
+        run.assert_ok();
+        run.json()
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|r| r["locks"].as_array().cloned().unwrap_or_default())
+            .map(|l| l.as_str().unwrap_or_default().to_owned())
+            .collect()
     }
 
     /// `keycycle pending --output json`.

@@ -275,6 +275,14 @@ pub fn record_end(
         Err(e) => (Some(RunState::Failed), Some(e.to_string()), true),
     };
     let result = (|| -> Result<(), keycycle_store::state::StateError> {
+        // Locks first: a run that dies between the two writes is still
+        // running, and its resume replays the journal, takes the locks
+        // again and ends them both. The other order would leave a finished
+        // run holding its locks, which nothing resumes or releases.
+        if release {
+            state.release_run_locks(run_id)?;
+        }
+        crate::debug::abort_after(|| "end".to_owned());
         if let Some(s) = run_state {
             state.finish_run(run_id, s, detail.as_deref())?;
         } else if let Some(d) = &detail {
@@ -286,9 +294,6 @@ pub fn record_end(
                     message: d.clone(),
                 },
             )?;
-        }
-        if release {
-            state.release_run_locks(run_id)?;
         }
         Ok(())
     })();

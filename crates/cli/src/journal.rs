@@ -153,6 +153,7 @@ impl Journal {
         self.state
             .begin_effect(&self.run_id, &intent)
             .map_err(storage)?;
+        crate::debug::abort_after(|| seq.to_string());
         Ok((seq, Step::Fresh))
     }
 
@@ -175,7 +176,9 @@ impl Journal {
         };
         self.state
             .finish_effect(&self.run_id, seq, &outcome)
-            .map_err(storage)
+            .map_err(storage)?;
+        crate::debug::abort_after(|| format!("{seq}:result"));
+        Ok(())
     }
 
     fn seal(&self, value: &Value, seq: u64, path: &str) -> serde_json::Value {

@@ -9,6 +9,7 @@
 mod out;
 
 mod config;
+mod debug;
 mod doctor;
 mod durable;
 mod effects;

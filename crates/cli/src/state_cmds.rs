@@ -649,11 +649,16 @@ pub async fn cleanup(config: &Config, as_json: bool) -> Result<()> {
     reclaim_from_dead_cleanups(state.as_ref())?;
     let mut report = Vec::new();
     let mut failures = 0;
+    // The clock this cleanup goes by; debug builds let a test move it
+    // (see `debug`), to reach later attempts without waiting for them.
+    let now = || now_ms() + crate::debug::cleanup_clock_offset_ms();
     while let Some(action) = state
-        .claim_due(now_ms(), &claimer, LEASE.as_millis() as i64)
+        .claim_due(now(), &claimer, LEASE.as_millis() as i64)
         .context(Code::Config)?
     {
+        crate::debug::abort_after(|| "cleanup:claimed".to_owned());
         let outcome = run_action(&plugins, &key, &action).await;
+        crate::debug::abort_after(|| "cleanup:ran".to_owned());
         match outcome {
             Ok(summary) => {
                 state
@@ -670,7 +675,7 @@ pub async fn cleanup(config: &Config, as_json: bool) -> Result<()> {
                 let error = keycycle_secret::redact(&error).into_owned();
                 let retry_at = (action.attempts < MAX_ATTEMPTS).then(|| {
                     let backoff = 60_000i64 * 2i64.pow(action.attempts.saturating_sub(1).min(6));
-                    now_ms() + backoff.min(3_600_000)
+                    now() + backoff.min(3_600_000)
                 });
                 state
                     .fail_action(&action.id, &claimer, &error, retry_at)

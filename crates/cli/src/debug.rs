@@ -1,0 +1,64 @@
+//! Test-only switches, compiled into debug builds alone: release builds
+//! have none of them, so no environment variable can make a real rotation
+//! stop half-way or run its cleanup at another time.
+//!
+//! - `KEYCYCLE_DEBUG_ABORT_AFTER=POINT` makes the process
+//!   `std::process::abort()` right after the durable write named `POINT`,
+//!   so a crash test can stop a run at every journaled step
+//!   deterministically instead of racing a `kill`. The points:
+//!   - `N`: the intent of journal step `N` is on disk, and nothing of the
+//!     step has been carried out yet;
+//!   - `N:result`: step `N` was carried out and its result is on disk;
+//!   - `end`: the run's locks are released and its end is not recorded yet;
+//!   - `cleanup:claimed`: `keycycle cleanup` claimed a due action and has
+//!     not run it yet;
+//!   - `cleanup:ran`: the action ran and its outcome is not recorded yet.
+//! - `KEYCYCLE_DEBUG_NOW_OFFSET_SECS=S` moves the clock `keycycle cleanup`
+//!   reads S seconds ahead (or back, when negative), so a test can reach
+//!   an action's eighth attempt without waiting out its backoff.
+
+#[cfg(debug_assertions)]
+pub const ABORT_AFTER_ENV: &str = "KEYCYCLE_DEBUG_ABORT_AFTER";
+#[cfg(debug_assertions)]
+pub const NOW_OFFSET_ENV: &str = "KEYCYCLE_DEBUG_NOW_OFFSET_SECS";
+
+/// Aborts the process when [`ABORT_AFTER_ENV`] names `point`. The name is
+/// built only when the switch is set.
+#[cfg(debug_assertions)]
+pub fn abort_after(point: impl FnOnce() -> String) {
+    let Some(wanted) = std::env::var_os(ABORT_AFTER_ENV) else {
+        return;
+    };
+    if wanted.to_str() != Some(point().as_str()) {
+        return;
+    }
+    // No core file: it would hold the process's memory, secrets included,
+    // in the operator's (or the test's) folder.
+    let _ = rustix::process::setrlimit(
+        rustix::process::Resource::Core,
+        rustix::process::Rlimit {
+            current: Some(0),
+            maximum: Some(0),
+        },
+    );
+    std::process::abort();
+}
+
+#[cfg(not(debug_assertions))]
+#[inline(always)]
+pub fn abort_after(_point: impl FnOnce() -> String) {}
+
+/// Milliseconds to add to the time `keycycle cleanup` goes by.
+#[cfg(debug_assertions)]
+pub fn cleanup_clock_offset_ms() -> i64 {
+    std::env::var(NOW_OFFSET_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .map_or(0, |s| s.saturating_mul(1000))
+}
+
+#[cfg(not(debug_assertions))]
+#[inline(always)]
+pub fn cleanup_clock_offset_ms() -> i64 {
+    0
+}
