@@ -49,8 +49,13 @@ impl Cache {
         wasm: &[u8],
     ) -> Result<(Component, bool), wasmtime::Error> {
         let path = self.entry(sha256);
+        if path.exists() && !trusted_entry(&path) {
+            tracing::warn!(path = %path.display(), "discarding a cache entry that is not this user's private file");
+            let _ = fs::remove_file(&path);
+        }
         if path.exists() {
-            // SAFETY: the file is in a directory only this user can write,
+            // SAFETY: the file is this user's, in a directory only this
+            // user can write (checked when the cache was opened and above),
             // was written by `Component::serialize` of this same engine
             // configuration (the compatibility hash is in its name), and is
             // named after the sha256 of the source it was compiled from.
@@ -107,10 +112,7 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         .mode(0o700)
         .create(dir)?;
     let meta = fs::metadata(dir)?;
-    // Refuse a cache others could have written into.
-    if meta.mode() & 0o022 != 0 {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
-    }
+    // Ownership first: another user's folder is neither used nor changed.
     let me = rustix::process::geteuid().as_raw();
     if meta.uid() != me {
         return Err(std::io::Error::other(format!(
@@ -118,5 +120,32 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
             dir.display()
         )));
     }
+    // A cache others could write into may hold their machine code: none of
+    // its entries is trusted. They are removed (they are only a cache, and
+    // are compiled again) before the folder is made private again.
+    if meta.mode() & 0o022 != 0 {
+        tracing::warn!(dir = %dir.display(), "the plugin cache was writable by other users; its entries are discarded and it is made private (0700)");
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                fs::remove_dir_all(entry.path())?;
+            } else {
+                fs::remove_file(entry.path())?;
+            }
+        }
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    }
     Ok(())
+}
+
+/// Whether a cache entry may be loaded: a regular file (not a link) of
+/// this user's that nobody else can write.
+fn trusted_entry(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return false;
+    };
+    meta.file_type().is_file()
+        && meta.uid() == rustix::process::geteuid().as_raw()
+        && meta.mode() & 0o022 == 0
 }
