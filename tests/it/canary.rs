@@ -107,3 +107,32 @@ secrets = ["demo/admin", "team-a/token", "rotated/token"]
     ws.run(&["secrets", "list", "-vvv"]).assert_ok();
     ws.assert_files_clean_including(&["state/state.db", "state/secrets.json"]);
 }
+
+/// The positive control of every leak scan: each spelling of a value,
+/// embedded in other text, is found, and the value's neighbours are not.
+#[test]
+fn the_leak_scanner_finds_every_spelling() {
+    let value = "tok\"en/+=%\u{8}\u{c}é-0123456789abcdef".to_owned();
+    let scanner = Scanner::new(std::slice::from_ref(&value));
+    let forms = leak_forms(&value);
+    assert!(forms.len() >= 8, "{forms:?}");
+    for (form, spelled) in &forms {
+        let text = format!("before {spelled} after");
+        assert!(
+            scanner.find(text.as_bytes()).is_some(),
+            "the {form} spelling was not found"
+        );
+    }
+    // base64 inside a longer base64 text, at each alignment.
+    use base64::Engine as _;
+    for pad in ["", "x", "xy"] {
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(format!("user:{pad}{value}:rest"));
+        assert!(
+            scanner.find(encoded.as_bytes()).is_some(),
+            "base64 with {} bytes before it",
+            pad.len() + 5
+        );
+    }
+    assert!(scanner.find(b"tok en 0123456789abcdef").is_none());
+}

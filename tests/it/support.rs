@@ -204,16 +204,60 @@ pub fn leak_forms(value: &str) -> Vec<(&'static str, String)> {
     forms
 }
 
+/// Every spelling of a set of values, found in one pass over a text (an
+/// Aho-Corasick automaton): scanning every file for every form of every
+/// canary one by one is quadratic, and made the crash tests slow.
+pub struct Scanner {
+    automaton: aho_corasick::AhoCorasick,
+    /// For each pattern: (the value's first characters, the form's name).
+    labels: Vec<(String, &'static str)>,
+}
+
+impl Scanner {
+    pub fn new(values: &[String]) -> Scanner {
+        let mut patterns = Vec::new();
+        let mut labels = Vec::new();
+        for value in values {
+            for (form, spelled) in leak_forms(value) {
+                patterns.push(spelled);
+                labels.push((value.chars().take(6).collect(), form));
+            }
+        }
+        Scanner {
+            automaton: aho_corasick::AhoCorasick::new(&patterns).unwrap(),
+            labels,
+        }
+    }
+
+    /// The first value found in `haystack`: its first characters and the
+    /// spelling it was found in.
+    pub fn find(&self, haystack: &[u8]) -> Option<&(String, &'static str)> {
+        self.automaton
+            .find(haystack)
+            .map(|m| &self.labels[m.pattern().as_usize()])
+    }
+}
+
+/// The scanner for the canaries planted so far, built again only when a
+/// new one was planted.
+fn canary_scanner() -> std::sync::Arc<Scanner> {
+    static CACHE: Mutex<Option<(usize, std::sync::Arc<Scanner>)>> = Mutex::new(None);
+    let planted = canaries();
+    let mut cache = CACHE.lock().unwrap();
+    match &*cache {
+        Some((n, scanner)) if *n == planted.len() => scanner.clone(),
+        _ => {
+            let scanner = std::sync::Arc::new(Scanner::new(&planted));
+            *cache = Some((planted.len(), scanner.clone()));
+            scanner
+        }
+    }
+}
+
 /// Checks `text` for every planted canary in every spelling.
 pub fn assert_clean(what: &str, text: &str) {
-    for c in canaries() {
-        for (form, spelled) in leak_forms(&c) {
-            assert!(
-                !text.contains(&spelled),
-                "{what} contains a planted secret ({form}) {}…:\n{text}",
-                c.get(..6).unwrap_or("")
-            );
-        }
+    if let Some((start, form)) = canary_scanner().find(text.as_bytes()) {
+        panic!("{what} contains a planted secret ({form}) {start}…:\n{text}");
     }
 }
 
@@ -424,15 +468,11 @@ impl Workspace {
                 .unwrap_or_else(|e| panic!("cannot scan {}: {e}", entry.display()));
             // Bytes, not text: a value in a binary file (state.db) is found
             // even where the file is not valid UTF-8 around it.
-            for c in canaries() {
-                for (form, spelled) in leak_forms(&c) {
-                    assert!(
-                        !contains_bytes(&bytes, spelled.as_bytes()),
-                        "file {} holds a planted secret ({form}) {}…",
-                        entry.display(),
-                        c.get(..6).unwrap_or("")
-                    );
-                }
+            if let Some((start, form)) = canary_scanner().find(&bytes) {
+                panic!(
+                    "file {} holds a planted secret ({form}) {start}…",
+                    entry.display()
+                );
             }
         }
         files
@@ -769,19 +809,18 @@ impl Workspace {
 
     /// The bytes of every file in the workspace (the state database, its
     /// WAL, the store, run files), each checked not to hold any of `values`
-    /// in clear. `what` names the values in the failure message, which
+    /// in any spelling. `what` names the values in the failure message, which
     /// never prints them whole.
     pub fn assert_files_lack(&self, what: &str, values: &[String]) {
+        if values.is_empty() {
+            return;
+        }
+        let scanner = Scanner::new(values);
         for file in walk(self.path()) {
             let bytes = std::fs::read(&file)
                 .unwrap_or_else(|e| panic!("cannot scan {}: {e}", file.display()));
-            for value in values {
-                assert!(
-                    !contains_bytes(&bytes, value.as_bytes()),
-                    "{} holds {what} {}… in clear",
-                    file.display(),
-                    value.get(..8).unwrap_or(value)
-                );
+            if let Some((start, form)) = scanner.find(&bytes) {
+                panic!("{} holds {what} {start}… ({form})", file.display());
             }
         }
     }
@@ -836,10 +875,6 @@ impl Workspace {
             )
         })
     }
-}
-
-pub fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// The planted secrets, for scanning files byte by byte.
