@@ -330,6 +330,7 @@ fn plugins_inspect_shows_operations_needs_and_grants() {
 
 #[test]
 fn second_run_compiles_nothing() {
+    use std::os::unix::fs::MetadataExt;
     let sim = DemoSim::start();
     let ws = Workspace::new();
     let cache = ws.path().join("own-cache");
@@ -341,16 +342,41 @@ fn second_run_compiles_nothing() {
         &format!("cache_dir = \"{}\"", cache.display()),
     );
     std::fs::write(ws.path().join("keycycle.toml"), text).unwrap();
+    assert!(!cache.exists());
 
-    let first = ws.run(&["plugins", "list", "-v"]);
-    first.assert_ok().stderr_has("compiled=true");
-    let entries: Vec<_> = std::fs::read_dir(&cache)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
-        .collect();
-    assert_eq!(entries.len(), 1, "one precompiled component in the cache");
-    let second = ws.run(&["plugins", "list", "-v"]);
-    second.assert_ok().stderr_has("compiled=false");
-    assert!(!second.stderr.contains("compiled=true"));
+    ws.run(&["plugins", "list"]).assert_ok();
+    let compiled = |cache: &std::path::Path| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(cache)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+            .collect()
+    };
+    let entries = compiled(&cache);
+    assert_eq!(entries.len(), 1, "one precompiled component: {entries:?}");
+    let file = &entries[0];
+    let before = std::fs::metadata(file).unwrap();
+    assert!(before.len() > 0, "{} is empty", file.display());
+
+    // A second load, and a run that calls the plugin, read the file as it
+    // is: the same file (inode), never rewritten (mtime, size), and no
+    // other file beside it.
+    let (_, admin) = sim.seed_admin();
+    ws.set_secret("demo/admin", &admin);
+    ws.run(&["plugins", "list"]).assert_ok();
+    ws.runbook("who", "plugin(\"example\").whoami().user\n");
+    ws.run(&["run", "who"]).assert_ok();
+    assert_eq!(compiled(&cache), entries);
+    let after = std::fs::metadata(file).unwrap();
+    assert_eq!(
+        (after.ino(), after.mtime(), after.mtime_nsec(), after.len()),
+        (
+            before.ino(),
+            before.mtime(),
+            before.mtime_nsec(),
+            before.len()
+        ),
+        "the cached component was compiled again"
+    );
 }
