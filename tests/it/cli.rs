@@ -522,6 +522,16 @@ fn quiet_and_keycycle_log_show_and_hide_what_they_promise() {
     );
 }
 
+/// A failing command, its exit code and error kind, where in which runbook
+/// it failed (name, line, column), and part of its message.
+type JsonErrorCase<'a> = (
+    &'a [&'a str],
+    i64,
+    &'a str,
+    Option<(&'a str, i64, i64)>,
+    &'a str,
+);
+
 #[test]
 fn json_errors_carry_ok_kind_exit_code_message_and_the_runbook_position() {
     let sim = DemoSim::start();
@@ -534,8 +544,7 @@ fn json_errors_carry_ok_kind_exit_code_message_and_the_runbook_position() {
         "ask",
         "lock(\"demo:ask\");\nlet x = prompt(\"label\", \"Label\");\n",
     );
-    // (args, exit code, kind, where in the runbook, message part)
-    let cases: [(&[&str], i64, &str, Option<(&str, i64, i64)>, &str); 6] = [
+    let cases: [JsonErrorCase; 6] = [
         (
             &["--config", "missing.toml", "runs"],
             3,
