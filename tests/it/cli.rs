@@ -558,3 +558,201 @@ fn an_empty_state_database_is_not_taken_silently() {
         .stderr_has("state.db is empty (0 bytes)")
         .stderr_has("no earlier runs, locks or deferred actions are in it");
 }
+
+#[test]
+fn quiet_and_keycycle_log_show_and_hide_what_they_promise() {
+    let ws = Workspace::new();
+    ws.config("");
+    ws.runbook(
+        "levels",
+        "info(\"an-info-line\");\nwarn(\"a-warn-line\");\nif params.get(\"fail\") == \"yes\" { fail(\"a-fail-line\"); }\n\"the-result\"\n",
+    );
+    let run = |flags: &[&str], log: Option<&str>, fail: bool| {
+        let mut args = flags.to_vec();
+        args.extend_from_slice(&["run", "levels"]);
+        if fail {
+            args.extend_from_slice(&["--set", "fail=yes"]);
+        }
+        let mut cmd = ws.command(&args);
+        if let Some(filter) = log {
+            cmd.env("KEYCYCLE_LOG", filter);
+        }
+        let out = cmd.timed_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_clean("stderr", &stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(if fail { 5 } else { 0 }),
+            "{args:?}: {stderr}"
+        );
+        // The result is stdout's, whatever the logging.
+        if !fail {
+            assert_eq!(stdout.trim(), "\"the-result\"", "{args:?}");
+        }
+        stderr
+    };
+    let shows = |stderr: &str, what: &[(&str, bool)], case: &str| {
+        for (needle, shown) in what {
+            assert_eq!(
+                stderr.contains(needle),
+                *shown,
+                "{case}: {needle:?} should be {}:\n{stderr}",
+                if *shown { "shown" } else { "hidden" }
+            );
+        }
+    };
+    let info = "an-info-line";
+    let warn = "a-warn-line";
+    let summary = "runbook levels finished";
+    let error = "error: ";
+    let debug = "using config";
+
+    shows(
+        &run(&[], None, false),
+        &[(info, true), (warn, true), (summary, true), (debug, false)],
+        "default",
+    );
+    shows(
+        &run(&["-q"], None, false),
+        &[(info, false), (warn, true), (summary, false)],
+        "-q",
+    );
+    shows(
+        &run(&["-q"], None, true),
+        &[
+            (info, false),
+            (warn, true),
+            (error, true),
+            ("a-fail-line", true),
+        ],
+        "-q, failing",
+    );
+    assert_eq!(run(&["-qq"], None, false), "", "-qq on success");
+    shows(
+        &run(&["-qq"], None, true),
+        &[(info, false), (warn, false), ("a-fail-line", true)],
+        "-qq, failing",
+    );
+    // KEYCYCLE_LOG replaces the levels -v and -q set; the summary and the
+    // final error are not log lines and follow -q alone.
+    shows(
+        &run(&[], Some("error"), false),
+        &[(info, false), (warn, false), (summary, true)],
+        "KEYCYCLE_LOG=error",
+    );
+    shows(
+        &run(&["-qq"], Some("keycycle=debug,runbook=info"), false),
+        &[(debug, true), (info, true), (summary, false)],
+        "KEYCYCLE_LOG=keycycle=debug,runbook=info with -qq",
+    );
+}
+
+/// A failing command, its exit code and error kind, where in which runbook
+/// it failed (name, line, column), and part of its message.
+type JsonErrorCase<'a> = (
+    &'a [&'a str],
+    i64,
+    &'a str,
+    Option<(&'a str, i64, i64)>,
+    &'a str,
+);
+
+#[test]
+fn json_errors_carry_ok_kind_exit_code_message_and_the_runbook_position() {
+    let sim = DemoSim::start();
+    let ws = demo_workspace(&sim);
+    let runbook = |name: &str| ws.path().join("runbooks").join(format!("{name}.rhai"));
+    ws.runbook("invalid", "let a = 1;\nlet b = a +;\n");
+    ws.runbook("fails", "info(\"x\");\n  fail(\"on purpose\");\n");
+    ws.runbook("peek", "let s = secret(\"other/thing\");\n");
+    ws.runbook(
+        "ask",
+        "lock(\"demo:ask\");\nlet x = prompt(\"label\", \"Label\");\n",
+    );
+    let cases: [JsonErrorCase; 6] = [
+        (
+            &["--config", "missing.toml", "runs"],
+            3,
+            "config",
+            None,
+            "missing.toml",
+        ),
+        (
+            &["run", "invalid"],
+            7,
+            "runbook-invalid",
+            Some(("invalid", 2, 12)),
+            "Unexpected ';'",
+        ),
+        (
+            &["run", "fails"],
+            5,
+            "runbook-failed",
+            Some(("fails", 2, 3)),
+            "on purpose",
+        ),
+        (
+            &["run", "peek"],
+            4,
+            "denied",
+            Some(("peek", 1, 9)),
+            "not granted secret `other/thing`",
+        ),
+        (
+            &["run", "ask"],
+            6,
+            "input-required",
+            Some(("ask", 2, 9)),
+            "missing input `label`",
+        ),
+        (
+            &["run", "ask", "--input", "label=x"],
+            8,
+            "locked",
+            Some(("ask", 1, 1)),
+            "demo:ask is locked by run ",
+        ),
+    ];
+    for (args, code, kind, at, part) in cases {
+        let mut with_json = args.to_vec();
+        with_json.extend_from_slice(&["-o", "json"]);
+        let run = ws.run(&with_json);
+        run.assert_code(code as i32);
+        let doc = run.json();
+        assert_eq!(doc["ok"], false, "{args:?}: {doc}");
+        let error = &doc["error"];
+        assert_eq!(error["kind"], kind, "{args:?}: {doc}");
+        assert_eq!(error["exit_code"], code, "{args:?}: {doc}");
+        let message = error["message"].as_str().unwrap();
+        assert!(message.contains(part), "{args:?}: {message}");
+        // The same message is on stderr (for a kept run, as the cause under
+        // the resume advice).
+        assert!(run.stderr.contains(message), "{args:?}: {}", run.stderr);
+        if kind == "input-required" {
+            let run_id = doc["run_id"].as_str().unwrap();
+            assert_eq!(
+                error["resume_command"],
+                format!("keycycle resume {run_id} --input label=VALUE"),
+                "{doc}"
+            );
+        }
+        match at {
+            Some((name, line, column)) => {
+                let file = runbook(name);
+                assert_eq!(error["file"], file.to_str().unwrap(), "{args:?}: {doc}");
+                assert_eq!(error["line"], line, "{args:?}: {doc}");
+                assert_eq!(error["column"], column, "{args:?}: {doc}");
+                assert!(
+                    message.starts_with(&format!("{}:{line}:{column}: ", file.display())),
+                    "{args:?}: {message}"
+                );
+            }
+            None => {
+                for field in ["file", "line", "column"] {
+                    assert!(error.get(field).is_none(), "{args:?}: {field} in {doc}");
+                }
+            }
+        }
+    }
+}

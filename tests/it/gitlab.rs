@@ -42,6 +42,9 @@ fn personal_token_self_rotation_reaches_every_consumer() {
         )
         .unwrap();
 
+    // The run may cross midnight UTC: the expiry it asks for is 45 days
+    // after the day it started or the day it ended.
+    let first_day = sim.state.today();
     let run = ws.run(&[
         "run",
         "gitlab-personal-token",
@@ -56,6 +59,7 @@ fn personal_token_self_rotation_reaches_every_consumer() {
         "--set",
         &format!("hooks=acme/receiver:{hook}"),
     ]);
+    let last_day = sim.state.today();
     run.assert_ok();
     let result = run.json()["result"].clone();
     let new_id = result["new_id"].as_u64().unwrap();
@@ -79,9 +83,14 @@ fn personal_token_self_rotation_reaches_every_consumer() {
         new_value
     );
     // The new expiry is the one asked for.
-    let expected = sim.state.today() + time::Duration::days(45);
-    assert_eq!(active[0].expires_at, Some(expected));
-    assert_eq!(result["expires_at"], expected.to_string());
+    let expires = active[0].expires_at.expect("the new token expires");
+    let earliest = first_day + time::Duration::days(45);
+    let latest = last_day + time::Duration::days(45);
+    assert!(
+        earliest <= expires && expires <= latest,
+        "expires {expires}, expected between {earliest} and {latest}"
+    );
+    assert_eq!(result["expires_at"], expires.to_string());
 
     // The store holds the new token: the plugin keeps working with it, and
     // nothing touched the revoked one (which would revoke the family).
@@ -315,6 +324,11 @@ fn dry_runs_change_nothing() {
             VariableSeed::new("GITLAB_TOKEN", sim.ops_token.token.expose()),
         )
         .unwrap();
+    let stored = ws.stored_secrets();
+    assert!(
+        stored["gitlab/ops"] == sim.ops_token.token.expose(),
+        "the store holds the plugin's token before the dry run"
+    );
     let run = ws.run(&[
         "run",
         "gitlab-personal-token",
@@ -332,6 +346,11 @@ fn dry_runs_change_nothing() {
     assert_eq!(
         active_in_family(&sim, sim.ops_token.id)[0].id,
         sim.ops_token.id
+    );
+    // The store still holds the old token, and nothing else was added.
+    assert!(
+        ws.stored_secrets() == stored,
+        "the dry run changed the secrets store"
     );
 }
 

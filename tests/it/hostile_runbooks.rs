@@ -33,10 +33,17 @@ fn a_runbook_that_recurses_without_end_is_stopped() {
     let sim = DemoSim::start();
     let ws = workspace(&sim);
     ws.runbook("recurses", "fn down(n) {\n    down(n + 1)\n}\ndown(0);\n");
+    // Rhai reports the limit at the outermost call, the one that started
+    // the recursion: line 4.
     ws.run(&["run", "recurses"])
         .assert_code(5)
-        .stderr_has("recurses.rhai:")
-        .stderr_has("call");
+        .stderr_has("recurses.rhai:4:1: ")
+        .stderr_has("exceeded its limit of 32 nested function calls (max_call_levels)")
+        .stderr_has("is a recursion missing its base case?");
+    assert!(
+        sim.state.requests().is_empty(),
+        "nothing reached the service"
+    );
 }
 
 #[test]

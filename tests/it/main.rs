@@ -8,6 +8,7 @@ mod support;
 
 mod canary;
 mod cli;
+mod config;
 mod crash;
 mod doctor;
 mod durable;

@@ -544,3 +544,44 @@ fn json_outputs_keep_the_documented_shape() {
     );
     assert_eq!(report[0]["outcome"], "done");
 }
+
+#[test]
+fn a_resumed_run_that_succeeds_takes_its_lock_with_it() {
+    let sim = DemoSim::start();
+    let ws = demo_workspace(&sim, "prompt(\"label\", \"Label\")");
+    ws.run(&["run", "ask"]).assert_code(6);
+    let run_id = ws.only_unfinished_run();
+    let runs = ws.unfinished_runs();
+    assert_eq!(runs[0]["locks"], serde_json::json!(["demo:admin"]));
+    // While the run is kept, the credential is its: a new run is refused.
+    ws.run(&["run", "ask", "--input", "label=early"])
+        .assert_code(8)
+        .stderr_has(&run_id);
+
+    ws.run(&["resume", &run_id, "--input", "label=CHG-7"])
+        .assert_ok();
+    // The lock went with the run: no run lists it, `unlock` finds nothing
+    // to release, and a new run takes the same credential and finishes.
+    let runs = ws.unfinished_runs();
+    assert!(runs.is_empty(), "{runs:#?}");
+    ws.run(&["unlock", "demo:admin", "--yes"])
+        .assert_code(3)
+        .stderr_has("not locked");
+    let again = ws.run(&["run", "ask", "--input", "label=CHG-8", "-o", "json"]);
+    again.assert_ok();
+    let again_id = again.json()["run_id"].as_str().unwrap().to_owned();
+    assert_ne!(again_id, run_id);
+    assert!(ws.unfinished_runs().is_empty());
+    let show = ws.run(&["show", &again_id, "-o", "json"]);
+    show.assert_ok();
+    let steps: Vec<String> = show.json()["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        steps.iter().any(|s| s == "lock:demo:admin"),
+        "the new run took the lock: {steps:?}"
+    );
+}

@@ -33,7 +33,9 @@ fn params_and_prompts_from_inputs_with_json_output() {
     let sim = DemoSim::start();
     let ws = workspace(&sim);
     ws.runbook("issue", ISSUE);
-    let approval = canary("approval-");
+    // A prompt answer stays inside keycycle (it never travels in a
+    // header), so it can be a value that every escaping changes.
+    let approval = hard_canary("approval-");
     let inputs = tempfile::tempdir().unwrap();
     let approval_file = inputs.path().join("approval.txt");
     std::fs::write(&approval_file, format!("{approval}\n")).unwrap();
@@ -78,7 +80,18 @@ fn params_and_prompts_from_inputs_with_json_output() {
         .map(|s| s["operation"].as_str().unwrap())
         .collect();
     assert_eq!(ops, ["whoami", "create_token", "check_token"]);
+    // The new token is a secret too, though the run masked it.
+    plant(created.value.expose());
     ws.assert_files_clean_including(&["state/state.db", "state/secrets.json"]);
+    // The shared plugin cache holds what the run compiled: the example
+    // plugin's machine code, and no secret of this or any other test.
+    let cached = assert_tree_clean(&shared_cache());
+    assert!(
+        cached
+            .iter()
+            .any(|f| f.extension().is_some_and(|x| x == "cwasm")),
+        "the cache scan saw no compiled plugin: {cached:?}"
+    );
 }
 
 #[test]
@@ -86,7 +99,7 @@ fn secret_inputs_come_from_env_and_never_from_argv() {
     let sim = DemoSim::start();
     let ws = workspace(&sim);
     ws.runbook("issue", ISSUE);
-    let approval = canary("approval-");
+    let approval = hard_canary("approval-");
     let out = ws
         .command(&[
             "run",
@@ -124,10 +137,19 @@ fn secret_inputs_come_from_env_and_never_from_argv() {
         "--input",
         "go=y",
     ]);
-    // Refused before the run starts: the answer's form is known up front.
+    // Refused before the run starts, as a configuration mistake.
     run.assert_code(3)
-        .stderr_has("--input approval: `approval` is a secret")
-        .stderr_has("@FILE");
+        .stderr_has("--input approval: `approval` is a secret (")
+        .stderr_has("issue.rhai:6)")
+        .stderr_has("pass --input approval=@FILE or --input approval=env:VAR");
+    let history = ws.run(&["history", "-o", "json"]);
+    history.assert_ok();
+    assert_eq!(
+        history.json().as_array().unwrap().len(),
+        1,
+        "only the first run was recorded: {}",
+        history.stdout
+    );
 }
 
 #[test]
@@ -278,11 +300,12 @@ fn missing_plugin_file_fails_only_when_used() {
     ws.runbook("ok", "plugin(\"example\").whoami().user\n");
     ws.run(&["run", "ok"]).assert_ok();
     ws.runbook("uses-gone", "let g = plugin(\"gone\");\n");
-    // A plugin the runbook names must load before the run starts.
+    // Refused before the run starts: the runbook names the plugin, and
+    // the plugin's file is missing.
     ws.run(&["run", "uses-gone"])
         .assert_code(3)
-        .stderr_has("gone.wasm")
-        .stderr_has("the runbook uses plugin `gone`, which did not load");
+        .stderr_has("the runbook uses plugin `gone`, which did not load")
+        .stderr_has("plugins/gone.wasm: No such file or directory");
     let list = ws.run(&["plugins", "list", "--output", "json"]);
     list.assert_ok();
     let rows = list.json();
@@ -332,6 +355,7 @@ fn plugins_inspect_shows_operations_needs_and_grants() {
 
 #[test]
 fn second_run_compiles_nothing() {
+    use std::os::unix::fs::MetadataExt;
     let sim = DemoSim::start();
     let ws = Workspace::new();
     let cache = ws.path().join("own-cache");
@@ -343,16 +367,141 @@ fn second_run_compiles_nothing() {
         &format!("cache_dir = \"{}\"", cache.display()),
     );
     std::fs::write(ws.path().join("keycycle.toml"), text).unwrap();
+    assert!(!cache.exists());
 
-    let first = ws.run(&["plugins", "list", "-v"]);
-    first.assert_ok().stderr_has("compiled=true");
-    let entries: Vec<_> = std::fs::read_dir(&cache)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+    ws.run(&["plugins", "list"]).assert_ok();
+    let compiled = |cache: &std::path::Path| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(cache)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+            .collect()
+    };
+    let entries = compiled(&cache);
+    assert_eq!(entries.len(), 1, "one precompiled component: {entries:?}");
+    let file = &entries[0];
+    let before = std::fs::metadata(file).unwrap();
+    assert!(before.len() > 0, "{} is empty", file.display());
+
+    // A second load, and a run that calls the plugin, read the file as it
+    // is: the same file (inode), never rewritten (mtime, size), and no
+    // other file beside it.
+    let (_, admin) = sim.seed_admin();
+    ws.set_secret("demo/admin", &admin);
+    ws.run(&["plugins", "list"]).assert_ok();
+    ws.runbook("who", "plugin(\"example\").whoami().user\n");
+    ws.run(&["run", "who"]).assert_ok();
+    assert_eq!(compiled(&cache), entries);
+    let after = std::fs::metadata(file).unwrap();
+    assert_eq!(
+        (after.ino(), after.mtime(), after.mtime_nsec(), after.len()),
+        (
+            before.ino(),
+            before.mtime(),
+            before.mtime_nsec(),
+            before.len()
+        ),
+        "the cached component was compiled again"
+    );
+}
+
+/// `runbooks/demo-rotate.rhai` as shipped, run from the repository's
+/// runbooks folder by name, as the README has an operator do.
+fn demo_rotate_workspace(sim: &DemoSim) -> (Workspace, u64) {
+    let ws = Workspace::new();
+    ws.config(&format!(
+        "runbooks_dir = \"{}\"\n\n{}\n[runbooks.demo-rotate]\nsecrets = [\"demo/admin\"]\n",
+        repo_root().join("runbooks").display(),
+        example_plugin_config(sim)
+    ));
+    let (id, admin) = sim.seed_admin();
+    ws.set_secret("demo/admin", &admin);
+    (ws, id)
+}
+
+#[test]
+fn demo_rotate_replaces_the_admin_token_at_the_service_and_in_the_store() {
+    let sim = DemoSim::start();
+    let (ws, old) = demo_rotate_workspace(&sim);
+    let before = ws.stored_secrets();
+
+    // A dry run reads, and changes neither the service nor the store.
+    let dry = ws.run(&["run", "demo-rotate", "--dry-run", "-o", "json"]);
+    dry.assert_ok();
+    assert!(dry.json()["result"]["new_id"].is_null(), "{}", dry.stdout);
+    assert!(
+        sim.state.requests().iter().all(|r| r.method == "GET"),
+        "{:?}",
+        sim.state.requests()
+    );
+    assert_eq!(sim.state.tokens().len(), 1);
+    assert!(
+        ws.stored_secrets() == before,
+        "the dry run changed the store"
+    );
+
+    let first_day = time::OffsetDateTime::now_utc().date();
+    let run = ws.run(&["run", "demo-rotate", "-o", "json"]);
+    let last_day = time::OffsetDateTime::now_utc().date();
+    run.assert_ok();
+    let result = run.json()["result"].clone();
+    let new_id = result["new_id"].as_u64().unwrap();
+    assert_eq!(result["old_id"], old);
+    assert_ne!(new_id, old);
+    // The default name carries the day of the run (UTC), which may have
+    // changed while it ran; the plugin adds the call's idempotency key.
+    let name = result["new_name"].as_str().unwrap();
+    assert!(
+        [first_day, last_day]
+            .iter()
+            .any(|d| name.starts_with(&format!("keycycle-admin-{d} "))),
+        "{name}"
+    );
+
+    // At the service: the old token revoked, the new one the only active.
+    assert!(
+        !sim.state.token(old).unwrap().active,
+        "the old token is active"
+    );
+    let active: Vec<_> = sim
+        .state
+        .tokens()
+        .into_iter()
+        .filter(|t| t.active)
         .collect();
-    assert_eq!(entries.len(), 1, "one precompiled component in the cache");
-    let second = ws.run(&["plugins", "list", "-v"]);
-    second.assert_ok().stderr_has("compiled=false");
-    assert!(!second.stderr.contains("compiled=true"));
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].id, new_id);
+    assert_eq!(active[0].name, name);
+    let new_value = plant(active[0].value.expose());
+    // In the store: the new token, in place of the old one.
+    let stored = ws.stored_secrets();
+    assert_eq!(stored.keys().collect::<Vec<_>>(), ["demo/admin"]);
+    assert!(
+        stored["demo/admin"] == new_value,
+        "the store does not hold the new token"
+    );
+
+    // The stored token works: a second rotation, with a chosen name,
+    // authenticates with it and revokes it.
+    let again = ws.run(&["run", "demo-rotate", "--set", "name=second", "-o", "json"]);
+    again.assert_ok();
+    let result = again.json()["result"].clone();
+    assert_eq!(result["old_id"], new_id);
+    assert!(
+        result["new_name"].as_str().unwrap().starts_with("second "),
+        "{result}"
+    );
+    assert!(!sim.state.token(new_id).unwrap().active);
+    let active: Vec<_> = sim
+        .state
+        .tokens()
+        .into_iter()
+        .filter(|t| t.active)
+        .collect();
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].id, result["new_id"].as_u64().unwrap());
+    plant(active[0].value.expose());
+    assert!(ws.stored_secrets()["demo/admin"] == active[0].value.expose());
+    ws.assert_files_clean_including(&["state/state.db", "state/secrets.json"]);
 }

@@ -13,10 +13,12 @@ use crate::support::*;
 fn set_list_rm_round_trip_without_values_in_output_or_on_disk() {
     let ws = Workspace::new();
     ws.config("");
-    let value = canary("glpat-");
+    // Values that every escaping changes, so that neither a leak nor a
+    // mangled round trip can hide behind one.
+    let value = hard_canary("glpat-");
     ws.set_secret("gitlab/token", &value);
     let from_file = tempfile::NamedTempFile::new().unwrap();
-    let file_value = canary("file-");
+    let file_value = hard_canary("file-");
     std::fs::write(from_file.path(), format!("{file_value}\n")).unwrap();
     ws.run(&[
         "secrets",
@@ -26,13 +28,41 @@ fn set_list_rm_round_trip_without_values_in_output_or_on_disk() {
         from_file.path().to_str().unwrap(),
     ])
     .assert_ok();
-    let env_value = canary("env-");
+    let env_value = hard_canary("env-");
     let out = ws
         .command(&["secrets", "set", "from/env", "--from-env", "TOKEN_VAR"])
         .env("TOKEN_VAR", &env_value)
         .timed_output()
         .unwrap();
     assert!(out.status.success());
+    assert_clean(
+        "stdout of set --from-env",
+        &String::from_utf8_lossy(&out.stdout),
+    );
+    assert_clean(
+        "stderr of set --from-env",
+        &String::from_utf8_lossy(&out.stderr),
+    );
+
+    // What was stored is exactly what was given: stdin and the file lose
+    // their one trailing newline and nothing else. Compared without
+    // printing the values.
+    let stored = ws.stored_secrets();
+    for (name, want) in [
+        ("gitlab/token", &value),
+        ("from/file", &file_value),
+        ("from/env", &env_value),
+    ] {
+        let got = stored
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} was not stored"));
+        assert!(
+            got == want,
+            "{name} came back changed: {} bytes stored, {} given",
+            got.len(),
+            want.len()
+        );
+    }
 
     let list = ws.run(&["secrets", "list", "--output", "json"]);
     list.assert_ok();
@@ -52,6 +82,13 @@ fn set_list_rm_round_trip_without_values_in_output_or_on_disk() {
         .stderr_has("no secret `from/env`");
     let list = ws.run(&["secrets", "list", "--output", "json"]);
     assert_eq!(list.json().as_array().unwrap().len(), 2);
+    let left = ws.stored_secrets();
+    assert_eq!(
+        left.keys().collect::<Vec<_>>(),
+        ["from/file", "gitlab/token"],
+        "rm removed exactly from/env"
+    );
+    assert!(left["gitlab/token"] == value && left["from/file"] == file_value);
 
     // An empty value is refused rather than stored.
     ws.run_with_stdin(&["secrets", "set", "empty"], Some(""))
@@ -375,7 +412,10 @@ fn a_damaged_entry_is_listed_and_does_not_block_the_others() {
             list.stdout
         );
         read(&ws, "beta").assert_ok();
-        assert_eq!(ws.stored_secrets()["beta"], fresh, "{what}");
+        assert!(
+            ws.stored_secrets()["beta"] == fresh,
+            "{what}: set did not store the new value"
+        );
         ws.assert_files_clean();
 
         // `rm` removes it.

@@ -496,6 +496,29 @@ impl Workspace {
     }
 }
 
+/// Every file below `dir` (the shared plugin cache, say), checked for every
+/// planted canary in every spelling; returns the files scanned. Other tests
+/// may add files to `dir` at the same time, so a file that is gone by the
+/// time it is read (a temporary file renamed into place) is skipped.
+pub fn assert_tree_clean(dir: &Path) -> Vec<PathBuf> {
+    let mut scanned = Vec::new();
+    for entry in walk(dir) {
+        let bytes = match std::fs::read(&entry) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => panic!("cannot scan {}: {e}", entry.display()),
+        };
+        if let Some((start, form)) = canary_scanner().find(&bytes) {
+            panic!(
+                "file {} holds a planted secret ({form}) {start}…",
+                entry.display()
+            );
+        }
+        scanned.push(entry);
+    }
+    scanned
+}
+
 /// Every file below `dir`. Anything that cannot be read fails the test
 /// rather than being skipped, and links are not followed (keycycle writes
 /// none).

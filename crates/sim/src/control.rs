@@ -121,6 +121,7 @@ pub(crate) async fn gate<S: SimState>(
         (fired, injected)
     });
     if !fired.is_empty() {
+        let fired_here = fired.clone();
         // On a task of its own: when the client dies while the request is
         // held, the server drops this future, but a request released with
         // `Process` must still reach the provider.
@@ -137,11 +138,34 @@ pub(crate) async fn gate<S: SimState>(
             }
             response
         });
-        return held.await.unwrap_or_else(|_| dropped_response());
+        let waiting = Abandoned(Some(fired_here));
+        let response = held.await.unwrap_or_else(|_| dropped_response());
+        waiting.disarm();
+        return response;
     }
     match injected {
         None => next.run(req).await,
         Some(injected) => injected_response(injected),
+    }
+}
+
+/// Marks the gates of a held request abandoned when the server drops the
+/// future that waits for it before the answer: the client went away. A
+/// test waits for that instead of guessing how long the server takes.
+struct Abandoned(Option<Vec<std::sync::Arc<gates::GateShared>>>);
+
+impl Abandoned {
+    /// The answer was made; the client was still there for it.
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        for gate in self.0.iter().flatten() {
+            gate.mark_abandoned();
+        }
     }
 }
 

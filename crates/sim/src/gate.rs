@@ -61,6 +61,9 @@ struct Progress {
     arrived: bool,
     /// Its answer was made: the provider handled it, or it was dropped.
     finished: bool,
+    /// The server gave up on the client's side of it (the connection
+    /// closed while it was held), so no answer will reach the client.
+    abandoned: bool,
 }
 
 /// The state one gate shares between the server and the test.
@@ -94,6 +97,10 @@ impl GateShared {
 
     pub(crate) fn mark_finished(&self) {
         self.update(|p| p.finished = true);
+    }
+
+    pub(crate) fn mark_abandoned(&self) {
+        self.update(|p| p.abandoned = true);
     }
 
     pub(crate) fn has_arrived(&self) -> bool {
@@ -186,6 +193,14 @@ impl Gate {
     /// the client was still there to read the answer.
     pub fn wait_finished(&self, timeout: Duration) -> bool {
         self.shared.wait_until(timeout, |p| p.finished)
+    }
+
+    /// Blocks until the server has dropped the client's side of the gated
+    /// request (its connection closed while the request was held) or
+    /// `timeout` passes; true when it has. The held request itself goes
+    /// on waiting for its release.
+    pub fn wait_abandoned(&self, timeout: Duration) -> bool {
+        self.shared.wait_until(timeout, |p| p.abandoned)
     }
 
     /// Lets the held request go as `mode` says. Only the first release of
@@ -456,10 +471,12 @@ mod tests {
         // The client dies: its connection closes while the request is held.
         client.shutdown(std::net::Shutdown::Both).unwrap();
         drop(client);
-        // Give the server time to notice the closed connection (and drop
-        // the request's future) before the release: nothing observable says
-        // when it has.
-        std::thread::sleep(Duration::from_millis(200));
+        // The release must come after the server noticed the closed
+        // connection and dropped the request's future.
+        assert!(
+            gate.wait_abandoned(WAIT),
+            "the server never noticed the closed connection"
+        );
         assert!(state.active_tokens_named("orphan").is_empty());
         assert!(!gate.finished());
         gate.release(Release::Process);

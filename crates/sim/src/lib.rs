@@ -141,9 +141,15 @@ mod tests {
         assert!(error.to_string().contains("demo, gitlab"));
     }
 
-    #[tokio::test]
-    async fn serve_forever_answers_on_the_loopback_port() {
-        for provider in PROVIDERS {
+    /// Serves `provider` on a free port and returns what a request to it
+    /// answered. `serve_forever` binds the port itself, so the test can only
+    /// name a port it found free a moment ago; another process may take it
+    /// in between. Then `serve_forever` fails to bind, which the test sees,
+    /// and it tries another port rather than failing or asking a stranger.
+    async fn status_of_served(provider: &'static str) -> reqwest::StatusCode {
+        const ATTEMPTS: usize = 5;
+        const STARTUP: std::time::Duration = std::time::Duration::from_secs(30);
+        for _ in 0..ATTEMPTS {
             let port = std::net::TcpListener::bind("127.0.0.1:0")
                 .unwrap()
                 .local_addr()
@@ -154,18 +160,41 @@ mod tests {
                 "demo" => format!("http://127.0.0.1:{port}/api/whoami"),
                 _ => format!("http://127.0.0.1:{port}/api/v4/user"),
             };
-            let mut status = None;
-            for _ in 0..50 {
-                if let Ok(response) = reqwest::get(&url).await {
-                    status = Some(response.status());
-                    break;
+            let deadline = tokio::time::Instant::now() + STARTUP;
+            let answered = loop {
+                if serving.is_finished() {
+                    break None;
                 }
+                if let Ok(response) = reqwest::get(&url).await {
+                    break Some(response.status());
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{provider}: nothing answered on port {port} within {STARTUP:?}"
+                );
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
+            };
+            // An answer counts only while our server is still serving:
+            // had it failed to bind, the answer came from someone else.
+            let ours = !serving.is_finished();
             serving.abort();
+            match (answered, ours) {
+                (Some(status), true) => return status,
+                _ => match serving.await {
+                    Ok(Err(e)) if e.kind() == io::ErrorKind::AddrInUse => continue,
+                    other => panic!("{provider}: serve_forever ended: {other:?}"),
+                },
+            }
+        }
+        panic!("{provider}: every one of {ATTEMPTS} free ports was taken before it could be bound")
+    }
+
+    #[tokio::test]
+    async fn serve_forever_answers_on_the_loopback_port() {
+        for provider in PROVIDERS {
             assert_eq!(
-                status,
-                Some(reqwest::StatusCode::UNAUTHORIZED),
+                status_of_served(provider).await,
+                reqwest::StatusCode::UNAUTHORIZED,
                 "{provider}"
             );
         }
