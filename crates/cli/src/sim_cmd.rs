@@ -17,13 +17,13 @@ pub enum Provider {
 pub async fn serve(provider: Provider, port: u16) -> Result<()> {
     // A port that is taken is the operator's choice to fix, so it is a
     // usage mistake (exit 3) with the way out, not an internal error.
-    if port != 0 {
-        if let Err(e) = std::net::TcpListener::bind(("127.0.0.1", port)) {
-            return Err(anyhow!(
-                "cannot listen on 127.0.0.1:{port}: {e}; pick another port with --port, or --port 0 for a free one"
-            ))
-            .context(Code::Config);
-        }
+    if port != 0
+        && let Err(e) = std::net::TcpListener::bind(("127.0.0.1", port))
+    {
+        return Err(anyhow!(
+            "cannot listen on 127.0.0.1:{port}: {e}; pick another port with --port, or --port 0 for a free one"
+        ))
+        .context(Code::Config);
     }
     match provider {
         Provider::Demo => keycycle_sim::serve_demo_forever(port)
