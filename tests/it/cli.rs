@@ -8,14 +8,8 @@ use std::process::Stdio;
 
 use crate::support::*;
 
-fn demo_workspace(sim: &DemoSim) -> Workspace {
-    let ws = Workspace::new();
-    ws.config(&format!(
-        "{}\n[runbooks.demo-rotate]\nsecrets = [\"demo/admin\"]\n",
-        example_plugin_config(sim)
-    ));
-    let (_, admin) = sim.seed_admin();
-    ws.set_secret("demo/admin", &admin);
+fn rotation_workspace(sim: &DemoSim) -> Workspace {
+    let (ws, _) = demo_workspace(sim, "demo-rotate");
     let text = std::fs::read_to_string(repo_root().join("runbooks/demo-rotate.rhai")).unwrap();
     ws.runbook("demo-rotate", &text);
     ws
@@ -47,7 +41,7 @@ fn run_with_closed_stdout(ws: &Workspace, args: &[&str]) -> (i32, String) {
 #[test]
 fn a_closed_stdout_does_not_turn_a_finished_rotation_into_a_crash() {
     let sim = DemoSim::start();
-    let ws = demo_workspace(&sim);
+    let ws = rotation_workspace(&sim);
     let old = sim.state.tokens().len();
     let (code, stderr) = run_with_closed_stdout(&ws, &["run", "demo-rotate", "-o", "json"]);
     assert_eq!(code, 0, "stderr:\n{stderr}");
@@ -110,7 +104,7 @@ fn the_documented_exit_codes_are_the_ones_in_the_code() {
 #[test]
 fn every_exit_code_has_a_real_trigger() {
     let sim = DemoSim::start();
-    let ws = demo_workspace(&sim);
+    let ws = rotation_workspace(&sim);
     // 0
     ws.run(&["--version"]).assert_code(0);
     // 2: usage
@@ -184,7 +178,7 @@ fn every_failing_command_prints_a_json_error_with_output_json() {
 #[test]
 fn quiet_silences_the_summary_lines() {
     let sim = DemoSim::start();
-    let ws = demo_workspace(&sim);
+    let ws = rotation_workspace(&sim);
     let loud = ws.run(&["run", "demo-rotate"]);
     loud.assert_ok().stderr_has("runbook demo-rotate finished");
     let quiet = ws.run(&["-q", "run", "demo-rotate"]);
@@ -326,7 +320,7 @@ fn a_folder_given_as_config_says_so() {
 #[test]
 fn a_bad_input_source_is_refused_before_the_run_starts() {
     let sim = DemoSim::start();
-    let ws = demo_workspace(&sim);
+    let ws = rotation_workspace(&sim);
     ws.runbook(
         "ask",
         "lock(\"demo:ask\"); let x = prompt(\"label\", \"Label\"); x",
@@ -345,7 +339,7 @@ fn a_bad_input_source_is_refused_before_the_run_starts() {
 #[test]
 fn a_wrong_master_key_is_a_configuration_error_before_the_run() {
     let sim = DemoSim::start();
-    let ws = demo_workspace(&sim);
+    let ws = rotation_workspace(&sim);
     let snapshot = |sim: &DemoSim| -> Vec<(u64, bool)> {
         sim.state
             .tokens()
@@ -372,7 +366,7 @@ fn a_wrong_master_key_is_a_configuration_error_before_the_run() {
 #[test]
 fn answers_that_do_not_fit_their_prompt_are_refused_before_the_run() {
     let sim = DemoSim::start();
-    let ws = demo_workspace(&sim);
+    let ws = rotation_workspace(&sim);
     ws.runbook(
         "asks",
         "lock(\"demo:asks\");\nlet code = prompt_secret(\"code\", \"Approval code\");\nif confirm(\"go\", \"Go?\") { info(\"going\"); }\n",
@@ -417,7 +411,7 @@ fn answers_that_do_not_fit_their_prompt_are_refused_before_the_run() {
 #[test]
 fn a_missing_plugin_file_is_a_configuration_error_before_the_run() {
     let sim = DemoSim::start();
-    let ws = demo_workspace(&sim);
+    let ws = rotation_workspace(&sim);
     let config = std::fs::read_to_string(ws.path().join("keycycle.toml")).unwrap();
     let broken = config.replace(
         &wasm("example").display().to_string(),
@@ -661,7 +655,7 @@ type JsonErrorCase<'a> = (
 #[test]
 fn json_errors_carry_ok_kind_exit_code_message_and_the_runbook_position() {
     let sim = DemoSim::start();
-    let ws = demo_workspace(&sim);
+    let ws = rotation_workspace(&sim);
     let runbook = |name: &str| ws.path().join("runbooks").join(format!("{name}.rhai"));
     ws.runbook("invalid", "let a = 1;\nlet b = a +;\n");
     ws.runbook("fails", "info(\"x\");\n  fail(\"on purpose\");\n");

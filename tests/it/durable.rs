@@ -19,13 +19,7 @@ ex.revoke_token(#{ id: me.token_id });
 "#;
 
 fn workspace(sim: &DemoSim) -> (Workspace, u64) {
-    let ws = Workspace::new();
-    ws.config(&format!(
-        "{}\n[runbooks.rotate]\nsecrets = [\"demo/admin\"]\n",
-        example_plugin_config(sim)
-    ));
-    let (id, admin) = sim.seed_admin();
-    ws.set_secret("demo/admin", &admin);
+    let (ws, id) = demo_workspace(sim, "rotate");
     ws.runbook("rotate", ROTATE);
     (ws, id)
 }

@@ -4,14 +4,7 @@
 use crate::support::*;
 
 fn workspace(sim: &DemoSim) -> Workspace {
-    let ws = Workspace::new();
-    ws.config(&format!(
-        "{}\n[runbooks.prints-secret]\nsecrets = [\"demo/admin\"]\n",
-        example_plugin_config(sim)
-    ));
-    let (_, admin) = sim.seed_admin();
-    ws.set_secret("demo/admin", &admin);
-    ws
+    demo_workspace(sim, "prints-secret").0
 }
 
 #[test]

@@ -5,14 +5,7 @@
 use crate::support::*;
 
 fn workspace(sim: &DemoSim) -> Workspace {
-    let ws = Workspace::new();
-    ws.config(&format!(
-        "{}\n[runbooks.issue]\nsecrets = [\"demo/admin\"]\n",
-        example_plugin_config(sim)
-    ));
-    let (_, admin) = sim.seed_admin();
-    ws.set_secret("demo/admin", &admin);
-    ws
+    demo_workspace(sim, "issue").0
 }
 
 const ISSUE: &str = r#"

@@ -585,6 +585,20 @@ impl Drop for DemoSim {
     }
 }
 
+/// A workspace with the example plugin granted the demo sim, the runbook
+/// `runbook` granted the `demo/admin` secret, and a seeded admin token
+/// stored as that secret; returns the token's id too.
+pub fn demo_workspace(sim: &DemoSim, runbook: &str) -> (Workspace, u64) {
+    let ws = Workspace::new();
+    ws.config(&format!(
+        "{}\n[runbooks.{runbook}]\nsecrets = [\"demo/admin\"]\n",
+        example_plugin_config(sim)
+    ));
+    let (id, admin) = sim.seed_admin();
+    ws.set_secret("demo/admin", &admin);
+    (ws, id)
+}
+
 /// The config block granting the example plugin the demo sim.
 pub fn example_plugin_config(sim: &DemoSim) -> String {
     format!(
