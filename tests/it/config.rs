@@ -184,16 +184,36 @@ fn limits_of_zero_are_refused_before_any_call() {
     let ws = Workspace::new();
     let (_, admin) = sim.seed_admin();
     ws.runbook("who", "plugin(\"example\").whoami().user\n");
-    for limit in ["memory_mb = 0", "timeout_secs = 0"] {
+    for (limit, says) in [
+        (
+            "memory_mb = 0",
+            "[plugins.example]: memory_mb must be above zero",
+        ),
+        (
+            "timeout_secs = 0",
+            "[plugins.example]: timeout_secs must be above zero",
+        ),
+        (
+            "max_output_kb = 0",
+            "[plugins.example]: max_output_kb must be above zero",
+        ),
+        (
+            "memory_mb = 18446744073709551615",
+            "memory_mb = 18446744073709551615 is over the most keycycle allows",
+        ),
+    ] {
         ws.config(&format!("{}{limit}\n", example_plugin_config(&sim)));
-        ws.set_secret("demo/admin", &admin);
-        ws.run(&["run", "who"])
-            .assert_code(3)
-            .stderr_has("[plugins.example]: memory_mb and timeout_secs must be above zero");
-        ws.run(&["plugins", "list"])
-            .assert_code(3)
-            .stderr_has("must be above zero");
+        // Every command refuses it, naming the file, not only those that
+        // load plugins.
+        for args in [&["run", "who"][..], &["plugins", "list"], &["runs"]] {
+            ws.run(args)
+                .assert_code(3)
+                .stderr_has("keycycle.toml: ")
+                .stderr_has(says);
+        }
     }
+    ws.config(&example_plugin_config(&sim));
+    ws.set_secret("demo/admin", &admin);
     assert!(
         sim.state.requests().is_empty(),
         "a plugin with a zero limit reached the service: {:?}",

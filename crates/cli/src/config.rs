@@ -210,6 +210,14 @@ pub fn load(explicit: Option<&Path>) -> Result<Config> {
     for (name, plugin) in plugins.iter_mut() {
         validate_name(name).with_context(|| format!("[plugins.{name}]"))?;
         plugin.path = abs(&plugin.path);
+        // Every command checks the limits, not only those that load
+        // plugins: a config that cannot run is wrong everywhere.
+        if let Err(e) = plugin.limits(name) {
+            match &file {
+                Some(f) => bail!("{}: {e}", f.display()),
+                None => return Err(e),
+            }
+        }
     }
     Ok(Config {
         runbooks_dir: parsed
@@ -276,6 +284,38 @@ fn default_cache_dir() -> Option<PathBuf> {
 }
 
 impl PluginSection {
+    /// The plugin's limits, each checked: zero would make every call fail,
+    /// and a huge value must not wrap around when turned into bytes.
+    pub fn limits(&self, plugin: &str) -> Result<Limits> {
+        let defaults = Limits::default();
+        let check = |key: &str, value: Option<u64>, max: u64| -> Result<()> {
+            match value {
+                Some(0) => bail!("[plugins.{plugin}]: {key} must be above zero"),
+                Some(v) if v > max => {
+                    bail!("[plugins.{plugin}]: {key} = {v} is over the most keycycle allows, {max}")
+                }
+                _ => Ok(()),
+            }
+        };
+        check("memory_mb", self.memory_mb.map(|v| v as u64), 16 * 1024)?;
+        check("timeout_secs", self.timeout_secs, 24 * 3600)?;
+        check(
+            "max_output_kb",
+            self.max_output_kb.map(|v| v as u64),
+            1024 * 1024,
+        )?;
+        Ok(Limits {
+            memory_bytes: self.memory_mb.map_or(defaults.memory_bytes, |mb| mb << 20),
+            timeout: self
+                .timeout_secs
+                .map_or(defaults.timeout, Duration::from_secs),
+            max_output_bytes: self
+                .max_output_kb
+                .map_or(defaults.max_output_bytes, |kb| kb << 10),
+            ..defaults
+        })
+    }
+
     /// The grants for this plugin, with the `--env` overlay applied.
     pub fn grants(&self, plugin: &str, env: Option<&str>) -> Result<Grants> {
         let mut hosts = self.hosts.clone();
@@ -288,20 +328,7 @@ impl PluginSection {
             secrets.extend(overlay.secrets.clone());
             config.extend(overlay.config.clone());
         }
-        let defaults = Limits::default();
-        let limits = Limits {
-            memory_bytes: self.memory_mb.map_or(defaults.memory_bytes, |mb| mb << 20),
-            timeout: self
-                .timeout_secs
-                .map_or(defaults.timeout, Duration::from_secs),
-            max_output_bytes: self
-                .max_output_kb
-                .map_or(defaults.max_output_bytes, |kb| kb << 10),
-            ..defaults
-        };
-        if limits.memory_bytes == 0 || limits.timeout.is_zero() {
-            bail!("[plugins.{plugin}]: memory_mb and timeout_secs must be above zero");
-        }
+        let limits = self.limits(plugin)?;
         Ok(Grants {
             hosts,
             secrets,
