@@ -46,6 +46,19 @@ pub enum HostError {
          (plugins may import only keycycle:plugin/host, clocks, random and discarded stdio)"
     )]
     ForbiddenImport { plugin: String, import: String },
+    /// Not a capability question: the plugin was built for another
+    /// version of the contract, and would not link.
+    #[error(
+        "plugin `{plugin}` was built against the plugin contract keycycle:plugin@{found} \
+         ({import}), and this keycycle speaks keycycle:plugin@{speaks}.x; rebuild the plugin \
+         with a keycycle-plugin-sdk for {speaks}.x, or run it with a keycycle that speaks {found}"
+    )]
+    ContractVersion {
+        plugin: String,
+        import: String,
+        found: String,
+        speaks: String,
+    },
     #[error("plugin `{plugin}` failed to describe itself: {message}")]
     Describe { plugin: String, message: String },
     #[error("plugin `{plugin}`: {message}")]

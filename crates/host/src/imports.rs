@@ -35,8 +35,21 @@ pub const ALLOWED_IMPORTS: &[&str] = &[
 /// The only version of the host contract this host speaks.
 const CONTRACT_VERSION: &str = "0.1";
 
+/// Why a component's imports cannot be linked.
+pub(crate) enum ImportProblem {
+    /// An interface the sandbox does not provide.
+    Forbidden(String),
+    /// The host contract, at another version: (the import, its version).
+    OtherContract(String, String),
+}
+
+/// The version of the host contract this host speaks, `MAJOR.MINOR`.
+pub(crate) fn contract_version() -> &'static str {
+    CONTRACT_VERSION
+}
+
 /// The first import that is not allowed, if any.
-pub(crate) fn forbidden_import(engine: &Engine, component: &Component) -> Option<String> {
+pub(crate) fn forbidden_import(engine: &Engine, component: &Component) -> Option<ImportProblem> {
     let ty = component.component_type();
     for (name, _) in ty.imports(engine) {
         let (interface, version) = match name.split_once('@') {
@@ -44,15 +57,16 @@ pub(crate) fn forbidden_import(engine: &Engine, component: &Component) -> Option
             None => (name, None),
         };
         if !ALLOWED_IMPORTS.contains(&interface) {
-            return Some(name.to_owned());
+            return Some(ImportProblem::Forbidden(name.to_owned()));
         }
         if interface.starts_with("keycycle:plugin/")
             && !version.is_some_and(|v| {
                 v == CONTRACT_VERSION || v.starts_with(&format!("{CONTRACT_VERSION}."))
             })
         {
-            return Some(format!(
-                "{name} (this host speaks keycycle:plugin@{CONTRACT_VERSION}.x)"
+            return Some(ImportProblem::OtherContract(
+                name.to_owned(),
+                version.unwrap_or("(none)").to_owned(),
             ));
         }
     }

@@ -174,13 +174,24 @@ impl Sandbox {
                 true,
             ),
         };
-        tracing::debug!(plugin = name, %sha256, compiled, "plugin loaded");
-        if let Some(import) = imports::forbidden_import(&self.engine, &component) {
-            return Err(HostError::ForbiddenImport {
-                plugin: name.to_owned(),
-                import,
-            });
+        match imports::forbidden_import(&self.engine, &component) {
+            Some(imports::ImportProblem::Forbidden(import)) => {
+                return Err(HostError::ForbiddenImport {
+                    plugin: name.to_owned(),
+                    import,
+                });
+            }
+            Some(imports::ImportProblem::OtherContract(import, found)) => {
+                return Err(HostError::ContractVersion {
+                    plugin: name.to_owned(),
+                    import,
+                    found,
+                    speaks: imports::contract_version().to_owned(),
+                });
+            }
+            None => {}
         }
+        tracing::debug!(plugin = name, %sha256, compiled, "plugin loaded");
         let instance_pre = self.linker.instantiate_pre(&component).map_err(invalid)?;
         let pre = PluginPre::new(instance_pre).map_err(invalid)?;
 
