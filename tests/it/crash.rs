@@ -654,7 +654,7 @@ fn journal_points(setup: fn(&GitLabSim) -> Case, kinds: &[&str]) -> Vec<Point> {
     }
     points.push(Point {
         label: "end".into(),
-        what: "the release of the run's locks, before its end is recorded".into(),
+        what: "the end of the run, before the one write that ends it and releases its locks".into(),
         needs_operator: false,
     });
     for kind in kinds {

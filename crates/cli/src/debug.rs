@@ -9,7 +9,7 @@
 //!   - `N`: the intent of journal step `N` is on disk, and nothing of the
 //!     step has been carried out yet;
 //!   - `N:result`: step `N` was carried out and its result is on disk;
-//!   - `end`: the run's locks are released and its end is not recorded yet;
+//!   - `end`: the run is about to end (one write ends it and releases its locks);
 //!   - `cleanup:claimed`: `keycycle cleanup` claimed a due action and has
 //!     not run it yet;
 //!   - `cleanup:ran`: the action ran and its outcome is not recorded yet.

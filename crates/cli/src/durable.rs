@@ -275,25 +275,27 @@ pub fn record_end(
         Err(e) => (Some(RunState::Failed), Some(e.to_string()), true),
     };
     let result = (|| -> Result<(), keycycle_store::state::StateError> {
-        // Locks first: a run that dies between the two writes is still
-        // running, and its resume replays the journal, takes the locks
-        // again and ends them both. The other order would leave a finished
-        // run holding its locks, which nothing resumes or releases.
-        if release {
-            state.release_run_locks(run_id)?;
-        }
         crate::debug::abort_after(|| "end".to_owned());
-        if let Some(s) = run_state {
-            state.finish_run(run_id, s, detail.as_deref())?;
-        } else if let Some(d) = &detail {
-            state.append_event(
-                run_id,
-                &RunEvent {
-                    at: now_ms(),
-                    kind: "stopped".into(),
-                    message: d.clone(),
-                },
-            )?;
+        match (run_state, release) {
+            // One write: a crash can leave neither a finished run holding
+            // its locks (nothing would ever release them) nor a running
+            // one without them.
+            (Some(s), true) => {
+                state.end_run(run_id, s, detail.as_deref())?;
+            }
+            (Some(s), false) => state.finish_run(run_id, s, detail.as_deref())?,
+            (None, _) => {
+                if let Some(d) = &detail {
+                    state.append_event(
+                        run_id,
+                        &RunEvent {
+                            at: now_ms(),
+                            kind: "stopped".into(),
+                            message: d.clone(),
+                        },
+                    )?;
+                }
+            }
         }
         Ok(())
     })();

@@ -335,10 +335,9 @@ pub fn abandon(config: &Config, run_id: &str, reason: &str, yes: bool) -> Result
             },
         )
         .context(Code::Config)?;
-    state
-        .finish_run(run_id, keycycle_store::state::RunState::Failed, Some(&by))
+    let released = state
+        .end_run(run_id, keycycle_store::state::RunState::Failed, Some(&by))
         .context(Code::Config)?;
-    let released = state.release_run_locks(run_id).context(Code::Config)?;
     crate::out::done(
         json!({"ok": true, "abandoned": run_id, "state": "failed", "released_locks": released}),
         format_args!(

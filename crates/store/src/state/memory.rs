@@ -260,6 +260,31 @@ impl StateStore for MemoryState {
         Ok(released)
     }
 
+    fn end_run(
+        &self,
+        run_id: &str,
+        state: RunState,
+        detail: Option<&str>,
+    ) -> Result<Vec<String>, StateError> {
+        // One lock on the whole state: both changes are seen together.
+        let mut inner = self.inner();
+        let record = &mut inner.run_mut(run_id)?.record;
+        record.state = state;
+        record.finished_at = state.is_finished().then(now_ms);
+        record.detail = detail.map(str::to_owned);
+        let mut released: Vec<String> = inner
+            .locks
+            .values()
+            .filter(|l| l.run_id == run_id)
+            .map(|l| l.credential.clone())
+            .collect();
+        released.sort();
+        for credential in &released {
+            inner.locks.remove(credential);
+        }
+        Ok(released)
+    }
+
     fn release_lock(&self, credential: &str) -> Result<Option<LockRecord>, StateError> {
         Ok(self.inner().locks.remove(credential))
     }

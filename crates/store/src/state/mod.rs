@@ -129,6 +129,16 @@ pub trait StateStore: Send + Sync {
     /// sorted.
     fn release_run_locks(&self, run_id: &str) -> Result<Vec<String>, StateError>;
 
+    /// Ends a run as `state` (a finished state) and releases its locks, in
+    /// one write: no crash can leave a finished run holding locks, nor a
+    /// running one without them. Returns the released credentials, sorted.
+    fn end_run(
+        &self,
+        run_id: &str,
+        state: RunState,
+        detail: Option<&str>,
+    ) -> Result<Vec<String>, StateError>;
+
     /// Releases the lock on `credential` whoever holds it (an operator's
     /// unlock); returns the lock that was held, if any.
     fn release_lock(&self, credential: &str) -> Result<Option<LockRecord>, StateError>;

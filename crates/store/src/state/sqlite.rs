@@ -1018,6 +1018,38 @@ impl StateStore for SqliteState {
         })
     }
 
+    fn end_run(
+        &self,
+        run_id: &str,
+        state: RunState,
+        detail: Option<&str>,
+    ) -> Result<Vec<String>, StateError> {
+        self.write("end a run and release its locks", |tx| {
+            let changed = tx.execute(
+                "UPDATE runs SET state = ?2, finished_at = ?3, detail = ?4 WHERE run_id = ?1",
+                params![
+                    run_id,
+                    state.as_str(),
+                    state.is_finished().then(now_ms),
+                    detail
+                ],
+            )?;
+            if changed == 0 {
+                return Err(StateError::RunNotFound {
+                    db: self.db.clone(),
+                    run_id: run_id.to_owned(),
+                }
+                .into());
+            }
+            let credentials = tx
+                .prepare("SELECT credential FROM locks WHERE run_id = ?1 ORDER BY credential")?
+                .query_map([run_id], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()?;
+            tx.execute("DELETE FROM locks WHERE run_id = ?1", [run_id])?;
+            Ok(credentials)
+        })
+    }
+
     fn release_lock(&self, credential: &str) -> Result<Option<LockRecord>, StateError> {
         self.write("release a lock", |tx| {
             let held = tx

@@ -797,7 +797,38 @@ macro_rules! suite {
     };
 }
 
+/// Ending a run and releasing its locks is one change: the run is finished
+/// and its locks (only its own) are free, and a missing run changes nothing.
+fn end_run_finishes_and_releases_together(store: &dyn StateStore) {
+    store.create_run(&new_run("r1", 1)).unwrap();
+    store.create_run(&new_run("r2", 2)).unwrap();
+    store.acquire_lock("b/cred", "r1").unwrap();
+    store.acquire_lock("a/cred", "r1").unwrap();
+    store.acquire_lock("c/cred", "r2").unwrap();
+    let released = store
+        .end_run("r1", RunState::Succeeded, Some("done"))
+        .unwrap();
+    assert_eq!(released, ["a/cred", "b/cred"]);
+    let run = store.run("r1").unwrap().unwrap();
+    assert_eq!(run.state, RunState::Succeeded);
+    assert!(run.finished_at.is_some());
+    assert_eq!(run.detail.as_deref(), Some("done"));
+    let locks: Vec<String> = store
+        .locks()
+        .unwrap()
+        .into_iter()
+        .map(|l| l.credential)
+        .collect();
+    assert_eq!(locks, ["c/cred"], "only the ended run's locks are released");
+    assert!(matches!(
+        store.end_run("absent", RunState::Failed, None),
+        Err(StateError::RunNotFound { .. })
+    ));
+    assert_eq!(store.locks().unwrap().len(), 1);
+}
+
 suite!(
+    end_run_finishes_and_releases_together,
     runs_create_list_finish,
     events_in_order,
     journal_order_and_seq_checks,
