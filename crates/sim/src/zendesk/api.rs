@@ -214,6 +214,9 @@ fn authenticate(db: &mut Db, headers: &HeaderMap) -> Result<Caller, ApiError> {
         .user_by_email(email)
         .map(|u| (u.id, u.admin))
         .ok_or(ApiError::Unauthenticated)?;
+    // API tokens belong to the account, not to a user: the email names who
+    // the call acts as, and any active token of the account is accepted.
+    // The reference is silent on this; it is how Zendesk documents tokens.
     let token = db
         .api_tokens
         .values_mut()
