@@ -12,6 +12,8 @@ pub enum Provider {
     Demo,
     /// GitLab's REST API: access tokens, triggers, CI/CD variables, webhooks
     Gitlab,
+    /// Zendesk: API tokens, OAuth clients and tokens, app installations, webhooks
+    Zendesk,
 }
 
 pub async fn serve(provider: Provider, port: u16) -> Result<()> {
@@ -32,5 +34,8 @@ pub async fn serve(provider: Provider, port: u16) -> Result<()> {
         Provider::Gitlab => keycycle_sim::serve_gitlab_forever(port)
             .await
             .context("the GitLab simulator stopped"),
+        Provider::Zendesk => keycycle_sim::serve_zendesk_forever(port)
+            .await
+            .context("the Zendesk simulator stopped"),
     }
 }

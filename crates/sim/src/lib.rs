@@ -43,6 +43,18 @@
 //! the same is served under `/_sim/` (users, groups, projects, members,
 //! tokens, variables, hooks, triggers, `state`, `today`, `settings`).
 //!
+//! # Zendesk
+//!
+//! [`start_zendesk`] serves `/api/v2` and `/oauth/tokens` as the provider
+//! reference's Zendesk section describes them: API tokens that only a
+//! person creates or deactivates (the control API plays that person), go
+//! idle after 30 days and stop on 2027-04-30; OAuth clients, tokens (value
+//! shown once, scopes enforced) and the client_credentials and refresh_token
+//! grants; app installations whose secure settings are never echoed; and
+//! webhooks with write-only credentials, cursor pagination and a recorded
+//! test call. [`ZendeskState`] seeds and inspects it; the same is served
+//! under `/_sim/`.
+//!
 //! # Control shared by every simulator
 //!
 //! `POST /_sim/fail` [`FailRule`] (`DELETE` clears, `GET` lists);
@@ -68,6 +80,7 @@ mod gate;
 mod gitlab;
 mod server;
 mod values;
+mod zendesk;
 
 use std::io;
 
@@ -83,9 +96,14 @@ pub use gitlab::{
     UserSeed, UserState, VariableSeed, VariableState,
 };
 pub use server::SimServer;
+pub use zendesk::{
+    ApiTokenSeed, ApiTokenState, InstallationSeed, InstallationState, OauthClientSeed,
+    OauthClientState, OauthTokenSeed, OauthTokenState, SeededSecret, WebhookSeed, WebhookState,
+    WebhookTestState, ZendeskSnapshot, ZendeskState, ZendeskUserSeed, ZendeskUserState,
+};
 
 /// The providers that can be simulated, as `keycycle sim <provider>` names them.
-pub const PROVIDERS: [&str; 2] = ["demo", "gitlab"];
+pub const PROVIDERS: [&str; 3] = ["demo", "gitlab", "zendesk"];
 
 /// Serves the simulator of `provider` (one of [`PROVIDERS`]) on
 /// 127.0.0.1:`port` until Ctrl-C.
@@ -93,6 +111,7 @@ pub async fn serve_forever(provider: &str, port: u16) -> io::Result<()> {
     match provider {
         "demo" => serve_demo_forever(port).await,
         "gitlab" => serve_gitlab_forever(port).await,
+        "zendesk" => serve_zendesk_forever(port).await,
         other => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
@@ -130,6 +149,20 @@ pub async fn serve_gitlab_forever(port: u16) -> io::Result<()> {
     server::serve_forever(gitlab::router(GitLabState::new()), port, "gitlab").await
 }
 
+/// Starts the Zendesk simulator on 127.0.0.1:`port` (0 = any free port);
+/// its API lives under `/api/v2`, the grant endpoint at `/oauth/tokens`.
+pub async fn start_zendesk(port: u16) -> io::Result<(SimServer, ZendeskState)> {
+    let state = ZendeskState::new();
+    let server = SimServer::spawn(zendesk::router(state.clone()), port)?;
+    Ok((server, state))
+}
+
+/// Serves the Zendesk simulator on 127.0.0.1:`port` until Ctrl-C, printing
+/// only the address it listens on. It starts empty: seed it through `/_sim/`.
+pub async fn serve_zendesk_forever(port: u16) -> io::Result<()> {
+    server::serve_forever(zendesk::router(ZendeskState::new()), port, "zendesk").await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,7 +171,7 @@ mod tests {
     async fn unknown_provider_is_refused_with_the_list_of_known_ones() {
         let error = serve_forever("acme", 0).await.unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
-        assert!(error.to_string().contains("demo, gitlab"));
+        assert!(error.to_string().contains("demo, gitlab, zendesk"));
     }
 
     /// Serves `provider` on a free port and returns what a request to it
@@ -158,6 +191,7 @@ mod tests {
             let serving = tokio::spawn(serve_forever(provider, port));
             let url = match provider {
                 "demo" => format!("http://127.0.0.1:{port}/api/whoami"),
+                "zendesk" => format!("http://127.0.0.1:{port}/api/v2/webhooks"),
                 _ => format!("http://127.0.0.1:{port}/api/v4/user"),
             };
             let deadline = tokio::time::Instant::now() + STARTUP;
