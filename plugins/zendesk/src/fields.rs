@@ -36,6 +36,17 @@ pub(crate) fn webhook_id<'a>(input: &'a Value, name: &str) -> Result<&'a str, Er
     Ok(id)
 }
 
+/// The object under `key` of a Zendesk answer, or the answer itself when
+/// it has no such key. The reference does not give the wrapper of every
+/// answer (client create and generate_secret, tokens/current.json); most
+/// Zendesk answers wrap in the singular resource name, some do not.
+pub(crate) fn unwrapped<'a>(answer: &'a Value, key: &str) -> &'a Value {
+    match answer.get(key) {
+        Some(inner) if inner.is_object() => inner,
+        _ => answer,
+    }
+}
+
 /// `value` keeping only the fields named in `keep`.
 pub(crate) fn pick(value: &Value, keep: &[&str]) -> Value {
     let mut out = serde_json::Map::new();
@@ -62,5 +73,9 @@ mod tests {
         assert!(webhook_id(&v, "bad").is_err());
         assert!(non_blank(&v, "e").is_err());
         assert_eq!(pick(&json!({"x": 1, "y": 2}), &["x", "z"]), json!({"x": 1}));
+        let wrapped = json!({"client": {"id": 1}});
+        assert_eq!(unwrapped(&wrapped, "client"), &json!({"id": 1}));
+        let bare = json!({"id": 2, "secret": "s"});
+        assert_eq!(unwrapped(&bare, "client"), &bare);
     }
 }

@@ -88,7 +88,7 @@ pub(crate) fn client_body(input: &Value) -> Result<Value, Error> {
 pub(crate) fn create_client(api: &Api, input: &Value) -> Result<Value, Error> {
     let body = client_body(input)?;
     let created = api.json(api.request("POST", CLIENTS).json(&body))?;
-    let created = &created["client"];
+    let created = fields::unwrapped(&created, "client");
     let mut out = client(created);
     out["secret"] = non_empty_secret(created, "secret", "the new client")?;
     log::info(&format!("created OAuth client {}", out["id"]));
@@ -113,7 +113,7 @@ pub(crate) fn delete_client(api: &Api, input: &Value) -> Result<Value, Error> {
 pub(crate) fn generate_client_secret(api: &Api, input: &Value) -> Result<Value, Error> {
     let id = fields::id(input, "client_id")?;
     let answer = api.json(api.request("PUT", &format!("{CLIENTS}/{id}/generate_secret")))?;
-    let generated = &answer["client"];
+    let generated = fields::unwrapped(&answer, "client");
     let mut out = client(generated);
     out["secret"] = non_empty_secret(generated, "secret", "the client's new secret")?;
     log::info(&format!("generated a new secret for OAuth client {id}"));
@@ -181,7 +181,7 @@ pub(crate) fn token_scopes(api: &Api, token_value: &str) -> Result<Value, Error>
         return Ok(json!({"valid": false}));
     }
     let answer: Value = api::check(response)?.json()?;
-    let mut out = token(&answer["token"]);
+    let mut out = token(fields::unwrapped(&answer, "token"));
     out["valid"] = json!(true);
     Ok(out)
 }
@@ -199,7 +199,7 @@ pub(crate) fn whoami(api: &Api) -> Result<Value, Error> {
         ));
     }
     let answer = api.json(api.request("GET", CURRENT))?;
-    Ok(token(&answer["token"]))
+    Ok(token(fields::unwrapped(&answer, "token")))
 }
 
 /// The body of the refresh grant.
