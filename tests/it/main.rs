@@ -20,3 +20,4 @@ mod retries;
 mod runbooks;
 mod sandbox;
 mod secrets;
+mod zendesk;
