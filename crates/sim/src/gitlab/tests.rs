@@ -812,6 +812,29 @@ async fn lists_paginate_with_gitlabs_headers() {
         assert!(link.contains(&format!("rel=\"{rel}\"")), "{link}");
     }
     assert!(link.contains("page=3&per_page=10>; rel=\"next\""), "{link}");
+    // GitLab's links are absolute and keep `/api/v4`: clients such as
+    // python-gitlab follow them as they are.
+    let next = link
+        .split(", ")
+        .find_map(|part| part.strip_suffix("; rel=\"next\""))
+        .and_then(|url| url.strip_prefix('<')?.strip_suffix('>'))
+        .unwrap_or_else(|| panic!("no next link in {link}"));
+    assert_eq!(
+        next,
+        w.server
+            .url(&format!("/api/v4{path}?page=3&per_page=10"))
+            .as_str()
+    );
+    let followed = w
+        .http
+        .get(next)
+        .header("PRIVATE-TOKEN", ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(followed.status(), StatusCode::OK);
+    let followed: Value = followed.json().await.unwrap();
+    assert_eq!(followed[0]["key"], "VAR_20");
 
     let last = w.get(&format!("{path}?page=3&per_page=10"), ALICE).await;
     assert_eq!(last.json().as_array().unwrap().len(), 5);
