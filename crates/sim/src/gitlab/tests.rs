@@ -1192,3 +1192,38 @@ async fn multipart_forms_work_like_curl_form() {
     let variable = snapshot.variable(w.project, "FROM_FORM", "*").unwrap();
     assert_eq!(variable.value.expose(), "form value");
 }
+
+#[tokio::test]
+async fn groups_are_shown_by_id_and_by_encoded_full_path() {
+    let w = world().await;
+    let sub = w
+        .state
+        .add_group(GroupSeed {
+            path: "acme/platform".into(),
+            name: Some("Platform".into()),
+        })
+        .unwrap();
+    w.state.add_group_member(sub, w.alice, 30).unwrap();
+
+    let by_id = w.get(&format!("/groups/{sub}"), ALICE).await;
+    assert_eq!(by_id.status, StatusCode::OK, "{}", by_id.text);
+    let group = by_id.json();
+    assert_eq!(group["id"], sub);
+    assert_eq!(group["path"], "platform");
+    assert_eq!(group["full_path"], "acme/platform");
+    assert_eq!(group["name"], "Platform");
+    assert_eq!(group["parent_id"], w.group);
+
+    let by_path = w.get("/groups/acme%2Fplatform", ALICE).await;
+    assert_eq!(by_path.status, StatusCode::OK, "{}", by_path.text);
+    assert_eq!(by_path.json()["id"], sub);
+
+    // Non-members do not learn the group exists: GitLab says 404, not 403.
+    let hidden = w.get("/groups/acme%2Fplatform", OUTSIDER).await;
+    assert_eq!(hidden.status, StatusCode::NOT_FOUND);
+    assert_eq!(hidden.json()["message"], "404 Group Not Found");
+    let missing = w.get("/groups/nope", ALICE).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let anonymous = w.get(&format!("/groups/{sub}"), "glpat-unknown").await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+}
