@@ -1227,3 +1227,43 @@ async fn groups_are_shown_by_id_and_by_encoded_full_path() {
     let anonymous = w.get(&format!("/groups/{sub}"), "glpat-unknown").await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn a_bot_rotates_its_own_token_only_through_self_rotate() {
+    let w = world().await;
+    let bot = w
+        .state
+        .add_token(
+            TokenSeed::project(w.project, "maintainer-bot")
+                .value("glpat-botMMMMMMMMMMMMMMMM")
+                .access_level(40),
+        )
+        .unwrap();
+    let project = format!("/projects/{}", w.project);
+
+    // By id, on itself: 401, and the token is left as it was.
+    let by_id = w
+        .post(
+            &format!("{project}/access_tokens/{}/rotate", bot.id),
+            bot.token.expose(),
+            json!({}),
+        )
+        .await;
+    assert_eq!(by_id.status, StatusCode::UNAUTHORIZED, "{}", by_id.text);
+    assert_eq!(by_id.json()["message"], "401 Unauthorized");
+    let snap = w.state.snapshot();
+    assert!(snap.token(bot.id).unwrap().active);
+    assert_eq!(snap.family(bot.family_id).len(), 1, "no new token");
+
+    // Through `self/rotate` it works.
+    let own = w
+        .post(
+            &format!("{project}/access_tokens/self/rotate"),
+            bot.token.expose(),
+            json!({}),
+        )
+        .await;
+    assert_eq!(own.status, StatusCode::OK, "{}", own.text);
+    assert_ne!(own.json()["id"], bot.id);
+    assert!(w.state.snapshot().token(bot.id).unwrap().revoked);
+}
