@@ -1267,3 +1267,23 @@ async fn a_bot_rotates_its_own_token_only_through_self_rotate() {
     assert_ne!(own.json()["id"], bot.id);
     assert!(w.state.snapshot().token(bot.id).unwrap().revoked);
 }
+
+#[tokio::test]
+async fn a_fault_after_processing_changes_state_but_hides_the_answer() {
+    let w = world().await;
+    w.state.fail(
+        FailRule::new("POST", "/api/v4/personal_access_tokens/self/rotate", 502).after_processing(),
+    );
+    let lost = w
+        .post("/personal_access_tokens/self/rotate", ALICE, json!({}))
+        .await;
+    assert_eq!(lost.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(lost.json()["message"], "502 Bad Gateway");
+    assert!(!lost.text.contains("glpat-"), "the new value was not shown");
+    // GitLab carried it out: the old token is revoked and has a successor.
+    let snap = w.state.snapshot();
+    let old = snap.token(w.alice_token).unwrap();
+    assert!(old.revoked);
+    let family = snap.family(old.family_id);
+    assert_eq!(family.iter().filter(|t| t.active).count(), 1);
+}
