@@ -601,3 +601,62 @@ fn the_plugin_reaches_only_the_granted_origin() {
     );
     assert!(sim.state.requests().is_empty());
 }
+
+#[test]
+fn an_expiry_beyond_gitlabs_limit_is_refused_before_any_change() {
+    let sim = GitLabSim::start();
+    let ws = gitlab_workspace(&sim);
+    let bot = sim.seed_project_token();
+    let personal = [
+        "gitlab-personal-token",
+        "--set",
+        "store_as=gitlab/ops",
+        "--set",
+        "expires_in_days=400",
+    ];
+    let owner = format!("token_id={}", bot.id);
+    let project = [
+        "gitlab-project-token",
+        "--set",
+        "owner=acme/api",
+        "--set",
+        &owner,
+        "--set",
+        "store_as=gitlab/kept",
+        "--set",
+        "expires_in_days=366",
+    ];
+    for args in [&personal[..], &project[..]] {
+        for dry in [true, false] {
+            let mut argv = vec!["run"];
+            argv.extend_from_slice(args);
+            if dry {
+                argv.push("--dry-run");
+            }
+            ws.run(&argv)
+                .assert_code(5)
+                .stderr_has("nothing was changed")
+                .stderr_has("365 days");
+        }
+    }
+    assert!(sim.changes().is_empty(), "{:?}", sim.changes());
+    let snap = sim.state.snapshot();
+    assert!(snap.token(sim.ops_token.id).unwrap().active);
+    assert!(snap.token(bot.id).unwrap().active);
+    assert_eq!(active_in_family(&sim, bot.id).len(), 1);
+    // Nothing was locked either: a run at the limit goes through.
+    ws.run(&[
+        "run",
+        "gitlab-project-token",
+        "--set",
+        "owner=acme/api",
+        "--set",
+        &owner,
+        "--set",
+        "store_as=gitlab/kept",
+        "--set",
+        "expires_in_days=365",
+    ])
+    .assert_ok();
+    assert!(sim.state.snapshot().token(bot.id).unwrap().revoked);
+}
