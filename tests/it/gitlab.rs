@@ -660,3 +660,38 @@ fn an_expiry_beyond_gitlabs_limit_is_refused_before_any_change() {
     .assert_ok();
     assert!(sim.state.snapshot().token(bot.id).unwrap().revoked);
 }
+
+#[test]
+fn log_lines_name_projects_by_their_path_not_its_url_encoding() {
+    let sim = GitLabSim::start();
+    let ws = gitlab_workspace(&sim);
+    sim.state
+        .add_variable(sim.deploy, VariableSeed::new("K", "some-value"))
+        .unwrap();
+    // One 500 makes the plugin log the request it sends again.
+    sim.state.fail(FailRule::new(
+        "GET",
+        "/api/v4/projects/acme%2Fdeploy/variables/K",
+        500,
+    ));
+    ws.runbook(
+        "read",
+        "plugin(\"gitlab\").get_variable(#{ project: \"acme/deploy\", key: \"K\" }).key\n",
+    );
+    let run = ws.run(&["run", "runbooks/read.rhai"]);
+    run.assert_ok()
+        .stderr_has("GET /projects/acme/deploy/variables/K")
+        .stderr_has("500");
+    assert!(
+        !run.stderr.contains("%2F"),
+        "a path is shown URL-encoded:\n{}",
+        run.stderr
+    );
+    // The request itself went out encoded, as GitLab needs it.
+    assert!(
+        sim.state
+            .requests()
+            .iter()
+            .any(|r| r.path == "/api/v4/projects/acme%2Fdeploy/variables/K")
+    );
+}
