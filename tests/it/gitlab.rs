@@ -695,3 +695,52 @@ fn log_lines_name_projects_by_their_path_not_its_url_encoding() {
             .any(|r| r.path == "/api/v4/projects/acme%2Fdeploy/variables/K")
     );
 }
+
+#[test]
+fn a_project_bot_rotates_its_own_token_through_self_rotate() {
+    let sim = GitLabSim::start();
+    let ws = gitlab_workspace(&sim);
+    let bot = sim
+        .state
+        .add_token(
+            TokenSeed::project(sim.api, "api-bot")
+                .value(&canary("glpat-"))
+                .scopes(&["api"])
+                .access_level(40),
+        )
+        .unwrap();
+    // The plugin acts with the bot's token.
+    ws.set_secret("gitlab/ops", bot.token.expose());
+    let run = ws.run(&[
+        "run",
+        "gitlab-project-token",
+        "--output",
+        "json",
+        "--set",
+        "owner=acme/api",
+        "--set",
+        &format!("token_id={}", bot.id),
+        "--set",
+        "store_as=gitlab/ops",
+    ]);
+    run.assert_ok();
+    let new_id = run.json()["result"]["new_id"].as_u64().unwrap();
+    let active = active_in_family(&sim, bot.id);
+    assert_eq!(active.iter().map(|t| t.id).collect::<Vec<_>>(), [new_id]);
+    plant(active[0].value.expose());
+    assert!(sim.state.snapshot().token(bot.id).unwrap().revoked);
+    let rotations: Vec<String> = sim
+        .changes()
+        .into_iter()
+        .filter(|c| c.ends_with("/rotate"))
+        .collect();
+    assert_eq!(
+        rotations,
+        ["POST /api/v4/projects/acme%2Fapi/access_tokens/self/rotate"]
+    );
+    assert_eq!(
+        ws.stored_secrets()["gitlab/ops"],
+        active[0].value.expose(),
+        "the plugin's secret holds the bot's new token"
+    );
+}

@@ -138,12 +138,16 @@ fn pick_labelled(tokens: Vec<Value>, name: &str, key: &str) -> Option<Value> {
 }
 
 /// `POST /:owner_type/:owner/access_tokens/:token_id/rotate`: a new token
-/// with a new id; the old one is revoked at once.
+/// with a new id; the old one is revoked at once. When the token is the one
+/// the plugin acts with (a project or group bot rotating itself), GitLab
+/// accepts only `.../access_tokens/self/rotate` and answers the by-id form
+/// with 401, so that form is used instead.
 pub(crate) fn rotate(api: &Api, input: &Value) -> Result<Value, Error> {
     let owner = Owner::from_input(input)?;
     let token_id = fields::id(input, "token_id")?;
+    let own_id = crate::tokens::get_self_token(api)?["id"].as_u64();
     let call = Call::post(
-        format!("{}/{token_id}/rotate", owner.tokens_path()),
+        rotate_path(&owner, token_id, own_id),
         format!(
             "access token {token_id} of {} may already be revoked and replaced; check with \
              list_access_tokens before rotating again",
@@ -163,6 +167,15 @@ pub(crate) fn rotate(api: &Api, input: &Value) -> Result<Value, Error> {
         expiry_text(&rotated)
     ));
     Ok(rotated)
+}
+
+/// Where to rotate `token_id` when the plugin acts with token `own_id`.
+fn rotate_path(owner: &Owner, token_id: u64, own_id: Option<u64>) -> String {
+    if own_id == Some(token_id) {
+        format!("{}/self/rotate", owner.tokens_path())
+    } else {
+        format!("{}/{token_id}/rotate", owner.tokens_path())
+    }
 }
 
 /// `DELETE /:owner_type/:owner/access_tokens/:token_id` → 204.
@@ -211,5 +224,23 @@ mod tests {
         let owner = Owner::from_input(&json!({"owner_type": "project", "owner": 12})).unwrap();
         assert_eq!(owner.tokens_path(), "/projects/12/access_tokens");
         assert!(Owner::from_input(&json!({"owner_type": "project"})).is_err());
+    }
+
+    #[test]
+    fn a_token_rotating_itself_uses_self() {
+        let owner =
+            Owner::from_input(&json!({"owner_type": "project", "owner": "acme/docs"})).unwrap();
+        assert_eq!(
+            rotate_path(&owner, 7, Some(7)),
+            "/projects/acme%2Fdocs/access_tokens/self/rotate"
+        );
+        assert_eq!(
+            rotate_path(&owner, 7, Some(3)),
+            "/projects/acme%2Fdocs/access_tokens/7/rotate"
+        );
+        assert_eq!(
+            rotate_path(&owner, 7, None),
+            "/projects/acme%2Fdocs/access_tokens/7/rotate"
+        );
     }
 }
