@@ -744,3 +744,60 @@ fn a_project_bot_rotates_its_own_token_through_self_rotate() {
         "the plugin's secret holds the bot's new token"
     );
 }
+
+#[test]
+fn a_rotation_carried_out_but_answered_502_needs_attention_and_keeps_its_lock() {
+    let sim = GitLabSim::start();
+    let ws = gitlab_workspace(&sim);
+    let old = sim.ops_token.token.expose().to_owned();
+    sim.state
+        .add_variable(sim.deploy, VariableSeed::new("GITLAB_TOKEN", &old))
+        .unwrap();
+    // GitLab rotates; the proxy in front loses the answer.
+    sim.state.fail(
+        FailRule::new("POST", "/api/v4/personal_access_tokens/self/rotate", 502).after_processing(),
+    );
+    let run = ws.run(&[
+        "run",
+        "gitlab-personal-token",
+        "--set",
+        "store_as=gitlab/ops",
+        "--set",
+        "variables=acme/deploy:GITLAB_TOKEN",
+    ]);
+    run.assert_code(9)
+        .stderr_has("502")
+        .stderr_has("outcome is unknown")
+        .stderr_has("gitlab-adopt-token");
+    assert_eq!(rotate_posts(&sim), 1, "the rotation was not sent again");
+    assert!(
+        sim.state
+            .snapshot()
+            .token(sim.ops_token.id)
+            .unwrap()
+            .revoked
+    );
+
+    let runs = ws.unfinished_runs();
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    assert_eq!(runs[0]["state"], "needs-attention", "{runs:#?}");
+    assert_eq!(
+        runs[0]["locks"],
+        serde_json::json!([format!("gitlab:pat/{}", sim.ops_token.id)]),
+        "the lock is kept"
+    );
+    let run_id = runs[0]["run_id"].as_str().unwrap().to_owned();
+    assert!(
+        run.stderr
+            .contains(&format!("keycycle resume {run_id} --retry-in-flight")),
+        "the advice names the run:\n{}",
+        run.stderr
+    );
+    // A resume faces the same question rather than carrying on.
+    ws.run(&["resume", &run_id])
+        .assert_code(9)
+        .stderr_has("gitlab-adopt-token");
+    assert_eq!(rotate_posts(&sim), 1);
+    // Nothing was handed the unseen value or told it was done.
+    assert_eq!(variable_value(&sim, sim.deploy, "GITLAB_TOKEN"), old);
+}
