@@ -138,16 +138,19 @@ fn pick_labelled(tokens: Vec<Value>, name: &str, key: &str) -> Option<Value> {
 }
 
 /// `POST /:owner_type/:owner/access_tokens/:token_id/rotate`: a new token
-/// with a new id; the old one is revoked at once. When the token is the one
-/// the plugin acts with (a project or group bot rotating itself), GitLab
-/// accepts only `.../access_tokens/self/rotate` and answers the by-id form
-/// with 401, so that form is used instead.
+/// with a new id; the old one is revoked at once. With `self_rotate` (the
+/// token is the one the plugin acts with: a project or group bot rotating
+/// itself) it is `.../access_tokens/self/rotate`, the only form GitLab
+/// accepts there; it answers the by-id form with 401. The caller says so
+/// rather than the plugin asking GitLab first: a request inside this
+/// operation, which is never sent twice, would turn a crash during a
+/// harmless lookup into a rotation of unknown outcome.
 pub(crate) fn rotate(api: &Api, input: &Value) -> Result<Value, Error> {
     let owner = Owner::from_input(input)?;
     let token_id = fields::id(input, "token_id")?;
-    let own_id = crate::tokens::get_self_token(api)?["id"].as_u64();
+    let self_rotate = input.opt_bool_field("self_rotate")?.unwrap_or(false);
     let call = Call::post(
-        rotate_path(&owner, token_id, own_id),
+        rotate_path(&owner, token_id, self_rotate),
         format!(
             "access token {token_id} of {} may already be revoked and replaced; check with \
              list_access_tokens before rotating again",
@@ -169,9 +172,9 @@ pub(crate) fn rotate(api: &Api, input: &Value) -> Result<Value, Error> {
     Ok(rotated)
 }
 
-/// Where to rotate `token_id` when the plugin acts with token `own_id`.
-fn rotate_path(owner: &Owner, token_id: u64, own_id: Option<u64>) -> String {
-    if own_id == Some(token_id) {
+/// Where to rotate `token_id`, which is the plugin's own when `self_rotate`.
+fn rotate_path(owner: &Owner, token_id: u64, self_rotate: bool) -> String {
+    if self_rotate {
         format!("{}/self/rotate", owner.tokens_path())
     } else {
         format!("{}/{token_id}/rotate", owner.tokens_path())
@@ -231,15 +234,11 @@ mod tests {
         let owner =
             Owner::from_input(&json!({"owner_type": "project", "owner": "acme/docs"})).unwrap();
         assert_eq!(
-            rotate_path(&owner, 7, Some(7)),
+            rotate_path(&owner, 7, true),
             "/projects/acme%2Fdocs/access_tokens/self/rotate"
         );
         assert_eq!(
-            rotate_path(&owner, 7, Some(3)),
-            "/projects/acme%2Fdocs/access_tokens/7/rotate"
-        );
-        assert_eq!(
-            rotate_path(&owner, 7, None),
+            rotate_path(&owner, 7, false),
             "/projects/acme%2Fdocs/access_tokens/7/rotate"
         );
     }
