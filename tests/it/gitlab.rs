@@ -601,3 +601,203 @@ fn the_plugin_reaches_only_the_granted_origin() {
     );
     assert!(sim.state.requests().is_empty());
 }
+
+#[test]
+fn an_expiry_beyond_gitlabs_limit_is_refused_before_any_change() {
+    let sim = GitLabSim::start();
+    let ws = gitlab_workspace(&sim);
+    let bot = sim.seed_project_token();
+    let personal = [
+        "gitlab-personal-token",
+        "--set",
+        "store_as=gitlab/ops",
+        "--set",
+        "expires_in_days=400",
+    ];
+    let owner = format!("token_id={}", bot.id);
+    let project = [
+        "gitlab-project-token",
+        "--set",
+        "owner=acme/api",
+        "--set",
+        &owner,
+        "--set",
+        "store_as=gitlab/kept",
+        "--set",
+        "expires_in_days=366",
+    ];
+    for args in [&personal[..], &project[..]] {
+        for dry in [true, false] {
+            let mut argv = vec!["run"];
+            argv.extend_from_slice(args);
+            if dry {
+                argv.push("--dry-run");
+            }
+            ws.run(&argv)
+                .assert_code(5)
+                .stderr_has("nothing was changed")
+                .stderr_has("365 days");
+        }
+    }
+    assert!(sim.changes().is_empty(), "{:?}", sim.changes());
+    let snap = sim.state.snapshot();
+    assert!(snap.token(sim.ops_token.id).unwrap().active);
+    assert!(snap.token(bot.id).unwrap().active);
+    assert_eq!(active_in_family(&sim, bot.id).len(), 1);
+    // Nothing was locked either: a run at the limit goes through.
+    ws.run(&[
+        "run",
+        "gitlab-project-token",
+        "--set",
+        "owner=acme/api",
+        "--set",
+        &owner,
+        "--set",
+        "store_as=gitlab/kept",
+        "--set",
+        "expires_in_days=365",
+    ])
+    .assert_ok();
+    assert!(sim.state.snapshot().token(bot.id).unwrap().revoked);
+}
+
+#[test]
+fn log_lines_name_projects_by_their_path_not_its_url_encoding() {
+    let sim = GitLabSim::start();
+    let ws = gitlab_workspace(&sim);
+    sim.state
+        .add_variable(sim.deploy, VariableSeed::new("K", "some-value"))
+        .unwrap();
+    // One 500 makes the plugin log the request it sends again.
+    sim.state.fail(FailRule::new(
+        "GET",
+        "/api/v4/projects/acme%2Fdeploy/variables/K",
+        500,
+    ));
+    ws.runbook(
+        "read",
+        "plugin(\"gitlab\").get_variable(#{ project: \"acme/deploy\", key: \"K\" }).key\n",
+    );
+    let run = ws.run(&["run", "runbooks/read.rhai"]);
+    run.assert_ok()
+        .stderr_has("GET /projects/acme/deploy/variables/K")
+        .stderr_has("500");
+    assert!(
+        !run.stderr.contains("%2F"),
+        "a path is shown URL-encoded:\n{}",
+        run.stderr
+    );
+    // The request itself went out encoded, as GitLab needs it.
+    assert!(
+        sim.state
+            .requests()
+            .iter()
+            .any(|r| r.path == "/api/v4/projects/acme%2Fdeploy/variables/K")
+    );
+}
+
+#[test]
+fn a_project_bot_rotates_its_own_token_through_self_rotate() {
+    let sim = GitLabSim::start();
+    let ws = gitlab_workspace(&sim);
+    let bot = sim
+        .state
+        .add_token(
+            TokenSeed::project(sim.api, "api-bot")
+                .value(&canary("glpat-"))
+                .scopes(&["api"])
+                .access_level(40),
+        )
+        .unwrap();
+    // The plugin acts with the bot's token.
+    ws.set_secret("gitlab/ops", bot.token.expose());
+    let run = ws.run(&[
+        "run",
+        "gitlab-project-token",
+        "--output",
+        "json",
+        "--set",
+        "owner=acme/api",
+        "--set",
+        &format!("token_id={}", bot.id),
+        "--set",
+        "store_as=gitlab/ops",
+    ]);
+    run.assert_ok();
+    let new_id = run.json()["result"]["new_id"].as_u64().unwrap();
+    let active = active_in_family(&sim, bot.id);
+    assert_eq!(active.iter().map(|t| t.id).collect::<Vec<_>>(), [new_id]);
+    plant(active[0].value.expose());
+    assert!(sim.state.snapshot().token(bot.id).unwrap().revoked);
+    let rotations: Vec<String> = sim
+        .changes()
+        .into_iter()
+        .filter(|c| c.ends_with("/rotate"))
+        .collect();
+    assert_eq!(
+        rotations,
+        ["POST /api/v4/projects/acme%2Fapi/access_tokens/self/rotate"]
+    );
+    assert_eq!(
+        ws.stored_secrets()["gitlab/ops"],
+        active[0].value.expose(),
+        "the plugin's secret holds the bot's new token"
+    );
+}
+
+#[test]
+fn a_rotation_carried_out_but_answered_502_needs_attention_and_keeps_its_lock() {
+    let sim = GitLabSim::start();
+    let ws = gitlab_workspace(&sim);
+    let old = sim.ops_token.token.expose().to_owned();
+    sim.state
+        .add_variable(sim.deploy, VariableSeed::new("GITLAB_TOKEN", &old))
+        .unwrap();
+    // GitLab rotates; the proxy in front loses the answer.
+    sim.state.fail(
+        FailRule::new("POST", "/api/v4/personal_access_tokens/self/rotate", 502).after_processing(),
+    );
+    let run = ws.run(&[
+        "run",
+        "gitlab-personal-token",
+        "--set",
+        "store_as=gitlab/ops",
+        "--set",
+        "variables=acme/deploy:GITLAB_TOKEN",
+    ]);
+    run.assert_code(9)
+        .stderr_has("502")
+        .stderr_has("outcome is unknown")
+        .stderr_has("gitlab-adopt-token");
+    assert_eq!(rotate_posts(&sim), 1, "the rotation was not sent again");
+    assert!(
+        sim.state
+            .snapshot()
+            .token(sim.ops_token.id)
+            .unwrap()
+            .revoked
+    );
+
+    let runs = ws.unfinished_runs();
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    assert_eq!(runs[0]["state"], "needs-attention", "{runs:#?}");
+    assert_eq!(
+        runs[0]["locks"],
+        serde_json::json!([format!("gitlab:pat/{}", sim.ops_token.id)]),
+        "the lock is kept"
+    );
+    let run_id = runs[0]["run_id"].as_str().unwrap().to_owned();
+    assert!(
+        run.stderr
+            .contains(&format!("keycycle resume {run_id} --retry-in-flight")),
+        "the advice names the run:\n{}",
+        run.stderr
+    );
+    // A resume faces the same question rather than carrying on.
+    ws.run(&["resume", &run_id])
+        .assert_code(9)
+        .stderr_has("gitlab-adopt-token");
+    assert_eq!(rotate_posts(&sim), 1);
+    // Nothing was handed the unseen value or told it was done.
+    assert_eq!(variable_value(&sim, sim.deploy, "GITLAB_TOKEN"), old);
+}

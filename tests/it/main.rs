@@ -16,6 +16,7 @@ mod gitlab;
 mod hostile_runbooks;
 mod operator;
 mod plugin_files;
+mod python_gitlab;
 mod retries;
 mod runbooks;
 mod sandbox;

@@ -19,7 +19,7 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [options]
 
 commands:
-  setup              install what builds and tests need (the wasm32-wasip2 target)
+  setup              install what builds and tests need (the wasm32-wasip2 target, python-gitlab)
   plugins            build the plugin workspaces (plugins/, tests/plugins/) for wasm32-wasip2
   test [ARGS...]     setup, plugins, the plugin workspaces' own unit tests (native),
                      then `cargo test --workspace ARGS...`; prints each stage's time

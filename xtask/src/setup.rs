@@ -14,18 +14,45 @@ use crate::cmd;
 enum Requirement {
     /// A Rust compilation target of the active toolchain.
     RustTarget(&'static str),
+    /// A Python package the tests use as a client, installed with pip into
+    /// [`python_clients`] (not the system's site-packages: CI runs as root
+    /// on a Debian whose Python refuses system-wide pip installs, and the
+    /// tests must see the pinned version, whatever else is installed).
+    PythonPackage {
+        /// The distribution and the exact version pip installs.
+        package: &'static str,
+        version: &'static str,
+        /// The module to import, to check it is there.
+        module: &'static str,
+    },
 }
 
 /// Everything `setup` installs, in order.
 const REQUIREMENTS: &[Requirement] = &[
     // Plugins are WebAssembly components built for WASI preview 2.
     Requirement::RustTarget("wasm32-wasip2"),
+    // tests/it/python_gitlab.rs drives the GitLab simulator with it.
+    Requirement::PythonPackage {
+        package: "python-gitlab",
+        version: "8.6.0",
+        module: "gitlab",
+    },
 ];
+
+/// Where the Python test clients live; tests/it/python_gitlab.rs puts it
+/// on `PYTHONPATH`. Beside the wasm components, in the repository's target
+/// folder, so `cargo clean` removes it with the rest of the build.
+fn python_clients() -> PathBuf {
+    cmd::repo_root().join("target/python-clients")
+}
 
 impl Requirement {
     fn describe(&self) -> String {
         match self {
             Requirement::RustTarget(target) => format!("the Rust target {target}"),
+            Requirement::PythonPackage {
+                package, version, ..
+            } => format!("the Python package {package} {version} (for the tests)"),
         }
     }
 
@@ -33,6 +60,23 @@ impl Requirement {
         match self {
             Requirement::RustTarget(target) => {
                 Ok(sysroot()?.join("lib/rustlib").join(target).is_dir())
+            }
+            Requirement::PythonPackage {
+                version, module, ..
+            } => {
+                // The installed version must be the pinned one: an older
+                // copy left in the folder would test another client.
+                let check = format!(
+                    "import sys, {module}; sys.exit(0 if {module}.__version__ == {version:?} else 1)"
+                );
+                let status = Command::new("python3")
+                    .env("PYTHONPATH", python_clients())
+                    .args(["-c", &check])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .context("cannot run python3; the tests need Python 3 with pip")?;
+                Ok(status.success())
             }
         }
     }
@@ -48,6 +92,32 @@ impl Requirement {
                     format!(
                         "cannot install the {target} target with rustup; with a toolchain not managed by \
                          rustup, install its {target} standard library by hand"
+                    )
+                })
+            }
+            Requirement::PythonPackage {
+                package, version, ..
+            } => {
+                // `--target` installs into a folder of our own; it also
+                // keeps pip from refusing an "externally managed" Python.
+                let mut pip = Command::new("python3");
+                pip.current_dir(cmd::repo_root())
+                    .args([
+                        "-m",
+                        "pip",
+                        "install",
+                        "--quiet",
+                        "--disable-pip-version-check",
+                        "--root-user-action=ignore",
+                        "--upgrade",
+                        "--target",
+                    ])
+                    .arg(python_clients())
+                    .arg(format!("{package}=={version}"));
+                cmd::run(&mut pip).with_context(|| {
+                    format!(
+                        "cannot install {package} with pip; install python3 and pip \
+                         (on Debian: apt-get install python3-pip) and run `cargo xtask setup` again"
                     )
                 })
             }

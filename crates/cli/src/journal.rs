@@ -339,6 +339,60 @@ impl JournaledEffects {
     }
 }
 
+impl JournaledEffects {
+    /// Turns a server error or a missing answer from a call that changes
+    /// the provider, may not be sent twice and cannot be looked up into an
+    /// interrupted step: the provider may have carried it out before the
+    /// error (a proxy's 502 after GitLab rotated a token), exactly as when
+    /// the answer is lost to a crash. The step stays in flight, the run
+    /// keeps its locks and ends needing attention with the plugin's advice,
+    /// instead of failing as if nothing had happened.
+    fn unknown_outcome(
+        &self,
+        seq: u64,
+        plugin: &str,
+        operation: &str,
+        input: &Value,
+        result: Result<Value, EffectError>,
+    ) -> Result<Value, EffectError> {
+        let Err(EffectError::Plugin {
+            error: PluginError::Provider { status, message },
+            ..
+        }) = &result
+        else {
+            return result;
+        };
+        // 0 is the plugin's "no answer came"; 5xx may come after the work.
+        if !(*status == 0 || (500..=599).contains(status)) {
+            return result;
+        }
+        let Some(spec) = self.spec(plugin, operation) else {
+            return result;
+        };
+        if !spec.mutates || spec.idempotent || spec.recover_with.is_some() {
+            return result;
+        }
+        let run = &self.journal.run_id;
+        let call = format!("{plugin}.{operation}");
+        let answer = if *status == 0 {
+            "no answer".to_owned()
+        } else {
+            format!("HTTP {status}")
+        };
+        let advice = spec
+            .if_interrupted
+            .map(|advice| with_run_id(&advice, run))
+            .unwrap_or_else(|| "Check at the provider whether it happened.".to_owned());
+        Err(EffectError::Interrupted(format!(
+            "step {seq} ({call} with {}) got {answer} ({}), so its outcome is unknown: it changes the provider and is not \
+             safe to send twice, and the provider may have carried it out before failing. Run {run} keeps its locks. {advice} \
+             If you are sure it did not happen, `keycycle resume {run} --retry-in-flight` sends it again.",
+            input.to_redacted_json(),
+            keycycle_secret::redact(message),
+        )))
+    }
+}
+
 /// A plugin's advice with the placeholder `RUN_ID` replaced by the run's
 /// id: plugins write their advice before any run exists, and an operator
 /// should be able to copy the command it gives as it stands. Only the
@@ -384,7 +438,10 @@ impl Effects for JournaledEffects {
         )?;
         let result = match step {
             Step::Replay(outcome) => return self.journal.replay(seq, &outcome),
-            Step::Fresh => self.inner.call(seq, plugin, operation, input),
+            Step::Fresh => {
+                let result = self.inner.call(seq, plugin, operation, input.clone());
+                self.unknown_outcome(seq, plugin, operation, &input, result)
+            }
             Step::InFlight => self.settle_in_flight(seq, plugin, operation, input),
         };
         // An interrupted step stays in flight in the journal: the next

@@ -128,10 +128,10 @@ pub(crate) async fn gate<S: SimState>(
         let held = tokio::spawn(async move {
             let response = match gates::decide(&fired).await {
                 Release::Drop => dropped_response(),
-                Release::Process => match state.with_control(|c| c.faults.take(&method, &path)) {
-                    None => next.run(req).await,
-                    Some(injected) => injected_response(injected),
-                },
+                Release::Process => {
+                    let injected = state.with_control(|c| c.faults.take(&method, &path));
+                    answer(injected, req, next).await
+                }
             };
             for gate in &fired {
                 gate.mark_finished();
@@ -143,8 +143,24 @@ pub(crate) async fn gate<S: SimState>(
         waiting.disarm();
         return response;
     }
+    answer(injected, req, next).await
+}
+
+/// The provider's answer to `req`, or the injected fault instead; a fault
+/// marked `after_processing` lets the provider act first and discards what
+/// it answered.
+async fn answer(injected: Option<Injected>, req: Request, next: Next) -> Response {
     match injected {
         None => next.run(req).await,
+        Some(
+            injected @ Injected::Failed {
+                after_processing: true,
+                ..
+            },
+        ) => {
+            let _lost = next.run(req).await;
+            injected_response(injected)
+        }
         Some(injected) => injected_response(injected),
     }
 }
@@ -193,6 +209,7 @@ fn injected_response(injected: Injected) -> Response {
             status,
             retry_after,
             message,
+            ..
         } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let message = message.unwrap_or_else(|| status_line(status));

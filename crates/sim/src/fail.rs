@@ -4,7 +4,10 @@
 use serde::{Deserialize, Serialize};
 
 /// Makes the next `times` requests matching `method` and `path_prefix` fail
-/// with `status` before the provider looks at them (nothing changes state).
+/// with `status` before the provider looks at them (nothing changes state),
+/// or, with [`FailRule::after_processing`], after the provider carried them
+/// out: a gateway that lost the answer, so the change happened but the
+/// client sees only the error.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailRule {
     /// HTTP method to match (case-insensitive); `None` matches any method.
@@ -25,6 +28,10 @@ pub struct FailRule {
     /// (for example "500 Internal Server Error").
     #[serde(default)]
     pub message: Option<String>,
+    /// Let the provider handle the request first, then answer `status`
+    /// instead of its response.
+    #[serde(default)]
+    pub after_processing: bool,
 }
 
 fn one() -> u32 {
@@ -41,7 +48,15 @@ impl FailRule {
             times: 1,
             retry_after: None,
             message: None,
+            after_processing: false,
         }
+    }
+
+    /// The same rule, letting the provider carry the request out before its
+    /// answer is replaced by the error (a 502 from a proxy that lost it).
+    pub fn after_processing(mut self) -> FailRule {
+        self.after_processing = true;
+        self
     }
 
     /// The same rule, failing `times` requests.
@@ -88,6 +103,9 @@ pub(crate) enum Injected {
         status: u16,
         retry_after: Option<u64>,
         message: Option<String>,
+        /// The provider handles the request before the error replaces its
+        /// answer.
+        after_processing: bool,
     },
 }
 
@@ -136,6 +154,7 @@ impl Faults {
             status: rule.status,
             retry_after: rule.retry_after,
             message: rule.message.clone(),
+            after_processing: rule.after_processing,
         };
         if rule.times == 0 {
             self.rules.remove(index);
@@ -158,6 +177,7 @@ mod tests {
             status: 500,
             retry_after: None,
             message: None,
+            after_processing: false,
         };
         assert_eq!(faults.take("delete", "/api/tokens/1"), Some(failed.clone()));
         assert_eq!(faults.take("DELETE", "/api/tokens/2"), Some(failed));

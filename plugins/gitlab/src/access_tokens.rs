@@ -138,12 +138,19 @@ fn pick_labelled(tokens: Vec<Value>, name: &str, key: &str) -> Option<Value> {
 }
 
 /// `POST /:owner_type/:owner/access_tokens/:token_id/rotate`: a new token
-/// with a new id; the old one is revoked at once.
+/// with a new id; the old one is revoked at once. With `self_rotate` (the
+/// token is the one the plugin acts with: a project or group bot rotating
+/// itself) it is `.../access_tokens/self/rotate`, the only form GitLab
+/// accepts there; it answers the by-id form with 401. The caller says so
+/// rather than the plugin asking GitLab first: a request inside this
+/// operation, which is never sent twice, would turn a crash during a
+/// harmless lookup into a rotation of unknown outcome.
 pub(crate) fn rotate(api: &Api, input: &Value) -> Result<Value, Error> {
     let owner = Owner::from_input(input)?;
     let token_id = fields::id(input, "token_id")?;
+    let self_rotate = input.opt_bool_field("self_rotate")?.unwrap_or(false);
     let call = Call::post(
-        format!("{}/{token_id}/rotate", owner.tokens_path()),
+        rotate_path(&owner, token_id, self_rotate),
         format!(
             "access token {token_id} of {} may already be revoked and replaced; check with \
              list_access_tokens before rotating again",
@@ -163,6 +170,15 @@ pub(crate) fn rotate(api: &Api, input: &Value) -> Result<Value, Error> {
         expiry_text(&rotated)
     ));
     Ok(rotated)
+}
+
+/// Where to rotate `token_id`, which is the plugin's own when `self_rotate`.
+fn rotate_path(owner: &Owner, token_id: u64, self_rotate: bool) -> String {
+    if self_rotate {
+        format!("{}/self/rotate", owner.tokens_path())
+    } else {
+        format!("{}/{token_id}/rotate", owner.tokens_path())
+    }
 }
 
 /// `DELETE /:owner_type/:owner/access_tokens/:token_id` → 204.
@@ -211,5 +227,19 @@ mod tests {
         let owner = Owner::from_input(&json!({"owner_type": "project", "owner": 12})).unwrap();
         assert_eq!(owner.tokens_path(), "/projects/12/access_tokens");
         assert!(Owner::from_input(&json!({"owner_type": "project"})).is_err());
+    }
+
+    #[test]
+    fn a_token_rotating_itself_uses_self() {
+        let owner =
+            Owner::from_input(&json!({"owner_type": "project", "owner": "acme/docs"})).unwrap();
+        assert_eq!(
+            rotate_path(&owner, 7, true),
+            "/projects/acme%2Fdocs/access_tokens/self/rotate"
+        );
+        assert_eq!(
+            rotate_path(&owner, 7, false),
+            "/projects/acme%2Fdocs/access_tokens/7/rotate"
+        );
     }
 }

@@ -85,8 +85,10 @@ impl Call {
     }
 
     /// `METHOD /path`, for log lines and messages: no query, no body.
+    /// Projects and groups appear as the operator wrote them (`acme/docs`),
+    /// not as they travel in the URL (`acme%2Fdocs`).
     pub(crate) fn label(&self) -> String {
-        format!("{} {}", self.method, self.path)
+        format!("{} {}", self.method, crate::fields::display_ref(&self.path))
     }
 }
 
@@ -236,8 +238,9 @@ impl Api {
         loop {
             if page > pages::MAX_PAGES {
                 return Err(Error::invalid_input(format!(
-                    "GET {path} lists more than {} items; the plugin stops there because a call \
+                    "GET {} lists more than {} items; the plugin stops there because a call \
                      may send only so many requests; narrow the list with a filter",
+                    crate::fields::display_ref(path),
                     pages::MAX_PAGES as usize * pages::PER_PAGE
                 )));
             }
@@ -330,6 +333,9 @@ mod tests {
     fn calls_know_their_label_and_repeatability() {
         let call = Call::get("/projects/1/triggers").query("page", "2");
         assert_eq!(call.label(), "GET /projects/1/triggers");
+        // Paths go out encoded but are shown as the operator wrote them.
+        let call = Call::put("/projects/acme%2Fdocs/variables/K");
+        assert_eq!(call.label(), "PUT /projects/acme/docs/variables/K");
         assert!(matches!(call.repeat, Repeat::Safe));
         let call = Call::post("/personal_access_tokens/3/rotate", "check list_pats")
             .json(json!({"expires_at": "2030-01-01"}));

@@ -181,6 +181,12 @@ fn operations() -> Vec<Operation> {
         ))
         .input("token_id", "token id", true)
         .input("expires_at", EXPIRES_AT, false)
+        .input(
+            "self_rotate",
+            "true when token_id is the token the plugin acts with (a bot rotating itself): \
+             GitLab allows that only through .../access_tokens/self/rotate",
+            false,
+        )
         .secret_output("token")
         .mutates()
         .if_interrupted(ROTATE_INTERRUPTED),

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::extract::{FromRequest, Multipart, OriginalUri, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -169,7 +169,13 @@ impl<S: Send + Sync> FromRequest<S> for Req {
 
     async fn from_request(req: Request, state: &S) -> Result<Req, ApiError> {
         let method = req.method().clone();
-        let uri = req.uri().clone();
+        // Inside the `/api/v4` nest axum strips the prefix from `req.uri()`;
+        // the original URI keeps it, and links built from it must carry it
+        // (python-gitlab follows `Link` verbatim).
+        let uri = req
+            .extensions()
+            .get::<OriginalUri>()
+            .map_or_else(|| req.uri().clone(), |original| original.0.clone());
         let headers = req.headers().clone();
         let mut params = Params::default();
         if let Some(query) = uri.query() {

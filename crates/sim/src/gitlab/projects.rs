@@ -1,5 +1,6 @@
-//! `GET /projects/:id`: lets a client check it can see a project (by id or
-//! URL-encoded path) before touching its tokens, variables or hooks.
+//! `GET /projects/:id` and `GET /groups/:id`: let a client check it can see
+//! a project or group (by id or URL-encoded full path) before touching its
+//! tokens, variables or hooks.
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -8,10 +9,44 @@ use axum::routing::get;
 use serde_json::json;
 
 use super::GitLabState;
-use super::api::{ApiError, Need, Req, authenticate, json_ok, visible_project};
+use super::api::{ApiError, Need, Req, authenticate, json_ok, visible_group, visible_project};
 
 pub(crate) fn routes() -> Router<GitLabState> {
-    Router::new().route("/projects/{id}", get(show_project))
+    Router::new()
+        .route("/projects/{id}", get(show_project))
+        .route("/groups/{id}", get(show_group))
+}
+
+/// GitLab's `Group` entity, reduced to the fields clients look at. Groups are
+/// private here, so 404 covers both "missing" and "not a member", as in
+/// GitLab.
+async fn show_group(
+    State(state): State<GitLabState>,
+    Path(raw): Path<String>,
+    req: Req,
+) -> Result<Response, ApiError> {
+    let mut db = state.lock();
+    let caller = authenticate(&mut db, &req, Need::Read)?;
+    let id = visible_group(&db, &caller, &raw)?;
+    let group = &db.groups[&id];
+    // A subgroup's parent is the group whose full path is this one's prefix.
+    let parent_id = group.path.rsplit_once('/').and_then(|(parent, _)| {
+        db.groups
+            .values()
+            .find(|g| g.path.eq_ignore_ascii_case(parent))
+            .map(|g| g.id)
+    });
+    Ok(json_ok(json!({
+        "id": group.id,
+        "name": group.name,
+        "path": group.path.rsplit('/').next().unwrap_or(&group.path),
+        "full_name": group.name,
+        "full_path": group.path,
+        "description": "",
+        "visibility": "private",
+        "parent_id": parent_id,
+        "web_url": format!("{}/groups/{}", req.base_url(), group.path),
+    })))
 }
 
 async fn show_project(

@@ -812,6 +812,29 @@ async fn lists_paginate_with_gitlabs_headers() {
         assert!(link.contains(&format!("rel=\"{rel}\"")), "{link}");
     }
     assert!(link.contains("page=3&per_page=10>; rel=\"next\""), "{link}");
+    // GitLab's links are absolute and keep `/api/v4`: clients such as
+    // python-gitlab follow them as they are.
+    let next = link
+        .split(", ")
+        .find_map(|part| part.strip_suffix("; rel=\"next\""))
+        .and_then(|url| url.strip_prefix('<')?.strip_suffix('>'))
+        .unwrap_or_else(|| panic!("no next link in {link}"));
+    assert_eq!(
+        next,
+        w.server
+            .url(&format!("/api/v4{path}?page=3&per_page=10"))
+            .as_str()
+    );
+    let followed = w
+        .http
+        .get(next)
+        .header("PRIVATE-TOKEN", ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(followed.status(), StatusCode::OK);
+    let followed: Value = followed.json().await.unwrap();
+    assert_eq!(followed[0]["key"], "VAR_20");
 
     let last = w.get(&format!("{path}?page=3&per_page=10"), ALICE).await;
     assert_eq!(last.json().as_array().unwrap().len(), 5);
@@ -1168,4 +1191,99 @@ async fn multipart_forms_work_like_curl_form() {
     let snapshot = w.state.snapshot();
     let variable = snapshot.variable(w.project, "FROM_FORM", "*").unwrap();
     assert_eq!(variable.value.expose(), "form value");
+}
+
+#[tokio::test]
+async fn groups_are_shown_by_id_and_by_encoded_full_path() {
+    let w = world().await;
+    let sub = w
+        .state
+        .add_group(GroupSeed {
+            path: "acme/platform".into(),
+            name: Some("Platform".into()),
+        })
+        .unwrap();
+    w.state.add_group_member(sub, w.alice, 30).unwrap();
+
+    let by_id = w.get(&format!("/groups/{sub}"), ALICE).await;
+    assert_eq!(by_id.status, StatusCode::OK, "{}", by_id.text);
+    let group = by_id.json();
+    assert_eq!(group["id"], sub);
+    assert_eq!(group["path"], "platform");
+    assert_eq!(group["full_path"], "acme/platform");
+    assert_eq!(group["name"], "Platform");
+    assert_eq!(group["parent_id"], w.group);
+
+    let by_path = w.get("/groups/acme%2Fplatform", ALICE).await;
+    assert_eq!(by_path.status, StatusCode::OK, "{}", by_path.text);
+    assert_eq!(by_path.json()["id"], sub);
+
+    // Non-members do not learn the group exists: GitLab says 404, not 403.
+    let hidden = w.get("/groups/acme%2Fplatform", OUTSIDER).await;
+    assert_eq!(hidden.status, StatusCode::NOT_FOUND);
+    assert_eq!(hidden.json()["message"], "404 Group Not Found");
+    let missing = w.get("/groups/nope", ALICE).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let anonymous = w.get(&format!("/groups/{sub}"), "glpat-unknown").await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_bot_rotates_its_own_token_only_through_self_rotate() {
+    let w = world().await;
+    let bot = w
+        .state
+        .add_token(
+            TokenSeed::project(w.project, "maintainer-bot")
+                .value("glpat-botMMMMMMMMMMMMMMMM")
+                .access_level(40),
+        )
+        .unwrap();
+    let project = format!("/projects/{}", w.project);
+
+    // By id, on itself: 401, and the token is left as it was.
+    let by_id = w
+        .post(
+            &format!("{project}/access_tokens/{}/rotate", bot.id),
+            bot.token.expose(),
+            json!({}),
+        )
+        .await;
+    assert_eq!(by_id.status, StatusCode::UNAUTHORIZED, "{}", by_id.text);
+    assert_eq!(by_id.json()["message"], "401 Unauthorized");
+    let snap = w.state.snapshot();
+    assert!(snap.token(bot.id).unwrap().active);
+    assert_eq!(snap.family(bot.family_id).len(), 1, "no new token");
+
+    // Through `self/rotate` it works.
+    let own = w
+        .post(
+            &format!("{project}/access_tokens/self/rotate"),
+            bot.token.expose(),
+            json!({}),
+        )
+        .await;
+    assert_eq!(own.status, StatusCode::OK, "{}", own.text);
+    assert_ne!(own.json()["id"], bot.id);
+    assert!(w.state.snapshot().token(bot.id).unwrap().revoked);
+}
+
+#[tokio::test]
+async fn a_fault_after_processing_changes_state_but_hides_the_answer() {
+    let w = world().await;
+    w.state.fail(
+        FailRule::new("POST", "/api/v4/personal_access_tokens/self/rotate", 502).after_processing(),
+    );
+    let lost = w
+        .post("/personal_access_tokens/self/rotate", ALICE, json!({}))
+        .await;
+    assert_eq!(lost.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(lost.json()["message"], "502 Bad Gateway");
+    assert!(!lost.text.contains("glpat-"), "the new value was not shown");
+    // GitLab carried it out: the old token is revoked and has a successor.
+    let snap = w.state.snapshot();
+    let old = snap.token(w.alice_token).unwrap();
+    assert!(old.revoked);
+    let family = snap.family(old.family_id);
+    assert_eq!(family.iter().filter(|t| t.active).count(), 1);
 }

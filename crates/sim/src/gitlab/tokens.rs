@@ -641,6 +641,11 @@ async fn rotate_resource(
             ApiError::unauthorized()
         });
     };
+    // A bot rotating the token it authenticates with must use `self/rotate`;
+    // GitLab answers this form with 401 (as python-gitlab users found).
+    if id == caller.token_id {
+        return Err(ApiError::unauthorized());
+    }
     let caller_level = db.resource_level(caller.user_id, resource).unwrap_or(0);
     let token_level = db.token_access_level(&db.tokens[&id]).unwrap_or(0);
     if !caller.admin && token_level > caller_level {
