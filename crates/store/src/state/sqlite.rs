@@ -411,6 +411,43 @@ impl SqliteState {
         }
     }
 
+    /// Sets a run's state (and `finished_at` when it is a finished state).
+    fn set_run_state(
+        &self,
+        tx: &Transaction<'_>,
+        run_id: &str,
+        state: RunState,
+        detail: Option<&str>,
+    ) -> Res<()> {
+        let changed = tx.execute(
+            "UPDATE runs SET state = ?2, finished_at = ?3, detail = ?4 WHERE run_id = ?1",
+            params![
+                run_id,
+                state.as_str(),
+                state.is_finished().then(now_ms),
+                detail
+            ],
+        )?;
+        if changed == 0 {
+            return Err(StateError::RunNotFound {
+                db: self.db.clone(),
+                run_id: run_id.to_owned(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Deletes the locks `run_id` holds; returns their credentials, sorted.
+    fn release_locks_of(tx: &Transaction<'_>, run_id: &str) -> Res<Vec<String>> {
+        let credentials = tx
+            .prepare("SELECT credential FROM locks WHERE run_id = ?1 ORDER BY credential")?
+            .query_map([run_id], |r| r.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
+        tx.execute("DELETE FROM locks WHERE run_id = ?1", [run_id])?;
+        Ok(credentials)
+    }
+
     fn finish_run_record(&self, tx: &Transaction<'_>, raw: RawRun) -> Res<RunRecord> {
         let corrupt = |what: &str| StateError::Corrupt {
             db: self.db.clone(),
@@ -796,23 +833,7 @@ impl StateStore for SqliteState {
         detail: Option<&str>,
     ) -> Result<(), StateError> {
         self.write("finish a run", |tx| {
-            let changed = tx.execute(
-                "UPDATE runs SET state = ?2, finished_at = ?3, detail = ?4 WHERE run_id = ?1",
-                params![
-                    run_id,
-                    state.as_str(),
-                    state.is_finished().then(now_ms),
-                    detail
-                ],
-            )?;
-            if changed == 0 {
-                return Err(StateError::RunNotFound {
-                    db: self.db.clone(),
-                    run_id: run_id.to_owned(),
-                }
-                .into());
-            }
-            Ok(())
+            self.set_run_state(tx, run_id, state, detail)
         })
     }
 
@@ -1009,12 +1030,7 @@ impl StateStore for SqliteState {
     fn release_run_locks(&self, run_id: &str) -> Result<Vec<String>, StateError> {
         self.write("release a run's locks", |tx| {
             self.run_exists(tx, run_id)?;
-            let credentials = tx
-                .prepare("SELECT credential FROM locks WHERE run_id = ?1 ORDER BY credential")?
-                .query_map([run_id], |r| r.get(0))?
-                .collect::<Result<Vec<String>, _>>()?;
-            tx.execute("DELETE FROM locks WHERE run_id = ?1", [run_id])?;
-            Ok(credentials)
+            Self::release_locks_of(tx, run_id)
         })
     }
 
@@ -1025,28 +1041,8 @@ impl StateStore for SqliteState {
         detail: Option<&str>,
     ) -> Result<Vec<String>, StateError> {
         self.write("end a run and release its locks", |tx| {
-            let changed = tx.execute(
-                "UPDATE runs SET state = ?2, finished_at = ?3, detail = ?4 WHERE run_id = ?1",
-                params![
-                    run_id,
-                    state.as_str(),
-                    state.is_finished().then(now_ms),
-                    detail
-                ],
-            )?;
-            if changed == 0 {
-                return Err(StateError::RunNotFound {
-                    db: self.db.clone(),
-                    run_id: run_id.to_owned(),
-                }
-                .into());
-            }
-            let credentials = tx
-                .prepare("SELECT credential FROM locks WHERE run_id = ?1 ORDER BY credential")?
-                .query_map([run_id], |r| r.get(0))?
-                .collect::<Result<Vec<String>, _>>()?;
-            tx.execute("DELETE FROM locks WHERE run_id = ?1", [run_id])?;
-            Ok(credentials)
+            self.set_run_state(tx, run_id, state, detail)?;
+            Self::release_locks_of(tx, run_id)
         })
     }
 
