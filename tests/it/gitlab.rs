@@ -676,12 +676,13 @@ fn log_lines_name_projects_by_their_path_not_its_url_encoding() {
     ));
     ws.runbook(
         "read",
-        "plugin(\"gitlab\").get_variable(#{ project: \"acme/deploy\", key: \"K\" }).key\n",
+        "let g = plugin(\"gitlab\");\nlet k = g.get_variable(#{ project: \"acme/deploy\", key: \"K\" }).key;\ng.update_variable(#{ project: \"acme/deploy\", key: \"K\", value: random_secret(16) });\nk\n",
     );
     let run = ws.run(&["run", "runbooks/read.rhai"]);
     run.assert_ok()
         .stderr_has("GET /projects/acme/deploy/variables/K")
-        .stderr_has("500");
+        .stderr_has("500")
+        .stderr_has("updated CI/CD variable `K` in project acme/deploy");
     assert!(
         !run.stderr.contains("%2F"),
         "a path is shown URL-encoded:\n{}",

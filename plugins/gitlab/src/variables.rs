@@ -122,7 +122,7 @@ pub(crate) fn update(api: &Api, input: &Value) -> Result<Value, Error> {
     log::info(&format!(
         "updated CI/CD variable {} in project {}",
         target.describe(),
-        target.project
+        crate::fields::display_ref(&target.project)
     ));
     Ok(json!({
         "key": updated["key"],
