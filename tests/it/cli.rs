@@ -750,3 +750,41 @@ fn json_errors_carry_ok_kind_exit_code_message_and_the_runbook_position() {
         }
     }
 }
+
+#[test]
+fn escape_sequences_from_a_provider_never_reach_the_terminal() {
+    let sim = DemoSim::start();
+    let (ws, _) = demo_workspace(&sim, "who");
+    // A provider's error text with a colour change, a title change and a
+    // text-direction override in it.
+    sim.state.fail(keycycle_sim::FailRule {
+        message: Some("bad \u{1b}[31mRED\u{1b}]0;owned\u{7} \u{202e}txet".into()),
+        // Once for the text run, once for the JSON one.
+        ..keycycle_sim::FailRule::new("GET", "/api/whoami", 400).times(2)
+    });
+    ws.runbook(
+        "who",
+        "let r = plugin(\"example\").whoami();\ninfo(`user ${r.user}`);\n",
+    );
+    let run = ws.run(&["run", "who"]);
+    run.assert_code(5);
+    for (what, text) in [("stderr", &run.stderr), ("stdout", &run.stdout)] {
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}') && !text.contains('\u{202e}'),
+            "{what} carries a raw control character: {text:?}"
+        );
+    }
+    run.stderr_has("bad \\u{1b}[31mRED\\u{1b}]0;owned\\u{7} \\u{202e}txet");
+    // JSON output stays a valid document, with the same text escaped.
+    let json = ws.run(&["run", "who", "-o", "json"]);
+    json.assert_code(5);
+    assert!(!json.stdout.contains('\u{1b}') && !json.stdout.contains('\u{202e}'));
+    assert!(
+        json.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("bad \u{1b}[31mRED"),
+        "{}",
+        json.stdout
+    );
+}

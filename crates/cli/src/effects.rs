@@ -308,6 +308,8 @@ impl Effects for HostEffects {
     }
 
     fn log(&self, level: LogLevel, message: &str) {
+        // A runbook's message often quotes what a provider answered.
+        let message = keycycle_host::one_line(message);
         match level {
             LogLevel::Info => tracing::info!(target: "runbook", "{message}"),
             LogLevel::Warn => tracing::warn!(target: "runbook", "{message}"),

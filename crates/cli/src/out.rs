@@ -79,6 +79,7 @@ pub fn write(stream: Stream, args: fmt::Arguments<'_>) {
     }
     let text = fmt::format(args);
     let masked = keycycle_secret::redact(&text);
+    let masked = escape_controls(&masked, matches!(stream, Stream::Stdout));
     let result = match stream {
         Stream::Stdout => {
             STDOUT_USED.store(true, Ordering::Relaxed);
@@ -90,6 +91,36 @@ pub fn write(stream: Stream, args: fmt::Arguments<'_>) {
     if result.is_err() {
         closed.store(true, Ordering::Relaxed);
     }
+}
+
+/// `text` with every control character but newline and tab written as a
+/// `\u{..}` escape, and the characters that reorder text shown the same
+/// way. Provider and plugin text (error messages, advice, names) reaches
+/// the terminal through here; an escape sequence in it must not recolour,
+/// retitle or rewrite what the operator sees. keycycle's own output has
+/// no other control characters. On stdout, which may be JSON, the escape
+/// is JSON's own `\uXXXX`, so a document stays valid (serde_json has
+/// already escaped control characters; only the direction overrides are
+/// left for this).
+fn escape_controls(text: &str, json_safe: bool) -> std::borrow::Cow<'_, str> {
+    let needs = |c: char| {
+        (c.is_control() && c != '\n' && c != '\t')
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(needs) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if needs(c) && json_safe {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else if needs(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// `print!` to stdout, masked, that a closed pipe cannot break.

@@ -239,7 +239,11 @@ impl CallState {
         let plugin = self.env.name.as_str();
         let operation = self.operation.as_str();
         for (level, message) in self.logs.drain(..) {
-            // The tracing writer masks secret values in every line.
+            // The tracing writer masks secret values in every line; the
+            // plugin's own text is put on one escaped line first, so an
+            // escape sequence or a forged second line cannot reach the
+            // terminal or the log collector.
+            let message = crate::text::one_line(&message);
             match level {
                 host::Level::Trace => {
                     tracing::trace!(target: "plugin", plugin, operation, "{message}")
