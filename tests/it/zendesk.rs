@@ -351,7 +351,13 @@ fn the_oauth_token_runbook_updates_apps_webhooks_and_gitlab_variables() {
     );
     // Zendesk's test call proved the webhook's stored credential.
     let tests = zd.state.webhook_tests();
-    assert_eq!(tests.len(), 1, "{tests:?}");
+    // Counted and compared, never printed: the record holds the credential.
+    assert_eq!(tests.len(), 1, "Zendesk's webhook test calls");
+    assert!(
+        tests[0].webhook_id.as_deref() == Some(webhook.as_str())
+            && tests[0].authentication.as_ref().unwrap()["data"]["token"] == new_value.as_str(),
+        "the test call did not carry the new credential of the webhook"
+    );
     ws.assert_files_clean_including(&["state/state.db", "state/secrets.json"]);
 }
 

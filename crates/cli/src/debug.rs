@@ -16,6 +16,10 @@
 //! - `KEYCYCLE_DEBUG_NOW_OFFSET_SECS=S` moves the clock `keycycle cleanup`
 //!   reads S seconds ahead (or back, when negative), so a test can reach
 //!   an action's eighth attempt without waiting out its backoff.
+//! - `KEYCYCLE_DEBUG_PANIC=1` panics at start, and
+//!   `KEYCYCLE_DEBUG_PANIC=secret:NAME` panics with the stored secret NAME
+//!   in the message, as a bug that formats a secret would: tests prove a
+//!   bug ends as exit 1 with the secret masked.
 
 #[cfg(debug_assertions)]
 pub const ABORT_AFTER_ENV: &str = "KEYCYCLE_DEBUG_ABORT_AFTER";
@@ -62,3 +66,27 @@ pub fn cleanup_clock_offset_ms() -> i64 {
 pub fn cleanup_clock_offset_ms() -> i64 {
     0
 }
+
+/// See `KEYCYCLE_DEBUG_PANIC` above.
+#[cfg(debug_assertions)]
+pub fn panic_if_asked() {
+    let Some(switch) = std::env::var_os("KEYCYCLE_DEBUG_PANIC") else {
+        return;
+    };
+    if let Some(name) = switch.to_str().and_then(|s| s.strip_prefix("secret:")) {
+        let config = crate::config::load(None).expect("KEYCYCLE_DEBUG_PANIC: load the config");
+        let value = crate::store::StoreAccess::new(&config)
+            .get(name)
+            .expect("KEYCYCLE_DEBUG_PANIC: read the secrets store")
+            .unwrap_or_else(|| panic!("KEYCYCLE_DEBUG_PANIC: no secret `{name}`"));
+        panic!(
+            "KEYCYCLE_DEBUG_PANIC: secret `{name}` is <{}>",
+            value.expose()
+        );
+    }
+    panic!("KEYCYCLE_DEBUG_PANIC is set");
+}
+
+#[cfg(not(debug_assertions))]
+#[inline(always)]
+pub fn panic_if_asked() {}

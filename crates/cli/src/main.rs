@@ -289,34 +289,8 @@ fn parse_set(items: &[String]) -> Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
-/// `KEYCYCLE_DEBUG_PANIC=1` panics at start. `KEYCYCLE_DEBUG_PANIC=secret:NAME`
-/// reads the stored secret NAME first and panics with its value in the
-/// message, which is what a bug that formats a secret would print: the
-/// panic hook must mask it.
-#[cfg(debug_assertions)]
-fn debug_panic() {
-    let Some(switch) = std::env::var_os("KEYCYCLE_DEBUG_PANIC") else {
-        return;
-    };
-    if let Some(name) = switch.to_str().and_then(|s| s.strip_prefix("secret:")) {
-        let config = config::load(None).expect("KEYCYCLE_DEBUG_PANIC: load the config");
-        let value = store::StoreAccess::new(&config)
-            .get(name)
-            .expect("KEYCYCLE_DEBUG_PANIC: read the secrets store")
-            .unwrap_or_else(|| panic!("KEYCYCLE_DEBUG_PANIC: no secret `{name}`"));
-        panic!(
-            "KEYCYCLE_DEBUG_PANIC: secret `{name}` is <{}>",
-            value.expose()
-        );
-    }
-    panic!("KEYCYCLE_DEBUG_PANIC is set");
-}
-
 async fn dispatch(cli: Cli) -> Result<()> {
-    // Tests prove that a bug ends as exit 1 with a masked message; release
-    // builds have no such switch.
-    #[cfg(debug_assertions)]
-    debug_panic();
+    debug::panic_if_asked();
     let json = cli.output == Output::Json;
     let load_config = || {
         let config = config::load(cli.config.as_deref()).context(Code::Config)?;

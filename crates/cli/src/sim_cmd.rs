@@ -17,25 +17,19 @@ pub enum Provider {
 }
 
 pub async fn serve(provider: Provider, port: u16) -> Result<()> {
-    // A port that is taken is the operator's choice to fix, so it is a
-    // usage mistake (exit 3) with the way out, not an internal error.
-    if port != 0
-        && let Err(e) = std::net::TcpListener::bind(("127.0.0.1", port))
-    {
-        return Err(anyhow!(
+    let (served, name) = match provider {
+        Provider::Demo => (keycycle_sim::serve_demo_forever(port).await, "demo"),
+        Provider::Gitlab => (keycycle_sim::serve_gitlab_forever(port).await, "GitLab"),
+        Provider::Zendesk => (keycycle_sim::serve_zendesk_forever(port).await, "Zendesk"),
+    };
+    match served {
+        Ok(()) => Ok(()),
+        // A port that is taken is the operator's to fix: a usage mistake
+        // (exit 3) with the way out, not an internal error.
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(anyhow!(
             "cannot listen on 127.0.0.1:{port}: {e}; pick another port with --port, or --port 0 for a free one"
         ))
-        .context(Code::Config);
-    }
-    match provider {
-        Provider::Demo => keycycle_sim::serve_demo_forever(port)
-            .await
-            .context("the demo simulator stopped"),
-        Provider::Gitlab => keycycle_sim::serve_gitlab_forever(port)
-            .await
-            .context("the GitLab simulator stopped"),
-        Provider::Zendesk => keycycle_sim::serve_zendesk_forever(port)
-            .await
-            .context("the Zendesk simulator stopped"),
+        .context(Code::Config),
+        Err(e) => Err(e).with_context(|| format!("the {name} simulator stopped")),
     }
 }
