@@ -4,7 +4,8 @@
 //! with the simulators' true state checked afterwards.
 
 use keycycle_sim::{
-    InstallationSeed, OauthClientSeed, OauthTokenSeed, VariableSeed, WebhookSeed, ZendeskUserSeed,
+    ApiTokenSeed, InstallationSeed, OauthClientSeed, OauthTokenSeed, VariableSeed, WebhookSeed,
+    ZendeskUserSeed,
 };
 
 use crate::support::*;
@@ -201,6 +202,52 @@ fn an_oauth_token_is_rotated_into_an_app_setting() {
     ws.assert_files_clean_including(&["state/state.db", "state/secrets.json"]);
 }
 
+/// The repository's runbooks with both plugins: gitlab as
+/// `gitlab_workspace` sets it up, zendesk acting with the admin's OAuth
+/// token, and every Zendesk runbook granted `zendesk/deploy-bot`.
+fn zendesk_and_gitlab_workspace(zd: &ZendeskSim, gl: &GitLabSim) -> Workspace {
+    let ws = gitlab_workspace(gl);
+    let config = std::fs::read_to_string(ws.path().join("keycycle.toml")).unwrap();
+    let mut text = format!(
+        "{config}\n[plugins.zendesk]\npath = \"{}\"\nhosts = [\"{o}\"]\nsecrets = {{ token = \"zendesk/admin\" }}\nconfig = {{ base_url = \"{o}\" }}\n",
+        wasm("zendesk").display(),
+        o = zd.origin
+    );
+    for runbook in ["zendesk-oauth-token", "zendesk-api-token-migrate"] {
+        text.push_str(&format!(
+            "\n[runbooks.{runbook}]\nsecrets = [\"zendesk/deploy-bot\"]\n"
+        ));
+    }
+    std::fs::write(ws.path().join("keycycle.toml"), text).unwrap();
+    ws.set_secret("zendesk/admin", &zd.admin_token);
+    ws
+}
+
+/// Turns `--set`/`--input` pairs and flags into argv.
+fn argv(items: &[String]) -> Vec<&str> {
+    items.iter().map(String::as_str).collect()
+}
+
+/// A plain HTTP/1.1 GET with one Authorization header, as a forgotten
+/// consumer of a Zendesk API token would send it. Returns the status.
+fn get_with(origin: &str, path: &str, authorization: &str) -> u16 {
+    use std::io::{Read, Write};
+    let addr = origin.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {authorization}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in the answer"))
+}
+
 fn token_value(sim: &ZendeskSim, id: u64) -> String {
     let snapshot = sim.state.snapshot();
     let token = snapshot.oauth_tokens.iter().find(|t| t.id == id).unwrap();
@@ -233,18 +280,7 @@ fn the_oauth_token_runbook_updates_apps_webhooks_and_gitlab_variables() {
         .add_variable(gl.deploy, VariableSeed::new("ZENDESK_TOKEN", &old_value))
         .unwrap();
 
-    let ws = gitlab_workspace(&gl);
-    let config = std::fs::read_to_string(ws.path().join("keycycle.toml")).unwrap();
-    std::fs::write(
-        ws.path().join("keycycle.toml"),
-        format!(
-            "{config}\n[plugins.zendesk]\npath = \"{}\"\nhosts = [\"{o}\"]\nsecrets = {{ token = \"zendesk/admin\" }}\nconfig = {{ base_url = \"{o}\" }}\n\n[runbooks.zendesk-oauth-token]\nsecrets = [\"zendesk/deploy-bot\"]\n",
-            wasm("zendesk").display(),
-            o = zd.origin
-        ),
-    )
-    .unwrap();
-    ws.set_secret("zendesk/admin", &zd.admin_token);
+    let ws = zendesk_and_gitlab_workspace(&zd, &gl);
     let token_id = zd.old_token.to_string();
     let apps = format!("{}:api_token", zd.installation);
     let webhooks = format!("{webhook}:bearer_token");
@@ -393,4 +429,387 @@ fn a_consumer_that_cannot_be_written_stops_the_rotation_before_any_change() {
         before,
         "no token was created"
     );
+}
+
+/// An API token with an app, a webhook and a GitLab variable depending on
+/// it, as the seed's teams have them today.
+struct ApiTokenCase {
+    id: u64,
+    value: String,
+    webhook: String,
+}
+
+fn seed_api_token_consumers(zd: &ZendeskSim, gl: &GitLabSim) -> ApiTokenCase {
+    let value = canary("zd-api-");
+    let seeded = zd
+        .state
+        .add_api_token(
+            ApiTokenSeed::new(zd.admin_user, "https://gitlab.example.com/acme/deploy")
+                .value(&value),
+        )
+        .unwrap();
+    let webhook = zd
+        .state
+        .add_webhook(
+            zd.admin_user,
+            WebhookSeed {
+                name: "Deploy hook".into(),
+                endpoint: "https://deploy.example.com/zendesk".into(),
+                subscriptions: vec!["conditional_ticket_events".into()],
+                authentication: Some(serde_json::json!({
+                    "type": "basic_auth",
+                    "data": {"username": "zendesk", "password": value},
+                    "add_position": "header"
+                })),
+                ..WebhookSeed::default()
+            },
+        )
+        .unwrap();
+    let mut settings = serde_json::Map::new();
+    settings.insert("api_token".into(), value.clone().into());
+    zd.state
+        .add_installation(InstallationSeed {
+            app_id: 43,
+            settings,
+            secure: vec!["api_token".into()],
+            ..InstallationSeed::default()
+        })
+        .unwrap();
+    gl.state
+        .add_variable(gl.deploy, VariableSeed::new("ZENDESK_API_TOKEN", &value))
+        .unwrap();
+    ApiTokenCase {
+        id: seeded.id,
+        value,
+        webhook,
+    }
+}
+
+fn migrate_args(zd: &ZendeskSim, case: &ApiTokenCase, installation: u64) -> Vec<String> {
+    [
+        "run".to_owned(),
+        "zendesk-api-token-migrate".to_owned(),
+        "--set".to_owned(),
+        format!("api_token_id={}", case.id),
+        "--set".to_owned(),
+        format!("client_id={}", zd.client_id),
+        "--set".to_owned(),
+        "scopes=read tickets:write".to_owned(),
+        "--set".to_owned(),
+        format!("apps={installation}:api_token"),
+        "--set".to_owned(),
+        format!("webhooks={}:basic_auth:zendesk", case.webhook),
+        "--set".to_owned(),
+        "variables=acme/deploy:ZENDESK_API_TOKEN".to_owned(),
+        "--set".to_owned(),
+        "store_as=zendesk/deploy-bot".to_owned(),
+    ]
+    .to_vec()
+}
+
+/// The installation the case's app got: the newest one.
+fn newest_installation(zd: &ZendeskSim) -> u64 {
+    zd.state
+        .snapshot()
+        .installations
+        .iter()
+        .map(|i| i.id)
+        .max()
+        .unwrap()
+}
+
+#[test]
+fn an_api_token_is_migrated_to_a_scoped_oauth_token_and_retired() {
+    let zd = ZendeskSim::start();
+    let gl = GitLabSim::start();
+    let case = seed_api_token_consumers(&zd, &gl);
+    let installation = newest_installation(&zd);
+    let ws = zendesk_and_gitlab_workspace(&zd, &gl);
+    let tokens = |zd: &ZendeskSim| zd.state.snapshot().oauth_tokens.len();
+    let before = tokens(&zd);
+
+    // The inventory: every API token with its end dates, nothing changed.
+    let list = ws.run(&["run", "zendesk-api-token-migrate", "-o", "json"]);
+    list.assert_ok()
+        .stderr_has(&format!(
+            "API token {} \"https://gitlab.example.com/acme/deploy\": never used, active; deactivated on",
+            case.id
+        ))
+        .stderr_has("every one stops working on 2027-04-30");
+    let listed = &list.json()["result"]["api_tokens"];
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed[0]["id"], case.id);
+
+    // Dry run: nothing created, written or asked.
+    let mut dry = migrate_args(&zd, &case, installation);
+    dry.push("--dry-run".to_owned());
+    ws.run(&argv(&dry))
+        .assert_ok()
+        .stderr_has("[dry run, not done] The operator would deactivate, then delete");
+    assert_eq!(tokens(&zd), before, "the dry run created a token");
+    assert!(
+        zd.state.installation_settings(installation).unwrap()["api_token"] == case.value.as_str(),
+        "the dry run changed the app"
+    );
+
+    // The real run moves every consumer, then stops for the manual step.
+    let args = migrate_args(&zd, &case, installation);
+    let first = ws.run(&argv(&args));
+    first
+        .assert_code(6)
+        .stderr_has("Deactivate Admin Center › Apps and integrations › APIs › API tokens")
+        .stderr_has("--input api_token_deactivated=");
+    let snapshot = zd.state.snapshot();
+    assert_eq!(snapshot.oauth_tokens.len(), before + 1, "one OAuth token");
+    let new = snapshot.oauth_tokens.iter().max_by_key(|t| t.id).unwrap();
+    assert_eq!(new.client_id, zd.client_id);
+    let mut scopes = new.scopes.clone();
+    scopes.sort();
+    assert_eq!(
+        scopes,
+        ["read", "tickets:write"],
+        "exactly the scopes asked"
+    );
+    let new_value = new.value.expose().to_owned();
+    plant(&new_value);
+    assert!(
+        zd.state.installation_settings(installation).unwrap()["api_token"] == new_value.as_str(),
+        "the app holds the OAuth token"
+    );
+    let hook = zd.state.webhook(&case.webhook).unwrap();
+    let auth = hook.authentication.unwrap();
+    assert!(
+        auth["type"] == "basic_auth"
+            && auth["data"]["username"] == "zendesk"
+            && auth["data"]["password"] == new_value.as_str(),
+        "the webhook holds the OAuth token as its basic-auth password"
+    );
+    assert!(
+        gl.state
+            .snapshot()
+            .variable(gl.deploy, "ZENDESK_API_TOKEN", "*")
+            .unwrap()
+            .value
+            .expose()
+            == new_value,
+        "the GitLab variable holds the OAuth token"
+    );
+    assert!(ws.stored_secrets()["zendesk/deploy-bot"] == new_value);
+    assert!(
+        zd.state.api_token(case.id).unwrap().active,
+        "nobody deactivated the API token yet"
+    );
+
+    // Answering before doing it is caught by the token list.
+    let run_id = ws.only_unfinished_run();
+    ws.run(&["resume", &run_id, "--input", "api_token_deactivated=yes"])
+        .assert_code(5)
+        .stderr_has(&format!("API token {} is still active at Zendesk", case.id))
+        .stderr_has("--set retire_only=true");
+    assert_eq!(tokens(&zd), before + 1, "no second OAuth token");
+    zd.state.deactivate_api_token(case.id).unwrap();
+    // The run says how to take up the retirement: no new token, the
+    // consumers stay as they are.
+    let retire = [
+        "run",
+        "zendesk-api-token-migrate",
+        "--set",
+        &format!("api_token_id={}", case.id),
+        "--set",
+        "retire_only=true",
+        "--input",
+        "api_token_deactivated=yes",
+    ]
+    .map(str::to_owned);
+    let resumed = ws.run(&argv(&retire));
+    resumed
+        .assert_code(6)
+        .stderr_has("is inactive, and nothing used it after the consumers moved")
+        .stderr_has("--input api_token_deleted=");
+    assert_eq!(tokens(&zd), before + 1, "retiring created no token");
+    let run_id = ws.only_unfinished_run();
+    zd.state.delete_api_token(case.id).unwrap();
+    let done = ws.run(&[
+        "resume",
+        &run_id,
+        "--input",
+        "api_token_deleted=yes",
+        "-o",
+        "json",
+    ]);
+    done.assert_ok().stderr_has(&format!(
+        "API token {} is gone from Zendesk's list",
+        case.id
+    ));
+    assert!(
+        zd.state.api_token(case.id).is_none(),
+        "the API token is gone"
+    );
+    assert_eq!(tokens(&zd), before + 1, "one OAuth token in all");
+    assert!(
+        zd.state.installation_settings(installation).unwrap()["api_token"] == new_value.as_str()
+            && ws.stored_secrets()["zendesk/deploy-bot"] == new_value,
+        "the app and the store still hold the OAuth token"
+    );
+    ws.assert_files_clean_including(&["state/state.db", "state/secrets.json"]);
+}
+
+#[test]
+fn a_consumer_nobody_named_stops_the_api_token_deletion() {
+    let zd = ZendeskSim::start();
+    let gl = GitLabSim::start();
+    let case = seed_api_token_consumers(&zd, &gl);
+    let installation = newest_installation(&zd);
+    let ws = zendesk_and_gitlab_workspace(&zd, &gl);
+    let args = migrate_args(&zd, &case, installation);
+    ws.run(&argv(&args)).assert_code(6);
+    // Something the run was not told about still calls with the API token.
+    use base64::Engine as _;
+    let basic = base64::engine::general_purpose::STANDARD
+        .encode(format!("ops@example.com/token:{}", case.value));
+    assert_eq!(
+        get_with(&zd.origin, "/api/v2/webhooks", &format!("Basic {basic}")),
+        200,
+        "the forgotten consumer's call"
+    );
+    zd.state.deactivate_api_token(case.id).unwrap();
+    let run_id = ws.only_unfinished_run();
+    ws.run(&["resume", &run_id, "--input", "api_token_deactivated=yes"])
+        .assert_code(5)
+        .stderr_has(&format!("API token {} was used at", case.id))
+        .stderr_has("something else still uses it");
+    assert!(
+        zd.state.api_token(case.id).is_some(),
+        "the API token was not deleted"
+    );
+}
+
+/// Runs `zendesk-oauth-integration` up to the OAuth flow, which the test
+/// then performs as the integration user would, granting `scopes`.
+/// Returns the workspace, the run id and the id of the granted token.
+fn integrate_until_the_flow(
+    zd: &ZendeskSim,
+    gl: &GitLabSim,
+    scopes: &[&str],
+) -> (Workspace, String, u64) {
+    let ws = zendesk_and_gitlab_workspace(zd, gl);
+    let approved = ws.file("REQ-1042-scopes.txt", "read,\ntickets:write\n");
+    let base = [
+        "run",
+        "zendesk-oauth-integration",
+        "--set",
+        "client=deploy_bot",
+        "--set",
+        "user=integration@example.com",
+        "--set",
+        "request=REQ-1042",
+    ];
+    let answer = format!("approved_scopes=@{}", approved.display());
+    let mut dry = base.to_vec();
+    dry.extend(["--input", &answer, "--dry-run"]);
+    let tokens_before = zd.state.snapshot().oauth_tokens.len();
+    ws.run(&dry)
+        .assert_ok()
+        .stderr_has("REQ-1042 approves [\"read\", \"tickets:write\"]")
+        .stderr_has("[dry run, not done] integration@example.com would have the Okta login requirement removed");
+    let mut real = base.to_vec();
+    real.extend(["--input", &answer]);
+    ws.run(&real)
+        .assert_code(6)
+        .stderr_has("remove the login requirement for integration@example.com")
+        .stderr_has("--input okta_removed=");
+    let run_id = ws.only_unfinished_run();
+    ws.run(&["resume", &run_id, "--input", "okta_removed=yes"])
+        .assert_code(6)
+        .stderr_has("perform the OAuth flow as the application directs")
+        .stderr_has("--input oauth_flow_done=");
+    assert_eq!(
+        zd.state.snapshot().oauth_tokens.len(),
+        tokens_before,
+        "nothing was granted before the flow"
+    );
+    // The application's OAuth flow, done by the integration user.
+    let user = zd
+        .state
+        .add_user(ZendeskUserSeed::agent("integration@example.com"))
+        .unwrap();
+    let granted = zd
+        .state
+        .add_oauth_token(OauthTokenSeed {
+            client_id: zd.client_id,
+            user_id: user,
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            token: Some(keycycle_secret::SecretValue::new(canary("zd-flow-"))),
+        })
+        .unwrap();
+    (ws, run_id, granted.id)
+}
+
+const AFTER_THE_FLOW: [&str; 6] = [
+    "--input",
+    "oauth_flow_done=yes",
+    "--input",
+    "logged_out=yes",
+    "--input",
+    "okta_restored=yes",
+];
+
+#[test]
+fn an_oauth_integration_within_its_approved_scopes_is_recorded() {
+    let zd = ZendeskSim::start();
+    let gl = GitLabSim::start();
+    let (ws, run_id, granted) = integrate_until_the_flow(&zd, &gl, &["tickets:write", "read"]);
+    let mut resume = vec!["resume", run_id.as_str()];
+    resume.extend(AFTER_THE_FLOW);
+    resume.extend(["-o", "json"]);
+    let done = ws.run(&resume);
+    done.assert_ok()
+        .stderr_has(&format!("Granted: token {granted} of user"))
+        .stderr_has("The Okta login requirement of integration@example.com is restored.")
+        .stderr_has("Every granted scope is approved in REQ-1042.");
+    assert_eq!(
+        done.json()["result"]["tokens"],
+        serde_json::json!([granted])
+    );
+    let snapshot = zd.state.snapshot();
+    let token = snapshot
+        .oauth_tokens
+        .iter()
+        .find(|t| t.id == granted)
+        .unwrap();
+    assert!(
+        token.usable && !token.revoked,
+        "the integration's token is kept"
+    );
+    // Every answer was recorded once: a second resume has nothing to ask.
+    ws.run(&["resume", &run_id]).assert_code(3);
+}
+
+#[test]
+fn an_oauth_integration_granted_an_unapproved_scope_stops_and_restores_okta() {
+    let zd = ZendeskSim::start();
+    let gl = GitLabSim::start();
+    let (ws, run_id, granted) = integrate_until_the_flow(
+        &zd,
+        &gl,
+        &["read", "users:write", "tickets:write", "hc:write"],
+    );
+    // The answers so far are kept: only the questions after the flow are asked.
+    ws.run(&["resume", &run_id, "--input", "oauth_flow_done=yes"])
+        .assert_code(6)
+        .stderr_has("--input logged_out=");
+    let mut resume = vec!["resume", run_id.as_str()];
+    resume.extend(AFTER_THE_FLOW);
+    ws.run(&resume)
+        .assert_code(5)
+        .stderr_has("STOP: the application was granted scope(s) REQ-1042 did not approve: users:write; hc:write")
+        .stderr_has(&format!("token(s) [{granted}] were revoked"))
+        .stderr_has("The Okta login requirement of integration@example.com is restored.");
+    let snapshot = zd.state.snapshot();
+    let token = snapshot
+        .oauth_tokens
+        .iter()
+        .find(|t| t.id == granted)
+        .unwrap();
+    assert!(token.revoked, "the unapproved grant is revoked");
 }

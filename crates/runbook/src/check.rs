@@ -540,30 +540,66 @@ impl Checker<'_> {
                     None => {}
                 }
             }
-            Recv::AnyPlugin => self.warn(
-                format!(
-                    "cannot check `{}` before the run: its plugin name is computed when it \
-                     runs; write `plugin(\"name\")` with a literal name to have it checked",
-                    call.shown()
-                ),
-                call.pos,
-            ),
+            Recv::AnyPlugin => {
+                if by_name || !self.any_plugin_has(call.method) {
+                    self.warn(
+                        format!(
+                            "cannot check `{}` before the run: its plugin name is computed when \
+                             it runs; write `plugin(\"name\")` with a literal name to have it \
+                             checked{}",
+                            call.shown(),
+                            self.nowhere(call.method, by_name)
+                        ),
+                        call.pos,
+                    );
+                }
+            }
             Recv::Unknown => {
                 // Most method calls are on strings, maps and arrays; only a
-                // name no other function has can only be a plugin call.
-                if by_name || !self.functions.contains(call.method) {
+                // name no other function has can only be a plugin call. A
+                // call whose plugin is not known (a helper's parameter, say)
+                // is quiet when some configured plugin has the operation:
+                // a warning on every run of a shared library teaches
+                // operators to ignore warnings.
+                if (by_name || !self.functions.contains(call.method))
+                    && (by_name || !self.any_plugin_has(call.method))
+                {
                     let who = call.receiver_name();
                     self.warn(
                         format!(
                             "cannot check `{}` before the run: the plugin of `{who}` is not \
-                             known until it runs",
-                            call.shown()
+                             known until it runs{}",
+                            call.shown(),
+                            self.nowhere(call.method, by_name)
                         ),
                         call.pos,
                     );
                 }
             }
         }
+    }
+
+    /// Whether a described plugin has an operation named `name`. A plugin
+    /// that could not be described cannot be called either: `plugin()`
+    /// raises its load error first.
+    fn any_plugin_has(&self, name: &str) -> bool {
+        self.is_operation(name)
+    }
+
+    /// The end of a warning for a call no described plugin can answer.
+    fn nowhere(&self, name: &str, by_name: bool) -> String {
+        if by_name || !self.plugins.values().any(Result::is_ok) {
+            return String::new();
+        }
+        let ops = self
+            .plugins
+            .values()
+            .filter_map(|d| d.as_ref().ok())
+            .flat_map(|d| d.operations.iter().map(|o| o.name.as_str()));
+        format!(
+            ", and no configured plugin has an operation `{name}`{}",
+            did_you_mean(name, ops)
+        )
     }
 
     /// Whether any described plugin has an operation named `name`.
