@@ -813,3 +813,173 @@ fn an_oauth_integration_granted_an_unapproved_scope_stops_and_restores_okta() {
         .unwrap();
     assert!(token.revoked, "the unapproved grant is revoked");
 }
+
+/// The workspace of `zendesk_and_gitlab_workspace`, plus a second gitlab
+/// plugin, `gitlab-bot`, acting with a project access token of acme/api:
+/// the seed's service bot. Returns the bot's user id.
+fn with_service_bot(ws: &Workspace, gl: &GitLabSim) -> u64 {
+    let bot = gl
+        .state
+        .add_token(
+            keycycle_sim::TokenSeed::project(gl.api, "trigger-bot")
+                .value(&canary("glpat-"))
+                .scopes(&["api"]),
+        )
+        .unwrap();
+    let config = std::fs::read_to_string(ws.path().join("keycycle.toml")).unwrap();
+    let o = gl.origin();
+    std::fs::write(
+        ws.path().join("keycycle.toml"),
+        format!(
+            "{config}\n[plugins.gitlab-bot]\npath = \"{}\"\nhosts = [\"{o}\"]\nsecrets = {{ token = \"gitlab/trigger-bot\" }}\nconfig = {{ base_url = \"{o}\" }}\n",
+            wasm("gitlab").display()
+        ),
+    )
+    .unwrap();
+    ws.set_secret("gitlab/trigger-bot", bot.token.expose());
+    bot.user_id
+}
+
+#[test]
+fn a_trigger_token_is_replaced_as_a_service_bot_into_a_zendesk_app_and_webhook() {
+    let zd = ZendeskSim::start();
+    let gl = GitLabSim::start();
+    let ws = zendesk_and_gitlab_workspace(&zd, &gl);
+    let bot = with_service_bot(&ws, &gl);
+    let old = gl
+        .state
+        .add_trigger(
+            gl.api,
+            keycycle_sim::TriggerSeed {
+                owner_id: bot,
+                description: "Zendesk Global - Deploy Bot".into(),
+                token: None,
+            },
+        )
+        .unwrap();
+    let old_value = old.token.expose().to_owned();
+    plant(&old_value);
+    let mut settings = serde_json::Map::new();
+    settings.insert("trigger_token".into(), old_value.clone().into());
+    settings.insert("project".into(), "acme/api".into());
+    let installation = zd
+        .state
+        .add_installation(InstallationSeed {
+            app_id: 44,
+            settings,
+            secure: vec!["trigger_token".into()],
+            ..InstallationSeed::default()
+        })
+        .unwrap();
+    let webhook = zd
+        .state
+        .add_webhook(
+            zd.admin_user,
+            WebhookSeed {
+                name: "Deploy pipeline".into(),
+                endpoint: format!(
+                    "{}/api/v4/projects/{}/trigger/pipeline",
+                    gl.origin(),
+                    gl.api
+                ),
+                subscriptions: vec!["conditional_ticket_events".into()],
+                authentication: Some(serde_json::json!({
+                    "type": "api_key",
+                    "data": {"name": "X-Trigger-Token", "value": old_value},
+                    "add_position": "header"
+                })),
+                ..WebhookSeed::default()
+            },
+        )
+        .unwrap();
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "run",
+            "gitlab-trigger-token",
+            "--set",
+            "project=acme/api",
+            "--set",
+            &format!("trigger_id={}", old.id),
+            "--set",
+            "kind=zendesk-app",
+            "--set",
+            "target=Zendesk Global - Deploy Bot",
+            "--set",
+            &format!("apps={installation}:trigger_token"),
+            "--set",
+            &format!("webhooks={webhook}:api_key:X-Trigger-Token"),
+            "--set",
+            "plugin=gitlab-bot",
+            "--set",
+            "as_bot=true",
+            "-o",
+            "json",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        a.extend(extra.iter().map(|s| (*s).to_owned()));
+        a
+    };
+    let triggers = |gl: &GitLabSim| gl.state.snapshot().triggers;
+
+    // The naming rule is checked before anything: a webhook's link.
+    let mut wrong_link = args(&[]);
+    for a in wrong_link.iter_mut() {
+        match a.as_str() {
+            "kind=zendesk-app" => *a = "kind=zendesk-webhook".into(),
+            "target=Zendesk Global - Deploy Bot" => {
+                *a = "target=https://acme.zendesk.com/admin/webhooks/01OTHER".into();
+            }
+            _ => {}
+        }
+    }
+    ws.run(&argv(&wrong_link))
+        .assert_code(5)
+        .stderr_has("links to another");
+    // A person's token is refused when the trigger must be the bot's.
+    let mut as_person = args(&[]);
+    let at = as_person
+        .iter()
+        .position(|a| a == "plugin=gitlab-bot")
+        .unwrap();
+    as_person[at] = "plugin=gitlab".into();
+    ws.run(&argv(&as_person))
+        .assert_code(5)
+        .stderr_has("acts as ops, a person");
+    ws.run(&argv(&args(&["--dry-run"]))).assert_ok();
+    assert_eq!(triggers(&gl).len(), 1, "nothing was created");
+
+    let run = ws.run(&argv(&args(&[])));
+    run.assert_ok();
+    let result = &run.json()["result"];
+    assert!(
+        result["owner"]
+            .as_str()
+            .is_some_and(|o| !o.is_empty() && o != "ops"),
+        "the run names the bot it acted as: {result}"
+    );
+    let now = triggers(&gl);
+    assert_eq!(now.len(), 1, "the old trigger was replaced by one new one");
+    let new = &now[0];
+    assert_ne!(new.id, old.id);
+    assert_eq!(new.owner_id, bot, "the service bot owns the new trigger");
+    assert!(new.description.starts_with("Zendesk Global - Deploy Bot"));
+    let new_value = new.token.expose().to_owned();
+    plant(&new_value);
+    assert!(
+        zd.state.installation_settings(installation).unwrap()["trigger_token"]
+            == new_value.as_str(),
+        "the app holds the new trigger token"
+    );
+    assert_eq!(
+        zd.state.installation_settings(installation).unwrap()["project"],
+        "acme/api",
+        "the app's other settings are untouched"
+    );
+    let auth = zd.state.webhook(&webhook).unwrap().authentication.unwrap();
+    assert!(
+        auth["data"]["name"] == "X-Trigger-Token" && auth["data"]["value"] == new_value.as_str(),
+        "the webhook sends the new trigger token"
+    );
+    ws.assert_files_clean_including(&["state/state.db", "state/secrets.json"]);
+}

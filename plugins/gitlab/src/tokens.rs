@@ -19,7 +19,14 @@ use crate::output::{item, with_new_token};
 /// `GET /user`: who the plugin's token belongs to.
 pub(crate) fn whoami(api: &Api) -> Result<Value, Error> {
     let me = api.json(&Call::get("/user"))?;
-    Ok(json!({"id": me["id"], "username": me["username"], "name": me["name"]}))
+    // `bot` tells a project or group access token's bot user from a person:
+    // a trigger created as a service bot must be owned by the bot.
+    Ok(json!({
+        "id": me["id"],
+        "username": me["username"],
+        "name": me["name"],
+        "bot": me["bot"].as_bool().unwrap_or(false),
+    }))
 }
 
 /// Whether GitLab accepts `token`, asking `GET /personal_access_tokens/self`

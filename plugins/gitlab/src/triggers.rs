@@ -148,9 +148,9 @@ pub(crate) fn find(api: &Api, ctx: &Context, input: &Value) -> Result<Value, Err
             // value included, instead of being made again.
             let shown = t["token"].as_str().unwrap_or_default();
             if is_full(shown) {
-                json!({"id": t["id"], "description": t["description"], "token": shown})
+                json!({"id": t["id"], "description": t["description"], "token": shown, "owner": t["owner"]})
             } else {
-                json!({"id": t["id"], "description": t["description"]})
+                json!({"id": t["id"], "description": t["description"], "owner": t["owner"]})
             }
         })
         .ok_or_else(|| {
