@@ -22,3 +22,4 @@ mod runbooks;
 mod sandbox;
 mod secrets;
 mod zendesk;
+mod zendesk_crash;

@@ -13,20 +13,20 @@ use crate::support::*;
 /// The Zendesk simulator in the test process, with an admin, an OAuth
 /// client, the admin token the plugin acts with, an app installation and
 /// the consumer token the app holds.
-struct ZendeskSim {
-    rt: tokio::runtime::Runtime,
-    server: Option<keycycle_sim::SimServer>,
-    state: keycycle_sim::ZendeskState,
-    origin: String,
-    admin_token: String,
-    client_id: u64,
-    installation: u64,
-    old_token: u64,
-    admin_user: u64,
+pub(crate) struct ZendeskSim {
+    pub(crate) rt: tokio::runtime::Runtime,
+    pub(crate) server: Option<keycycle_sim::SimServer>,
+    pub(crate) state: keycycle_sim::ZendeskState,
+    pub(crate) origin: String,
+    pub(crate) admin_token: String,
+    pub(crate) client_id: u64,
+    pub(crate) installation: u64,
+    pub(crate) old_token: u64,
+    pub(crate) admin_user: u64,
 }
 
 impl ZendeskSim {
-    fn start() -> ZendeskSim {
+    pub(crate) fn start() -> ZendeskSim {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -205,7 +205,7 @@ fn an_oauth_token_is_rotated_into_an_app_setting() {
 /// The repository's runbooks with both plugins: gitlab as
 /// `gitlab_workspace` sets it up, zendesk acting with the admin's OAuth
 /// token, and every Zendesk runbook granted `zendesk/deploy-bot`.
-fn zendesk_and_gitlab_workspace(zd: &ZendeskSim, gl: &GitLabSim) -> Workspace {
+pub(crate) fn zendesk_and_gitlab_workspace(zd: &ZendeskSim, gl: &GitLabSim) -> Workspace {
     let ws = gitlab_workspace(gl);
     let config = std::fs::read_to_string(ws.path().join("keycycle.toml")).unwrap();
     let mut text = format!(
@@ -224,7 +224,7 @@ fn zendesk_and_gitlab_workspace(zd: &ZendeskSim, gl: &GitLabSim) -> Workspace {
 }
 
 /// Turns `--set`/`--input` pairs and flags into argv.
-fn argv(items: &[String]) -> Vec<&str> {
+pub(crate) fn argv(items: &[String]) -> Vec<&str> {
     items.iter().map(String::as_str).collect()
 }
 
@@ -248,7 +248,7 @@ fn get_with(origin: &str, path: &str, authorization: &str) -> u16 {
         .unwrap_or_else(|| panic!("no HTTP status in the answer"))
 }
 
-fn token_value(sim: &ZendeskSim, id: u64) -> String {
+pub(crate) fn token_value(sim: &ZendeskSim, id: u64) -> String {
     let snapshot = sim.state.snapshot();
     let token = snapshot.oauth_tokens.iter().find(|t| t.id == id).unwrap();
     token.value.expose().to_owned()
@@ -817,7 +817,7 @@ fn an_oauth_integration_granted_an_unapproved_scope_stops_and_restores_okta() {
 /// The workspace of `zendesk_and_gitlab_workspace`, plus a second gitlab
 /// plugin, `gitlab-bot`, acting with a project access token of acme/api:
 /// the seed's service bot. Returns the bot's user id.
-fn with_service_bot(ws: &Workspace, gl: &GitLabSim) -> u64 {
+pub(crate) fn with_service_bot(ws: &Workspace, gl: &GitLabSim) -> u64 {
     let bot = gl
         .state
         .add_token(
