@@ -802,3 +802,79 @@ fn a_rotation_carried_out_but_answered_502_needs_attention_and_keeps_its_lock() 
     // Nothing was handed the unseen value or told it was done.
     assert_eq!(variable_value(&sim, sim.deploy, "GITLAB_TOKEN"), old);
 }
+
+#[test]
+fn a_trigger_made_but_answered_502_is_found_and_adopted_not_made_twice() {
+    let sim = GitLabSim::start();
+    let ws = gitlab_workspace(&sim);
+    let old = sim.seed_trigger("deploy-docs");
+    sim.state
+        .add_variable(
+            sim.deploy,
+            VariableSeed::new("API_TRIGGER", old.token.expose()).masked(),
+        )
+        .unwrap();
+    // GitLab creates the trigger; the proxy in front loses the answer.
+    sim.state.fail(
+        FailRule::new("POST", "/api/v4/projects/acme%2Fapi/triggers", 502).after_processing(),
+    );
+    let run = ws.run(&[
+        "run",
+        "gitlab-trigger-token",
+        "--set",
+        "project=acme/api",
+        "--set",
+        &format!("trigger_id={}", old.id),
+        "--set",
+        "kind=ci-job",
+        "--set",
+        "target=deploy-docs",
+        "--set",
+        "variables=acme/deploy:API_TRIGGER",
+    ]);
+    run.assert_ok()
+        .stderr_has("got HTTP 502; the provider may have carried it out, so looking for what it did with gitlab.find_trigger")
+        .stderr_has("had succeeded despite HTTP 502; adopting what it made");
+    let triggers = sim.state.snapshot().triggers;
+    assert_eq!(
+        triggers.len(),
+        1,
+        "one trigger, made once: {}",
+        triggers.len()
+    );
+    assert_ne!(triggers[0].id, old.id, "the old trigger was deleted");
+    let new = triggers[0].token.expose().to_owned();
+    plant(&new);
+    assert!(
+        variable_value(&sim, sim.deploy, "API_TRIGGER") == new,
+        "the variable holds the adopted trigger's token"
+    );
+}
+
+#[test]
+fn a_trigger_creation_refused_with_502_before_any_work_fails_as_before() {
+    let sim = GitLabSim::start();
+    let ws = gitlab_workspace(&sim);
+    let old = sim.seed_trigger("deploy-docs");
+    sim.state
+        .fail(FailRule::new("POST", "/api/v4/projects/acme%2Fapi/triggers", 502).times(1000));
+    let run = ws.run(&[
+        "run",
+        "gitlab-trigger-token",
+        "--set",
+        "project=acme/api",
+        "--set",
+        &format!("trigger_id={}", old.id),
+        "--set",
+        "kind=ci-job",
+        "--set",
+        "target=deploy-docs",
+    ]);
+    run.assert_code(5)
+        .stderr_has("made nothing at the provider");
+    assert_eq!(sim.state.snapshot().triggers.len(), 1, "nothing was made");
+    assert!(
+        ws.unfinished_runs().is_empty(),
+        "the run failed, it does not need attention"
+    );
+}

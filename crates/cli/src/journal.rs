@@ -369,7 +369,7 @@ impl JournaledEffects {
         let Some(spec) = self.spec(plugin, operation) else {
             return result;
         };
-        if !spec.mutates || spec.idempotent || spec.recover_with.is_some() {
+        if !spec.mutates || spec.idempotent {
             return result;
         }
         let run = &self.journal.run_id;
@@ -379,6 +379,9 @@ impl JournaledEffects {
         } else {
             format!("HTTP {status}")
         };
+        if let Some(finder) = spec.recover_with.clone() {
+            return self.look_up_after(seq, plugin, operation, &finder, input, &answer, result);
+        }
         let advice = spec
             .if_interrupted
             .map(|advice| with_run_id(&advice, run))
@@ -390,6 +393,62 @@ impl JournaledEffects {
             input.to_redacted_json(),
             keycycle_secret::redact(message),
         )))
+    }
+}
+
+impl JournaledEffects {
+    /// A change that has a lookup got a server error or no answer: the
+    /// provider may still have made it (a proxy's 502 after the work), and
+    /// failing the run would leave what it made behind, unrecorded. So ask
+    /// the lookup, as a resume would: adopt what it finds; on its 404
+    /// nothing was made and the error stands; otherwise the step stays in
+    /// flight and the run needs attention.
+    #[allow(clippy::too_many_arguments)]
+    fn look_up_after(
+        &self,
+        seq: u64,
+        plugin: &str,
+        operation: &str,
+        finder: &str,
+        input: &Value,
+        answer: &str,
+        result: Result<Value, EffectError>,
+    ) -> Result<Value, EffectError> {
+        let run = &self.journal.run_id;
+        let call = format!("{plugin}.{operation}");
+        tracing::warn!(target: "keycycle", "step {seq} ({call}) got {answer}; the provider may have carried it out, so looking for what it did with {plugin}.{finder}");
+        match self.inner.call(seq, plugin, finder, input.clone()) {
+            Ok(found) => {
+                let outputs = self
+                    .spec(plugin, operation)
+                    .map(|s| s.secret_outputs)
+                    .unwrap_or_default();
+                if outputs
+                    .iter()
+                    .all(|f| matches!(found.get(f), Some(Value::Secret(_))))
+                {
+                    tracing::info!(target: "keycycle", "step {seq} ({call}) had succeeded despite {answer}; adopting what it made");
+                    return Ok(found);
+                }
+                Err(EffectError::Interrupted(format!(
+                    "step {seq} ({call}) got {answer}, but the provider carried it out: {plugin}.{finder} found what it made ({}), \
+                     and its secret value was only in the lost response. Run {run} keeps its locks. Remove or revoke that object at \
+                     the provider, then run `keycycle resume {run} --retry-in-flight` to make a new one.",
+                    found.to_redacted_json()
+                )))
+            }
+            Err(EffectError::Plugin {
+                error: PluginError::Provider { status: 404, .. },
+                ..
+            }) => {
+                tracing::info!(target: "keycycle", "step {seq} ({call}) made nothing at the provider");
+                result
+            }
+            Err(e) => Err(EffectError::Interrupted(format!(
+                "step {seq} ({call}) got {answer}, and looking up what it did with {plugin}.{finder} failed: {e}. Run {run} keeps \
+                 its locks; run `keycycle resume {run}` once the provider answers."
+            ))),
+        }
     }
 }
 
