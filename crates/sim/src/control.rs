@@ -42,7 +42,18 @@ pub(crate) struct Control {
 /// A simulator state that carries a [`Control`].
 pub(crate) trait SimState: Clone + Send + Sync + 'static {
     fn with_control<R>(&self, f: impl FnOnce(&mut Control) -> R) -> R;
+
+    /// The body of an injected error, in the provider's own shape, so a
+    /// plugin's error parsing is tried as the real provider would try it.
+    /// GitLab's `{"message": ...}` unless the provider says otherwise.
+    fn error_body(status: StatusCode, message: &str) -> serde_json::Value {
+        let _ = status;
+        json!({ "message": message })
+    }
 }
+
+/// How one simulator shapes an error body.
+type ErrorBody = fn(StatusCode, &str) -> serde_json::Value;
 
 /// Adds the control-side methods shared by every simulator state to `$state`.
 macro_rules! control_methods {
@@ -127,10 +138,10 @@ pub(crate) async fn gate<S: SimState>(
         // `Process` must still reach the provider.
         let held = tokio::spawn(async move {
             let response = match gates::decide(&fired).await {
-                Release::Drop => dropped_response(),
+                Release::Drop => dropped_response(S::error_body),
                 Release::Process => {
                     let injected = state.with_control(|c| c.faults.take(&method, &path));
-                    answer(injected, req, next).await
+                    answer(injected, req, next, S::error_body).await
                 }
             };
             for gate in &fired {
@@ -139,17 +150,24 @@ pub(crate) async fn gate<S: SimState>(
             response
         });
         let waiting = Abandoned(Some(fired_here));
-        let response = held.await.unwrap_or_else(|_| dropped_response());
+        let response = held
+            .await
+            .unwrap_or_else(|_| dropped_response(S::error_body));
         waiting.disarm();
         return response;
     }
-    answer(injected, req, next).await
+    answer(injected, req, next, S::error_body).await
 }
 
 /// The provider's answer to `req`, or the injected fault instead; a fault
 /// marked `after_processing` lets the provider act first and discards what
 /// it answered.
-async fn answer(injected: Option<Injected>, req: Request, next: Next) -> Response {
+async fn answer(
+    injected: Option<Injected>,
+    req: Request,
+    next: Next,
+    error_body: ErrorBody,
+) -> Response {
     match injected {
         None => next.run(req).await,
         Some(
@@ -159,9 +177,9 @@ async fn answer(injected: Option<Injected>, req: Request, next: Next) -> Respons
             },
         ) => {
             let _lost = next.run(req).await;
-            injected_response(injected)
+            injected_response(injected, error_body)
         }
-        Some(injected) => injected_response(injected),
+        Some(injected) => injected_response(injected, error_body),
     }
 }
 
@@ -186,12 +204,12 @@ impl Drop for Abandoned {
 }
 
 /// The answer to a request a gate dropped: the provider never saw it.
-fn dropped_response() -> Response {
+fn dropped_response(error_body: ErrorBody) -> Response {
     let status = StatusCode::SERVICE_UNAVAILABLE;
-    (status, Json(json!({ "message": status_line(status) }))).into_response()
+    (status, Json(error_body(status, &status_line(status)))).into_response()
 }
 
-fn injected_response(injected: Injected) -> Response {
+fn injected_response(injected: Injected, error_body: ErrorBody) -> Response {
     match injected {
         Injected::RateLimited { retry_after } => {
             let mut response = (
@@ -213,7 +231,7 @@ fn injected_response(injected: Injected) -> Response {
         } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let message = message.unwrap_or_else(|| status_line(status));
-            let mut response = (status, Json(json!({ "message": message }))).into_response();
+            let mut response = (status, Json(error_body(status, &message))).into_response();
             if let Some(seconds) = retry_after {
                 response
                     .headers_mut()

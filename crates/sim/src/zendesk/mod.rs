@@ -145,7 +145,7 @@ mod model_api {
     }
 
     /// An app installation to seed.
-    #[derive(Clone, Debug, Default, Deserialize)]
+    #[derive(Clone, Default, Deserialize)]
     pub struct InstallationSeed {
         pub app_id: u64,
         /// Default `support`.
@@ -167,7 +167,7 @@ mod model_api {
     /// A webhook to seed: the body of `POST /api/v2/webhooks` without the
     /// `webhook` wrapper; method, format and status default to `POST`,
     /// `json` and `active`.
-    #[derive(Clone, Debug, Default, Deserialize, Serialize)]
+    #[derive(Clone, Default, Deserialize, Serialize)]
     pub struct WebhookSeed {
         pub name: String,
         pub endpoint: String,
@@ -262,7 +262,7 @@ mod model_api {
     }
 
     /// An installation with every setting, secure ones included.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    #[derive(Clone, PartialEq, Serialize, Deserialize)]
     pub struct InstallationState {
         pub id: u64,
         pub app_id: u64,
@@ -272,7 +272,7 @@ mod model_api {
     }
 
     /// A webhook with its true credentials and signing secret.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    #[derive(Clone, PartialEq, Serialize, Deserialize)]
     pub struct WebhookState {
         pub id: String,
         pub name: String,
@@ -287,7 +287,7 @@ mod model_api {
     }
 
     /// A webhook test call the simulator received instead of making it.
-    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    #[derive(Clone, PartialEq, Serialize, Deserialize)]
     pub struct WebhookTestState {
         pub webhook_id: Option<String>,
         pub endpoint: String,
@@ -322,6 +322,18 @@ pub struct ZendeskState {
 impl SimState for ZendeskState {
     fn with_control<R>(&self, f: impl FnOnce(&mut Control) -> R) -> R {
         f(&mut self.lock().control)
+    }
+
+    /// Zendesk's `{"error", "description"}` shape (the reference lists it
+    /// among the body shapes the plugin reads).
+    fn error_body(status: axum::http::StatusCode, message: &str) -> Value {
+        let error = match status.as_u16() {
+            404 => "RecordNotFound",
+            503 => "ServiceUnavailable",
+            500..=599 => "InternalServerError",
+            _ => "InvalidRequest",
+        };
+        serde_json::json!({ "error": error, "description": message })
     }
 }
 
@@ -694,3 +706,131 @@ pub(crate) fn router(state: ZendeskState) -> Router {
 
 #[cfg(test)]
 mod tests;
+
+/// Debug output of the records that hold credentials in plain JSON (app
+/// settings, webhook authentication, signing secrets): the shape is shown,
+/// never a value, so a failing assertion or a log line cannot leak one.
+mod debug {
+    use std::fmt;
+
+    use serde_json::{Map, Value};
+
+    use super::{InstallationSeed, InstallationState, WebhookSeed, WebhookState, WebhookTestState};
+
+    const HIDDEN: &str = "<hidden>";
+
+    fn names(settings: &Map<String, Value>) -> Vec<&str> {
+        settings.keys().map(String::as_str).collect()
+    }
+
+    fn auth_type(auth: &Option<Value>) -> Option<&str> {
+        auth.as_ref().map(|a| a["type"].as_str().unwrap_or(HIDDEN))
+    }
+
+    impl fmt::Debug for InstallationSeed {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("InstallationSeed")
+                .field("app_id", &self.app_id)
+                .field("product", &self.product)
+                .field("enabled", &self.enabled)
+                .field("setting_names", &names(&self.settings))
+                .field("secure", &self.secure)
+                .finish()
+        }
+    }
+
+    impl fmt::Debug for InstallationState {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("InstallationState")
+                .field("id", &self.id)
+                .field("app_id", &self.app_id)
+                .field("enabled", &self.enabled)
+                .field("setting_names", &names(&self.settings))
+                .field("secure", &self.secure)
+                .finish()
+        }
+    }
+
+    impl fmt::Debug for WebhookSeed {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("WebhookSeed")
+                .field("name", &self.name)
+                .field("endpoint", &self.endpoint)
+                .field("status", &self.status)
+                .field("subscriptions", &self.subscriptions)
+                .field("authentication", &auth_type(&self.authentication))
+                .finish_non_exhaustive()
+        }
+    }
+
+    impl fmt::Debug for WebhookState {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("WebhookState")
+                .field("id", &self.id)
+                .field("name", &self.name)
+                .field("endpoint", &self.endpoint)
+                .field("http_method", &self.http_method)
+                .field("request_format", &self.request_format)
+                .field("status", &self.status)
+                .field("subscriptions", &self.subscriptions)
+                .field("authentication", &auth_type(&self.authentication))
+                .field("signing_secret", &HIDDEN)
+                .finish()
+        }
+    }
+
+    impl fmt::Debug for WebhookTestState {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("WebhookTestState")
+                .field("webhook_id", &self.webhook_id)
+                .field("endpoint", &self.endpoint)
+                .field("http_method", &self.http_method)
+                .field("request_format", &self.request_format)
+                .field("authentication", &auth_type(&self.authentication))
+                .field("status", &self.status)
+                .finish()
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use serde_json::json;
+
+        use super::super::*;
+
+        #[test]
+        fn debug_output_never_shows_a_credential() {
+            let mut settings = Map::new();
+            settings.insert("api_token".into(), json!("canary-setting-value"));
+            let installation = InstallationState {
+                id: 1,
+                app_id: 2,
+                enabled: true,
+                settings,
+                secure: vec!["api_token".into()],
+            };
+            let webhook = WebhookState {
+                id: "01J".into(),
+                name: "n".into(),
+                endpoint: "https://e".into(),
+                http_method: "POST".into(),
+                request_format: "json".into(),
+                status: "active".into(),
+                subscriptions: vec![],
+                authentication: Some(
+                    json!({"type": "bearer_token", "data": {"token": "canary-auth-value"}}),
+                ),
+                signing_secret: "canary-signing-value".into(),
+            };
+            let text = format!("{installation:?} {webhook:?} {:?}", webhook.clone());
+            for canary in [
+                "canary-setting-value",
+                "canary-auth-value",
+                "canary-signing-value",
+            ] {
+                assert!(!text.contains(canary), "{canary} in {text}");
+            }
+            assert!(text.contains("api_token") && text.contains("bearer_token"));
+        }
+    }
+}

@@ -845,6 +845,18 @@ async fn rate_limits_answer_429_with_or_without_retry_after() {
 }
 
 #[tokio::test]
+async fn injected_errors_have_zendesks_body_shape() {
+    let w = world().await;
+    w.state.fail(FailRule::new("GET", "/api/v2/webhooks", 502));
+    let failed = w.get("/api/v2/webhooks", &admin()).await;
+    assert_eq!(failed.status, 502);
+    assert_eq!(
+        failed.json(),
+        json!({"error": "InternalServerError", "description": "502 Bad Gateway"})
+    );
+}
+
+#[tokio::test]
 async fn control_api_seeds_and_reveals_the_true_state() {
     let w = world().await;
     let http = &w.http;
