@@ -250,6 +250,7 @@ pub fn run(keep: bool) -> Result<()> {
     sim.stop()?;
 
     crate::demo_gitlab::run(&keycycle, &env)?;
+    crate::demo_zendesk::run(&keycycle, &env)?;
     if keep {
         let dir = env.keep();
         cmd::say(&format!("The demo folder is kept at {}", dir.display()));

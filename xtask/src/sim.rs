@@ -122,6 +122,22 @@ impl Sim {
         serde_json::from_str(&text).context("the simulator's answer is not JSON")
     }
 
+    /// DELETEs `path` of the control API (under `/_sim`).
+    pub fn delete(&self, path: &str) -> Result<()> {
+        let response = self
+            .agent
+            .delete(format!("{}/_sim{path}", self.url))
+            .call()
+            .context("cannot reach the simulator's control API")?;
+        if !response.status().is_success() {
+            bail!(
+                "the simulator refused DELETE /_sim{path} ({})",
+                response.status()
+            );
+        }
+        Ok(())
+    }
+
     /// The simulator's whole true state, values included: keep it away
     /// from any output.
     pub fn state(&self) -> Result<serde_json::Value> {

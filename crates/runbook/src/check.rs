@@ -541,14 +541,14 @@ impl Checker<'_> {
                 }
             }
             Recv::AnyPlugin => {
-                if by_name || !self.any_plugin_has(call.method) {
+                if !self.any_plugin_has_op(call, by_name) {
                     self.warn(
                         format!(
                             "cannot check `{}` before the run: its plugin name is computed when \
                              it runs; write `plugin(\"name\")` with a literal name to have it \
                              checked{}",
                             call.shown(),
-                            self.nowhere(call.method, by_name)
+                            self.nowhere_op(call, by_name)
                         ),
                         call.pos,
                     );
@@ -562,7 +562,7 @@ impl Checker<'_> {
                 // a warning on every run of a shared library teaches
                 // operators to ignore warnings.
                 if (by_name || !self.functions.contains(call.method))
-                    && (by_name || !self.any_plugin_has(call.method))
+                    && !self.any_plugin_has_op(call, by_name)
                 {
                     let who = call.receiver_name();
                     self.warn(
@@ -570,13 +570,33 @@ impl Checker<'_> {
                             "cannot check `{}` before the run: the plugin of `{who}` is not \
                              known until it runs{}",
                             call.shown(),
-                            self.nowhere(call.method, by_name)
+                            self.nowhere_op(call, by_name)
                         ),
                         call.pos,
                     );
                 }
             }
         }
+    }
+
+    /// The operation a call names: its method, or for `invoke`/`defer` its
+    /// first argument when that is a string literal.
+    fn named_op<'c>(call: &'c Call<'_>, by_name: bool) -> Option<&'c str> {
+        if !by_name {
+            return Some(call.method);
+        }
+        match call.args.first() {
+            Some(Expr::StringConstant(op, _)) => Some(op.as_str()),
+            _ => None,
+        }
+    }
+
+    fn any_plugin_has_op(&self, call: &Call<'_>, by_name: bool) -> bool {
+        Self::named_op(call, by_name).is_some_and(|op| self.any_plugin_has(op))
+    }
+
+    fn nowhere_op(&self, call: &Call<'_>, by_name: bool) -> String {
+        Self::named_op(call, by_name).map_or_else(String::new, |op| self.nowhere(op, false))
     }
 
     /// Whether a described plugin has an operation named `name`. A plugin

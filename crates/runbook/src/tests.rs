@@ -1360,7 +1360,7 @@ fn calls_on_an_unknown_plugin_that_some_plugin_answers_are_quiet() {
     // teaches operators to ignore warnings.
     let rb = compile_ok(
         "fn rot(h) {\n  h.rotate(#{ id: 1 })\n}\nlet p = plugin(param(\"plugin\", \"gl\"));\n\
-         p.whoami();\nrot(p);\n1",
+         p.whoami();\nrot(p);\ninvoke(p, \"whoami\");\nfn d(h) { invoke(h, \"revoke\", #{}) }\n1",
     );
     assert_eq!(rb.warnings(), &[], "{:?}", rb.warnings());
 }
