@@ -61,6 +61,7 @@ impl Plugin for GitLab {
             "find_trigger" => triggers::find(&api, ctx, &input),
             "check_trigger" => triggers::check(&api, &input),
             "delete_trigger" => triggers::delete(&api, &input),
+            "set_trigger_description" => triggers::describe(&api, &input),
             "get_variable" => variables::get(&api, &input),
             "check_variable_writable" => variables::check_writable(&api, &input),
             "update_variable" => variables::update(&api, &input),
@@ -234,6 +235,16 @@ fn operations() -> Vec<Operation> {
         .input("trigger_id", "trigger id", true)
         .input("token", "the token value to compare", true),
         Operation::new(
+            "set_trigger_description",
+            "Set a pipeline trigger's description, e.g. to drop create_trigger's label once the \
+             trigger is recorded",
+        )
+        .input("project", PROJECT, true)
+        .input("trigger_id", "trigger id", true)
+        .input("description", "the new description", true)
+        .mutates()
+        .idempotent(),
+        Operation::new(
             "delete_trigger",
             "Delete a pipeline trigger; one already gone counts as deleted",
         )
@@ -315,7 +326,7 @@ fn operations() -> Vec<Operation> {
 mod tests {
     use super::*;
 
-    const MUTATING: [&str; 10] = [
+    const MUTATING: [&str; 11] = [
         "rotate_pat",
         "rotate_self",
         "revoke_pat",
@@ -324,6 +335,7 @@ mod tests {
         "revoke_access_token",
         "create_trigger",
         "delete_trigger",
+        "set_trigger_description",
         "update_variable",
         "set_hook_token",
     ];
@@ -332,7 +344,7 @@ mod tests {
     fn declares_every_operation_once() {
         let d = GitLab::describe();
         let names = d.operation_names();
-        assert_eq!(names.len(), 25);
+        assert_eq!(names.len(), 26);
         let mut unique = names.clone();
         unique.sort_unstable();
         unique.dedup();

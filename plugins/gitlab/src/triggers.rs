@@ -199,6 +199,23 @@ fn same_secret(a: &str, b: &str) -> bool {
     difference == 0
 }
 
+/// `PUT /projects/:id/triggers/:trigger_id` with a new `description`: gives
+/// a trigger made by `create_trigger` the name the team's rules call for,
+/// once the trigger is recorded and the label that found it after a crash
+/// is no longer needed. Sending it twice leaves the same trigger.
+pub(crate) fn describe(api: &Api, input: &Value) -> Result<Value, Error> {
+    let trigger_id = fields::id(input, "trigger_id")?;
+    let triggers = Triggers::from_input(input)?;
+    let description = fields::non_blank(input, "description")?;
+    let call = Call::put(triggers.one(trigger_id)).json(json!({ "description": description }));
+    let updated = api.json(&call)?;
+    log::info(&format!(
+        "named pipeline trigger {trigger_id} in project {}",
+        triggers.project_name()
+    ));
+    Ok(json!({ "id": updated["id"], "description": updated["description"] }))
+}
+
 /// `DELETE /projects/:id/triggers/:trigger_id` → 204. Deleting a trigger
 /// that is already gone counts as done, so the step can be repeated.
 pub(crate) fn delete(api: &Api, input: &Value) -> Result<Value, Error> {
