@@ -55,6 +55,17 @@ enum Expect {
         variable: (u64, &'static str),
         store_as: &'static str,
     },
+    /// A re-created webhook: the old hook gone, exactly one hook left in
+    /// the project, with every setting of the old one and a new token that
+    /// the variable and the store hold, and a test delivery that carried it.
+    RecreatedHook {
+        project: u64,
+        old_id: u64,
+        settings: Box<keycycle_sim::HookSettings>,
+        old_value: String,
+        variable: (u64, &'static str),
+        store_as: &'static str,
+    },
 }
 
 impl Case {
@@ -195,6 +206,58 @@ fn webhook_secret(sim: &GitLabSim) -> Case {
     }
 }
 
+/// [`webhook_secret`] with `method=recreate`, on a hook whose settings are
+/// all away from GitLab's defaults.
+fn webhook_recreate(sim: &GitLabSim) -> Case {
+    let old_value = canary("hook-");
+    let hook_id = sim
+        .state
+        .add_hook(
+            sim.api,
+            HookSeed::new("https://receiver.example/hook")
+                .token(&old_value)
+                .name("deploys")
+                .description("tells the deployer")
+                .event("push_events", false)
+                .event("pipeline_events", true)
+                .event("enable_ssl_verification", false)
+                .branch_filter("release/*", "wildcard")
+                .template(r#"{"kind":"{{object_kind}}"}"#),
+        )
+        .unwrap();
+    sim.state
+        .add_variable(
+            sim.receiver,
+            VariableSeed::new("WEBHOOK_SECRET", &old_value).masked(),
+        )
+        .unwrap();
+    let settings = sim.state.snapshot().hook(hook_id).unwrap().settings();
+    Case {
+        args: argv(&[
+            "run",
+            "gitlab-webhook-secret",
+            "--set",
+            "project=acme/api",
+            "--set",
+            &format!("hook_id={hook_id}"),
+            "--set",
+            "method=recreate",
+            "--set",
+            "variables=acme/receiver:WEBHOOK_SECRET",
+            "--set",
+            "store_as=gitlab/kept",
+        ]),
+        expect: Expect::RecreatedHook {
+            project: sim.api,
+            old_id: hook_id,
+            settings: Box::new(settings),
+            old_value,
+            variable: (sim.receiver, "WEBHOOK_SECRET"),
+            store_as: "gitlab/kept",
+        },
+    }
+}
+
 fn variable_value(sim: &GitLabSim, (project, key): (u64, &str)) -> String {
     sim.state
         .snapshot()
@@ -302,6 +365,45 @@ fn assert_rotated_once(sim: &GitLabSim, ws: &Workspace, expect: &Expect) -> Vec<
             assert!(
                 stored.get(*store_as) == Some(&new),
                 "the store holds the hook's token as {store_as}"
+            );
+            vec![new]
+        }
+        Expect::RecreatedHook {
+            project,
+            old_id,
+            settings,
+            old_value,
+            variable,
+            store_as,
+        } => {
+            let snap = sim.state.snapshot();
+            assert!(snap.hook(*old_id).is_none(), "the old hook is deleted");
+            let hooks = snap.project_hooks(*project);
+            assert_eq!(
+                hooks.len(),
+                1,
+                "exactly one hook in the project: {:?}",
+                hooks.iter().map(|h| h.id).collect::<Vec<_>>()
+            );
+            let hook = hooks[0];
+            let new = hook.token.as_ref().unwrap().expose().to_owned();
+            plant(&new);
+            assert!(&new != old_value, "the copy has a new secret token");
+            assert_eq!(hook.settings(), **settings, "the copy has every setting");
+            assert!(
+                variable_value(sim, *variable) == new,
+                "the receiver's variable {} holds the copy's token",
+                variable.1
+            );
+            assert!(
+                stored.get(*store_as) == Some(&new),
+                "the store holds the copy's token as {store_as}"
+            );
+            assert!(
+                snap.hook_tests
+                    .iter()
+                    .any(|t| t.hook_id == hook.id && t.sent_token(&new)),
+                "a test delivery of the copy carried the new token"
             );
             vec![new]
         }
@@ -588,6 +690,13 @@ fn webhook_secret_survives_a_crash_at_every_boundary() {
     crash_at_every_boundary(webhook_secret);
 }
 
+/// Includes a crash after GitLab deleted the old hook and before the copy
+/// was created, and one with the copy created but its answer lost.
+#[test]
+fn webhook_recreate_survives_a_crash_at_every_boundary() {
+    crash_at_every_boundary(webhook_recreate);
+}
+
 /// One durable write of a clean run, which the debug build's
 /// `KEYCYCLE_DEBUG_ABORT_AFTER` can stop the process right after.
 struct Point {
@@ -816,6 +925,14 @@ fn a_deferred_trigger_deletion_survives_an_abort_after_every_journaled_step() {
 fn webhook_secret_survives_an_abort_after_every_journaled_step() {
     abort_at_every_step(
         webhook_secret,
+        &["plugin", "lock", "random", "store_secret"],
+    );
+}
+
+#[test]
+fn webhook_recreate_survives_an_abort_after_every_journaled_step() {
+    abort_at_every_step(
+        webhook_recreate,
         &["plugin", "lock", "random", "store_secret"],
     );
 }

@@ -314,6 +314,172 @@ fn webhook_secret_reaches_hook_and_receiver() {
     assert_eq!(variable_value(&sim, sim.receiver, "WEBHOOK_SECRET"), token);
 }
 
+/// A webhook of acme/api with every setting away from GitLab's defaults,
+/// its token planted, and the receiver's masked variable holding it.
+fn seed_full_hook(sim: &GitLabSim) -> (u64, String) {
+    let old = canary("hook-");
+    let hook = sim
+        .state
+        .add_hook(
+            sim.api,
+            HookSeed::new("https://receiver.example/hook")
+                .token(&old)
+                .name("deploys")
+                .description("tells the deployer")
+                .event("push_events", false)
+                .event("pipeline_events", true)
+                .event("tag_push_events", true)
+                .event("enable_ssl_verification", false)
+                .branch_filter("release/.*", "regex")
+                .template(r#"{"kind":"{{object_kind}}"}"#),
+        )
+        .unwrap();
+    sim.state
+        .add_variable(
+            sim.receiver,
+            VariableSeed::new("WEBHOOK_SECRET", &old).masked(),
+        )
+        .unwrap();
+    (hook, old)
+}
+
+fn recreate_args(hook: u64, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "run",
+        "gitlab-webhook-secret",
+        "--output",
+        "json",
+        "--set",
+        "project=acme/api",
+        "--set",
+        &format!("hook_id={hook}"),
+        "--set",
+        "method=recreate",
+        "--set",
+        "test_trigger=pipeline_events",
+        "--set",
+        "variables=acme/receiver:WEBHOOK_SECRET",
+        "--set",
+        "store_as=gitlab/kept",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args
+}
+
+#[test]
+fn webhook_recreation_copies_every_setting_with_the_new_token() {
+    let sim = GitLabSim::start();
+    let ws = gitlab_workspace(&sim);
+    let (hook, old) = seed_full_hook(&sim);
+    let before = sim.state.snapshot();
+    let old_settings = before.hook(hook).unwrap().settings();
+
+    // A dry run reads, checks and changes nothing.
+    let args = recreate_args(hook, &["--dry-run"]);
+    let dry = ws.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    dry.assert_ok();
+    assert!(sim.changes().is_empty(), "{:?}", sim.changes());
+    let after_dry = sim.state.snapshot();
+    assert_eq!(after_dry.hooks, before.hooks, "the dry run changed a hook");
+    assert_eq!(after_dry.variables, before.variables);
+    assert!(after_dry.hook_tests.is_empty(), "the dry run sent a test");
+    assert!(!ws.stored_secrets().contains_key("gitlab/kept"));
+
+    let args = recreate_args(hook, &[]);
+    let run = ws.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    run.assert_ok();
+    let snap = sim.state.snapshot();
+    assert!(snap.hook(hook).is_none(), "the old hook is deleted");
+    let hooks = snap.project_hooks(sim.api);
+    assert_eq!(hooks.len(), 1, "exactly one hook: {hooks:?}");
+    let new = hooks[0];
+    let value = new.token.as_ref().expect("the copy has a token").expose();
+    plant(value);
+    assert_clean("stdout of the run", &run.stdout);
+    assert_clean("stderr of the run", &run.stderr);
+    assert_ne!(value, old);
+    assert_eq!(value.len(), 64);
+    assert_eq!(new.settings(), old_settings, "every setting was copied");
+    assert!(variable_value(&sim, sim.receiver, "WEBHOOK_SECRET") == value);
+    assert!(ws.stored_secrets().get("gitlab/kept").map(String::as_str) == Some(value));
+
+    // GitLab's test delivery reached the copy's URL with the new token.
+    let tests = sim.state.hook_tests();
+    assert_eq!(tests.len(), 1, "{tests:?}");
+    assert_eq!(tests[0].hook_id, new.id);
+    assert_eq!(tests[0].url, "https://receiver.example/hook");
+    assert_eq!(tests[0].trigger, "pipeline_events");
+    assert!(tests[0].sent_token(value), "the test carried the new token");
+
+    // The new id is the result, and the log says the id changed.
+    let result = run.json()["result"].clone();
+    assert_eq!(result["hook_id"], new.id, "{result}");
+    assert_eq!(result["old_hook_id"], hook, "{result}");
+    assert_eq!(result["method"], "recreate");
+    run.stderr_has(&format!("the hook's id changed from {hook} to {}", new.id));
+    ws.assert_files_clean_including(&["state/state.db", "state/secrets.json"]);
+    ws.assert_files_lack("the new secret", &[value.to_owned()]);
+}
+
+#[test]
+fn webhook_recreation_fails_naming_the_new_hook_when_the_receiver_refuses_the_test() {
+    let sim = GitLabSim::start();
+    let ws = gitlab_workspace(&sim);
+    let (hook, _) = seed_full_hook(&sim);
+    sim.state
+        .set_endpoint_response("https://receiver.example/hook", 401, "bad X-Gitlab-Token");
+    let args = recreate_args(hook, &[]);
+    let run = ws.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let snap = sim.state.snapshot();
+    let hooks = snap.project_hooks(sim.api);
+    assert_eq!(hooks.len(), 1);
+    plant(hooks[0].token.as_ref().unwrap().expose());
+    assert_clean("stderr of the run", &run.stderr);
+    run.assert_code(5)
+        .stderr_has(&format!("re-created as webhook {}", hooks[0].id))
+        .stderr_has("HTTP 422: bad X-Gitlab-Token")
+        .stderr_has("X-Gitlab-Token");
+}
+
+#[test]
+fn a_webhook_with_masked_parts_is_refused_before_any_change() {
+    let sim = GitLabSim::start();
+    let ws = gitlab_workspace(&sim);
+    let old = canary("hook-");
+    let hook = sim
+        .state
+        .add_hook(
+            sim.api,
+            HookSeed::new("https://receiver.example/{tenant}/hook")
+                .token(&old)
+                .url_variable("tenant", &canary("tenant-"))
+                .custom_header("X-Receiver-Key", &canary("header-")),
+        )
+        .unwrap();
+    sim.state
+        .add_variable(
+            sim.receiver,
+            VariableSeed::new("WEBHOOK_SECRET", &old).masked(),
+        )
+        .unwrap();
+    let before = sim.state.snapshot();
+    let args = recreate_args(hook, &[]);
+    let run = ws.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    run.assert_code(5)
+        .stderr_has("nothing was changed")
+        .stderr_has("URL variables (tenant)")
+        .stderr_has("custom headers (X-Receiver-Key)")
+        .stderr_has("method=update");
+    assert!(sim.changes().is_empty(), "{:?}", sim.changes());
+    let after = sim.state.snapshot();
+    assert_eq!(after.hooks, before.hooks);
+    assert_eq!(after.variables, before.variables);
+    assert!(!ws.stored_secrets().contains_key("gitlab/kept"));
+}
+
 #[test]
 fn dry_runs_change_nothing() {
     let sim = GitLabSim::start();

@@ -91,9 +91,9 @@ pub use fail::{FailRule, RateLimit};
 pub use gate::{Gate, GateRule, Release};
 pub use gitlab::{
     AuthErrorStyle, GitLabSettings, GitLabSnapshot, GitLabState, GroupSeed, GroupState, HookSeed,
-    HookState, Member, MemberSeed, PipelineState, ProjectSeed, ProjectState, Resource,
-    ReuseDetection, SeededToken, SeededTrigger, TokenSeed, TokenState, TriggerSeed, TriggerState,
-    UserSeed, UserState, VariableSeed, VariableState,
+    HookSettings, HookState, HookTestState, Member, MemberSeed, PipelineState, ProjectSeed,
+    ProjectState, Resource, ReuseDetection, SeededToken, SeededTrigger, TokenSeed, TokenState,
+    TriggerSeed, TriggerState, UserSeed, UserState, VariableSeed, VariableState,
 };
 pub use server::SimServer;
 pub use zendesk::{

@@ -4,6 +4,8 @@
 //! output and panics never show one; only the serializers here, used by the
 //! control API's "true state", write the clear value.
 
+use std::collections::BTreeMap;
+
 use keycycle_secret::SecretValue;
 use rand::Rng;
 use serde::{Deserialize, Deserializer, Serializer};
@@ -49,6 +51,28 @@ pub mod expose {
         d: D,
     ) -> Result<Option<SecretValue>, D::Error> {
         Ok(Option::<String>::deserialize(d)?.map(SecretValue::new))
+    }
+
+    /// A map of names to secrets, from clear text.
+    pub fn deserialize_map<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, SecretValue>, D::Error> {
+        Ok(BTreeMap::<String, String>::deserialize(d)?
+            .into_iter()
+            .map(|(k, v)| (k, SecretValue::new(v)))
+            .collect())
+    }
+
+    /// serde: a map of names to secrets as clear text.
+    pub mod map {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(
+            values: &BTreeMap<String, SecretValue>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            s.collect_map(values.iter().map(|(k, v)| (k, v.expose())))
+        }
     }
 
     /// serde: an optional [`SecretValue`] as its clear text or null.

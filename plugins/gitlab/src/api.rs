@@ -72,6 +72,12 @@ impl Call {
         )
     }
 
+    /// A `POST` that is safe to send twice, such as asking GitLab for a
+    /// webhook test delivery: a second one is another test, nothing more.
+    pub(crate) fn post_repeatable(path: impl Into<String>) -> Call {
+        Call::new("POST", path, Repeat::Safe)
+    }
+
     /// Add the query parameter `key=value`.
     pub(crate) fn query(mut self, key: &str, value: impl Into<String>) -> Call {
         self.query.push((key.to_owned(), value.into()));
@@ -342,5 +348,6 @@ mod tests {
         assert!(matches!(&call.repeat, Repeat::Never { check } if check == "check list_pats"));
         assert!(matches!(Call::put("/x").repeat, Repeat::Safe));
         assert!(matches!(Call::delete("/x").repeat, Repeat::Safe));
+        assert!(matches!(Call::post_repeatable("/x").repeat, Repeat::Safe));
     }
 }

@@ -68,6 +68,9 @@ impl Plugin for GitLab {
             "get_hook" => hooks::get(&api, &input),
             "check_hook_writable" => hooks::check_writable(&api, &input),
             "set_hook_token" => hooks::set_token(&api, &input),
+            "recreate_hook" => hooks::recreate(&api, &input),
+            "find_hook_copy" => hooks::find_copy(&api, &input),
+            "test_hook" => hooks::test(&api, &input),
             other => Err(Error::unknown_operation(other)),
         }
     }
@@ -113,6 +116,19 @@ const ROTATE_INTERRUPTED: &str = "GitLab may already have revoked the old token 
      revoked, create a new token in GitLab's UI and run the `gitlab-adopt-token` runbook to store \
      it and hand it to the consumers. Never use the old token again: reuse of a revoked token \
      revokes its whole rotation family.";
+
+/// The inputs of `recreate_hook`, which `find_hook_copy` takes too so that
+/// the host can recover an interrupted re-creation with the same input.
+fn hook_copy_spec(op: Operation) -> Operation {
+    op.input("project", PROJECT, true)
+        .input("hook_id", "id of the hook to replace", true)
+        .input(
+            "hook",
+            "the hook as get_hook returned it: every setting the copy repeats",
+            true,
+        )
+        .input("token", "the new secret token", true)
+}
 
 fn operations() -> Vec<Operation> {
     vec![
@@ -309,7 +325,13 @@ fn operations() -> Vec<Operation> {
             "Check without writing that a project webhook exists and can be edited",
         )
         .input("project", PROJECT, true)
-        .input("hook_id", "hook id", true),
+        .input("hook_id", "hook id", true)
+        .input(
+            "recreate",
+            "true to check also that recreate_hook can copy it (no URL variables or custom \
+             headers) and that no other hook of the project has its URL and name",
+            false,
+        ),
         Operation::new(
             "set_hook_token",
             "Set a project webhook's secret token, keeping its URL",
@@ -319,6 +341,34 @@ fn operations() -> Vec<Operation> {
         .input("token", "the new secret token", true)
         .mutates()
         .idempotent(),
+        hook_copy_spec(Operation::new(
+            "recreate_hook",
+            "Replace a project webhook by a copy with a new secret token: delete it, then \
+             create it again with every setting get_hook returned; the hook gets a new id",
+        ))
+        .mutates()
+        .recover_with("find_hook_copy"),
+        hook_copy_spec(Operation::new(
+            "find_hook_copy",
+            "Find the copy an interrupted recreate_hook made: once the old hook is gone, the \
+             later hook with its URL and name",
+        )),
+        Operation::new(
+            "test_hook",
+            "Ask GitLab for a test delivery of a project webhook: {ok, status, message}; a \
+             receiver that refuses it is ok: false, not an error",
+        )
+        .input("project", PROJECT, true)
+        .input("hook_id", "hook id", true)
+        .input(
+            "trigger",
+            "the event to send, such as push_events (the default) or pipeline_events",
+            false,
+        )
+        // The receiver acts on the event, so a dry run does not send it;
+        // a second test delivery is just another test.
+        .mutates()
+        .idempotent(),
     ]
 }
 
@@ -326,7 +376,7 @@ fn operations() -> Vec<Operation> {
 mod tests {
     use super::*;
 
-    const MUTATING: [&str; 11] = [
+    const MUTATING: [&str; 13] = [
         "rotate_pat",
         "rotate_self",
         "revoke_pat",
@@ -338,13 +388,15 @@ mod tests {
         "set_trigger_description",
         "update_variable",
         "set_hook_token",
+        "recreate_hook",
+        "test_hook",
     ];
 
     #[test]
     fn declares_every_operation_once() {
         let d = GitLab::describe();
         let names = d.operation_names();
-        assert_eq!(names.len(), 26);
+        assert_eq!(names.len(), 29);
         let mut unique = names.clone();
         unique.sort_unstable();
         unique.dedup();
@@ -383,6 +435,7 @@ mod tests {
             let recover = match op.name.as_str() {
                 "create_access_token" => Some("find_access_token"),
                 "create_trigger" => Some("find_trigger"),
+                "recreate_hook" => Some("find_hook_copy"),
                 _ => None,
             };
             assert_eq!(op.recover_with.as_deref(), recover, "{}", op.name);
@@ -412,6 +465,24 @@ mod tests {
             .unwrap()
             .check_input(&trigger)
             .unwrap();
+        let hook = json!({"project": "acme/api", "hook_id": 3, "token": "t",
+                          "hook": {"id": 3, "url": "https://r.example/"}});
+        d.find("recreate_hook").unwrap().check_input(&hook).unwrap();
+        d.find("find_hook_copy")
+            .unwrap()
+            .check_input(&hook)
+            .unwrap();
+    }
+
+    #[test]
+    fn only_the_hook_operations_that_change_state_are_sent_again() {
+        let d = keycycle_plugin_sdk::glue::describe::<GitLab>();
+        let op = |name: &str| d.operations.iter().find(|o| o.name == name).unwrap();
+        // A second test delivery is harmless; a second re-creation is not:
+        // it is settled by looking for the copy.
+        assert!(op("test_hook").idempotent);
+        assert!(!op("recreate_hook").idempotent);
+        assert!(!op("find_hook_copy").mutates);
     }
 
     #[test]

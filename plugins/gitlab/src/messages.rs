@@ -84,13 +84,26 @@ pub(crate) fn flatten(value: &Value) -> String {
 }
 
 fn plain_text(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
+    limited(&String::from_utf8_lossy(body))
+}
+
+/// `text` trimmed and cut to its first few hundred characters: text that
+/// comes from beyond GitLab (a webhook receiver's answer) can be anything.
+pub(crate) fn limited(text: &str) -> String {
     let text = text.trim();
     let mut kept: String = text.chars().take(MAX_TEXT).collect();
     if kept.len() < text.len() {
         kept.push_str(" …");
     }
     kept
+}
+
+/// A 404 for the project itself (missing, or not visible to the plugin's
+/// user) is not an object that is already gone. GitLab answers a missing
+/// trigger or hook with "404 Not found" (`find` raising RecordNotFound), a
+/// missing project with "404 Project Not Found".
+pub(crate) fn project_missing(message: &str) -> bool {
+    message.to_ascii_lowercase().contains("project not found")
 }
 
 #[cfg(test)]
@@ -141,6 +154,13 @@ mod tests {
             ),
             "The request requires higher privileges than provided by the access token. (required scope: api)"
         );
+    }
+
+    #[test]
+    fn tells_a_missing_project_from_a_missing_object() {
+        assert!(project_missing("404 Project Not Found"));
+        assert!(!project_missing("404 Not found"));
+        assert!(!project_missing("404 Trigger Not Found"));
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //! | `POST /_sim/projects/:id/variables` [`VariableSeed`] | 201 |
 //! | `POST /_sim/projects/:id/hooks` [`HookSeed`] | 201 `{"id"}` |
 //! | `POST /_sim/projects/:id/triggers` [`TriggerSeed`] | 201 [`SeededTrigger`] |
+//! | `POST /_sim/endpoint_status` `{"endpoint","status","body"?}` | 204; what a webhook's receiving URL answers to test deliveries |
+//! | `GET /_sim/hook_tests` | the recorded test deliveries, tokens in clear |
 //! | `GET /_sim/state` | [`GitLabSnapshot`](super::GitLabSnapshot): every value, secret or not |
 //! | `GET`/`POST /_sim/today` `{"date":"YYYY-MM-DD"\|null}` | the simulated date |
 //! | `GET`/`POST /_sim/settings` (any subset of [`GitLabSettings`]) | behaviour switches |
@@ -49,6 +51,8 @@ pub(crate) fn routes() -> Router<GitLabState> {
         .route("/_sim/projects/{id}/variables", post(add_variable))
         .route("/_sim/projects/{id}/hooks", post(add_hook))
         .route("/_sim/projects/{id}/triggers", post(add_trigger))
+        .route("/_sim/endpoint_status", post(set_endpoint_status))
+        .route("/_sim/hook_tests", get(hook_tests))
         .route("/_sim/state", get(state))
         .route("/_sim/today", get(today).post(set_today))
         .route("/_sim/settings", get(settings).post(set_settings))
@@ -154,6 +158,27 @@ async fn add_trigger(
     let seed: TriggerSeed = parse_json(&body)?;
     let seeded = s.add_trigger(id, seed).map_err(refused)?;
     Ok((StatusCode::CREATED, Json(seeded)).into_response())
+}
+
+#[derive(Deserialize)]
+struct EndpointStatus {
+    endpoint: String,
+    status: u16,
+    #[serde(default)]
+    body: String,
+}
+
+async fn set_endpoint_status(
+    State(s): State<GitLabState>,
+    body: Bytes,
+) -> Result<StatusCode, ControlError> {
+    let body: EndpointStatus = parse_json(&body)?;
+    s.set_endpoint_response(&body.endpoint, body.status, &body.body);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn hook_tests(State(s): State<GitLabState>) -> Response {
+    Json(s.hook_tests()).into_response()
 }
 
 async fn state(State(s): State<GitLabState>) -> Response {

@@ -1,14 +1,23 @@
 //! Project webhooks (`lib/api/project_hooks.rb`, `doc/api/project_webhooks.md`):
 //! Maintainer only; `url` required on create and edit; the secret `token` is
 //! write-only; and editing the URL without sending a token clears the token.
+//! URL variables and custom headers are write-only too: answers show their
+//! keys, never their values.
+//!
+//! The test endpoint (`POST .../hooks/:hook_id/test/:trigger`,
+//! `API::Hooks::TestHooks`) records the delivery GitLab would make instead
+//! of making it: the simulator never connects anywhere. What the receiving
+//! URL answers is set per URL (default 200).
 
 use std::collections::BTreeMap;
 
+use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use keycycle_secret::SecretValue;
 use serde_json::{Value, json};
 
@@ -17,7 +26,10 @@ use super::api::{
     ApiError, Need, Req, authenticate, json_created, json_ok, paginate, require_project_level, ts,
     visible_project,
 };
-use super::model::{Db, HOOK_FLAGS, Hook, MAINTAINER};
+use super::model::{
+    Db, EndpointAnswer, HOOK_FLAGS, HOOK_TEST_TRIGGERS, HOOK_TESTS_PER_MINUTE, Hook, HookTest,
+    MAINTAINER,
+};
 use super::params::Params;
 
 pub(crate) fn routes() -> Router<GitLabState> {
@@ -27,6 +39,15 @@ pub(crate) fn routes() -> Router<GitLabState> {
             "/projects/{id}/hooks/{hook_id}",
             get(show_hook).put(update_hook).delete(delete_hook),
         )
+        .route(
+            "/projects/{id}/hooks/{hook_id}/test/{trigger}",
+            post(test_hook),
+        )
+}
+
+/// `[{"key": ...}]`: how GitLab shows URL variables and custom headers.
+fn keys_only(values: &BTreeMap<String, SecretValue>) -> Value {
+    values.keys().map(|key| json!({ "key": key })).collect()
 }
 
 /// `Entities::ProjectHook`; the secret token is never part of it.
@@ -42,8 +63,8 @@ fn hook_json(hook: &Hook) -> Value {
         "custom_webhook_template": hook.custom_webhook_template,
         "alert_status": "executable",
         "disabled_until": null,
-        "url_variables": [],
-        "custom_headers": [],
+        "url_variables": keys_only(&hook.url_variables),
+        "custom_headers": keys_only(&hook.custom_headers),
         "created_at": ts(hook.created_at),
     });
     for (flag, value) in &hook.flags {
@@ -96,7 +117,34 @@ fn apply_attributes(hook: &mut Hook, params: &Params) -> Result<(), ApiError> {
     if let Some(template) = params.str("custom_webhook_template") {
         hook.custom_webhook_template = Some(template);
     }
+    if let Some(variables) = key_values(params, "url_variables")? {
+        hook.url_variables = variables;
+    }
+    if let Some(headers) = key_values(params, "custom_headers")? {
+        hook.custom_headers = headers;
+    }
     Ok(())
+}
+
+/// `url_variables` and `custom_headers`: arrays of `{key, value}`, which
+/// replace the hook's whole set when sent.
+fn key_values(
+    params: &Params,
+    name: &str,
+) -> Result<Option<BTreeMap<String, SecretValue>>, ApiError> {
+    let Some(items) = params.objects(name)? else {
+        return Ok(None);
+    };
+    let mut out = BTreeMap::new();
+    for item in items {
+        let text = |field: &str| item.get(field).and_then(Value::as_str).map(str::to_owned);
+        let key = text("key")
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| ApiError::missing(&format!("{name}[key]")))?;
+        let value = text("value").ok_or_else(|| ApiError::missing(&format!("{name}[value]")))?;
+        out.insert(key, SecretValue::new(value));
+    }
+    Ok(Some(out))
 }
 
 fn secret(params: &Params) -> Option<Option<SecretValue>> {
@@ -169,6 +217,8 @@ async fn create_hook(
         push_events_branch_filter: None,
         branch_filter_strategy: "wildcard".into(),
         custom_webhook_template: None,
+        url_variables: BTreeMap::new(),
+        custom_headers: BTreeMap::new(),
         created_at: db.now(),
     };
     apply_attributes(&mut hook, &req.params)?;
@@ -217,4 +267,91 @@ async fn delete_hook(
     let id = find_hook(&db, project_id, &hook_raw)?;
     db.hooks.remove(&id);
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The test delivery. Checks in GitLab's order: the project and the
+/// Maintainer role, the trigger's value (Grape), the hook, then the rate
+/// limit of 5 tests per hook and minute (`check_rate_limit!`). Then it
+/// records the delivery and answers as `API::Hooks::TestHooks` does: 201
+/// `{"message":"201 Created"}` when the receiver answered 2xx, else 422 with
+/// the receiver's body (or the connection error) as the message.
+async fn test_hook(
+    State(state): State<GitLabState>,
+    Path((raw, hook_raw, trigger)): Path<(String, String, String)>,
+    req: Req,
+) -> Result<Response, ApiError> {
+    let mut db = state.lock();
+    let project_id = maintainer_project(&mut db, &req, &raw)?;
+    if !HOOK_TEST_TRIGGERS.contains(&trigger.as_str()) {
+        return Err(ApiError::not_a_valid_value("trigger"));
+    }
+    let id = find_hook(&db, project_id, &hook_raw)?;
+    let now = db.now();
+    let window_start = now - time::Duration::minutes(1);
+    let recent: Vec<time::OffsetDateTime> = db
+        .hook_tests
+        .iter()
+        .filter(|t| t.hook_id == id && t.at > window_start)
+        .map(|t| t.at)
+        .collect();
+    if recent.len() >= HOOK_TESTS_PER_MINUTE {
+        let oldest = recent.iter().min().copied().unwrap_or(now);
+        let retry_after = (oldest + time::Duration::minutes(1) - now)
+            .whole_seconds()
+            .max(1);
+        return Ok(too_many_tests(retry_after as u64));
+    }
+    let hook = db.hooks[&id].clone();
+    let answer = db
+        .endpoints
+        .get(&hook.url)
+        .cloned()
+        .unwrap_or(EndpointAnswer {
+            status: 200,
+            body: String::new(),
+        });
+    db.hook_tests.push(HookTest {
+        hook_id: id,
+        project_id,
+        url: hook.url.clone(),
+        trigger,
+        token: hook.token.clone(),
+        status: answer.status,
+        at: now,
+    });
+    if (200..300).contains(&answer.status) {
+        return Ok(json_created(json!({ "message": "201 Created" })));
+    }
+    let message = if answer.status == 0 {
+        let host = url::Url::parse(&hook.url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_default();
+        format!("Failed to open TCP connection to {host} (Connection refused)")
+    } else {
+        answer.body
+    };
+    Ok((
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Json(json!({ "message": message })),
+    )
+        .into_response())
+}
+
+/// `check_rate_limit!`'s answer, `render_api_error!({error: ...}, 429)`,
+/// with `Retry-After`; the outer middleware adds the RateLimit-* headers.
+fn too_many_tests(retry_after: u64) -> Response {
+    let mut response = (
+        StatusCode::TOO_MANY_REQUESTS,
+        Json(json!({
+            "message": {
+                "error": "This endpoint has been requested too many times. Try again later."
+            }
+        })),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    response
 }

@@ -250,9 +250,23 @@ pub struct HookSeed {
     pub name: Option<String>,
     #[serde(default)]
     pub description: Option<String>,
-    /// Event switches (`push_events`, `pipeline_events`, ...) to override.
+    /// Event switches (`push_events`, `pipeline_events`, ...) and
+    /// `enable_ssl_verification` to override.
     #[serde(default)]
     pub events: BTreeMap<String, bool>,
+    #[serde(default)]
+    pub push_events_branch_filter: Option<String>,
+    /// `wildcard` (default), `regex` or `all_branches`.
+    #[serde(default)]
+    pub branch_filter_strategy: Option<String>,
+    #[serde(default)]
+    pub custom_webhook_template: Option<String>,
+    /// Masked parts of the URL, by key (`{key}` in `url`).
+    #[serde(default, deserialize_with = "expose::deserialize_map")]
+    pub url_variables: BTreeMap<String, SecretValue>,
+    /// Extra headers of each delivery, by name.
+    #[serde(default, deserialize_with = "expose::deserialize_map")]
+    pub custom_headers: BTreeMap<String, SecretValue>,
 }
 
 impl HookSeed {
@@ -265,6 +279,45 @@ impl HookSeed {
 
     pub fn token(mut self, token: &str) -> HookSeed {
         self.token = Some(SecretValue::new(token));
+        self
+    }
+
+    pub fn name(mut self, name: &str) -> HookSeed {
+        self.name = Some(name.to_owned());
+        self
+    }
+
+    pub fn description(mut self, description: &str) -> HookSeed {
+        self.description = Some(description.to_owned());
+        self
+    }
+
+    /// Switches an event (or `enable_ssl_verification`) on or off.
+    pub fn event(mut self, event: &str, on: bool) -> HookSeed {
+        self.events.insert(event.to_owned(), on);
+        self
+    }
+
+    pub fn branch_filter(mut self, filter: &str, strategy: &str) -> HookSeed {
+        self.push_events_branch_filter = Some(filter.to_owned());
+        self.branch_filter_strategy = Some(strategy.to_owned());
+        self
+    }
+
+    pub fn template(mut self, template: &str) -> HookSeed {
+        self.custom_webhook_template = Some(template.to_owned());
+        self
+    }
+
+    pub fn url_variable(mut self, key: &str, value: &str) -> HookSeed {
+        self.url_variables
+            .insert(key.to_owned(), SecretValue::new(value));
+        self
+    }
+
+    pub fn custom_header(mut self, key: &str, value: &str) -> HookSeed {
+        self.custom_headers
+            .insert(key.to_owned(), SecretValue::new(value));
         self
     }
 }
@@ -384,8 +437,87 @@ pub struct HookState {
     pub token: Option<SecretValue>,
     pub name: Option<String>,
     pub description: Option<String>,
+    /// Every boolean attribute: the event switches and
+    /// `enable_ssl_verification`.
     pub events: BTreeMap<String, bool>,
+    pub push_events_branch_filter: Option<String>,
+    pub branch_filter_strategy: String,
+    pub custom_webhook_template: Option<String>,
+    /// The URL variables, values in clear (control API only).
+    #[serde(
+        serialize_with = "expose::map::serialize",
+        deserialize_with = "expose::deserialize_map"
+    )]
+    pub url_variables: BTreeMap<String, SecretValue>,
+    /// The custom headers, values in clear (control API only).
+    #[serde(
+        serialize_with = "expose::map::serialize",
+        deserialize_with = "expose::deserialize_map"
+    )]
+    pub custom_headers: BTreeMap<String, SecretValue>,
     pub created_at: String,
+}
+
+/// Everything about a hook that a copy of it must repeat: all but its id,
+/// its project, its creation time and its secret token.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HookSettings {
+    pub url: String,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub events: BTreeMap<String, bool>,
+    pub push_events_branch_filter: Option<String>,
+    pub branch_filter_strategy: String,
+    pub custom_webhook_template: Option<String>,
+    pub url_variables: BTreeMap<String, SecretValue>,
+    pub custom_headers: BTreeMap<String, SecretValue>,
+    /// Whether a secret token is set.
+    pub has_token: bool,
+}
+
+impl HookState {
+    pub fn settings(&self) -> HookSettings {
+        HookSettings {
+            url: self.url.clone(),
+            name: self.name.clone(),
+            description: self.description.clone(),
+            events: self.events.clone(),
+            push_events_branch_filter: self.push_events_branch_filter.clone(),
+            branch_filter_strategy: self.branch_filter_strategy.clone(),
+            custom_webhook_template: self.custom_webhook_template.clone(),
+            url_variables: self.url_variables.clone(),
+            custom_headers: self.custom_headers.clone(),
+            has_token: self.token.is_some(),
+        }
+    }
+}
+
+/// A test delivery the simulator recorded instead of making it. Debug
+/// shows the token as `***`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HookTestState {
+    pub hook_id: u64,
+    pub project_id: u64,
+    /// The URL as stored (URL variables not substituted).
+    pub url: String,
+    pub trigger: String,
+    /// The `X-Gitlab-Token` the delivery would have carried; in clear in
+    /// the control API only.
+    #[serde(
+        serialize_with = "expose::opt::serialize",
+        deserialize_with = "expose::deserialize_opt"
+    )]
+    pub token: Option<SecretValue>,
+    /// What the receiving endpoint answered.
+    pub status: u16,
+    pub at: String,
+}
+
+impl HookTestState {
+    /// Whether the delivery carried `X-Gitlab-Token: value`.
+    pub fn sent_token(&self, value: &str) -> bool {
+        self.token.as_ref().is_some_and(|t| t.expose() == value)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -426,6 +558,7 @@ pub struct GitLabSnapshot {
     pub tokens: Vec<TokenState>,
     pub variables: Vec<VariableState>,
     pub hooks: Vec<HookState>,
+    pub hook_tests: Vec<HookTestState>,
     pub triggers: Vec<TriggerState>,
     pub pipelines: Vec<PipelineState>,
 }
@@ -455,6 +588,14 @@ impl GitLabSnapshot {
 
     pub fn hook(&self, id: u64) -> Option<&HookState> {
         self.hooks.iter().find(|h| h.id == id)
+    }
+
+    /// The hooks of a project, by id.
+    pub fn project_hooks(&self, project_id: u64) -> Vec<&HookState> {
+        self.hooks
+            .iter()
+            .filter(|h| h.project_id == project_id)
+            .collect()
     }
 
     pub fn trigger(&self, id: u64) -> Option<&TriggerState> {
@@ -757,6 +898,14 @@ impl GitLabState {
             }
             flags.insert(event, on);
         }
+        let branch_filter_strategy = seed
+            .branch_filter_strategy
+            .unwrap_or_else(|| "wildcard".into());
+        if !["wildcard", "regex", "all_branches"].contains(&branch_filter_strategy.as_str()) {
+            return Err(invalid(format!(
+                "branch_filter_strategy {branch_filter_strategy} is not wildcard, regex or all_branches"
+            )));
+        }
         let id = db.ids.hook();
         let created_at = db.now();
         db.hooks.insert(
@@ -769,13 +918,38 @@ impl GitLabState {
                 name: seed.name,
                 description: seed.description,
                 flags,
-                push_events_branch_filter: None,
-                branch_filter_strategy: "wildcard".into(),
-                custom_webhook_template: None,
+                push_events_branch_filter: seed.push_events_branch_filter,
+                branch_filter_strategy,
+                custom_webhook_template: seed.custom_webhook_template,
+                url_variables: seed.url_variables,
+                custom_headers: seed.custom_headers,
                 created_at,
             },
         );
         Ok(id)
+    }
+
+    /// What the receiving endpoint at `url` answers to test deliveries
+    /// (default 200); 0 stands for a connection that fails.
+    pub fn set_endpoint_status(&self, url: &str, status: u16) {
+        self.set_endpoint_response(url, status, "");
+    }
+
+    /// [`GitLabState::set_endpoint_status`] with the body the endpoint
+    /// answers, which GitLab quotes when the status is not 2xx.
+    pub fn set_endpoint_response(&self, url: &str, status: u16, body: &str) {
+        self.lock().endpoints.insert(
+            url.to_owned(),
+            model::EndpointAnswer {
+                status,
+                body: body.to_owned(),
+            },
+        );
+    }
+
+    /// Every test delivery recorded, oldest first.
+    pub fn hook_tests(&self) -> Vec<HookTestState> {
+        self.snapshot().hook_tests
     }
 
     pub fn add_trigger(
@@ -912,7 +1086,25 @@ impl GitLabState {
                     name: h.name.clone(),
                     description: h.description.clone(),
                     events: h.flags.clone(),
+                    push_events_branch_filter: h.push_events_branch_filter.clone(),
+                    branch_filter_strategy: h.branch_filter_strategy.clone(),
+                    custom_webhook_template: h.custom_webhook_template.clone(),
+                    url_variables: h.url_variables.clone(),
+                    custom_headers: h.custom_headers.clone(),
                     created_at: timestamp(h.created_at),
+                })
+                .collect(),
+            hook_tests: db
+                .hook_tests
+                .iter()
+                .map(|t| HookTestState {
+                    hook_id: t.hook_id,
+                    project_id: t.project_id,
+                    url: t.url.clone(),
+                    trigger: t.trigger.clone(),
+                    token: t.token.clone(),
+                    status: t.status,
+                    at: timestamp(t.at),
                 })
                 .collect(),
             triggers: db

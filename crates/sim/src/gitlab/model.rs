@@ -161,7 +161,7 @@ pub(crate) struct Variable {
 }
 
 /// Boolean webhook attributes and their defaults when a hook is created.
-pub(crate) const HOOK_FLAGS: [(&str, bool); 16] = [
+pub(crate) const HOOK_FLAGS: [(&str, bool); 17] = [
     ("push_events", true),
     ("issues_events", false),
     ("confidential_issues_events", false),
@@ -177,8 +177,32 @@ pub(crate) const HOOK_FLAGS: [(&str, bool); 16] = [
     ("feature_flag_events", false),
     ("repository_update_events", false),
     ("resource_access_token_events", false),
+    ("emoji_events", false),
     ("enable_ssl_verification", true),
 ];
+
+/// The events `POST /projects/:id/hooks/:hook_id/test/:trigger` can send
+/// (`API::Hooks::TestHooks`, `TestHooks::ProjectService`).
+pub(crate) const HOOK_TEST_TRIGGERS: [&str; 14] = [
+    "push_events",
+    "tag_push_events",
+    "issues_events",
+    "confidential_issues_events",
+    "note_events",
+    "merge_requests_events",
+    "job_events",
+    "pipeline_events",
+    "wiki_page_events",
+    "deployment_events",
+    "feature_flag_events",
+    "releases_events",
+    "emoji_events",
+    "resource_access_token_events",
+];
+
+/// Test calls GitLab allows per hook and minute (`project_testing_hook` in
+/// `Gitlab::ApplicationRateLimiter`, scoped to the hook).
+pub(crate) const HOOK_TESTS_PER_MINUTE: usize = 5;
 
 #[derive(Clone)]
 pub(crate) struct Hook {
@@ -193,7 +217,34 @@ pub(crate) struct Hook {
     pub(crate) push_events_branch_filter: Option<String>,
     pub(crate) branch_filter_strategy: String,
     pub(crate) custom_webhook_template: Option<String>,
+    /// Masked parts of the URL (`{name}` in `url`): GitLab returns only the
+    /// keys, so a copy of the hook cannot carry the values.
+    pub(crate) url_variables: BTreeMap<String, SecretValue>,
+    /// Extra request headers: GitLab returns only the keys.
+    pub(crate) custom_headers: BTreeMap<String, SecretValue>,
     pub(crate) created_at: OffsetDateTime,
+}
+
+/// A test delivery GitLab would have made, recorded instead of sent.
+#[derive(Clone)]
+pub(crate) struct HookTest {
+    pub(crate) hook_id: u64,
+    pub(crate) project_id: u64,
+    pub(crate) url: String,
+    pub(crate) trigger: String,
+    /// The `X-Gitlab-Token` the delivery would carry.
+    pub(crate) token: Option<SecretValue>,
+    /// What the receiving endpoint answered (set per URL; default 200).
+    pub(crate) status: u16,
+    pub(crate) at: OffsetDateTime,
+}
+
+/// What a receiving endpoint answers to a delivery.
+#[derive(Clone)]
+pub(crate) struct EndpointAnswer {
+    /// 0 means nothing answered (connection refused).
+    pub(crate) status: u16,
+    pub(crate) body: String,
 }
 
 pub(crate) struct Pipeline {
@@ -251,6 +302,9 @@ pub(crate) struct Db {
     pub(crate) triggers: BTreeMap<u64, Trigger>,
     pub(crate) variables: Vec<Variable>,
     pub(crate) hooks: BTreeMap<u64, Hook>,
+    pub(crate) hook_tests: Vec<HookTest>,
+    /// What each receiving URL answers to a test delivery (default 200).
+    pub(crate) endpoints: BTreeMap<String, EndpointAnswer>,
     pub(crate) pipelines: Vec<Pipeline>,
     pub(crate) ids: Ids,
     pub(crate) clock: Clock,

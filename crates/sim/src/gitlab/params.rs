@@ -131,6 +131,24 @@ impl Params {
         }
     }
 
+    /// An array of objects (`url_variables: [{key, value}]`), as JSON bodies
+    /// send it; anything else under that name is invalid.
+    pub(crate) fn objects(&self, key: &str) -> Result<Option<Vec<Map<String, Value>>>, ApiError> {
+        match self.raw(key) {
+            None => Ok(None),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|item| {
+                    item.as_object()
+                        .cloned()
+                        .ok_or_else(|| ApiError::invalid(key))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(_) => Err(ApiError::invalid(key)),
+        }
+    }
+
     /// `outer[inner]`, whether it came as a form key or a JSON object.
     pub(crate) fn nested(&self, outer: &str, inner: &str) -> Option<String> {
         match self.raw(outer)? {

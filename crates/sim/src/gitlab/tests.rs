@@ -1287,3 +1287,283 @@ async fn a_fault_after_processing_changes_state_but_hides_the_answer() {
     let family = snap.family(old.family_id);
     assert_eq!(family.iter().filter(|t| t.active).count(), 1);
 }
+
+/// A hook of acme/api with every setting away from its default.
+fn seed_full_hook(w: &World, url: &str, token: &str) -> u64 {
+    w.state
+        .add_hook(
+            w.project,
+            HookSeed::new(url)
+                .token(token)
+                .name("deploys")
+                .description("tells the deployer")
+                .event("push_events", false)
+                .event("pipeline_events", true)
+                .event("emoji_events", true)
+                .event("enable_ssl_verification", false)
+                .branch_filter("release/.*", "regex")
+                .template(r#"{"event":"{{object_kind}}"}"#),
+        )
+        .unwrap()
+}
+
+#[tokio::test]
+async fn hook_tests_record_the_delivery_instead_of_making_it() {
+    let w = world().await;
+    let url = "https://receiver.example.test/hook";
+    let hook = seed_full_hook(&w, url, "hook-secret-t1");
+    let path = format!("/projects/{}/hooks/{hook}/test/push_events", w.project);
+
+    let ok = w.post(&path, ALICE, json!({})).await;
+    assert_eq!(ok.status, StatusCode::CREATED);
+    assert_eq!(ok.json(), json!({"message": "201 Created"}));
+    let tests = w.state.hook_tests();
+    assert_eq!(tests.len(), 1);
+    assert_eq!(tests[0].hook_id, hook);
+    assert_eq!(tests[0].url, url);
+    assert_eq!(tests[0].trigger, "push_events");
+    assert_eq!(tests[0].status, 200);
+    assert!(tests[0].sent_token("hook-secret-t1"));
+    assert!(!tests[0].sent_token("hook-secret-t2"));
+    assert!(!format!("{tests:?}").contains("hook-secret-t1"));
+
+    // A receiver that refuses: GitLab answers 422 with what it said.
+    w.state
+        .set_endpoint_response(url, 401, "wrong X-Gitlab-Token");
+    let refused = w.post(&path, ALICE, json!({})).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(refused.json(), json!({"message": "wrong X-Gitlab-Token"}));
+    // Nothing answers at all: the connection error is the message.
+    w.state.set_endpoint_status(url, 0);
+    let unreachable = w
+        .post(
+            &format!("/projects/{}/hooks/{hook}/test/tag_push_events", w.project),
+            ALICE,
+            json!({}),
+        )
+        .await;
+    assert_eq!(unreachable.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        unreachable.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("receiver.example.test"),
+        "{}",
+        unreachable.text
+    );
+    let tests = w.state.hook_tests();
+    assert_eq!(
+        tests.iter().map(|t| t.status).collect::<Vec<_>>(),
+        [200, 401, 0]
+    );
+
+    let bad = w
+        .post(
+            &format!("/projects/{}/hooks/{hook}/test/build_events", w.project),
+            ALICE,
+            json!({}),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        bad.json(),
+        json!({"error": "trigger does not have a valid value"})
+    );
+    assert_eq!(
+        w.post(&path, BOB, json!({})).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let missing = w
+        .post(
+            &format!("/projects/{}/hooks/999/test/push_events", w.project),
+            ALICE,
+            json!({}),
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        w.state.hook_tests().len(),
+        3,
+        "refused tests deliver nothing"
+    );
+}
+
+#[tokio::test]
+async fn hook_tests_are_limited_to_five_a_minute_per_hook() {
+    let w = world().await;
+    let hook = seed_full_hook(&w, "https://a.example.test/", "hook-secret-a");
+    let other = seed_full_hook(&w, "https://b.example.test/", "hook-secret-b");
+    let path = |id: u64| format!("/projects/{}/hooks/{id}/test/push_events", w.project);
+    for _ in 0..5 {
+        assert_eq!(
+            w.post(&path(hook), ALICE, json!({})).await.status,
+            StatusCode::CREATED
+        );
+    }
+    let limited = w.post(&path(hook), ALICE, json!({})).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        limited.json(),
+        json!({"message": {"error": "This endpoint has been requested too many times. Try again later."}})
+    );
+    let retry_after: u64 = limited.header("retry-after").parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(limited.header("ratelimit-remaining"), "0");
+    assert!(!limited.header("ratelimit-resettime").is_empty());
+    assert_eq!(
+        w.state.hook_tests().len(),
+        5,
+        "the limited test delivered nothing"
+    );
+    // The limit is per hook.
+    assert_eq!(
+        w.post(&path(other), ALICE, json!({})).await.status,
+        StatusCode::CREATED
+    );
+}
+
+#[tokio::test]
+async fn hook_settings_are_shown_but_masked_parts_only_by_key() {
+    let w = world().await;
+    let hook = w
+        .state
+        .add_hook(
+            w.project,
+            HookSeed::new("https://receiver.example.test/{path}")
+                .token("hook-secret-m")
+                .name("masked")
+                .url_variable("path", "url-variable-secret")
+                .custom_header("X-Auth", "header-secret-value"),
+        )
+        .unwrap();
+    let shown = w
+        .get(&format!("/projects/{}/hooks/{hook}", w.project), ALICE)
+        .await;
+    assert_eq!(shown.status, StatusCode::OK);
+    for secret in [
+        "hook-secret-m",
+        "url-variable-secret",
+        "header-secret-value",
+    ] {
+        assert!(!shown.text.contains(secret), "GET shows a write-only value");
+    }
+    let body = shown.json();
+    assert_eq!(body["url_variables"], json!([{"key": "path"}]));
+    assert_eq!(body["custom_headers"], json!([{"key": "X-Auth"}]));
+    assert_eq!(body["emoji_events"], false);
+
+    // A copy made through the API from what GET shows, plus the values a
+    // person would have to supply, has the same settings as the original.
+    let full = seed_full_hook(&w, "https://copy.example.test/hook", "hook-secret-c");
+    let original = w
+        .get(&format!("/projects/{}/hooks/{full}", w.project), ALICE)
+        .await
+        .json();
+    let mut copy = serde_json::Map::new();
+    for (key, value) in original.as_object().unwrap() {
+        if ![
+            "id",
+            "project_id",
+            "created_at",
+            "alert_status",
+            "disabled_until",
+        ]
+        .contains(&key.as_str())
+        {
+            copy.insert(key.clone(), value.clone());
+        }
+    }
+    copy.insert("token".into(), json!("hook-secret-c"));
+    let made = w
+        .post(
+            &format!("/projects/{}/hooks", w.project),
+            ALICE,
+            Value::Object(copy),
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.text);
+    let snap = w.state.snapshot();
+    let new_id = made.json()["id"].as_u64().unwrap();
+    assert_eq!(
+        snap.hook(new_id).unwrap().settings(),
+        snap.hook(full).unwrap().settings()
+    );
+    let old = snap.hook(full).unwrap().settings();
+    assert!(!old.events["push_events"] && old.events["emoji_events"]);
+    assert!(!old.events["enable_ssl_verification"]);
+    assert_eq!(old.branch_filter_strategy, "regex");
+    assert!(old.has_token);
+
+    // URL variables and custom headers sent through the API are kept.
+    let with_parts = w
+        .post(
+            &format!("/projects/{}/hooks", w.project),
+            ALICE,
+            json!({"url": "https://x.example.test/{p}",
+                   "url_variables": [{"key": "p", "value": "v1"}],
+                   "custom_headers": [{"key": "X-A", "value": "v2"}]}),
+        )
+        .await;
+    assert_eq!(with_parts.status, StatusCode::CREATED);
+    let id = with_parts.json()["id"].as_u64().unwrap();
+    let state = w.state.snapshot().hook(id).unwrap().settings();
+    assert_eq!(state.url_variables["p"].expose(), "v1");
+    assert_eq!(state.custom_headers["X-A"].expose(), "v2");
+    let missing_value = w
+        .post(
+            &format!("/projects/{}/hooks", w.project),
+            ALICE,
+            json!({"url": "https://x.example.test/", "custom_headers": [{"key": "X-A"}]}),
+        )
+        .await;
+    assert_eq!(missing_value.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        missing_value.json(),
+        json!({"error": "custom_headers[value] is missing"})
+    );
+    let printed = format!("{:?}", w.state.snapshot());
+    for secret in ["url-variable-secret", "header-secret-value", "v1", "v2"] {
+        assert!(
+            !printed.contains(&format!("\"{secret}\"")),
+            "Debug shows {secret}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn control_api_sets_endpoint_answers_and_lists_hook_tests() {
+    let w = world().await;
+    let url = "https://receiver.example.test/ctl";
+    let hook = seed_full_hook(&w, url, "hook-secret-ctl");
+    let control = |path: &str| w.server.url(&format!("/_sim{path}"));
+    let set = w
+        .http
+        .post(control("/endpoint_status"))
+        .json(&json!({"endpoint": url, "status": 500, "body": "boom"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), StatusCode::NO_CONTENT);
+    let answer = w
+        .post(
+            &format!("/projects/{}/hooks/{hook}/test/note_events", w.project),
+            ALICE,
+            json!({}),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(answer.json(), json!({"message": "boom"}));
+    let tests: Vec<HookTestState> = w
+        .http
+        .get(control("/hook_tests"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tests.len(), 1);
+    assert_eq!(tests[0].status, 500);
+    assert_eq!(tests[0].trigger, "note_events");
+    assert!(tests[0].sent_token("hook-secret-ctl"));
+}
