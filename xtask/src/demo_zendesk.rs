@@ -21,6 +21,7 @@ use crate::{cmd, plugins};
 const ADMIN_SECRET: &str = "zendesk/admin";
 const BOT_SECRET: &str = "gitlab/trigger-bot";
 const DEPLOY_SECRET: &str = "zendesk/deploy-bot";
+const HOOK_SECRET: &str = "gitlab/deploy-hook-secret";
 
 /// What was seeded, by id.
 struct Seeded {
@@ -32,6 +33,7 @@ struct Seeded {
     project: u64,
     trigger: u64,
     bot: u64,
+    hook: u64,
 }
 
 pub fn run(keycycle: &Path, env: &DemoEnv) -> Result<()> {
@@ -195,6 +197,31 @@ pub fn run(keycycle: &Path, env: &DemoEnv) -> Result<()> {
             .args(&trigger),
     )?;
 
+    cmd::say(
+        "A GitLab webhook's secret token by delete-and-create, as the page prescribes: every setting copied, then tested",
+    );
+    let hook: Vec<String> = [
+        "project=acme/api".to_owned(),
+        format!("hook_id={}", seeded.hook),
+        "method=recreate".to_owned(),
+        format!("store_as={HOOK_SECRET}"),
+        "plugin=gitlab-bot".to_owned(),
+    ]
+    .into_iter()
+    .flat_map(|s| ["--set".to_owned(), s])
+    .collect();
+    cmd::run(
+        env.keycycle()
+            .args(["run", "gitlab-webhook-secret"])
+            .args(&hook)
+            .arg("--dry-run"),
+    )?;
+    cmd::run(
+        env.keycycle()
+            .args(["run", "gitlab-webhook-secret"])
+            .args(&hook),
+    )?;
+
     cmd::say("Zendesk's and GitLab's true state (from the simulators; values compared, not shown)");
     check(
         &zd.state()?,
@@ -272,6 +299,16 @@ fn seed(zd: &Sim, gl: &Sim, env: &DemoEnv) -> Result<Seeded> {
                "secure": ["trigger_token"]}),
     )?)?;
 
+    let hook = id(&gl.control(
+        &format!("/projects/{project}/hooks"),
+        json!({"url": "https://deploy.acme.example/gitlab", "name": "Deploy",
+               "events": {"push_events": true, "pipeline_events": true, "tag_push_events": false},
+               "push_events_branch_filter": "main"}),
+    )?)?;
+    cmd::note(&format!(
+        "webhook {hook} of acme/api (push and pipeline events, branch main)"
+    ));
+
     cmd::say(
         "Granting the zendesk plugin this Zendesk, and gitlab-bot this GitLab with the bot's token",
     );
@@ -293,6 +330,8 @@ config = {{ base_url = {gurl} }}
 secrets = [{deploy}]
 [runbooks.zendesk-oauth-token]
 secrets = [{deploy}]
+[runbooks.gitlab-webhook-secret]
+secrets = [{hook}]
 ",
         zwasm = toml_string(plugins::wasm_path("zendesk"))?,
         gwasm = toml_string(plugins::wasm_path("gitlab"))?,
@@ -301,6 +340,7 @@ secrets = [{deploy}]
         admin = toml_string(ADMIN_SECRET)?,
         bot = toml_string(BOT_SECRET)?,
         deploy = toml_string(DEPLOY_SECRET)?,
+        hook = toml_string(HOOK_SECRET)?,
     ))?;
     env.set_secret(ADMIN_SECRET, &value(&admin_token)?)?;
     env.set_secret(
@@ -318,6 +358,7 @@ secrets = [{deploy}]
         project,
         trigger: id(&trigger)?,
         bot: bot_user,
+        hook,
     })
 }
 
@@ -461,6 +502,27 @@ fn check(
     if installation(seeded.trigger_app)["settings"]["trigger_token"] != trigger["token"] {
         bail!("the Zendesk app does not hold the new trigger token");
     }
+    let hooks: Vec<Value> = list(gl, "hooks")
+        .into_iter()
+        .filter(|h| h["project_id"] == seeded.project)
+        .collect();
+    let [copy] = hooks.as_slice() else {
+        bail!("expected one webhook in acme/api, found {}", hooks.len());
+    };
+    if copy["id"] == seeded.hook
+        || copy["url"] != "https://deploy.acme.example/gitlab"
+        || copy["events"]["pipeline_events"] != true
+        || copy["push_events_branch_filter"] != "main"
+        || copy["token"].as_str().is_none_or(str::is_empty)
+    {
+        bail!("the GitLab webhook was not replaced by a copy with every setting and a token");
+    }
+    let delivered = list(gl, "hook_tests")
+        .iter()
+        .any(|t| t["hook_id"] == copy["id"] && t["token"] == copy["token"] && t["status"] == 200);
+    if !delivered {
+        bail!("no test delivery of the copy carried its new token");
+    }
     cmd::note(&format!(
         "API token {} is gone; its consumers moved to OAuth token {migrated}",
         seeded.api_token
@@ -476,6 +538,10 @@ fn check(
     cmd::note(&format!(
         "trigger {} is gone; trigger {}, owned by the service bot, is in the Zendesk app",
         seeded.trigger, trigger["id"]
+    ));
+    cmd::note(&format!(
+        "GitLab webhook {} was deleted; {}, its copy with every setting, has the new secret token, and its test delivery carried it",
+        seeded.hook, copy["id"]
     ));
     Ok(())
 }
