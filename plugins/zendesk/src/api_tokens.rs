@@ -40,7 +40,7 @@ pub(crate) fn item(value: &Value) -> Value {
         .iter()
         .find_map(|key| value.get(*key).and_then(Value::as_str))
         .and_then(|stamp| stamp.get(..10))
-        .and_then(|day| Day::parse(day));
+        .and_then(Day::parse);
     if let Some(since) = since {
         out["idle_since"] = json!(since.to_string());
         out["idle_deactivation_on"] = json!(since.plus_days(IDLE_DAYS).to_string());
