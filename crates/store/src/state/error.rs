@@ -5,7 +5,7 @@
 use std::error::Error as StdError;
 use std::io;
 
-use super::DeferredState;
+use super::{ApprovalState, DeferredState};
 
 /// Something went wrong reading or changing the run state.
 #[derive(Debug, thiserror::Error)]
@@ -151,5 +151,20 @@ pub enum StateError {
         db: String,
         id: String,
         state: DeferredState,
+    },
+
+    #[error(
+        "state database {db} has no change request `{id}`; `keycycle approvals` lists the ones \
+         waiting"
+    )]
+    ApprovalNotFound { db: String, id: String },
+
+    /// A change request is decided once.
+    #[error("change request `{id}` in {db} was already {state} by {by}; a decision is final")]
+    AlreadyDecided {
+        db: String,
+        id: String,
+        state: ApprovalState,
+        by: String,
     },
 }

@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
-    DeferredFilter, DeferredRecord, DeferredState, EffectIntent, EffectOutcome, EffectRecord,
-    FIRST_SEQ, LockAttempt, LockRecord, NewDeferred, NewRun, RunEvent, RunFilter, RunRecord,
-    RunState, StateError, StateStore, action_id, check_claim, expired_lease_note, now_ms, require,
+    ApprovalDecision, ApprovalRecord, ApprovalState, DeferredFilter, DeferredRecord, DeferredState,
+    EffectIntent, EffectOutcome, EffectRecord, FIRST_SEQ, LockAttempt, LockRecord, NewApproval,
+    NewDeferred, NewRun, RunEvent, RunFilter, RunRecord, RunState, StateError, StateStore,
+    action_id, check_claim, expired_lease_note, now_ms, require,
 };
 
 const LOCATION: &str = "in-memory state";
@@ -24,6 +25,7 @@ struct Inner {
     runs: BTreeMap<String, Run>,
     locks: BTreeMap<String, LockRecord>,
     deferred: BTreeMap<String, DeferredRecord>,
+    approvals: Vec<ApprovalRecord>,
 }
 
 struct Run {
@@ -430,5 +432,59 @@ impl StateStore for MemoryState {
         action.claimed_by = None;
         action.finished_at = None;
         Ok(())
+    }
+
+    fn request_approval(&self, request: &NewApproval) -> Result<ApprovalRecord, StateError> {
+        let mut inner = self.inner();
+        if !inner.runs.contains_key(&request.run_id) {
+            return Err(StateError::RunNotFound {
+                db: LOCATION.to_owned(),
+                run_id: request.run_id.clone(),
+            });
+        }
+        if let Some(found) = inner.approvals.iter().find(|a| a.request.id == request.id) {
+            return Ok(found.clone());
+        }
+        let record = ApprovalRecord::requested(request);
+        inner.approvals.push(record.clone());
+        Ok(record)
+    }
+
+    fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, StateError> {
+        Ok(self
+            .inner()
+            .approvals
+            .iter()
+            .find(|a| a.request.id == id)
+            .cloned())
+    }
+
+    fn approvals(&self, pending_only: bool) -> Result<Vec<ApprovalRecord>, StateError> {
+        Ok(self
+            .inner()
+            .approvals
+            .iter()
+            .filter(|a| !pending_only || a.state == ApprovalState::Pending)
+            .cloned()
+            .collect())
+    }
+
+    fn decide_approval(
+        &self,
+        id: &str,
+        decision: &ApprovalDecision,
+    ) -> Result<ApprovalRecord, StateError> {
+        let mut inner = self.inner();
+        let slot = inner
+            .approvals
+            .iter_mut()
+            .find(|a| a.request.id == id)
+            .ok_or_else(|| StateError::ApprovalNotFound {
+                db: LOCATION.to_owned(),
+                id: id.to_owned(),
+            })?;
+        let decided = slot.clone().decided(LOCATION, decision)?;
+        *slot = decided.clone();
+        Ok(decided)
     }
 }

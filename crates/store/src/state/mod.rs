@@ -200,6 +200,27 @@ pub trait StateStore: Send + Sync {
     /// `next_attempt_at` stays the time of its last attempt). Any other
     /// state gives [`StateError::NotFailed`].
     fn retry_action(&self, id: &str) -> Result<(), StateError>;
+
+    // Approval gates.
+
+    /// Records a change request, or returns the one already recorded under
+    /// `request.id` (a resumed run asks again; the first request stands).
+    fn request_approval(&self, request: &NewApproval) -> Result<ApprovalRecord, StateError>;
+
+    /// One request, by id.
+    fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, StateError>;
+
+    /// Every request, oldest first; only the undecided ones with
+    /// `pending_only`.
+    fn approvals(&self, pending_only: bool) -> Result<Vec<ApprovalRecord>, StateError>;
+
+    /// Records a decision on a pending request. A request is decided once:
+    /// deciding it again is [`StateError::AlreadyDecided`].
+    fn decide_approval(
+        &self,
+        id: &str,
+        decision: &ApprovalDecision,
+    ) -> Result<ApprovalRecord, StateError>;
 }
 
 /// A run as it starts.
@@ -242,24 +263,33 @@ pub enum RunState {
     /// Stopped in a state an operator must look at (for example an effect
     /// that changes things was in flight when the run died).
     NeedsAttention,
+    /// Stopped at an approval gate until people decide; keeps its locks.
+    WaitingForApproval,
+    /// Ended at an approval gate that was rejected; its locks are released.
+    Rejected,
 }
 
 impl RunState {
-    pub const ALL: [RunState; 4] = [
+    pub const ALL: [RunState; 6] = [
         RunState::Running,
         RunState::Succeeded,
         RunState::Failed,
         RunState::NeedsAttention,
+        RunState::WaitingForApproval,
+        RunState::Rejected,
     ];
 
     /// The stable lower-case name stored and shown: `running`,
-    /// `succeeded`, `failed`, `needs_attention`.
+    /// `succeeded`, `failed`, `needs_attention`, `waiting_for_approval`,
+    /// `rejected`.
     pub fn as_str(self) -> &'static str {
         match self {
             RunState::Running => "running",
             RunState::Succeeded => "succeeded",
             RunState::Failed => "failed",
             RunState::NeedsAttention => "needs_attention",
+            RunState::WaitingForApproval => "waiting_for_approval",
+            RunState::Rejected => "rejected",
         }
     }
 
@@ -319,6 +349,120 @@ impl RunRecord {
             detail: None,
             credentials: Vec::new(),
         }
+    }
+}
+
+/// A change request an approval gate records: what will change, and where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewApproval {
+    /// Unique: the run's id and the gate's id in the runbook.
+    pub id: String,
+    pub run_id: String,
+    pub title: String,
+    pub summary: String,
+    pub environments: Vec<String>,
+    /// Who may decide (users, or `group:NAME`), from the runbook and the
+    /// config; empty means anyone but the requester.
+    pub approvers: Vec<String>,
+    pub requested_by: String,
+    pub requested_host: String,
+    pub requested_at: i64,
+}
+
+/// Where a change request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalState {
+    Pending,
+    Approved,
+    Rejected,
+}
+
+impl ApprovalState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalState::Pending => "pending",
+            ApprovalState::Approved => "approved",
+            ApprovalState::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<ApprovalState> {
+        [
+            ApprovalState::Pending,
+            ApprovalState::Approved,
+            ApprovalState::Rejected,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == name)
+    }
+}
+
+impl fmt::Display for ApprovalState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who decided a change request, where, when and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalDecision {
+    pub approved: bool,
+    pub by: String,
+    pub host: String,
+    pub at: i64,
+    /// The approver's comment, or the reason for a rejection.
+    pub comment: Option<String>,
+}
+
+/// A change request as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalRecord {
+    #[serde(flatten)]
+    pub request: NewApproval,
+    pub state: ApprovalState,
+    pub decided_by: Option<String>,
+    pub decided_host: Option<String>,
+    pub decided_at: Option<i64>,
+    pub comment: Option<String>,
+}
+
+impl ApprovalRecord {
+    fn requested(request: &NewApproval) -> ApprovalRecord {
+        ApprovalRecord {
+            request: request.clone(),
+            state: ApprovalState::Pending,
+            decided_by: None,
+            decided_host: None,
+            decided_at: None,
+            comment: None,
+        }
+    }
+
+    /// The record with `decision` applied, or why it cannot be.
+    fn decided(
+        mut self,
+        db: &str,
+        decision: &ApprovalDecision,
+    ) -> Result<ApprovalRecord, StateError> {
+        if self.state != ApprovalState::Pending {
+            return Err(StateError::AlreadyDecided {
+                db: db.to_owned(),
+                id: self.request.id.clone(),
+                state: self.state,
+                by: self.decided_by.clone().unwrap_or_default(),
+            });
+        }
+        self.state = if decision.approved {
+            ApprovalState::Approved
+        } else {
+            ApprovalState::Rejected
+        };
+        self.decided_by = Some(decision.by.clone());
+        self.decided_host = Some(decision.host.clone());
+        self.decided_at = Some(decision.at);
+        self.comment = decision.comment.clone();
+        Ok(self)
     }
 }
 

@@ -26,10 +26,10 @@ use rusqlite::{
 };
 
 use super::{
-    DeferredFilter, DeferredRecord, DeferredState, EffectIntent, EffectOutcome, EffectRecord,
-    FIRST_SEQ, LockAttempt, LockRecord, NewDeferred, NewRun, PluginInfo, RunEvent, RunFilter,
-    RunRecord, RunState, StateError, StateStore, action_id, check_claim, expired_lease_note,
-    now_ms, require,
+    ApprovalDecision, ApprovalRecord, ApprovalState, DeferredFilter, DeferredRecord, DeferredState,
+    EffectIntent, EffectOutcome, EffectRecord, FIRST_SEQ, LockAttempt, LockRecord, NewApproval,
+    NewDeferred, NewRun, PluginInfo, RunEvent, RunFilter, RunRecord, RunState, StateError,
+    StateStore, action_id, check_claim, expired_lease_note, now_ms, require,
 };
 use crate::fs::{parent_dir, private_file_options};
 
@@ -37,13 +37,38 @@ use crate::fs::{parent_dir, private_file_options};
 pub const STATE_FILE_NAME: &str = "state.db";
 
 /// The schema version this keycycle writes (SQLite's `user_version`).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// How long a change waits for another process's transaction to end.
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Marks the file as keycycle's (SQLite's `application_id`): "kcyc".
 const APPLICATION_ID: i64 = 0x6b63_7963;
+
+/// What version 2 adds: the change requests of approval gates.
+const APPROVALS_SCHEMA: &str = r#"
+CREATE TABLE approvals (
+    id             TEXT PRIMARY KEY NOT NULL,
+    run_id         TEXT NOT NULL REFERENCES runs (run_id),
+    title          TEXT NOT NULL,
+    summary        TEXT NOT NULL,
+    environments   TEXT NOT NULL,   -- JSON array of strings
+    approvers      TEXT NOT NULL,   -- JSON array of strings
+    requested_by   TEXT NOT NULL,
+    requested_host TEXT NOT NULL,
+    requested_at   INTEGER NOT NULL,
+    state          TEXT NOT NULL,
+    decided_by     TEXT,
+    decided_host   TEXT,
+    decided_at     INTEGER,
+    comment        TEXT
+) STRICT;
+CREATE INDEX approvals_by_state ON approvals (state, requested_at);
+"#;
+
+const APPROVAL_COLUMNS: &str = "id, run_id, title, summary, environments, approvers, \
+     requested_by, requested_host, requested_at, state, decided_by, decided_host, decided_at, \
+     comment";
 
 const SCHEMA: &str = r#"
 CREATE TABLE runs (
@@ -300,6 +325,12 @@ impl SqliteState {
             if version == SCHEMA_VERSION {
                 return Ok(());
             }
+            // Version 1 had everything but approval gates.
+            if version == 1 {
+                tx.execute_batch(APPROVALS_SCHEMA)?;
+                tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+                return Ok(());
+            }
             // Version 0: nothing of ours yet. Another program's tables
             // must not be mixed with ours.
             let tables: i64 = tx.query_row(
@@ -313,6 +344,7 @@ impl SqliteState {
                     .into());
             }
             tx.execute_batch(SCHEMA)?;
+            tx.execute_batch(APPROVALS_SCHEMA)?;
             tx.pragma_update(None, "application_id", APPLICATION_ID)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             Ok(())
@@ -1261,6 +1293,183 @@ impl StateStore for SqliteState {
             Ok(())
         })
     }
+
+    fn request_approval(&self, request: &NewApproval) -> Result<ApprovalRecord, StateError> {
+        self.write("record a change request", |tx| {
+            self.run_exists(tx, &request.run_id)?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO approvals ({APPROVAL_COLUMNS}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, NULL, NULL, NULL) \
+                     ON CONFLICT (id) DO NOTHING"
+                ),
+                params![
+                    request.id,
+                    request.run_id,
+                    request.title,
+                    request.summary,
+                    to_json(&request.environments)?,
+                    to_json(&request.approvers)?,
+                    request.requested_by,
+                    request.requested_host,
+                    request.requested_at,
+                    ApprovalState::Pending.as_str(),
+                ],
+            )?;
+            self.load_approval(tx, &request.id)?.ok_or_else(|| {
+                self.not_ours("a change request vanished as it was written")
+                    .into()
+            })
+        })
+    }
+
+    fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, StateError> {
+        self.read("read a change request", |tx| self.load_approval(tx, id))
+    }
+
+    fn approvals(&self, pending_only: bool) -> Result<Vec<ApprovalRecord>, StateError> {
+        self.read("list change requests", |tx| {
+            let mut sql = format!("SELECT {APPROVAL_COLUMNS} FROM approvals");
+            if pending_only {
+                sql.push_str(" WHERE state = 'pending'");
+            }
+            sql.push_str(" ORDER BY requested_at, id");
+            let mut stmt = tx.prepare(&sql)?;
+            let rows = stmt.query_map([], raw_approval)?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(self.approval_record(row?)?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn decide_approval(
+        &self,
+        id: &str,
+        decision: &ApprovalDecision,
+    ) -> Result<ApprovalRecord, StateError> {
+        self.write("decide a change request", |tx| {
+            let found =
+                self.load_approval(tx, id)?
+                    .ok_or_else(|| StateError::ApprovalNotFound {
+                        db: self.db.clone(),
+                        id: id.to_owned(),
+                    })?;
+            let decided = found.decided(&self.db, decision)?;
+            tx.execute(
+                "UPDATE approvals SET state = ?2, decided_by = ?3, decided_host = ?4, \
+                 decided_at = ?5, comment = ?6 WHERE id = ?1 AND state = 'pending'",
+                params![
+                    id,
+                    decided.state.as_str(),
+                    decided.decided_by,
+                    decided.decided_host,
+                    decided.decided_at,
+                    decided.comment,
+                ],
+            )?;
+            Ok(decided)
+        })
+    }
+}
+
+/// A list as a JSON column.
+fn to_json(list: &[String]) -> Res<String> {
+    serde_json::to_string(list)
+        .map_err(|e| Fail::Sql(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))
+}
+
+/// An approvals row before its JSON columns are parsed.
+type RawApproval = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+);
+
+fn raw_approval(row: &Row<'_>) -> rusqlite::Result<RawApproval> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+        row.get(7)?,
+        row.get(8)?,
+        row.get(9)?,
+        row.get(10)?,
+        row.get(11)?,
+        row.get(12)?,
+        row.get(13)?,
+    ))
+}
+
+impl SqliteState {
+    fn load_approval(&self, tx: &Transaction<'_>, id: &str) -> Res<Option<ApprovalRecord>> {
+        let raw = tx
+            .query_row(
+                &format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = ?1"),
+                [id],
+                raw_approval,
+            )
+            .optional()?;
+        raw.map(|r| self.approval_record(r)).transpose()
+    }
+
+    fn approval_record(&self, raw: RawApproval) -> Res<ApprovalRecord> {
+        let (
+            id,
+            run_id,
+            title,
+            summary,
+            envs,
+            approvers,
+            by,
+            host,
+            at,
+            state,
+            dby,
+            dhost,
+            dat,
+            comment,
+        ) = raw;
+        let list = |text: &str| -> Res<Vec<String>> {
+            serde_json::from_str(text)
+                .map_err(|_| self.not_ours("a change request's list is not JSON").into())
+        };
+        Ok(ApprovalRecord {
+            request: NewApproval {
+                id,
+                run_id,
+                title,
+                summary,
+                environments: list(&envs)?,
+                approvers: list(&approvers)?,
+                requested_by: by,
+                requested_host: host,
+                requested_at: at,
+            },
+            state: ApprovalState::parse(&state)
+                .ok_or_else(|| self.not_ours("a change request has an unknown state"))?,
+            decided_by: dby,
+            decided_host: dhost,
+            decided_at: dat,
+            comment,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -1343,7 +1552,45 @@ mod tests {
         );
         let msg = err.to_string();
         assert!(msg.contains(&path.display().to_string()), "{msg}");
-        assert!(msg.contains("schema version 2"), "{msg}");
+        assert!(msg.contains("schema version 3"), "{msg}");
+    }
+
+    #[test]
+    fn a_version_1_database_gains_approvals_and_keeps_its_runs() {
+        let (_dir, path) = temp_db();
+        {
+            let state = SqliteState::open(&path).unwrap();
+            state
+                .create_run(&super::super::tests::new_run("old", 1))
+                .unwrap();
+        }
+        // What the previous release wrote: no approvals table, version 1.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("DROP TABLE approvals;").unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        drop(conn);
+        let state = SqliteState::open(&path).unwrap();
+        assert!(state.run("old").unwrap().is_some(), "the run survived");
+        let request = NewApproval {
+            id: "old:gate".to_owned(),
+            run_id: "old".to_owned(),
+            title: "t".to_owned(),
+            summary: String::new(),
+            environments: Vec::new(),
+            approvers: Vec::new(),
+            requested_by: "ops".to_owned(),
+            requested_host: "h".to_owned(),
+            requested_at: 2,
+        };
+        assert_eq!(
+            state.request_approval(&request).unwrap().state,
+            ApprovalState::Pending
+        );
+        let version: i64 = Connection::open(&path)
+            .unwrap()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
     }
 
     #[test]

@@ -827,7 +827,74 @@ fn end_run_finishes_and_releases_together(store: &dyn StateStore) {
     assert_eq!(store.locks().unwrap().len(), 1);
 }
 
+/// A change request is recorded once, decided once, and listed while it
+/// waits.
+fn approvals_are_requested_once_and_decided_once(store: &dyn StateStore) {
+    store.create_run(&new_run("r1", 1)).unwrap();
+    let request = NewApproval {
+        id: "r1:stage-prod".to_owned(),
+        run_id: "r1".to_owned(),
+        title: "Rotate the token in stage and prod".to_owned(),
+        summary: "new PAT in 2 environments".to_owned(),
+        environments: vec!["stage".to_owned(), "prod".to_owned()],
+        approvers: vec!["group:sre".to_owned()],
+        requested_by: "ops".to_owned(),
+        requested_host: "build-1".to_owned(),
+        requested_at: 5,
+    };
+    let first = store.request_approval(&request).unwrap();
+    assert_eq!(first.state, ApprovalState::Pending);
+    assert_eq!(first.request, request);
+    // Asking again (a resumed run) returns the first request unchanged.
+    let mut again = request.clone();
+    again.summary = "changed".to_owned();
+    assert_eq!(store.request_approval(&again).unwrap(), first);
+    assert_eq!(store.approvals(true).unwrap(), vec![first.clone()]);
+
+    let decision = ApprovalDecision {
+        approved: true,
+        by: "alice".to_owned(),
+        host: "laptop".to_owned(),
+        at: 9,
+        comment: Some("CHG0042 approved".to_owned()),
+    };
+    let decided = store.decide_approval("r1:stage-prod", &decision).unwrap();
+    assert_eq!(decided.state, ApprovalState::Approved);
+    assert_eq!(decided.decided_by.as_deref(), Some("alice"));
+    assert_eq!(
+        store.approval("r1:stage-prod").unwrap(),
+        Some(decided.clone())
+    );
+    assert!(store.approvals(true).unwrap().is_empty());
+    assert_eq!(store.approvals(false).unwrap(), vec![decided]);
+
+    let reject = ApprovalDecision {
+        approved: false,
+        ..decision
+    };
+    assert!(matches!(
+        store.decide_approval("r1:stage-prod", &reject),
+        Err(StateError::AlreadyDecided {
+            state: ApprovalState::Approved,
+            ..
+        })
+    ));
+    assert!(matches!(
+        store.decide_approval("nope", &reject),
+        Err(StateError::ApprovalNotFound { .. })
+    ));
+    let orphan = NewApproval {
+        run_id: "missing".to_owned(),
+        ..request
+    };
+    assert!(matches!(
+        store.request_approval(&orphan),
+        Err(StateError::RunNotFound { .. })
+    ));
+}
+
 suite!(
+    approvals_are_requested_once_and_decided_once,
     end_run_finishes_and_releases_together,
     runs_create_list_finish,
     events_in_order,
