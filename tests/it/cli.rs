@@ -128,7 +128,8 @@ fn every_exit_code_has_a_real_trigger() {
     // 7: does not compile
     ws.runbook("broken", "let = ;");
     ws.run(&["run", "broken"]).assert_code(7);
-    // 9 is the crash tests' (a lost `/rotate` response, `crash.rs`).
+    // 9 is the crash tests' (a lost `/rotate` response, `crash.rs`); 10
+    // and 11 are the approval gates' (`approvals.rs`).
     // 1: a bug; debug builds can be made to panic on purpose, and the
     // panic is an internal error, not Rust's 101.
     let out = ws

@@ -6,6 +6,7 @@
 #[allow(dead_code)]
 mod support;
 
+mod approvals;
 mod canary;
 mod cli;
 mod config;

@@ -874,6 +874,13 @@ impl Workspace {
         })
     }
 
+    /// The change requests waiting for a decision (`keycycle approvals`).
+    pub fn approvals_waiting(&self) -> Vec<serde_json::Value> {
+        let run = self.run(&["approvals", "--output", "json"]);
+        run.assert_ok();
+        run.json().as_array().cloned().unwrap_or_default()
+    }
+
     /// The id of the one unfinished run.
     #[track_caller]
     pub fn only_unfinished_run(&self) -> String {

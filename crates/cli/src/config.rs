@@ -25,6 +25,28 @@ pub struct ConfigFile {
     pub plugins: BTreeMap<String, PluginSection>,
     #[serde(default)]
     pub runbooks: BTreeMap<String, RunbookSection>,
+    #[serde(default)]
+    pub approvals: ApprovalsSection,
+}
+
+/// Who may approve approval gates (users, or `group:NAME`). The person who
+/// started a run never approves its own request.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalsSection {
+    /// For gates no runbook section names approvers for.
+    #[serde(default)]
+    pub approvers: Vec<String>,
+    /// Per environment: a gate that names the environment needs one of
+    /// these too.
+    #[serde(default)]
+    pub environments: BTreeMap<String, EnvironmentApprovers>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentApprovers {
+    pub approvers: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -75,6 +97,10 @@ pub struct RunbookSection {
     /// `store_secret()`.
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// Who may approve this runbook's gates; replaces `[approvals]
+    /// approvers` and the runbook's own list.
+    #[serde(default)]
+    pub approvers: Option<Vec<String>>,
 }
 
 /// The config with every path made absolute.
@@ -90,6 +116,7 @@ pub struct Config {
     pub store_file: PathBuf,
     pub plugins: BTreeMap<String, PluginSection>,
     pub runbooks: BTreeMap<String, RunbookSection>,
+    pub approvals: ApprovalsSection,
 }
 
 /// How the config file was found, for `-v` and `keycycle doctor`.
@@ -243,6 +270,7 @@ pub fn load(explicit: Option<&Path>) -> Result<Config> {
         cache_dir,
         plugins,
         runbooks: parsed.runbooks,
+        approvals: parsed.approvals,
     })
 }
 

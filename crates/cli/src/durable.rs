@@ -215,6 +215,14 @@ pub fn check_resumable(state: &dyn StateStore, resume: &Resume, hash: &str) -> R
         ))
         .context(Code::Config);
     }
+    if run.state == RunState::Rejected {
+        return Err(anyhow!(
+            "run {} ended at a rejected change request ({}); a decision is final, so start a new run for a new request",
+            run.run_id,
+            run.detail.as_deref().unwrap_or("no reason recorded")
+        ))
+        .context(Code::Rejected);
+    }
     if run.runbook_sha256 != hash {
         if !resume.force {
             return Err(anyhow!(
@@ -272,6 +280,15 @@ pub fn record_end(
         }
         // Still resumable: the answer can be given to `keycycle resume`.
         Err(e) if e.kind == ErrorKind::MissingInput => (None, Some(e.to_string()), false),
+        // Waits for people, holding its locks; resumable once decided.
+        Err(e) if e.kind == ErrorKind::AwaitingApproval => (
+            Some(RunState::WaitingForApproval),
+            Some(e.to_string()),
+            false,
+        ),
+        Err(e) if e.kind == ErrorKind::Rejected => {
+            (Some(RunState::Rejected), Some(e.to_string()), true)
+        }
         Err(e) => (Some(RunState::Failed), Some(e.to_string()), true),
     };
     let result = (|| -> Result<(), keycycle_store::state::StateError> {

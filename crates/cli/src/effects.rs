@@ -61,6 +61,8 @@ pub struct HostEffects {
     pub runbook_name: String,
     /// Store names this runbook may read and write.
     pub runbook_secrets: Vec<String>,
+    /// Who may approve this runbook's gates, from the config.
+    pub approval_rules: crate::approvals::Rules,
     pub inputs: Inputs,
     pub dry_run: bool,
     pub run_id: String,
@@ -293,6 +295,20 @@ impl Effects for HostEffects {
     fn lock(&self, credential: &str) -> Result<(), EffectError> {
         tracing::info!(target: "keycycle", "dry run: would lock {credential}");
         Ok(())
+    }
+
+    fn approval(&self, request: &keycycle_runbook::ApprovalRequest) -> Result<Value, EffectError> {
+        tracing::info!(target: "keycycle", "dry run: would ask for approval `{}`: {} ({}); going on as if approved",
+            request.id, request.title, crate::approvals::where_text(&request.environments));
+        Ok(Value::Map(
+            [
+                ("approved".to_owned(), Value::Bool(true)),
+                ("by".to_owned(), Value::String("(dry run)".to_owned())),
+                ("dry_run".to_owned(), Value::Bool(true)),
+            ]
+            .into_iter()
+            .collect(),
+        ))
     }
 
     fn defer(

@@ -24,6 +24,10 @@ pub enum Code {
     Locked,
     /// 9: a run stopped where an operator must look before it goes on.
     NeedsAttention,
+    /// 10: a run stopped at an approval gate until people decide.
+    WaitingForApproval,
+    /// 11: an approval gate's change request was rejected.
+    Rejected,
 }
 
 impl Code {
@@ -37,6 +41,8 @@ impl Code {
             Code::RunbookInvalid => 7,
             Code::Locked => 8,
             Code::NeedsAttention => 9,
+            Code::WaitingForApproval => 10,
+            Code::Rejected => 11,
         }
     }
 
@@ -59,6 +65,10 @@ impl Code {
             Code::NeedsAttention => {
                 "needs attention: a change was interrupted and its outcome is unknown"
             }
+            Code::WaitingForApproval => {
+                "waiting for approval: the run stopped at an approval gate and keeps its locks"
+            }
+            Code::Rejected => "rejected: an approval gate's change request was rejected",
         }
     }
 
@@ -72,12 +82,14 @@ impl Code {
             Code::RunbookInvalid => "runbook-invalid",
             Code::Locked => "locked",
             Code::NeedsAttention => "needs-attention",
+            Code::WaitingForApproval => "waiting-for-approval",
+            Code::Rejected => "rejected",
         }
     }
 }
 
 impl Code {
-    pub const ALL: [Code; 8] = [
+    pub const ALL: [Code; 10] = [
         Code::Internal,
         Code::Config,
         Code::Denied,
@@ -86,6 +98,8 @@ impl Code {
         Code::RunbookInvalid,
         Code::Locked,
         Code::NeedsAttention,
+        Code::WaitingForApproval,
+        Code::Rejected,
     ];
 }
 
@@ -100,6 +114,8 @@ impl fmt::Display for Code {
             Code::RunbookInvalid => "runbook is invalid",
             Code::Locked => "credential locked",
             Code::NeedsAttention => "run needs attention",
+            Code::WaitingForApproval => "waiting for approval",
+            Code::Rejected => "change request rejected",
         })
     }
 }

@@ -9,11 +9,14 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use keycycle_contract::{PluginDescription, PluginError, Value};
-use keycycle_runbook::{Answer, EffectError, Effects, LogLevel, Prompt, PromptKind};
+use keycycle_runbook::{
+    Answer, ApprovalRequest, EffectError, Effects, LogLevel, Prompt, PromptKind,
+};
 use keycycle_secret::SecretValue;
 use keycycle_store::MasterKey;
 use keycycle_store::state::{
-    DeferredRecord, EffectIntent, EffectOutcome, EffectRecord, LockAttempt, NewDeferred, StateStore,
+    ApprovalState, DeferredRecord, EffectIntent, EffectOutcome, EffectRecord, LockAttempt,
+    NewApproval, NewDeferred, StateStore,
 };
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -254,6 +257,7 @@ fn error_from_detail(json: &serde_json::Value, outcome: &EffectOutcome) -> Effec
         },
         "locked" => EffectError::Locked(message),
         "interrupted" => EffectError::Interrupted(message),
+        "rejected" => EffectError::Rejected(message),
         _ => EffectError::Failed(message),
     }
 }
@@ -685,6 +689,109 @@ impl Effects for JournaledEffects {
             self.journal.finish(seq, &result)?;
         }
         result.map(|_| ())
+    }
+
+    fn approval(&self, request: &ApprovalRequest) -> Result<Value, EffectError> {
+        let run = self.journal.run_id.clone();
+        let id = format!("{run}:{}", request.id);
+        let place = crate::approvals::where_text(&request.environments);
+        let (seq, step) = self.journal.begin(
+            "approval",
+            &format!("approval:{}", request.id),
+            &format!(
+                "{}\0{}\0{}\0{}",
+                request.title,
+                request.summary,
+                request.environments.join(","),
+                request.approvers.join(",")
+            ),
+            format!("{}, {place}", request.title),
+            false,
+        )?;
+        if let Step::Replay(outcome) = &step {
+            return self.journal.replay(seq, outcome);
+        }
+        let requester = self
+            .journal
+            .state
+            .run(&run)
+            .map_err(storage)?
+            .map(|r| r.user)
+            .unwrap_or_else(crate::durable::user);
+        let new = NewApproval {
+            id: id.clone(),
+            run_id: run.clone(),
+            title: request.title.clone(),
+            summary: request.summary.clone(),
+            environments: request.environments.clone(),
+            approvers: self
+                .inner
+                .approval_rules
+                .requirements(&request.approvers, &request.environments),
+            requested_by: requester,
+            requested_host: crate::durable::host(),
+            requested_at: now_ms(),
+        };
+        let record = self.journal.state.request_approval(&new).map_err(storage)?;
+        let by = record.decided_by.clone().unwrap_or_default();
+        let comment = record.comment.clone().unwrap_or_default();
+        match record.state {
+            ApprovalState::Pending => {
+                let needs = if record.request.approvers.is_empty() {
+                    format!("anyone but {}", record.request.requested_by)
+                } else {
+                    format!(
+                        "one of {}, and not {}",
+                        record
+                            .request
+                            .approvers
+                            .join("; and one of ")
+                            .replace('|', ", "),
+                        record.request.requested_by
+                    )
+                };
+                // Not finished in the journal: the resume asks again, and
+                // finds the decision.
+                Err(EffectError::AwaitingApproval(format!(
+                    "run {run} waits for approval of change request {id}: {} ({place}). It keeps its locks. \
+                     It needs {needs}: `keycycle approve {id}` (or `keycycle reject {id} --reason TEXT`), \
+                     then `keycycle resume {run}` goes on",
+                    record.request.title
+                )))
+            }
+            ApprovalState::Approved => {
+                tracing::info!(target: "keycycle", "change request {id} was approved by {by}{}", if comment.is_empty() { String::new() } else { format!(": {comment}") });
+                let decision = Value::Map(
+                    [
+                        ("approved".to_owned(), Value::Bool(true)),
+                        ("request".to_owned(), Value::String(id)),
+                        ("by".to_owned(), Value::String(by)),
+                        (
+                            "at".to_owned(),
+                            Value::Int(record.decided_at.unwrap_or_default()),
+                        ),
+                        ("comment".to_owned(), Value::String(comment)),
+                    ]
+                    .into_iter()
+                    .collect(),
+                );
+                let result = Ok(decision);
+                self.journal.finish(seq, &result)?;
+                result
+            }
+            ApprovalState::Rejected => {
+                let result = Err(EffectError::Rejected(format!(
+                    "change request {id} was rejected by {by}{}; run {run} ends here: nothing more is sent, and its locks are released",
+                    if comment.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {comment}")
+                    }
+                )));
+                self.journal.finish(seq, &result)?;
+                result
+            }
+        }
     }
 
     fn defer(

@@ -8,6 +8,7 @@
 #[macro_use]
 mod out;
 
+mod approvals;
 mod config;
 mod debug;
 mod doctor;
@@ -109,6 +110,37 @@ enum Command {
     Retry {
         /// The failed action, as `keycycle pending` lists it (RUN_ID-STEP)
         action_id: String,
+    },
+    /// List the change requests of approval gates that wait for a decision
+    #[command(
+        after_help = "Examples:\n  keycycle approvals\n  keycycle approvals --all --output json"
+    )]
+    Approvals {
+        /// Decided requests too
+        #[arg(long)]
+        all: bool,
+    },
+    /// Approve a change request: its run goes on with `keycycle resume`
+    #[command(
+        after_help = "The person who started the run cannot approve its request, and the config's\n[approvals] and [runbooks.NAME] approvers say who can.\n\nExample:\n  keycycle approve 5a5de9db3527e81c:stage-prod --comment \"CHG0042 approved in CAB\""
+    )]
+    Approve {
+        /// The request, as `keycycle approvals` lists it (RUN_ID:GATE)
+        request: String,
+        /// Recorded with the decision
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Reject a change request: its run ends rejected and releases its locks
+    #[command(
+        after_help = "Example:\n  keycycle reject 5a5de9db3527e81c:stage-prod --reason \"freeze until Monday\""
+    )]
+    Reject {
+        /// The request, as `keycycle approvals` lists it (RUN_ID:GATE)
+        request: String,
+        /// Why; recorded with the decision and shown to the requester
+        #[arg(long)]
+        reason: String,
     },
     /// List deferred actions that are not done (failed ones included)
     #[command(after_help = "Example:\n  keycycle pending --output json")]
@@ -370,6 +402,13 @@ async fn dispatch(cli: Cli) -> Result<()> {
             state_cmds::unlock(&load_config()?, &credential, yes)
         }
         Command::Pending => state_cmds::pending(&load_config()?, json),
+        Command::Approvals { all } => approvals::list(&load_config()?, all, json),
+        Command::Approve { request, comment } => {
+            approvals::decide(&load_config()?, &request, true, comment.as_deref())
+        }
+        Command::Reject { request, reason } => {
+            approvals::decide(&load_config()?, &request, false, Some(&reason))
+        }
         Command::Abandon {
             run_id,
             reason,

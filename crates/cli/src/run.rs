@@ -154,6 +154,8 @@ fn code_for(kind: &ErrorKind) -> Code {
         ErrorKind::Compile | ErrorKind::Import => Code::RunbookInvalid,
         ErrorKind::Denied => Code::Denied,
         ErrorKind::MissingInput => Code::InputRequired,
+        ErrorKind::AwaitingApproval => Code::WaitingForApproval,
+        ErrorKind::Rejected => Code::Rejected,
         _ => Code::RunbookFailed,
     }
 }
@@ -331,6 +333,7 @@ pub async fn run(config: Config, req: RunRequest) -> Result<()> {
             .map(|r| r.secrets.clone())
             .unwrap_or_default(),
         runbook_name: runbook_name.clone(),
+        approval_rules: crate::approvals::Rules::from_config(&config, &runbook_name),
         inputs: Inputs::new(req.inputs.clone()),
         dry_run: req.dry_run,
         run_id: run_id.clone(),

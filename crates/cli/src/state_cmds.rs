@@ -39,6 +39,8 @@ pub fn state_name(state: RunState) -> &'static str {
         RunState::Succeeded => "succeeded",
         RunState::Failed => "failed",
         RunState::NeedsAttention => "needs-attention",
+        RunState::WaitingForApproval => "waiting-for-approval",
+        RunState::Rejected => "rejected",
     }
 }
 
@@ -158,7 +160,11 @@ pub fn runs(config: &Config, as_json: bool) -> Result<()> {
     };
     let runs = state
         .list_runs(&RunFilter {
-            states: vec![RunState::Running, RunState::NeedsAttention],
+            states: vec![
+                RunState::Running,
+                RunState::NeedsAttention,
+                RunState::WaitingForApproval,
+            ],
             ..RunFilter::default()
         })
         .context(Code::Config)?;
@@ -287,7 +293,9 @@ pub fn abandon(config: &Config, run_id: &str, reason: &str, yes: bool) -> Result
         .context(Code::Config)?;
     if matches!(
         run.state,
-        keycycle_store::state::RunState::Succeeded | keycycle_store::state::RunState::Failed
+        keycycle_store::state::RunState::Succeeded
+            | keycycle_store::state::RunState::Failed
+            | keycycle_store::state::RunState::Rejected
     ) {
         return Err(anyhow!(
             "run {run_id} already ended ({}); `keycycle show {run_id}` shows how",

@@ -9,7 +9,7 @@ use keycycle_contract::{PluginDescription, PluginError, Value};
 use keycycle_secret::{MASK, SecretValue, redact};
 use rhai::{Array, Dynamic, Engine, EvalAltResult, INT, ImmutableString, Map, NativeCallContext};
 
-use crate::effects::{Answer, EffectError, Effects, LogLevel, Prompt, PromptKind};
+use crate::effects::{Answer, ApprovalRequest, EffectError, Effects, LogLevel, Prompt, PromptKind};
 use crate::value::{
     PluginHandle, SecretHandle, Terminate, from_value, plugin_text, render, to_value,
 };
@@ -267,6 +267,31 @@ impl Host {
         }
     }
 
+    /// `approval(#{ id, title, summary, environments, approvers })`: the
+    /// decision as a map once approved. Waiting and rejection stop the run
+    /// in a way no `try` can catch.
+    fn approval(&self, ctx: &NativeCallContext, request: &Map) -> Rr<Dynamic> {
+        let request = approval_request(ctx, request)?;
+        match self.effects.approval(&request) {
+            Ok(decision) => Ok(from_value(decision)),
+            Err(err @ (EffectError::AwaitingApproval(_) | EffectError::Rejected(_))) => {
+                let kind = if matches!(err, EffectError::Rejected(_)) {
+                    crate::ErrorKind::Rejected
+                } else {
+                    crate::ErrorKind::AwaitingApproval
+                };
+                let gate = Terminate::Gate {
+                    kind,
+                    message: err.to_string(),
+                    source: ctx.call_source().map(str::to_owned),
+                    pos: ctx.call_position(),
+                };
+                Err(EvalAltResult::ErrorTerminated(Dynamic::from(gate), ctx.call_position()).into())
+            }
+            Err(err) => Err(effect_failed(ctx, &err)),
+        }
+    }
+
     fn lock(&self, ctx: &NativeCallContext, credential: &str) -> Rr<()> {
         if credential.trim().is_empty() {
             return Err(misuse(
@@ -485,7 +510,83 @@ fn register_prompts(engine: &mut Engine, host: &Arc<Host>) {
     );
 }
 
+/// The longest approval gate id: it becomes part of a request id operators
+/// type.
+const MAX_APPROVAL_ID_LEN: usize = 64;
+
+/// Reads `approval`'s map, refusing what would make an unclear request.
+fn approval_request(ctx: &NativeCallContext, map: &Map) -> Rr<ApprovalRequest> {
+    const USAGE: &str = "approval(#{ id, title, summary, environments, approvers })";
+    for key in map.keys() {
+        if !["id", "title", "summary", "environments", "approvers"].contains(&key.as_str()) {
+            return Err(misuse(ctx, &format!("{USAGE}: unknown field `{key}`")));
+        }
+    }
+    let text = |key: &str, required: bool| -> Rr<String> {
+        match map.get(key) {
+            Some(v) if v.is_string() => Ok(v.clone().into_string().unwrap_or_default()),
+            None if !required => Ok(String::new()),
+            None => Err(misuse(ctx, &format!("{USAGE}: `{key}` is required"))),
+            Some(v) => Err(misuse(
+                ctx,
+                &format!("{USAGE}: `{key}` must be a string, not {}", v.type_name()),
+            )),
+        }
+    };
+    let list = |key: &str| -> Rr<Vec<String>> {
+        let Some(v) = map.get(key) else {
+            return Ok(Vec::new());
+        };
+        let items = v.clone().try_cast::<Array>().ok_or_else(|| {
+            misuse(
+                ctx,
+                &format!("{USAGE}: `{key}` must be an array of strings"),
+            )
+        })?;
+        items
+            .into_iter()
+            .map(|i| {
+                i.into_string().map_err(|_| {
+                    misuse(
+                        ctx,
+                        &format!("{USAGE}: `{key}` must be an array of strings"),
+                    )
+                })
+            })
+            .collect()
+    };
+    let id = text("id", true)?;
+    if id.is_empty()
+        || id.len() > MAX_APPROVAL_ID_LEN
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(misuse(
+            ctx,
+            &format!(
+                "{USAGE}: `id` must be 1 to {MAX_APPROVAL_ID_LEN} letters, digits, `-`, `_` or `.`, not `{id}`"
+            ),
+        ));
+    }
+    let title = text("title", true)?;
+    if title.trim().is_empty() {
+        return Err(misuse(ctx, &format!("{USAGE}: `title` is empty")));
+    }
+    Ok(ApprovalRequest {
+        id,
+        title,
+        summary: text("summary", false)?,
+        environments: list("environments")?,
+        approvers: list("approvers")?,
+    })
+}
+
 fn register_misc(engine: &mut Engine, host: &Arc<Host>) {
+    let h = host.clone();
+    engine.register_fn("approval", move |ctx: NativeCallContext, request: Map| {
+        h.approval(&ctx, &request)
+    });
     let h = host.clone();
     engine.register_fn("info", move |message: Dynamic| {
         h.log(LogLevel::Info, &message)

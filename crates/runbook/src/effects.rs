@@ -55,6 +55,18 @@ impl PromptKind {
     }
 }
 
+/// A change request an approval gate makes: what will change, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRequest {
+    /// The gate's id in the runbook (letters, digits, `-`, `_`, `.`).
+    pub id: String,
+    pub title: String,
+    pub summary: String,
+    pub environments: Vec<String>,
+    /// Who may decide, as the runbook names them (users or `group:NAME`).
+    pub approvers: Vec<String>,
+}
+
 /// An operator's answer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Answer {
@@ -97,6 +109,12 @@ pub enum EffectError {
     /// its outcome cannot be found out: the operator must look.
     #[error("{0}")]
     Interrupted(String),
+    /// An approval gate's change request is not decided yet.
+    #[error("{0}")]
+    AwaitingApproval(String),
+    /// An approval gate's change request was rejected.
+    #[error("{0}")]
+    Rejected(String),
 }
 
 impl EffectError {
@@ -108,6 +126,8 @@ impl EffectError {
             EffectError::Failed(_) => "failed",
             EffectError::Locked(_) => "locked",
             EffectError::Interrupted(_) => "interrupted",
+            EffectError::AwaitingApproval(_) => "awaiting-approval",
+            EffectError::Rejected(_) => "rejected",
         }
     }
 }
@@ -157,6 +177,18 @@ pub trait Effects: Send + Sync {
     fn lock(&self, credential: &str) -> Result<(), EffectError> {
         Err(EffectError::Failed(format!(
             "cannot lock `{credential}`: this host keeps no run state"
+        )))
+    }
+
+    /// Records the change request of an approval gate, or finds it, and
+    /// returns the decision: a map with `approved: true`, `by`, `at` and
+    /// `comment` once approved; [`EffectError::AwaitingApproval`] while
+    /// undecided; [`EffectError::Rejected`] once rejected. A dry run goes on
+    /// as if approved and says so.
+    fn approval(&self, request: &ApprovalRequest) -> Result<Value, EffectError> {
+        Err(EffectError::Failed(format!(
+            "cannot ask for approval `{}`: this host keeps no run state",
+            request.id
         )))
     }
 

@@ -40,6 +40,11 @@ pub enum ErrorKind {
     /// An earlier attempt of this run died mid-call and the outcome of that
     /// call cannot be found out.
     Interrupted,
+    /// The run reached an approval gate whose change request is not decided
+    /// yet; it resumes once people approve.
+    AwaitingApproval,
+    /// An approval gate's change request was rejected.
+    Rejected,
 }
 
 impl ErrorKind {
@@ -56,6 +61,8 @@ impl ErrorKind {
             ErrorKind::Failed => "failed",
             ErrorKind::Locked => "locked",
             ErrorKind::Interrupted => "interrupted",
+            ErrorKind::AwaitingApproval => "awaiting-approval",
+            ErrorKind::Rejected => "rejected",
         }
     }
 
@@ -69,6 +76,8 @@ impl ErrorKind {
             "failed" => ErrorKind::Failed,
             "locked" => ErrorKind::Locked,
             "interrupted" => ErrorKind::Interrupted,
+            "awaiting-approval" => ErrorKind::AwaitingApproval,
+            "rejected" => ErrorKind::Rejected,
             _ => ErrorKind::Runtime,
         }
     }
@@ -262,6 +271,17 @@ impl ErrorContext {
                     .as_ref()
                     .map_or_else(|| file.to_path_buf(), PathBuf::from);
                 RunbookError::new(ErrorKind::Failed, message, &file, *fail_pos)
+            }
+            Some(Terminate::Gate {
+                kind,
+                message,
+                source,
+                pos: gate_pos,
+            }) => {
+                let file = source
+                    .as_ref()
+                    .map_or_else(|| file.to_path_buf(), PathBuf::from);
+                RunbookError::new(*kind, message, &file, *gate_pos)
             }
             Some(Terminate::WallTime) => RunbookError::new(
                 ErrorKind::Limit,

@@ -31,6 +31,14 @@ pub(crate) enum Terminate {
     },
     /// The wall-time deadline passed.
     WallTime,
+    /// An approval gate stopped the run: waiting for a decision, or
+    /// rejected. Not catchable, or a `try` around the gate would walk past it.
+    Gate {
+        kind: crate::ErrorKind,
+        message: String,
+        source: Option<String>,
+        pos: Position,
+    },
 }
 
 /// Nesting deeper than this cannot be converted; it protects the host's
