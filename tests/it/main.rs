@@ -15,6 +15,7 @@ mod doctor;
 mod durable;
 mod gitlab;
 mod hostile_runbooks;
+mod ibm_sm;
 mod operator;
 mod plugin_files;
 mod python_gitlab;

@@ -213,6 +213,7 @@ Examples:
   keycycle sim demo --port 8080
   keycycle sim gitlab --port 8929
   keycycle sim zendesk --port 0
+  keycycle sim ibm-sm --port 8931    # then POST /_sim/instances for stage, prod
 
 The simulator keeps its state in memory and listens on 127.0.0.1 only.
 Its control API (/_sim/...) seeds data and shows the true state.";

@@ -14,6 +14,9 @@ pub enum Provider {
     Gitlab,
     /// Zendesk: API tokens, OAuth clients and tokens, app installations, webhooks
     Zendesk,
+    /// IBM Cloud Secrets Manager v2 and IAM: one instance; start the
+    /// account's other instances with POST /_sim/instances
+    IbmSm,
 }
 
 pub async fn serve(provider: Provider, port: u16) -> Result<()> {
@@ -21,6 +24,10 @@ pub async fn serve(provider: Provider, port: u16) -> Result<()> {
         Provider::Demo => (keycycle_sim::serve_demo_forever(port).await, "demo"),
         Provider::Gitlab => (keycycle_sim::serve_gitlab_forever(port).await, "GitLab"),
         Provider::Zendesk => (keycycle_sim::serve_zendesk_forever(port).await, "Zendesk"),
+        Provider::IbmSm => (
+            keycycle_sim::serve_ibm_sm_forever(port).await,
+            "IBM Secrets Manager",
+        ),
     };
     match served {
         Ok(()) => Ok(()),

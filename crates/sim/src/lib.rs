@@ -55,6 +55,18 @@
 //! test call. [`ZendeskState`] seeds and inspects it; the same is served
 //! under `/_sim/`.
 //!
+//! # IBM Cloud Secrets Manager
+//!
+//! [`start_ibm_sm`] serves one Secrets Manager instance's `/api/v2` and
+//! IAM's `POST /identity/token`, as the provider reference's IBM section
+//! describes them: arbitrary and username_password secrets in groups,
+//! get by name, versions (`current`, `previous`), renames by merge-patch,
+//! locks that refuse a deletion with 412, and access tokens that expire on
+//! a settable clock. Each instance is a server of its own, as each real
+//! instance has an origin of its own; [`IbmSmState::start_instance`] starts
+//! another instance of the same account, sharing IAM and the clock.
+//! [`IbmSmState`] seeds and inspects it; the same is served under `/_sim/`.
+//!
 //! # Control shared by every simulator
 //!
 //! `POST /_sim/fail` [`FailRule`] (`DELETE` clears, `GET` lists);
@@ -78,6 +90,7 @@ mod error;
 mod fail;
 mod gate;
 mod gitlab;
+mod ibm_sm;
 mod server;
 mod values;
 mod zendesk;
@@ -95,6 +108,10 @@ pub use gitlab::{
     ProjectState, Resource, ReuseDetection, SeededToken, SeededTrigger, TokenSeed, TokenState,
     TriggerSeed, TriggerState, UserSeed, UserState, VariableSeed, VariableState,
 };
+pub use ibm_sm::{
+    IBM_DEFAULT_ACCOUNT, IbmApiKeySeed, IbmGroupSeed, IbmGroupState, IbmLockState, IbmSecretSeed,
+    IbmSecretState, IbmSmSnapshot, IbmSmState, IbmTokenState, IbmVersionState,
+};
 pub use server::SimServer;
 pub use zendesk::{
     ApiTokenSeed, ApiTokenState, InstallationSeed, InstallationState, OauthClientSeed,
@@ -103,7 +120,7 @@ pub use zendesk::{
 };
 
 /// The providers that can be simulated, as `keycycle sim <provider>` names them.
-pub const PROVIDERS: [&str; 3] = ["demo", "gitlab", "zendesk"];
+pub const PROVIDERS: [&str; 4] = ["demo", "gitlab", "zendesk", "ibm-sm"];
 
 /// Serves the simulator of `provider` (one of [`PROVIDERS`]) on
 /// 127.0.0.1:`port` until Ctrl-C.
@@ -112,6 +129,7 @@ pub async fn serve_forever(provider: &str, port: u16) -> io::Result<()> {
         "demo" => serve_demo_forever(port).await,
         "gitlab" => serve_gitlab_forever(port).await,
         "zendesk" => serve_zendesk_forever(port).await,
+        "ibm-sm" => serve_ibm_sm_forever(port).await,
         other => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
@@ -163,6 +181,23 @@ pub async fn serve_zendesk_forever(port: u16) -> io::Result<()> {
     server::serve_forever(zendesk::router(ZendeskState::new()), port, "zendesk").await
 }
 
+/// Starts one IBM Secrets Manager instance (and IAM) on 127.0.0.1:`port`
+/// (0 = any free port), in a new account; its API lives under `/api/v2`,
+/// IAM's token endpoint at `/identity/token`. Start the account's other
+/// instances with [`IbmSmState::start_instance`].
+pub async fn start_ibm_sm(port: u16) -> io::Result<(SimServer, IbmSmState)> {
+    let state = IbmSmState::new();
+    let server = SimServer::spawn(ibm_sm::router(state.clone()), port)?;
+    Ok((server, state))
+}
+
+/// Serves one IBM Secrets Manager instance and IAM on 127.0.0.1:`port`
+/// until Ctrl-C, printing only the address it listens on. It starts empty:
+/// seed it, and start the account's other instances, through `/_sim/`.
+pub async fn serve_ibm_sm_forever(port: u16) -> io::Result<()> {
+    server::serve_forever(ibm_sm::router(IbmSmState::new()), port, "ibm-sm").await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,7 +206,7 @@ mod tests {
     async fn unknown_provider_is_refused_with_the_list_of_known_ones() {
         let error = serve_forever("acme", 0).await.unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
-        assert!(error.to_string().contains("demo, gitlab, zendesk"));
+        assert!(error.to_string().contains("demo, gitlab, zendesk, ibm-sm"));
     }
 
     /// Serves `provider` on a free port and returns what a request to it
@@ -192,6 +227,7 @@ mod tests {
             let url = match provider {
                 "demo" => format!("http://127.0.0.1:{port}/api/whoami"),
                 "zendesk" => format!("http://127.0.0.1:{port}/api/v2/webhooks"),
+                "ibm-sm" => format!("http://127.0.0.1:{port}/api/v2/secrets"),
                 _ => format!("http://127.0.0.1:{port}/api/v4/user"),
             };
             let deadline = tokio::time::Instant::now() + STARTUP;
