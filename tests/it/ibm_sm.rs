@@ -12,23 +12,23 @@ use keycycle_sim::{IbmApiKeySeed, IbmSecretSeed, IbmSmState, Release, SimServer}
 
 use crate::support::*;
 
-const NAME: &str = "aihelp--QA_GIT_TOKEN";
-const ENVS: [&str; 3] = ["dev", "stage", "prod"];
+pub(crate) const NAME: &str = "aihelp--QA_GIT_TOKEN";
+pub(crate) const ENVS: [&str; 3] = ["dev", "stage", "prod"];
 
 /// Three instances of one account in the test process, each holding the
 /// secret with an old value; IAM is served by every instance, and the dev
 /// one is the `iam_url` the plugin is given.
-struct IbmSim {
-    rt: tokio::runtime::Runtime,
-    servers: Vec<SimServer>,
-    states: Vec<IbmSmState>,
-    old_values: Vec<String>,
-    old_ids: Vec<String>,
-    api_key: String,
+pub(crate) struct IbmSim {
+    pub(crate) rt: tokio::runtime::Runtime,
+    pub(crate) servers: Vec<SimServer>,
+    pub(crate) states: Vec<IbmSmState>,
+    pub(crate) old_values: Vec<String>,
+    pub(crate) old_ids: Vec<String>,
+    pub(crate) api_key: String,
 }
 
 impl IbmSim {
-    fn start() -> IbmSim {
+    pub(crate) fn start() -> IbmSim {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -65,7 +65,7 @@ impl IbmSim {
         }
     }
 
-    fn origin(&self, i: usize) -> String {
+    pub(crate) fn origin(&self, i: usize) -> String {
         self.servers[i].base_url.trim_end_matches('/').to_owned()
     }
 
