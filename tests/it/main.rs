@@ -13,6 +13,7 @@ mod config;
 mod crash;
 mod doctor;
 mod durable;
+mod github;
 mod gitlab;
 mod hostile_runbooks;
 mod ibm_sm;

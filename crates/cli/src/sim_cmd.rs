@@ -10,6 +10,8 @@ use clap::ValueEnum;
 pub enum Provider {
     /// The demo token service the example plugin talks to
     Demo,
+    /// GitHub's REST API: personal access tokens, Actions secrets
+    Github,
     /// GitLab's REST API: access tokens, triggers, CI/CD variables, webhooks
     Gitlab,
     /// Zendesk: API tokens, OAuth clients and tokens, app installations, webhooks
@@ -22,6 +24,7 @@ pub enum Provider {
 pub async fn serve(provider: Provider, port: u16) -> Result<()> {
     let (served, name) = match provider {
         Provider::Demo => (keycycle_sim::serve_demo_forever(port).await, "demo"),
+        Provider::Github => (keycycle_sim::serve_github_forever(port).await, "GitHub"),
         Provider::Gitlab => (keycycle_sim::serve_gitlab_forever(port).await, "GitLab"),
         Provider::Zendesk => (keycycle_sim::serve_zendesk_forever(port).await, "Zendesk"),
         Provider::IbmSm => (

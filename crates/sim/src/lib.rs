@@ -55,6 +55,18 @@
 //! test call. [`ZendeskState`] seeds and inspects it; the same is served
 //! under `/_sim/`.
 //!
+//! # GitHub
+//!
+//! [`start_github`] serves the REST API at the root, as the provider
+//! reference's GitHub section describes it: `GET /user` with the
+//! `X-OAuth-Scopes`, expiry and rate-limit headers; personal access tokens
+//! that only a person creates or revokes (the control API plays that
+//! person), 401 "Bad credentials" once revoked or expired on the settable
+//! clock; Actions secrets of repositories, environments and organisations,
+//! each scope with its own Curve25519 key pair, opened from the client's
+//! sealed box into the true state. [`GitHubState`] seeds and inspects it;
+//! the same is served under `/_sim/`.
+//!
 //! # IBM Cloud Secrets Manager
 //!
 //! [`start_ibm_sm`] serves one Secrets Manager instance's `/api/v2` and
@@ -89,6 +101,7 @@ mod demo;
 mod error;
 mod fail;
 mod gate;
+mod github;
 mod gitlab;
 mod ibm_sm;
 mod server;
@@ -102,6 +115,11 @@ pub use demo::{DEMO_USER, DemoState, DemoToken};
 pub use error::SimError;
 pub use fail::{FailRule, RateLimit};
 pub use gate::{Gate, GateRule, Release};
+pub use github::{
+    ActionsSecretState, GitHubOrgSeed, GitHubOrgState, GitHubRepoSeed, GitHubRepoState,
+    GitHubSnapshot, GitHubState, GitHubTokenSeed, GitHubTokenState, GitHubUserSeed,
+    GitHubUserState, PublicKeyState, SecretScope,
+};
 pub use gitlab::{
     AuthErrorStyle, GitLabSettings, GitLabSnapshot, GitLabState, GroupSeed, GroupState, HookSeed,
     HookSettings, HookState, HookTestState, Member, MemberSeed, PipelineState, ProjectSeed,
@@ -120,13 +138,14 @@ pub use zendesk::{
 };
 
 /// The providers that can be simulated, as `keycycle sim <provider>` names them.
-pub const PROVIDERS: [&str; 4] = ["demo", "gitlab", "zendesk", "ibm-sm"];
+pub const PROVIDERS: [&str; 5] = ["demo", "github", "gitlab", "zendesk", "ibm-sm"];
 
 /// Serves the simulator of `provider` (one of [`PROVIDERS`]) on
 /// 127.0.0.1:`port` until Ctrl-C.
 pub async fn serve_forever(provider: &str, port: u16) -> io::Result<()> {
     match provider {
         "demo" => serve_demo_forever(port).await,
+        "github" => serve_github_forever(port).await,
         "gitlab" => serve_gitlab_forever(port).await,
         "zendesk" => serve_zendesk_forever(port).await,
         "ibm-sm" => serve_ibm_sm_forever(port).await,
@@ -151,6 +170,20 @@ pub async fn start_demo(port: u16) -> io::Result<(SimServer, DemoState)> {
 /// only the address it listens on.
 pub async fn serve_demo_forever(port: u16) -> io::Result<()> {
     server::serve_forever(demo::router(DemoState::new()), port, "demo").await
+}
+
+/// Starts the GitHub simulator on 127.0.0.1:`port` (0 = any free port); its
+/// REST API lives at the root, as at `https://api.github.com`.
+pub async fn start_github(port: u16) -> io::Result<(SimServer, GitHubState)> {
+    let state = GitHubState::new();
+    let server = SimServer::spawn(github::router(state.clone()), port)?;
+    Ok((server, state))
+}
+
+/// Serves the GitHub simulator on 127.0.0.1:`port` until Ctrl-C, printing
+/// only the address it listens on. It starts empty: seed it through `/_sim/`.
+pub async fn serve_github_forever(port: u16) -> io::Result<()> {
+    server::serve_forever(github::router(GitHubState::new()), port, "github").await
 }
 
 /// Starts the GitLab simulator on 127.0.0.1:`port` (0 = any free port); its
@@ -206,7 +239,11 @@ mod tests {
     async fn unknown_provider_is_refused_with_the_list_of_known_ones() {
         let error = serve_forever("acme", 0).await.unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
-        assert!(error.to_string().contains("demo, gitlab, zendesk, ibm-sm"));
+        assert!(
+            error
+                .to_string()
+                .contains("demo, github, gitlab, zendesk, ibm-sm")
+        );
     }
 
     /// Serves `provider` on a free port and returns what a request to it
@@ -227,6 +264,7 @@ mod tests {
             let url = match provider {
                 "demo" => format!("http://127.0.0.1:{port}/api/whoami"),
                 "zendesk" => format!("http://127.0.0.1:{port}/api/v2/webhooks"),
+                "github" => format!("http://127.0.0.1:{port}/user"),
                 "ibm-sm" => format!("http://127.0.0.1:{port}/api/v2/secrets"),
                 _ => format!("http://127.0.0.1:{port}/api/v4/user"),
             };

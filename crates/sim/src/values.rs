@@ -23,6 +23,20 @@ pub(crate) fn url_safe_token(prefix: &str, len: usize) -> SecretValue {
     SecretValue::new(value)
 }
 
+const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+/// `prefix` followed by `len` random ASCII letters and digits, the alphabet
+/// of GitHub's token bodies.
+pub(crate) fn alnum_token(prefix: &str, len: usize) -> SecretValue {
+    let mut rng = rand::rng();
+    let mut value = String::with_capacity(prefix.len() + len);
+    value.push_str(prefix);
+    for _ in 0..len {
+        value.push(char::from(ALNUM[rng.random_range(0..ALNUM.len())]));
+    }
+    SecretValue::new(value)
+}
+
 /// `prefix` followed by `bytes` random bytes in lowercase hex.
 pub(crate) fn hex_token(prefix: &str, bytes: usize) -> SecretValue {
     SecretValue::new(format!("{prefix}{}", random_hex(bytes)))
@@ -111,6 +125,11 @@ mod tests {
         );
 
         assert_ne!(url_safe_token("x", 20), url_safe_token("x", 20));
+
+        let classic = alnum_token("ghp_", 36);
+        let rest = classic.expose().strip_prefix("ghp_").unwrap();
+        assert_eq!(rest.len(), 36);
+        assert!(rest.bytes().all(|b| b.is_ascii_alphanumeric()));
         assert_eq!(format!("{pat:?}"), "***");
     }
 }
