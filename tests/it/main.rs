@@ -24,5 +24,6 @@ mod retries;
 mod runbooks;
 mod sandbox;
 mod secrets;
+mod seed000;
 mod zendesk;
 mod zendesk_crash;
