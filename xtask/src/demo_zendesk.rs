@@ -365,15 +365,21 @@ secrets = [{hook}]
 /// Runs a command that must stop for an answer (exit code 6) and returns
 /// the id of the run it left waiting.
 fn stops_for_an_answer(command: &mut Command) -> Result<String> {
+    stops_with(command, 6)
+}
+
+/// Runs a command that must stop with exit `code` (6: an answer; 10: an
+/// approval) and returns the id of the run it left waiting.
+pub fn stops_with(command: &mut Command, code: i32) -> Result<String> {
     let report = json_report(command.args(["--output", "json"]))?;
-    if report.0 != Some(6) {
+    if report.0 != Some(code) {
         bail!(
-            "`{}` was to stop for an answer (exit 6), but it exited with {:?}",
+            "`{}` was to stop with exit {code}, but it exited with {:?}",
             cmd::shown(command),
             report.0
         );
     }
-    cmd::note("the run waits for the operator; its answer is given with --input on resume");
+    cmd::note("the run waits for people; it goes on with `keycycle resume`");
     report.1["run_id"]
         .as_str()
         .map(str::to_owned)
@@ -381,7 +387,7 @@ fn stops_for_an_answer(command: &mut Command) -> Result<String> {
 }
 
 /// Runs a command that must succeed and returns its JSON report.
-fn json_run(command: &mut Command) -> Result<Value> {
+pub fn json_run(command: &mut Command) -> Result<Value> {
     let (code, report) = json_report(command.args(["--output", "json"]))?;
     if code != Some(0) {
         bail!(

@@ -6,6 +6,7 @@ mod bench;
 mod bench_journal;
 mod cmd;
 mod demo;
+mod demo_github;
 mod demo_gitlab;
 mod demo_zendesk;
 mod plugins;

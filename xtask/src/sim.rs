@@ -103,9 +103,20 @@ impl Sim {
     /// POSTs `body` to the control API at `path` (under `/_sim`) and
     /// returns the JSON answer (`null` for an empty one).
     pub fn control(&self, path: &str, body: serde_json::Value) -> Result<serde_json::Value> {
+        self.control_at(&self.url, path, body)
+    }
+
+    /// [`Sim::control`] on another server of this simulator's account (an
+    /// IBM Secrets Manager instance started through the control API).
+    pub fn control_at(
+        &self,
+        base_url: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> Result<serde_json::Value> {
         let mut response = self
             .agent
-            .post(format!("{}/_sim{path}", self.url))
+            .post(format!("{}/_sim{path}", base_url.trim_end_matches('/')))
             .send_json(body)
             .context("cannot reach the simulator's control API")?;
         let status = response.status();
@@ -120,6 +131,21 @@ impl Sim {
             return Ok(serde_json::Value::Null);
         }
         serde_json::from_str(&text).context("the simulator's answer is not JSON")
+    }
+
+    /// The true state of another server of this simulator's account (an
+    /// IBM Secrets Manager instance started through the control API).
+    pub fn state_at(&self, base_url: &str) -> Result<serde_json::Value> {
+        let mut response = self
+            .agent
+            .get(format!("{}/_sim/state", base_url.trim_end_matches('/')))
+            .call()
+            .context("cannot reach the simulator's control API")?;
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .context("cannot read the simulator's answer")?;
+        serde_json::from_str(&text).context("the simulator's state is not JSON")
     }
 
     /// DELETEs `path` of the control API (under `/_sim`).
