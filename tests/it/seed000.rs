@@ -305,3 +305,271 @@ fn the_pat_is_rotated_into_every_environment_behind_one_change_request() {
     }
     s.ws.assert_files_clean_including(&["state/state.db", "state/secrets.json"]);
 }
+
+/// Crash injection, to the standard of `crash.rs`: the run is killed at
+/// every provider request a clean rotation makes (at GitHub and at each
+/// Secrets Manager instance, IAM included), the request is let through as
+/// dropped or as processed with its answer lost, and resuming (approving
+/// the change request when the run reaches it) must end with exactly one
+/// rotation: each environment holds its new token under the name and its
+/// old value under the renamed name once, with one deferred removal each.
+mod crash {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::time::Duration;
+
+    use keycycle_sim::{Release, RequestRecord};
+
+    use super::*;
+
+    const ARRIVAL: Duration = Duration::from_secs(30);
+
+    /// Which simulator a request went to: GitHub, or Secrets Manager
+    /// instance 0, 1 or 2.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum At {
+        GitHub,
+        Sm(usize),
+    }
+
+    fn requests(s: &Seed000, at: At) -> Vec<RequestRecord> {
+        let all = match at {
+            At::GitHub => s.gh.requests(),
+            At::Sm(i) => s.ibm.states[i].requests(),
+        };
+        all.into_iter()
+            .filter(|r| !r.path.starts_with("/_sim"))
+            .map(|mut r| {
+                // Secret ids are random UUIDs: keep the path's shape.
+                r.path = r
+                    .path
+                    .split('/')
+                    .map(|seg| {
+                        if seg.len() == 36 && seg.matches('-').count() == 4 {
+                            "ID"
+                        } else {
+                            seg
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("/");
+                r
+            })
+            .collect()
+    }
+
+    fn clear(s: &Seed000) {
+        s.gh.clear_requests();
+        for state in &s.ibm.states {
+            state.clear_requests();
+        }
+    }
+
+    const ALL: [At; 4] = [At::GitHub, At::Sm(0), At::Sm(1), At::Sm(2)];
+
+    /// A fresh scenario: the new tokens made, the old ones already deleted
+    /// in GitHub, and the arguments of a run that answers everything.
+    fn setup() -> (Seed000, Vec<String>) {
+        let s = Seed000::start();
+        for id in &s.old_pats {
+            s.gh.revoke_token(*id).unwrap();
+        }
+        let mut args = base();
+        for env in ENVS {
+            let (_, input) = s.person_creates(env, "aihelp", &["repo"], 90);
+            args.extend(["--input".to_owned(), input]);
+            args.extend(["--input".to_owned(), format!("old_pat_deleted_{env}=yes")]);
+        }
+        clear(&s);
+        (s, args)
+    }
+
+    /// Resumes until the run ends, approving its change request as alice
+    /// when it waits at the gate.
+    fn drive(s: &Seed000, args: &[String]) {
+        let inputs: Vec<&str> = argv(args).into_iter().skip(base().len()).collect();
+        for _ in 0..4 {
+            let run_id = s.ws.only_unfinished_run();
+            let mut resume = vec!["resume", run_id.as_str()];
+            resume.extend(inputs.iter().copied());
+            let run = s.ws.run(&resume);
+            match run.code {
+                0 => return,
+                10 => {
+                    for request in s.ws.approvals_waiting() {
+                        let id = request["id"].as_str().unwrap().to_owned();
+                        s.ws.run_env(&["approve", &id], &[("USER", "alice")])
+                            .assert_ok();
+                    }
+                }
+                _ => panic!("resume exited with {}:\n{}", run.code, run.stderr),
+            }
+        }
+        panic!("the run did not finish after 4 resumes");
+    }
+
+    /// What one finished rotation leaves, whatever crashed on the way.
+    fn assert_rotated_once(s: &Seed000, new_values: &[String]) {
+        for (i, env) in ENVS.iter().enumerate() {
+            let secrets = s.ibm.states[i].snapshot().secrets;
+            assert_eq!(
+                secrets.len(),
+                2,
+                "{env}: the new secret and the renamed old one"
+            );
+            let (_, current) = s.current(i).unwrap();
+            assert!(
+                current == new_values[i],
+                "{env}: the name holds the new token"
+            );
+            let old = s.ibm.states[i]
+                .secret(&s.ibm.old_ids[i])
+                .expect("the old secret is kept");
+            assert!(
+                old.name.starts_with(&format!("{NAME}-replaced-")),
+                "{env}: renamed"
+            );
+            assert!(
+                old.current_value().unwrap().expose() == s.ibm.old_values[i],
+                "{env}: the renamed secret holds the old value"
+            );
+        }
+        let pending = s.ws.run(&["pending", "-o", "json"]);
+        pending.assert_ok();
+        assert_eq!(
+            pending.json().as_array().map(Vec::len),
+            Some(3),
+            "one deferred removal per environment"
+        );
+        assert!(s.ws.held_locks().is_empty(), "every lock released");
+    }
+
+    fn new_values(s: &Seed000) -> Vec<String> {
+        (0..3).map(|i| s.current(i).unwrap().1).collect()
+    }
+
+    fn clean_flow() -> Vec<(At, Vec<RequestRecord>)> {
+        let (s, args) = setup();
+        let first = s.ws.run(&argv(&args));
+        first.assert_code(10);
+        drive(&s, &args);
+        let values = new_values(&s);
+        assert_rotated_once(&s, &values);
+        ALL.iter().map(|at| (*at, requests(&s, *at))).collect()
+    }
+
+    fn occurrence(list: &[RequestRecord], k: usize) -> u32 {
+        let target = &list[k];
+        list[..=k]
+            .iter()
+            .filter(|r| r.method == target.method && r.path.starts_with(&target.path))
+            .count() as u32
+    }
+
+    /// Runs `args`; kills it if `gate` holds a request first. Whether it
+    /// was killed.
+    fn run_or_kill(s: &Seed000, args: &[&str], gate: &keycycle_sim::Gate) -> bool {
+        let mut child = s.ws.spawn(args);
+        let deadline = std::time::Instant::now() + ARRIVAL;
+        loop {
+            if gate.wait_arrived(Duration::from_millis(50)) {
+                let _ = child.kill();
+                let _ = child.timed_wait_with_output();
+                return true;
+            }
+            if matches!(child.try_wait(), Ok(Some(_))) || std::time::Instant::now() > deadline {
+                let out = child.timed_wait_with_output().unwrap();
+                assert_clean("stderr", &String::from_utf8_lossy(&out.stderr));
+                return false;
+            }
+        }
+    }
+
+    fn crash_once(at: At, list: &[RequestRecord], k: usize, mode: Release) {
+        let (s, args) = setup();
+        let target = &list[k];
+        let n = occurrence(list, k);
+        // The path up to a random id is a prefix that still matches.
+        let prefix = target.path.split("/ID").next().unwrap().to_owned();
+        let n = if prefix == target.path {
+            n
+        } else {
+            list[..=k]
+                .iter()
+                .filter(|r| r.method == target.method && r.path.starts_with(&prefix))
+                .count() as u32
+        };
+        let gate = match at {
+            At::GitHub => s.gh.gate(&target.method, &prefix, n),
+            At::Sm(i) => s.ibm.states[i].gate(&target.method, &prefix, n),
+        };
+        let mut killed = run_or_kill(&s, &argv(&args), &gate);
+        if !killed {
+            // The gated request comes after the change request.
+            drive_one_approval(&s);
+            let run_id = s.ws.only_unfinished_run();
+            let inputs: Vec<&str> = argv(&args).into_iter().skip(base().len()).collect();
+            let mut resume = vec!["resume", run_id.as_str()];
+            resume.extend(inputs);
+            killed = run_or_kill(&s, &resume, &gate);
+        }
+        assert!(killed, "the gated request never came");
+        gate.release(mode);
+        assert!(
+            gate.wait_finished(ARRIVAL),
+            "the released request was not answered"
+        );
+        s.ws.assert_files_clean_including(&["state/state.db"]);
+        drive(&s, &args);
+        let values = new_values(&s);
+        assert_rotated_once(&s, &values);
+        s.ws.assert_files_lack("a new token", &values);
+    }
+
+    fn drive_one_approval(s: &Seed000) {
+        for request in s.ws.approvals_waiting() {
+            let id = request["id"].as_str().unwrap().to_owned();
+            s.ws.run_env(&["approve", &id], &[("USER", "alice")])
+                .assert_ok();
+        }
+    }
+
+    #[test]
+    fn a_crash_at_every_boundary_still_rotates_every_environment_once() {
+        let mut failures = Vec::new();
+        let mut scenarios = 0;
+        for (at, list) in clean_flow() {
+            for k in 0..list.len() {
+                let modes: &[Release] = if list[k].method == "GET" {
+                    &[Release::Drop]
+                } else {
+                    &[Release::Drop, Release::Process]
+                };
+                for &mode in modes {
+                    scenarios += 1;
+                    let what = format!(
+                        "{at:?} request {} ({} {}), {mode:?}",
+                        k + 1,
+                        list[k].method,
+                        list[k].path
+                    );
+                    let outcome = catch_unwind(AssertUnwindSafe(|| crash_once(at, &list, k, mode)));
+                    if let Err(panic) = outcome {
+                        let message = panic
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                            .unwrap_or_default();
+                        failures.push(format!("{what}: {message}"));
+                    }
+                }
+            }
+        }
+        assert!(scenarios > 20, "only {scenarios} scenarios");
+        assert!(
+            failures.is_empty(),
+            "{} of {scenarios} crash scenarios failed:\n\n{}",
+            failures.len(),
+            failures.join("\n\n")
+        );
+    }
+}

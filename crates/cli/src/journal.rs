@@ -301,9 +301,7 @@ impl JournaledEffects {
             match self.inner.call(seq, plugin, &finder, input.clone()) {
                 Ok(found) => {
                     let outputs = spec.map(|s| s.secret_outputs).unwrap_or_default();
-                    let complete = outputs
-                        .iter()
-                        .all(|f| matches!(found.get(f), Some(Value::Secret(_))));
+                    let complete = recovered_whole(&found, &outputs);
                     if complete {
                         tracing::info!(target: "keycycle", "step {seq} ({call}) had succeeded before the run stopped; adopting what it made");
                         return Ok(found);
@@ -427,10 +425,7 @@ impl JournaledEffects {
                     .spec(plugin, operation)
                     .map(|s| s.secret_outputs)
                     .unwrap_or_default();
-                if outputs
-                    .iter()
-                    .all(|f| matches!(found.get(f), Some(Value::Secret(_))))
-                {
+                if recovered_whole(&found, &outputs) {
                     tracing::info!(target: "keycycle", "step {seq} ({call}) had succeeded despite {answer}; adopting what it made");
                     return Ok(found);
                 }
@@ -454,6 +449,17 @@ impl JournaledEffects {
             ))),
         }
     }
+}
+
+/// Whether a lookup found everything the lost answer held: each declared
+/// secret output is there as a secret, or there as null when it does not
+/// apply to what was made (a secret type without a password, say). A field
+/// left out means the finder could not see the value: it was only in the
+/// lost answer.
+fn recovered_whole(found: &Value, secret_outputs: &[String]) -> bool {
+    secret_outputs
+        .iter()
+        .all(|f| matches!(found.get(f), Some(Value::Secret(_) | Value::Null)))
 }
 
 /// A plugin's advice with the placeholder `RUN_ID` replaced by the run's
