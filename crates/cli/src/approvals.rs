@@ -121,6 +121,27 @@ pub fn groups_of(user: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// A change request as `--output json` shows it (docs/json.md): times in
+/// RFC 3339.
+fn record_json(r: &ApprovalRecord) -> serde_json::Value {
+    serde_json::json!({
+        "id": r.request.id,
+        "run_id": r.request.run_id,
+        "title": r.request.title,
+        "summary": r.request.summary,
+        "environments": r.request.environments,
+        "approvers": r.request.approvers,
+        "requested_by": r.request.requested_by,
+        "requested_host": r.request.requested_host,
+        "requested_at": crate::journal::rfc3339(r.request.requested_at),
+        "state": r.state.as_str(),
+        "decided_by": r.decided_by,
+        "decided_host": r.decided_host,
+        "decided_at": r.decided_at.map(crate::journal::rfc3339),
+        "comment": r.comment,
+    })
+}
+
 fn state_word(state: ApprovalState) -> &'static str {
     state.as_str()
 }
@@ -133,7 +154,7 @@ pub fn list(config: &Config, all: bool, json: bool) -> Result<()> {
         None => Vec::new(),
     };
     if json {
-        let value = serde_json::to_value(&records).context(Code::Internal)?;
+        let value = serde_json::Value::Array(records.iter().map(record_json).collect());
         outln!(
             "{}",
             keycycle_secret::redact(&serde_json::to_string_pretty(&value).context(Code::Internal)?)
@@ -264,7 +285,7 @@ pub fn decide(config: &Config, id: &str, approved: bool, comment: Option<&str>) 
         format!("run {run} ends as rejected when it reaches the gate again")
     };
     out::done(
-        serde_json::to_value(&decided).context(Code::Internal)?,
+        record_json(&decided),
         format_args!("change request {id} {verb} by {user}; {next}"),
     );
     Ok(())
