@@ -212,3 +212,145 @@ fn no_try_walks_past_a_gate() {
         .assert_code(5)
         .stderr_has("`id` must be 1 to 64 letters, digits");
 }
+
+/// A change board behind `GET /changes/{number}`: answers the JSON the
+/// test sets, and counts the questions.
+struct ChangeBoard {
+    origin: String,
+    answer: std::sync::Arc<std::sync::Mutex<String>>,
+    asked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ChangeBoard {
+    fn start(first: &str) -> ChangeBoard {
+        use std::io::{Read, Write};
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let origin = format!("http://{}", socket.local_addr().unwrap());
+        let answer = std::sync::Arc::new(std::sync::Mutex::new(first.to_owned()));
+        let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (a, n) = (answer.clone(), asked.clone());
+        // The thread outlives the test; it only ever blocks in accept.
+        std::thread::spawn(move || {
+            for stream in socket.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let body = a.lock().unwrap().clone();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        ChangeBoard {
+            origin,
+            answer,
+            asked,
+        }
+    }
+
+    fn set(&self, body: &str) {
+        *self.answer.lock().unwrap() = body.to_owned();
+    }
+}
+
+fn polled(sim: &DemoSim, board: &ChangeBoard, wait_secs: u64, deadline_secs: u64) -> Workspace {
+    let ws = gated(
+        sim,
+        &format!(
+            "[plugins.change-board]\npath = \"{}\"\nhosts = [\"{o}\"]\nconfig = {{ base_url = \"{o}\" }}\n",
+            wasm("change_board").display(),
+            o = board.origin
+        ),
+    );
+    ws.runbook(
+        "polled",
+        &format!(
+            "lock(\"demo:polled\");\nlet board = plugin(\"change-board\");\nlet d = approval(#{{ id: \"chg\", title: \"Rotate in prod\", environments: [\"prod\"], poll: #{{ plugin: board, operation: \"change_state\", input: #{{ number: \"CHG0042\" }}, every_secs: 1, wait_secs: {wait_secs}, deadline_secs: {deadline_secs} }} }});\nplugin(\"example\").create_token(#{{ name: \"polled\" }});\n#{{ by: d.by, comment: d.comment }}\n"
+        ),
+    );
+    let config = std::fs::read_to_string(ws.path().join("keycycle.toml")).unwrap();
+    std::fs::write(
+        ws.path().join("keycycle.toml"),
+        format!("{config}\n[runbooks.polled]\nsecrets = [\"demo/admin\"]\n"),
+    )
+    .unwrap();
+    ws
+}
+
+#[test]
+fn a_change_board_decides_a_gate_it_is_asked_about() {
+    let sim = DemoSim::start();
+    let board = ChangeBoard::start(r#"{"state":"assess"}"#);
+    let ws = polled(&sim, &board, 0, 3600);
+    let before = tokens(&sim);
+    let stopped = ws.run(&["run", "polled", "-o", "json"]);
+    stopped
+        .assert_code(10)
+        .stderr_has("change-board.change_state says change request")
+        .stderr_has("is assess");
+    let run_id = stopped.json()["run_id"].as_str().unwrap().to_owned();
+    assert_eq!(tokens(&sim), before);
+    board.set(r#"{"state":"approved","by":"cab","comment":"CAB of 30 November"}"#);
+    let done = ws.run(&["resume", &run_id, "-o", "json"]);
+    done.assert_ok();
+    assert_eq!(
+        done.json()["result"]["by"],
+        "cab (through change-board.change_state)"
+    );
+    assert_eq!(done.json()["result"]["comment"], "CAB of 30 November");
+    assert_eq!(tokens(&sim), before + 1);
+    // Decided once: a later question would change nothing.
+    let asked = board.asked.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(asked, 2, "asked once per attempt");
+}
+
+#[test]
+fn a_change_board_rejection_or_its_silence_past_the_deadline_ends_the_run() {
+    let sim = DemoSim::start();
+    let board =
+        ChangeBoard::start(r#"{"state":"rejected","by":"cab","comment":"not in a freeze"}"#);
+    let ws = polled(&sim, &board, 0, 3600);
+    let before = tokens(&sim);
+    ws.run(&["run", "polled"])
+        .assert_code(11)
+        .stderr_has("rejected by cab (through change-board.change_state): not in a freeze");
+    assert!(ws.held_locks().is_empty(), "the lock is released");
+
+    assert_eq!(tokens(&sim), before, "nothing was sent");
+
+    let silent = ChangeBoard::start(r#"{"state":"scheduled"}"#);
+    let ws = polled(&sim, &silent, 0, 1);
+    let before = tokens(&sim);
+    let stopped = ws.run(&["run", "polled", "-o", "json"]);
+    stopped.assert_code(10);
+    let run_id = stopped.json()["run_id"].as_str().unwrap().to_owned();
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    ws.run(&["resume", &run_id]).assert_code(11).stderr_has(
+        "rejected by the deadline: change-board.change_state gave no decision within 1 s",
+    );
+    assert_eq!(tokens(&sim), before, "nothing was sent");
+}
+
+#[test]
+fn a_run_may_wait_at_the_gate_for_the_change_board() {
+    let sim = DemoSim::start();
+    let board = std::sync::Arc::new(ChangeBoard::start(r#"{"state":"assess"}"#));
+    let ws = polled(&sim, &board, 20, 3600);
+    let flip = {
+        let board = board.clone();
+        std::thread::spawn(move || {
+            // Approve once the run has asked at least twice.
+            while board.asked.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            board.set(r#"{"state":"approved"}"#);
+        })
+    };
+    let done = ws.run(&["run", "polled", "-o", "json"]);
+    flip.join().unwrap();
+    done.assert_ok();
+    assert_eq!(done.json()["result"]["by"], "change-board.change_state");
+}

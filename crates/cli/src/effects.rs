@@ -298,8 +298,9 @@ impl Effects for HostEffects {
     }
 
     fn approval(&self, request: &keycycle_runbook::ApprovalRequest) -> Result<Value, EffectError> {
-        tracing::info!(target: "keycycle", "dry run: would ask for approval `{}`: {} ({}); going on as if approved",
-            request.id, request.title, crate::approvals::where_text(&request.environments));
+        tracing::info!(target: "keycycle", "dry run: would ask for approval `{}`: {} ({}){}; going on as if approved",
+            request.id, request.title, crate::approvals::where_text(&request.environments),
+            request.poll.as_ref().map(|p| format!(", asking {}.{} for the decision", p.plugin, p.operation)).unwrap_or_default());
         Ok(Value::Map(
             [
                 ("approved".to_owned(), Value::Bool(true)),

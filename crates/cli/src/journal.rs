@@ -451,6 +451,119 @@ impl JournaledEffects {
     }
 }
 
+impl JournaledEffects {
+    /// Asks an external system (a change-management API, through a plugin)
+    /// for the decision on a pending request: every `every_secs` for up to
+    /// `wait_secs` in this attempt, and rejects the request once
+    /// `deadline_secs` have passed since it was made. The questions are not
+    /// journaled steps (how many are asked differs from one attempt to the
+    /// next); the decision is, through the request's record, so a resume
+    /// neither asks again nor restarts the deadline.
+    fn poll_gate(
+        &self,
+        id: &str,
+        poll: &keycycle_runbook::ApprovalPoll,
+        mut record: keycycle_store::state::ApprovalRecord,
+    ) -> Result<keycycle_store::state::ApprovalRecord, EffectError> {
+        let call = format!("{}.{}", poll.plugin, poll.operation);
+        let started = std::time::Instant::now();
+        loop {
+            let answer = self
+                .inner
+                .invoke(&poll.plugin, &poll.operation, poll.input.clone());
+            let text = |v: &Value, key: &str| match v.get(key) {
+                Some(Value::String(s)) => Some(s.clone()),
+                _ => None,
+            };
+            let (state, by, comment) = match &answer {
+                Ok(v) => (
+                    text(v, "state").unwrap_or_default().to_ascii_lowercase(),
+                    text(v, "by"),
+                    text(v, "comment"),
+                ),
+                Err(e) => {
+                    tracing::warn!(target: "keycycle", "asking {call} about change request {id} failed: {e}; it stays pending");
+                    (String::new(), None, None)
+                }
+            };
+            let overdue =
+                now_ms() - record.request.requested_at > (poll.deadline_secs as i64) * 1000;
+            let decision = match state.as_str() {
+                "approved" | "rejected" => Some(keycycle_store::state::ApprovalDecision {
+                    approved: state == "approved",
+                    by: match by {
+                        Some(who) => format!("{who} (through {call})"),
+                        None => call.clone(),
+                    },
+                    host: crate::durable::host(),
+                    at: now_ms(),
+                    comment,
+                }),
+                _ if overdue => Some(keycycle_store::state::ApprovalDecision {
+                    approved: false,
+                    by: "the deadline".to_owned(),
+                    host: crate::durable::host(),
+                    at: now_ms(),
+                    comment: Some(format!(
+                        "{call} gave no decision within {} s of the request",
+                        poll.deadline_secs
+                    )),
+                }),
+                _ => None,
+            };
+            if let Some(decision) = decision {
+                let decided = match self.journal.state.decide_approval(id, &decision) {
+                    Ok(decided) => {
+                        let verb = if decision.approved {
+                            "approved"
+                        } else {
+                            "rejected"
+                        };
+                        let _ = self.journal.state.append_event(
+                            &self.journal.run_id,
+                            &keycycle_store::state::RunEvent {
+                                at: decision.at,
+                                kind: verb.to_owned(),
+                                message: format!(
+                                    "change request {id} {verb} by {}{}",
+                                    decision.by,
+                                    decision
+                                        .comment
+                                        .as_deref()
+                                        .map(|c| format!(": {c}"))
+                                        .unwrap_or_default()
+                                ),
+                            },
+                        );
+                        decided
+                    }
+                    // A person decided in the meantime: theirs stands.
+                    Err(keycycle_store::state::StateError::AlreadyDecided { .. }) => self
+                        .journal
+                        .state
+                        .approval(id)
+                        .map_err(storage)?
+                        .unwrap_or(record),
+                    Err(e) => return Err(storage(e)),
+                };
+                return Ok(decided);
+            }
+            tracing::info!(target: "keycycle", "{call} says change request {id} is {}", if state.is_empty() { "not decided" } else { &state });
+            if started.elapsed() >= std::time::Duration::from_secs(poll.wait_secs) {
+                // A person may have decided while the system said nothing.
+                record = self
+                    .journal
+                    .state
+                    .approval(id)
+                    .map_err(storage)?
+                    .unwrap_or(record);
+                return Ok(record);
+            }
+            std::thread::sleep(std::time::Duration::from_secs(poll.every_secs));
+        }
+    }
+}
+
 /// Whether a lookup found everything the lost answer held: each declared
 /// secret output is there as a secret, or there as null when it does not
 /// apply to what was made (a secret type without a password, say). A field
@@ -738,7 +851,12 @@ impl Effects for JournaledEffects {
             requested_host: crate::durable::host(),
             requested_at: now_ms(),
         };
-        let record = self.journal.state.request_approval(&new).map_err(storage)?;
+        let mut record = self.journal.state.request_approval(&new).map_err(storage)?;
+        if record.state == ApprovalState::Pending {
+            if let Some(poll) = &request.poll {
+                record = self.poll_gate(&id, poll, record)?;
+            }
+        }
         let by = record.decided_by.clone().unwrap_or_default();
         let comment = record.comment.clone().unwrap_or_default();
         match record.state {

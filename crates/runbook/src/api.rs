@@ -518,7 +518,16 @@ const MAX_APPROVAL_ID_LEN: usize = 64;
 fn approval_request(ctx: &NativeCallContext, map: &Map) -> Rr<ApprovalRequest> {
     const USAGE: &str = "approval(#{ id, title, summary, environments, approvers })";
     for key in map.keys() {
-        if !["id", "title", "summary", "environments", "approvers"].contains(&key.as_str()) {
+        if ![
+            "id",
+            "title",
+            "summary",
+            "environments",
+            "approvers",
+            "poll",
+        ]
+        .contains(&key.as_str())
+        {
             return Err(misuse(ctx, &format!("{USAGE}: unknown field `{key}`")));
         }
     }
@@ -573,12 +582,79 @@ fn approval_request(ctx: &NativeCallContext, map: &Map) -> Rr<ApprovalRequest> {
     if title.trim().is_empty() {
         return Err(misuse(ctx, &format!("{USAGE}: `title` is empty")));
     }
+    let poll = match map.get("poll") {
+        None => None,
+        Some(p) => Some(approval_poll(ctx, p)?),
+    };
     Ok(ApprovalRequest {
         id,
         title,
         summary: text("summary", false)?,
         environments: list("environments")?,
         approvers: list("approvers")?,
+        poll,
+    })
+}
+
+/// Reads `poll: #{ plugin, operation, input, every_secs, wait_secs,
+/// deadline_secs }`.
+fn approval_poll(ctx: &NativeCallContext, value: &Dynamic) -> Rr<crate::effects::ApprovalPoll> {
+    const USAGE: &str =
+        "approval poll: #{ plugin, operation, input, every_secs, wait_secs, deadline_secs }";
+    let map = value
+        .clone()
+        .try_cast::<Map>()
+        .ok_or_else(|| misuse(ctx, &format!("{USAGE} must be a map")))?;
+    let text = |key: &str| -> Rr<String> {
+        map.get(key)
+            .and_then(|v| v.clone().into_string().ok())
+            .filter(|t| !t.trim().is_empty())
+            .ok_or_else(|| misuse(ctx, &format!("{USAGE}: `{key}` is required text")))
+    };
+    let secs = |key: &str, default: INT, min: INT| -> Rr<u64> {
+        let n = match map.get(key) {
+            None => default,
+            Some(v) => v
+                .as_int()
+                .map_err(|_| misuse(ctx, &format!("{USAGE}: `{key}` must be a whole number")))?,
+        };
+        if n < min {
+            return Err(misuse(
+                ctx,
+                &format!("{USAGE}: `{key}` must be at least {min}"),
+            ));
+        }
+        Ok(u64::try_from(n).unwrap_or(0))
+    };
+    for key in map.keys() {
+        if ![
+            "plugin",
+            "operation",
+            "input",
+            "every_secs",
+            "wait_secs",
+            "deadline_secs",
+        ]
+        .contains(&key.as_str())
+        {
+            return Err(misuse(ctx, &format!("{USAGE}: unknown field `{key}`")));
+        }
+    }
+    let plugin = match map.get("plugin") {
+        Some(p) if p.is::<PluginHandle>() => p.clone().cast::<PluginHandle>().name.to_string(),
+        _ => text("plugin")?,
+    };
+    let input = match map.get("input") {
+        None => Value::Map(Default::default()),
+        Some(v) => to_value(v).map_err(|e| misuse(ctx, &format!("{USAGE}: `input`: {e}")))?,
+    };
+    Ok(crate::effects::ApprovalPoll {
+        plugin,
+        operation: text("operation")?,
+        input,
+        every_secs: secs("every_secs", 60, 1)?,
+        wait_secs: secs("wait_secs", 0, 0)?,
+        deadline_secs: secs("deadline_secs", 7 * 24 * 3600, 1)?,
     })
 }
 

@@ -56,7 +56,7 @@ impl PromptKind {
 }
 
 /// A change request an approval gate makes: what will change, and where.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ApprovalRequest {
     /// The gate's id in the runbook (letters, digits, `-`, `_`, `.`).
     pub id: String,
@@ -65,6 +65,25 @@ pub struct ApprovalRequest {
     pub environments: Vec<String>,
     /// Who may decide, as the runbook names them (users or `group:NAME`).
     pub approvers: Vec<String>,
+    /// An external system that decides too, asked while the request waits.
+    pub poll: Option<ApprovalPoll>,
+}
+
+/// How an approval gate asks an external system (a change-management API)
+/// for the decision: `plugin.operation(input)` answers a map whose
+/// `state` is `approved`, `rejected`, or anything else for "not yet".
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApprovalPoll {
+    pub plugin: String,
+    pub operation: String,
+    pub input: Value,
+    /// Seconds between two questions while the run waits.
+    pub every_secs: u64,
+    /// How long one attempt of the run waits before it stops at the gate
+    /// (exit 10); a later `keycycle resume` asks again. 0: ask once.
+    pub wait_secs: u64,
+    /// Counted from the request: past it, the request is rejected.
+    pub deadline_secs: u64,
 }
 
 /// An operator's answer.

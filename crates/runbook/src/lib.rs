@@ -116,7 +116,7 @@
 //! | --- | --- |
 //! | `info(x)`, `warn(x)` | a log line (`print(x)` and `debug(x)` log at info) |
 //! | `fail(message)` | ends the run with kind `failed` at this line; `try`/`catch` does not catch it |
-//! | `approval(#{ id, title, summary, environments, approvers })` | an approval gate: records a change request and stops the run (exit 10, locks kept) until someone else approves it; then a map `#{ approved, request, by, at, comment }`. A rejection ends the run. Neither stop can be caught |
+//! | `approval(#{ id, title, summary, environments, approvers, poll })` | an approval gate: records a change request and stops the run (exit 10, locks kept) until someone else approves it; then a map `#{ approved, request, by, at, comment }`. A rejection ends the run. Neither stop can be caught |
 //! | `lock(credential)` | takes this run's lock on a credential (e.g. `"gitlab:pat/42"`); a second run on it fails fast naming the holder; held until the run ends or `keycycle unlock` |
 //! | `defer(p, "op", #{..}, delay_secs)`, `defer(p, "op", #{..}, delay_secs, description)` | schedules `p.op(input)` for `keycycle cleanup` to run after the delay; returns the action id |
 //! | `dry_run()` | `true` in a `--dry-run`: mutating calls return placeholders, so skip checks of their results |
@@ -184,7 +184,9 @@ mod value;
 
 pub use api::{MAX_INPUT_NAME_LEN, MAX_RANDOM_BYTES, input_name};
 pub use check::{CompileWarning, PromptSite};
-pub use effects::{Answer, ApprovalRequest, EffectError, Effects, LogLevel, Prompt, PromptKind};
+pub use effects::{
+    Answer, ApprovalPoll, ApprovalRequest, EffectError, Effects, LogLevel, Prompt, PromptKind,
+};
 pub use engine::{Limits, MAX_FUNCTIONS, MAX_MODULE_LOADS, MAX_VARIABLES, Runbook};
 pub use error::{ErrorKind, RunbookError};
 
