@@ -852,10 +852,8 @@ impl Effects for JournaledEffects {
             requested_at: now_ms(),
         };
         let mut record = self.journal.state.request_approval(&new).map_err(storage)?;
-        if record.state == ApprovalState::Pending {
-            if let Some(poll) = &request.poll {
-                record = self.poll_gate(&id, poll, record)?;
-            }
+        if let (ApprovalState::Pending, Some(poll)) = (record.state, &request.poll) {
+            record = self.poll_gate(&id, poll, record)?;
         }
         let by = record.decided_by.clone().unwrap_or_default();
         let comment = record.comment.clone().unwrap_or_default();
