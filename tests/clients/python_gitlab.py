@@ -78,11 +78,15 @@ assert rotated["token"].startswith("glpat-"), "no new token value"
 assert "access_level" in rotated, "a project token's answer has its access level"
 report["bot_new_id"] = rotated["id"]
 
-step("pipeline triggers: create, list, delete")
+step("pipeline triggers: create, list, rename, delete")
 trigger = project.triggers.create({"description": "python-gitlab check"})
 assert trigger.token.startswith("glptt-"), "the creator sees the full token"
 triggers = project.triggers.list(get_all=True)
 assert trigger.id in [t.id for t in triggers], "the new trigger is not listed"
+# What set_trigger_description sends: PUT with the new description.
+trigger.description = "python-gitlab renamed"
+trigger.save()
+assert project.triggers.get(trigger.id).description == "python-gitlab renamed"
 trigger.delete()
 assert trigger.id not in [t.id for t in project.triggers.list(get_all=True)]
 report["trigger_id"] = trigger.id
@@ -98,12 +102,15 @@ project.variables.update("PY_CLIENT_VAR", {"value": "third-value-3", "masked": T
 variable = project.variables.get("PY_CLIENT_VAR")
 assert variable.value == "third-value-3" and variable.masked
 
-step("project hooks: list, create, delete")
+step("project hooks: list, create, test, delete")
 before = project.hooks.list(get_all=True)
 hook = project.hooks.create({"url": "https://hooks.example/python", "token": "hook-secret-1"})
 assert not hasattr(hook, "token") or hook.token is None, "a hook's token is never returned"
 after = project.hooks.list(get_all=True)
 assert len(after) == len(before) + 1, "the new hook is not listed"
+# What test_hook sends: POST .../hooks/:id/test/:trigger; raises on anything
+# but the 201 GitLab answers when the receiver accepted the delivery.
+hook.test("push_events")
 hook.delete()
 assert hook.id not in [h.id for h in project.hooks.list(get_all=True)]
 report["hook_id"] = hook.id

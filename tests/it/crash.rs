@@ -443,16 +443,6 @@ fn assert_secrets_kept(ws: &Workspace, new_values: &[String]) {
     ws.assert_files_lack("a new secret value", new_values);
 }
 
-/// Which occurrence of a gate on (method, exact path as prefix) request `k`
-/// is, counting as the gate does.
-fn occurrence(requests: &[RequestRecord], k: usize) -> u32 {
-    let target = &requests[k];
-    requests[..=k]
-        .iter()
-        .filter(|r| r.method == target.method && r.path.starts_with(&target.path))
-        .count() as u32
-}
-
 fn is_rotate(request: &RequestRecord) -> bool {
     request.method == "POST" && request.path.ends_with("/rotate")
 }
@@ -498,9 +488,11 @@ fn crash_and_resume(
     let case = setup(&sim);
     sim.state.clear_requests();
     let target = &requests[k];
-    let gate = sim
-        .state
-        .gate(&target.method, &target.path, occurrence(requests, k));
+    let gate = sim.state.gate(
+        &target.method,
+        &target.path,
+        gate_occurrence(requests, k, &target.path),
+    );
     let mut transcript = Transcript::default();
 
     let killed = ws.kill_at_gate(&case.args(), &gate, ARRIVAL);

@@ -114,6 +114,15 @@ fn python_gitlab_gets_gitlabs_answers_from_the_simulator() {
     assert!(snap.trigger(trigger).is_none());
     let hook = report["hook_id"].as_u64().unwrap();
     assert!(snap.hook(hook).is_none());
+    // python-gitlab's hook test was one delivery, with the hook's token.
+    let deliveries: Vec<_> = snap
+        .hook_tests
+        .iter()
+        .filter(|t| t.hook_id == hook)
+        .collect();
+    assert_eq!(deliveries.len(), 1, "one test delivery of hook {hook}");
+    assert!(deliveries[0].sent_token("hook-secret-1"));
+    assert_eq!(deliveries[0].trigger, "push_events");
     // The variable holds the last value it was given, masked.
     let variable = snap.variable(sim.deploy, "PY_CLIENT_VAR", "*").unwrap();
     assert_eq!(variable.value.expose(), "third-value-3");

@@ -457,52 +457,17 @@ mod crash {
         ALL.iter().map(|at| (*at, requests(&s, *at))).collect()
     }
 
-    fn occurrence(list: &[RequestRecord], k: usize) -> u32 {
-        let target = &list[k];
-        list[..=k]
-            .iter()
-            .filter(|r| r.method == target.method && r.path.starts_with(&target.path))
-            .count() as u32
-    }
-
-    /// Runs `args`; kills it if `gate` holds a request first. Whether it
-    /// was killed.
-    fn run_or_kill(s: &Seed000, args: &[&str], gate: &keycycle_sim::Gate) -> bool {
-        let mut child = s.ws.spawn(args);
-        let deadline = std::time::Instant::now() + ARRIVAL;
-        loop {
-            if gate.wait_arrived(Duration::from_millis(50)) {
-                let _ = child.kill();
-                let _ = child.timed_wait_with_output();
-                return true;
-            }
-            if matches!(child.try_wait(), Ok(Some(_))) || std::time::Instant::now() > deadline {
-                let out = child.timed_wait_with_output().unwrap();
-                assert_clean("stderr", &String::from_utf8_lossy(&out.stderr));
-                return false;
-            }
-        }
-    }
-
     fn crash_once(at: At, list: &[RequestRecord], k: usize, mode: Release) {
         let (s, args) = setup();
         let target = &list[k];
-        let n = occurrence(list, k);
         // The path up to a random id is a prefix that still matches.
         let prefix = target.path.split("/ID").next().unwrap().to_owned();
-        let n = if prefix == target.path {
-            n
-        } else {
-            list[..=k]
-                .iter()
-                .filter(|r| r.method == target.method && r.path.starts_with(&prefix))
-                .count() as u32
-        };
+        let n = gate_occurrence(list, k, &prefix);
         let gate = match at {
             At::GitHub => s.gh.gate(&target.method, &prefix, n),
             At::Sm(i) => s.ibm.states[i].gate(&target.method, &prefix, n),
         };
-        let mut killed = run_or_kill(&s, &argv(&args), &gate);
+        let mut killed = s.ws.run_or_kill_at_gate(&argv(&args), &gate, ARRIVAL);
         if !killed {
             // The gated request comes after the change request.
             drive_one_approval(&s);
@@ -510,7 +475,7 @@ mod crash {
             let inputs: Vec<&str> = argv(&args).into_iter().skip(base().len()).collect();
             let mut resume = vec!["resume", run_id.as_str()];
             resume.extend(inputs);
-            killed = run_or_kill(&s, &resume, &gate);
+            killed = s.ws.run_or_kill_at_gate(&resume, &gate, ARRIVAL);
         }
         assert!(killed, "the gated request never came");
         gate.release(mode);

@@ -825,6 +825,38 @@ impl Workspace {
         killed
     }
 
+    /// Starts keycycle and kills it if `gate` holds a request first; lets
+    /// it end otherwise (its output checked for secrets). Whether it was
+    /// killed: for flows whose gated request may come in a later command.
+    pub fn run_or_kill_at_gate(
+        &self,
+        args: &[&str],
+        gate: &keycycle_sim::Gate,
+        timeout: std::time::Duration,
+    ) -> bool {
+        let mut child = self.spawn(args);
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if gate.wait_arrived(std::time::Duration::from_millis(50)) {
+                let _ = child.kill();
+                let _ = child.timed_wait_with_output();
+                return true;
+            }
+            if matches!(child.try_wait(), Ok(Some(_))) || std::time::Instant::now() > deadline {
+                let out = child.timed_wait_with_output().expect("wait for keycycle");
+                assert_clean(
+                    &format!("stdout of keycycle {args:?}"),
+                    &String::from_utf8_lossy(&out.stdout),
+                );
+                assert_clean(
+                    &format!("stderr of keycycle {args:?}"),
+                    &String::from_utf8_lossy(&out.stderr),
+                );
+                return false;
+            }
+        }
+    }
+
     /// The secrets store, opened with the workspace's master key, as
     /// name → value. For checking what keycycle kept; never printed.
     pub fn stored_secrets(&self) -> std::collections::BTreeMap<String, String> {
@@ -1079,4 +1111,14 @@ fn serve_one(mut stream: std::net::TcpStream, requests: &Mutex<Vec<Recorded>>) {
         format!("HTTP/1.1 {status}\r\n{location}Content-Length: 2\r\nConnection: close\r\n\r\nok")
             .as_bytes(),
     );
+}
+
+/// Which occurrence request `k` is for a gate on its method and `prefix`,
+/// counting as the gate does (every request whose path starts with it).
+pub fn gate_occurrence(requests: &[keycycle_sim::RequestRecord], k: usize, prefix: &str) -> u32 {
+    let target = &requests[k];
+    requests[..=k]
+        .iter()
+        .filter(|r| r.method == target.method && r.path.starts_with(prefix))
+        .count() as u32
 }

@@ -288,14 +288,6 @@ fn boundaries(setup: fn() -> Scenario) -> Vec<(At, Vec<RequestRecord>)> {
     out
 }
 
-fn occurrence(requests: &[RequestRecord], k: usize) -> u32 {
-    let target = &requests[k];
-    requests[..=k]
-        .iter()
-        .filter(|r| r.method == target.method && r.path.starts_with(&target.path))
-        .count() as u32
-}
-
 /// Zendesk's token creation: the value is only in the answer.
 fn is_token_creation(at: At, request: &RequestRecord) -> bool {
     at == At::Zendesk && request.method == "POST" && request.path == "/api/v2/oauth/tokens"
@@ -313,7 +305,7 @@ fn crash_and_resume(
     let s = setup();
     clear_requests(&s);
     let target = &requests[k];
-    let n = occurrence(requests, k);
+    let n = gate_occurrence(requests, k, &target.path);
     let gate = match at {
         At::Zendesk => s.zd.state.gate(&target.method, &target.path, n),
         At::GitLab => s.gl.state.gate(&target.method, &target.path, n),

@@ -298,14 +298,12 @@ impl JournaledEffects {
         }
         if let Some(finder) = spec.as_ref().and_then(|s| s.recover_with.clone()) {
             tracing::warn!(target: "keycycle", "step {seq} ({call}) was under way when the run stopped; looking for what it did with {plugin}.{finder}");
-            match self.inner.call(seq, plugin, &finder, input.clone()) {
-                Ok(found) => {
-                    let outputs = spec.map(|s| s.secret_outputs).unwrap_or_default();
-                    let complete = recovered_whole(&found, &outputs);
-                    if complete {
-                        tracing::info!(target: "keycycle", "step {seq} ({call}) had succeeded before the run stopped; adopting what it made");
-                        return Ok(found);
-                    }
+            match self.look_up(seq, plugin, operation, &finder, &input) {
+                Lookup::Whole(found) => {
+                    tracing::info!(target: "keycycle", "step {seq} ({call}) had succeeded before the run stopped; adopting what it made");
+                    return Ok(found);
+                }
+                Lookup::WithoutSecret(found) => {
                     return Err(EffectError::Interrupted(format!(
                         "step {seq} ({call}) was interrupted after it succeeded at the provider: {plugin}.{finder} found what it made ({}), \
                          but its secret value was shown only in the lost response. Remove or revoke that object at the provider, then run \
@@ -313,14 +311,11 @@ impl JournaledEffects {
                         found.to_redacted_json()
                     )));
                 }
-                Err(EffectError::Plugin {
-                    error: PluginError::Provider { status: 404, .. },
-                    ..
-                }) => {
+                Lookup::Nothing => {
                     tracing::info!(target: "keycycle", "step {seq} ({call}) never reached the provider; sending it now");
                     return self.inner.call(seq, plugin, operation, input);
                 }
-                Err(e) => {
+                Lookup::Failed(e) => {
                     return Err(EffectError::Interrupted(format!(
                         "step {seq} ({call}) was interrupted, and looking up what it did with {plugin}.{finder} failed: {e}. \
                          Run `keycycle resume {run}` again once the provider answers."
@@ -419,31 +414,22 @@ impl JournaledEffects {
         let run = &self.journal.run_id;
         let call = format!("{plugin}.{operation}");
         tracing::warn!(target: "keycycle", "step {seq} ({call}) got {answer}; the provider may have carried it out, so looking for what it did with {plugin}.{finder}");
-        match self.inner.call(seq, plugin, finder, input.clone()) {
-            Ok(found) => {
-                let outputs = self
-                    .spec(plugin, operation)
-                    .map(|s| s.secret_outputs)
-                    .unwrap_or_default();
-                if recovered_whole(&found, &outputs) {
-                    tracing::info!(target: "keycycle", "step {seq} ({call}) had succeeded despite {answer}; adopting what it made");
-                    return Ok(found);
-                }
-                Err(EffectError::Interrupted(format!(
-                    "step {seq} ({call}) got {answer}, but the provider carried it out: {plugin}.{finder} found what it made ({}), \
-                     and its secret value was only in the lost response. Run {run} keeps its locks. Remove or revoke that object at \
-                     the provider, then run `keycycle resume {run} --retry-in-flight` to make a new one.",
-                    found.to_redacted_json()
-                )))
+        match self.look_up(seq, plugin, operation, finder, input) {
+            Lookup::Whole(found) => {
+                tracing::info!(target: "keycycle", "step {seq} ({call}) had succeeded despite {answer}; adopting what it made");
+                Ok(found)
             }
-            Err(EffectError::Plugin {
-                error: PluginError::Provider { status: 404, .. },
-                ..
-            }) => {
+            Lookup::WithoutSecret(found) => Err(EffectError::Interrupted(format!(
+                "step {seq} ({call}) got {answer}, but the provider carried it out: {plugin}.{finder} found what it made ({}), \
+                 and its secret value was only in the lost response. Run {run} keeps its locks. Remove or revoke that object at \
+                 the provider, then run `keycycle resume {run} --retry-in-flight` to make a new one.",
+                found.to_redacted_json()
+            ))),
+            Lookup::Nothing => {
                 tracing::info!(target: "keycycle", "step {seq} ({call}) made nothing at the provider");
                 result
             }
-            Err(e) => Err(EffectError::Interrupted(format!(
+            Lookup::Failed(e) => Err(EffectError::Interrupted(format!(
                 "step {seq} ({call}) got {answer}, and looking up what it did with {plugin}.{finder} failed: {e}. Run {run} keeps \
                  its locks; run `keycycle resume {run}` once the provider answers."
             ))),
@@ -471,8 +457,15 @@ impl JournaledEffects {
             let answer = self
                 .inner
                 .invoke(&poll.plugin, &poll.operation, poll.input.clone());
+            // The change system's words reach logs, the audit trail and
+            // `keycycle approvals`: one line each, controls escaped, bounded.
             let text = |v: &Value, key: &str| match v.get(key) {
-                Some(Value::String(s)) => Some(s.clone()),
+                Some(Value::String(s)) => Some(
+                    keycycle_host::one_line(s)
+                        .chars()
+                        .take(MAX_POLL_TEXT)
+                        .collect::<String>(),
+                ),
                 _ => None,
             };
             let (state, by, comment) = match &answer {
@@ -482,7 +475,7 @@ impl JournaledEffects {
                     text(v, "comment"),
                 ),
                 Err(e) => {
-                    tracing::warn!(target: "keycycle", "asking {call} about change request {id} failed: {e}; it stays pending");
+                    tracing::warn!(target: "keycycle", "asking {call} about change request {id} failed: {}; it stays pending", keycycle_host::one_line(&e.to_string()));
                     (String::new(), None, None)
                 }
             };
@@ -560,6 +553,55 @@ impl JournaledEffects {
                 return Ok(record);
             }
             std::thread::sleep(std::time::Duration::from_secs(poll.every_secs));
+        }
+    }
+}
+
+/// The most of a change system's `state`, `by` or `comment` kept.
+const MAX_POLL_TEXT: usize = 300;
+
+/// What a `recover_with` lookup found out about a change whose answer was
+/// lost.
+enum Lookup {
+    /// What the change made, with every secret output: adopt it.
+    Whole(Value),
+    /// What it made, but a secret was only in the lost answer.
+    WithoutSecret(Value),
+    /// The lookup's 404: the change made nothing.
+    Nothing,
+    /// The lookup itself failed; nothing is known.
+    Failed(EffectError),
+}
+
+impl JournaledEffects {
+    /// Asks `finder` (the operation's `recover_with`) what `operation` made
+    /// in step `seq`: the one lookup both a resume and a live run that got
+    /// a server error use.
+    fn look_up(
+        &self,
+        seq: u64,
+        plugin: &str,
+        operation: &str,
+        finder: &str,
+        input: &Value,
+    ) -> Lookup {
+        match self.inner.call(seq, plugin, finder, input.clone()) {
+            Ok(found) => {
+                let outputs = self
+                    .spec(plugin, operation)
+                    .map(|s| s.secret_outputs)
+                    .unwrap_or_default();
+                if recovered_whole(&found, &outputs) {
+                    Lookup::Whole(found)
+                } else {
+                    Lookup::WithoutSecret(found)
+                }
+            }
+            Err(EffectError::Plugin {
+                error: PluginError::Provider { status: 404, .. },
+                ..
+            }) => Lookup::Nothing,
+            Err(e) => Lookup::Failed(e),
         }
     }
 }
