@@ -248,17 +248,11 @@ fn get_with(origin: &str, path: &str, authorization: &str) -> u16 {
         .unwrap_or_else(|| panic!("no HTTP status in the answer"))
 }
 
-pub(crate) fn token_value(sim: &ZendeskSim, id: u64) -> String {
-    let snapshot = sim.state.snapshot();
-    let token = snapshot.oauth_tokens.iter().find(|t| t.id == id).unwrap();
-    token.value.expose().to_owned()
-}
-
-#[test]
-fn the_oauth_token_runbook_updates_apps_webhooks_and_gitlab_variables() {
-    let zd = ZendeskSim::start();
-    let gl = GitLabSim::start();
-    let old_value = token_value(&zd, zd.old_token);
+/// The old OAuth token's value in a bearer-token webhook ("Deploy hook")
+/// and the GitLab variable ZENDESK_TOKEN of acme/deploy, beside the app
+/// the simulator starts with. Returns the value and the webhook's id.
+pub(crate) fn seed_oauth_consumers(zd: &ZendeskSim, gl: &GitLabSim) -> (String, String) {
+    let old_value = token_value(zd, zd.old_token);
     let webhook = zd
         .state
         .add_webhook(
@@ -279,6 +273,20 @@ fn the_oauth_token_runbook_updates_apps_webhooks_and_gitlab_variables() {
     gl.state
         .add_variable(gl.deploy, VariableSeed::new("ZENDESK_TOKEN", &old_value))
         .unwrap();
+    (old_value, webhook)
+}
+
+pub(crate) fn token_value(sim: &ZendeskSim, id: u64) -> String {
+    let snapshot = sim.state.snapshot();
+    let token = snapshot.oauth_tokens.iter().find(|t| t.id == id).unwrap();
+    token.value.expose().to_owned()
+}
+
+#[test]
+fn the_oauth_token_runbook_updates_apps_webhooks_and_gitlab_variables() {
+    let zd = ZendeskSim::start();
+    let gl = GitLabSim::start();
+    let (old_value, webhook) = seed_oauth_consumers(&zd, &gl);
 
     let ws = zendesk_and_gitlab_workspace(&zd, &gl);
     let token_id = zd.old_token.to_string();

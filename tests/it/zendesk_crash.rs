@@ -13,11 +13,11 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
-use keycycle_sim::{InstallationSeed, Release, RequestRecord, VariableSeed, WebhookSeed};
+use keycycle_sim::{InstallationSeed, Release, RequestRecord};
 
 use crate::support::*;
 use crate::zendesk::{
-    ZendeskSim, argv, token_value, with_service_bot, zendesk_and_gitlab_workspace,
+    ZendeskSim, argv, seed_oauth_consumers, with_service_bot, zendesk_and_gitlab_workspace,
 };
 
 /// How long a gated request may take to arrive.
@@ -83,27 +83,7 @@ fn clear_requests(s: &Scenario) {
 fn oauth_rotation() -> Scenario {
     let zd = ZendeskSim::start();
     let gl = GitLabSim::start();
-    let old_value = token_value(&zd, zd.old_token);
-    let webhook = zd
-        .state
-        .add_webhook(
-            zd.admin_user,
-            WebhookSeed {
-                name: "Deploy hook".into(),
-                endpoint: "https://deploy.example.com/zendesk".into(),
-                subscriptions: vec!["conditional_ticket_events".into()],
-                authentication: Some(serde_json::json!({
-                    "type": "bearer_token",
-                    "data": {"token": old_value},
-                    "add_position": "header"
-                })),
-                ..WebhookSeed::default()
-            },
-        )
-        .unwrap();
-    gl.state
-        .add_variable(gl.deploy, VariableSeed::new("ZENDESK_TOKEN", &old_value))
-        .unwrap();
+    let (_, webhook) = seed_oauth_consumers(&zd, &gl);
     let ws = zendesk_and_gitlab_workspace(&zd, &gl);
     let args = [
         "run",

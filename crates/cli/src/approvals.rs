@@ -213,7 +213,10 @@ pub fn list(config: &Config, all: bool, json: bool) -> Result<()> {
 /// and writes it to the run's audit trail.
 pub fn decide(config: &Config, id: &str, approved: bool, comment: Option<&str>) -> Result<()> {
     let state = durable::open_existing_state(config)?.ok_or_else(|| {
-        anyhow!("there is no change request {id}: no run has been recorded yet")
+        anyhow!(
+            "there is no change request {id}: no run has been recorded with this configuration's state folder; \
+             check --config, or list the requests with `keycycle approvals`"
+        )
             .context(Code::Config)
     })?;
     let state: &dyn StateStore = &*state;
