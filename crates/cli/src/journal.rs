@@ -924,7 +924,8 @@ impl Effects for JournaledEffects {
                 )))
             }
             ApprovalState::Approved => {
-                tracing::info!(target: "keycycle", "change request {id} was approved by {by}{}", if comment.is_empty() { String::new() } else { format!(": {comment}") });
+                // Whoever decided typed these words; a log line stays one line.
+                tracing::info!(target: "keycycle", "change request {id} was approved by {}{}", keycycle_host::one_line(&by), if comment.is_empty() { String::new() } else { format!(": {}", keycycle_host::one_line(&comment)) });
                 let decision = Value::Map(
                     [
                         ("approved".to_owned(), Value::Bool(true)),
