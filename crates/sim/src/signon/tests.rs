@@ -382,3 +382,83 @@ async fn debug_output_never_shows_a_token() {
     let text = format!("{created:?} {:?} {:?}", w.state.snapshot(), w.state.sync());
     assert!(!text.contains(NEW), "{text}");
 }
+
+#[tokio::test]
+async fn the_control_api_seeds_and_shows_the_true_state_over_http() {
+    let (server, state) = start_signon(0).await.unwrap();
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: Value| http.post(server.url(path)).json(&body).send();
+    let user: Value = post(
+        "/_sim/api_users",
+        json!({"name": "Content Publisher", "email": "cp@publishing.service.gov.uk"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let app: Value = post("/_sim/applications", json!({"name": "Publishing API"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let oauth_id = app["oauth_id"].as_str().unwrap().to_owned();
+    assert_eq!(oauth_id.len(), 43, "a Doorkeeper uid");
+    let (user, app) = (user["id"].as_u64().unwrap(), app["id"].as_u64().unwrap());
+    let created = post(
+        "/_sim/tokens",
+        json!({"api_user_id": user, "application_id": app, "token": NEW}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    // The same value twice is refused, without echoing it.
+    let again = post(
+        "/_sim/tokens",
+        json!({"api_user_id": user, "application_id": app, "token": NEW}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.status(), StatusCode::BAD_REQUEST);
+    assert!(!again.text().await.unwrap().contains(NEW));
+
+    let permissions = http
+        .put(server.url("/_sim/permissions"))
+        .json(&json!({"api_user_id": user, "application_id": app, "permissions": ["signin", "gds_editor"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(permissions.status(), StatusCode::NO_CONTENT);
+    let suspended = post(
+        &format!("/_sim/api_users/{user}/suspended"),
+        json!({"suspended": true}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(suspended.status(), StatusCode::NO_CONTENT);
+    let today = post("/_sim/today", json!({"date": "2027-03-04"}))
+        .await
+        .unwrap();
+    assert_eq!(today.status(), StatusCode::NO_CONTENT);
+
+    let snapshot: Value = http
+        .get(server.url("/_sim/state"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(snapshot["now"].as_str().unwrap().starts_with("2027-03-04T"));
+    assert_eq!(snapshot["tokens"][0]["value"], NEW);
+    assert_eq!(snapshot["tokens"][0]["accessible"], true);
+    assert_eq!(snapshot["api_users"][0]["suspended"], true);
+    assert_eq!(
+        snapshot["api_users"][0]["permissions"][app.to_string()],
+        json!(["gds_editor", "signin"])
+    );
+    assert_eq!(state.snapshot().applications[0].oauth_id, oauth_id);
+    // None of it was a provider request.
+    assert!(state.requests().is_empty());
+}
