@@ -10,6 +10,7 @@
 //! | `PUT /_sim/permissions` `{"api_user_id","application_id","permissions"}` | 204; replaces them |
 //! | `POST /_sim/tokens` [`SignonTokenSeed`] | 201 [`SignonCreatedToken`](super::SignonCreatedToken): "Create access token", value shown once |
 //! | `POST /_sim/tokens/:id/revoke` | 204: the "Revoke" link |
+//! | `POST /_sim/renew_expiring_internal_tokens` | 200 `{"created":[ids]}`: Signon's own nightly renewal of internal users' tokens |
 //! | `GET /_sim/sync` | what `kubernetes:sync_token_secrets` would apply: [`SignonSyncedSecret`](super::SignonSyncedSecret)s, values in clear |
 //! | `DELETE /_sim/metrics_cache` | 204; `/metrics` recomputes the gauge |
 //! | `GET /_sim/state` | [`SignonSnapshot`](super::SignonSnapshot), token values in clear |
@@ -41,6 +42,10 @@ pub(crate) fn routes() -> Router<SignonState> {
         .route("/_sim/permissions", put(set_permissions))
         .route("/_sim/tokens", post(create_token))
         .route("/_sim/tokens/{id}/revoke", post(revoke_token))
+        .route(
+            "/_sim/renew_expiring_internal_tokens",
+            post(renew_expiring_internal_tokens),
+        )
         .route("/_sim/sync", get(sync))
         .route("/_sim/metrics_cache", delete(clear_metrics_cache))
         .route("/_sim/state", get(state))
@@ -125,6 +130,10 @@ async fn revoke_token(
 ) -> Result<StatusCode, ControlError> {
     s.revoke_token(id).map_err(refused)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn renew_expiring_internal_tokens(State(s): State<SignonState>) -> Response {
+    Json(json!({ "created": s.renew_expiring_internal_tokens() })).into_response()
 }
 
 async fn sync(State(s): State<SignonState>) -> Response {

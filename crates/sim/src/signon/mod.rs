@@ -19,7 +19,9 @@
 //! Without `client_id` Signon still answers 200, as the reference notes.
 //! [`SignonState`] is the in-process handle on the true state; the same is
 //! served under `/_sim/` (see [`control`]), including what the
-//! `kubernetes:sync_token_secrets` job would write ([`SignonState::sync`]).
+//! `kubernetes:sync_token_secrets` job would write ([`SignonState::sync`])
+//! and Signon's own nightly renewal of internal users' tokens
+//! ([`SignonState::renew_expiring_internal_tokens`]).
 
 mod api;
 pub(crate) mod control;
@@ -32,7 +34,7 @@ use axum::{Router, http::StatusCode};
 use keycycle_secret::SecretValue;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use time::Date;
+use time::{Date, OffsetDateTime};
 
 use crate::clock::{date_opt, timestamp};
 use crate::control::{Control, SimState, control_methods};
@@ -254,6 +256,26 @@ fn doorkeeper_value() -> SecretValue {
     url_safe_token("", 43)
 }
 
+/// The task's email filter: `/@(alphagov\.co\.uk|publishing\.service\.gov\.uk)$/`.
+fn internal_email(email: &str) -> bool {
+    email.ends_with("@alphagov.co.uk") || email.ends_with("@publishing.service.gov.uk")
+}
+
+/// Rails' `1.month.from_now`: the same day of the next calendar month, the
+/// last day of that month when it is shorter.
+fn one_month_after(at: OffsetDateTime) -> OffsetDateTime {
+    let date = at.date();
+    let (year, month) = match date.month() {
+        time::Month::December => (date.year() + 1, time::Month::January),
+        m => (date.year(), m.next()),
+    };
+    let day = date.day().min(month.length(year));
+    match Date::from_calendar_date(year, month, day) {
+        Ok(next) => at.replace_date(next),
+        Err(_) => at,
+    }
+}
+
 impl SignonState {
     pub fn new() -> SignonState {
         SignonState::default()
@@ -368,6 +390,62 @@ impl SignonState {
         let token = db.tokens.get_mut(&id).ok_or_else(|| unknown("token", id))?;
         token.revoked_at.get_or_insert(now);
         Ok(())
+    }
+
+    /// Signon's own `access_tokens:renew_expiring_internal_tokens` (the
+    /// `auto-rotate-internal-tokens` CronJob): for every token expiring
+    /// within a month (expired and revoked ones too: the task filters on
+    /// expiry only) of an API user whose email is `@alphagov.co.uk` or
+    /// `@publishing.service.gov.uk`, and with no token of the same user and
+    /// application expiring later, a new two-year token and `signin`.
+    /// Returns the new tokens' ids; their values are only in the true state.
+    pub fn renew_expiring_internal_tokens(&self) -> Vec<u64> {
+        let mut db = self.lock();
+        let now = db.now();
+        let horizon = one_month_after(now);
+        let candidates: Vec<u64> = db
+            .tokens
+            .values()
+            .filter(|t| t.expires_at() < horizon)
+            .map(|t| t.id)
+            .collect();
+        let mut created = Vec::new();
+        for id in candidates {
+            let Some(token) = db.tokens.get(&id) else {
+                continue;
+            };
+            let (user_id, app_id, expires_at) =
+                (token.user_id, token.application_id, token.expires_at());
+            let internal = db
+                .users
+                .get(&user_id)
+                .is_some_and(|u| internal_email(&u.email));
+            let newer = db.tokens.values().any(|t| {
+                t.user_id == user_id && t.application_id == app_id && t.expires_at() > expires_at
+            });
+            if !internal || newer {
+                continue;
+            }
+            let new_id = db.next_id();
+            db.tokens.insert(
+                new_id,
+                AccessToken {
+                    id: new_id,
+                    user_id,
+                    application_id: app_id,
+                    value: doorkeeper_value(),
+                    created_at: now,
+                    expires_in_secs: DEFAULT_TOKEN_LIFE_SECS,
+                    revoked_at: None,
+                },
+            );
+            db.permissions
+                .entry((user_id, app_id))
+                .or_default()
+                .insert(SIGNIN.to_owned());
+            created.push(new_id);
+        }
+        created
     }
 
     /// Replaces the user's permissions on the application, as an admin

@@ -462,3 +462,67 @@ async fn the_control_api_seeds_and_shows_the_true_state_over_http() {
     // None of it was a provider request.
     assert!(state.requests().is_empty());
 }
+
+#[tokio::test]
+async fn signon_renews_internal_users_tokens_expiring_within_a_month() {
+    let w = world().await;
+    let outside = w
+        .state
+        .add_api_user(SignonUserSeed::new("HMRC Tariffs", "tariffs@hmrc.example"))
+        .unwrap();
+    // Expires 2026-11-20 or so: within a month of 2026-11-02.
+    let expiring = w
+        .state
+        .create_token(
+            SignonTokenSeed::new(w.user, w.app)
+                .value(OLD)
+                .created_on(date!(2024 - 11 - 20)),
+        )
+        .unwrap();
+    let external = w
+        .state
+        .create_token(SignonTokenSeed::new(outside, w.app).created_on(date!(2024 - 11 - 20)))
+        .unwrap();
+    // Far from expiry: left alone.
+    w.state
+        .create_token(SignonTokenSeed::new(outside, w.app).created_on(date!(2026 - 01 - 01)))
+        .unwrap();
+
+    let created = w.state.renew_expiring_internal_tokens();
+    assert_eq!(created.len(), 1, "only the internal user's token");
+    let renewed = w.state.token(created[0]).unwrap();
+    assert_eq!(
+        (renewed.api_user_id, renewed.application_id),
+        (w.user, w.app)
+    );
+    assert!(renewed.accessible && renewed.expires_at.starts_with("2028-11-0"));
+    // The old one stays until someone revokes it; a second run finds the
+    // newer token and adds nothing.
+    assert!(w.state.token(expiring.id).unwrap().accessible);
+    assert!(w.state.renew_expiring_internal_tokens().is_empty());
+    assert!(w.state.token(external.id).unwrap().accessible);
+    // The sync now hands out the renewed token.
+    let synced = w.state.sync();
+    let ours = synced
+        .iter()
+        .find(|s| s.name == "signon-token-short-url-manager-publishing-api")
+        .unwrap();
+    assert_eq!(ours.token_id, created[0]);
+}
+
+#[test]
+fn one_month_from_now_is_a_calendar_month() {
+    use time::macros::datetime;
+    assert_eq!(
+        one_month_after(datetime!(2026-01-31 10:00 UTC)),
+        datetime!(2026-02-28 10:00 UTC)
+    );
+    assert_eq!(
+        one_month_after(datetime!(2028-01-31 10:00 UTC)),
+        datetime!(2028-02-29 10:00 UTC)
+    );
+    assert_eq!(
+        one_month_after(datetime!(2026-12-15 00:00 UTC)),
+        datetime!(2027-01-15 00:00 UTC)
+    );
+}
