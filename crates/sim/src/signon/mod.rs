@@ -349,7 +349,13 @@ impl SignonState {
         let value = match seed.token {
             Some(v) if v.expose().is_empty() => return Err(invalid("a token cannot be empty")),
             Some(v) if db.value_in_use(v.expose()) => {
-                return Err(invalid("another token already has this value"));
+                return Err(match db.token_by_value(v.expose()) {
+                    Some(existing) => SimError::DuplicateTokenValue {
+                        provider: PROVIDER,
+                        existing_id: existing.id,
+                    },
+                    None => invalid("an application's OAuth secret has this value"),
+                });
             }
             Some(v) => v,
             None => doorkeeper_value(),

@@ -420,7 +420,7 @@ async fn the_control_api_seeds_and_shows_the_true_state_over_http() {
     )
     .await
     .unwrap();
-    assert_eq!(again.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(again.status(), StatusCode::CONFLICT);
     assert!(!again.text().await.unwrap().contains(NEW));
 
     let permissions = http
