@@ -25,5 +25,6 @@ mod runbooks;
 mod sandbox;
 mod secrets;
 mod seed000;
+mod signon;
 mod zendesk;
 mod zendesk_crash;

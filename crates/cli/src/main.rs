@@ -214,6 +214,7 @@ Examples:
   keycycle sim gitlab --port 8929
   keycycle sim zendesk --port 0
   keycycle sim ibm-sm --port 8931    # then POST /_sim/instances for stage, prod
+  keycycle sim signon --port 0       # POST /_sim/tokens plays \"Create access token\"
 
 The simulator keeps its state in memory and listens on 127.0.0.1 only.
 Its control API (/_sim/...) seeds data and shows the true state.";

@@ -19,6 +19,9 @@ pub enum Provider {
     /// IBM Cloud Secrets Manager v2 and IAM: one instance; start the
     /// account's other instances with POST /_sim/instances
     IbmSm,
+    /// GOV.UK Signon: API users' application tokens, /user.json as gds-sso
+    /// calls it, the token-expiry gauge
+    Signon,
 }
 
 pub async fn serve(provider: Provider, port: u16) -> Result<()> {
@@ -31,6 +34,7 @@ pub async fn serve(provider: Provider, port: u16) -> Result<()> {
             keycycle_sim::serve_ibm_sm_forever(port).await,
             "IBM Secrets Manager",
         ),
+        Provider::Signon => (keycycle_sim::serve_signon_forever(port).await, "Signon"),
     };
     match served {
         Ok(()) => Ok(()),

@@ -79,6 +79,18 @@
 //! another instance of the same account, sharing IAM and the clock.
 //! [`IbmSmState`] seeds and inspects it; the same is served under `/_sim/`.
 //!
+//! # GOV.UK Signon
+//!
+//! [`start_signon`] serves `GET /user.json` as gds-sso calls it and the
+//! token-expiry gauge at `/metrics`, as the provider reference's Signon
+//! section describes them: API users, applications with OAuth ids, and
+//! two-year Doorkeeper access tokens that only a person creates or revokes
+//! (the control API plays that person), answered 401 with an empty body
+//! when unknown, expired, revoked, for another `client_id` or without
+//! `signin`. [`SignonState::sync`] returns what the token sync job would
+//! put in each Secret. [`SignonState`] seeds and inspects it; the same is
+//! served under `/_sim/`.
+//!
 //! # Control shared by every simulator
 //!
 //! `POST /_sim/fail` [`FailRule`] (`DELETE` clears, `GET` lists);
@@ -105,6 +117,7 @@ mod github;
 mod gitlab;
 mod ibm_sm;
 mod server;
+mod signon;
 mod values;
 mod zendesk;
 
@@ -131,6 +144,10 @@ pub use ibm_sm::{
     IbmSecretState, IbmSmSnapshot, IbmSmState, IbmTokenState, IbmVersionState,
 };
 pub use server::SimServer;
+pub use signon::{
+    SignonAppSeed, SignonAppState, SignonCreatedToken, SignonSnapshot, SignonState,
+    SignonSyncedSecret, SignonTokenSeed, SignonTokenState, SignonUserSeed, SignonUserState,
+};
 pub use zendesk::{
     ApiTokenSeed, ApiTokenState, InstallationSeed, InstallationState, OauthClientSeed,
     OauthClientState, OauthTokenSeed, OauthTokenState, SeededSecret, WebhookSeed, WebhookState,
@@ -138,7 +155,7 @@ pub use zendesk::{
 };
 
 /// The providers that can be simulated, as `keycycle sim <provider>` names them.
-pub const PROVIDERS: [&str; 5] = ["demo", "github", "gitlab", "zendesk", "ibm-sm"];
+pub const PROVIDERS: [&str; 6] = ["demo", "github", "gitlab", "zendesk", "ibm-sm", "signon"];
 
 /// Serves the simulator of `provider` (one of [`PROVIDERS`]) on
 /// 127.0.0.1:`port` until Ctrl-C.
@@ -149,6 +166,7 @@ pub async fn serve_forever(provider: &str, port: u16) -> io::Result<()> {
         "gitlab" => serve_gitlab_forever(port).await,
         "zendesk" => serve_zendesk_forever(port).await,
         "ibm-sm" => serve_ibm_sm_forever(port).await,
+        "signon" => serve_signon_forever(port).await,
         other => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
@@ -231,6 +249,20 @@ pub async fn serve_ibm_sm_forever(port: u16) -> io::Result<()> {
     server::serve_forever(ibm_sm::router(IbmSmState::new()), port, "ibm-sm").await
 }
 
+/// Starts the GOV.UK Signon simulator on 127.0.0.1:`port` (0 = any free
+/// port); `/user.json` and `/metrics` live at the root.
+pub async fn start_signon(port: u16) -> io::Result<(SimServer, SignonState)> {
+    let state = SignonState::new();
+    let server = SimServer::spawn(signon::router(state.clone()), port)?;
+    Ok((server, state))
+}
+
+/// Serves the Signon simulator on 127.0.0.1:`port` until Ctrl-C, printing
+/// only the address it listens on. It starts empty: seed it through `/_sim/`.
+pub async fn serve_signon_forever(port: u16) -> io::Result<()> {
+    server::serve_forever(signon::router(SignonState::new()), port, "signon").await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,7 +274,7 @@ mod tests {
         assert!(
             error
                 .to_string()
-                .contains("demo, github, gitlab, zendesk, ibm-sm")
+                .contains("demo, github, gitlab, zendesk, ibm-sm, signon")
         );
     }
 
@@ -266,6 +298,7 @@ mod tests {
                 "zendesk" => format!("http://127.0.0.1:{port}/api/v2/webhooks"),
                 "github" => format!("http://127.0.0.1:{port}/user"),
                 "ibm-sm" => format!("http://127.0.0.1:{port}/api/v2/secrets"),
+                "signon" => format!("http://127.0.0.1:{port}/user.json"),
                 _ => format!("http://127.0.0.1:{port}/api/v4/user"),
             };
             let deadline = tokio::time::Instant::now() + STARTUP;
