@@ -79,6 +79,17 @@
 //! another instance of the same account, sharing IAM and the clock.
 //! [`IbmSmState`] seeds and inspects it; the same is served under `/_sim/`.
 //!
+//! # Kubernetes
+//!
+//! [`start_kubernetes`] serves a Kubernetes API server as the provider
+//! reference's Kubernetes section describes it, well enough for the real
+//! `kubectl` and the official Python client: discovery, bearer
+//! service-account tokens, Secrets with every patch format and
+//! resourceVersion conflicts, CronJobs, Jobs created from them (ended by the
+//! control API, since no pods run) and Deployments restarted and rolled out
+//! on the control API's word. [`KubernetesState`] seeds and inspects it; the
+//! same is served under `/_sim/`.
+//!
 //! # Control shared by every simulator
 //!
 //! `POST /_sim/fail` [`FailRule`] (`DELETE` clears, `GET` lists);
@@ -104,6 +115,7 @@ mod gate;
 mod github;
 mod gitlab;
 mod ibm_sm;
+mod kubernetes;
 mod server;
 mod values;
 mod zendesk;
@@ -130,6 +142,10 @@ pub use ibm_sm::{
     IBM_DEFAULT_ACCOUNT, IbmApiKeySeed, IbmGroupSeed, IbmGroupState, IbmLockState, IbmSecretSeed,
     IbmSecretState, IbmSmSnapshot, IbmSmState, IbmTokenState, IbmVersionState,
 };
+pub use kubernetes::{
+    JobOutcome, KubeCronJobSeed, KubeDeploymentSeed, KubeSecretSeed, KubeSecretState,
+    KubeTokenSeed, KubernetesSnapshot, KubernetesState, RolloutOutcome,
+};
 pub use server::SimServer;
 pub use zendesk::{
     ApiTokenSeed, ApiTokenState, InstallationSeed, InstallationState, OauthClientSeed,
@@ -138,7 +154,14 @@ pub use zendesk::{
 };
 
 /// The providers that can be simulated, as `keycycle sim <provider>` names them.
-pub const PROVIDERS: [&str; 5] = ["demo", "github", "gitlab", "zendesk", "ibm-sm"];
+pub const PROVIDERS: [&str; 6] = [
+    "demo",
+    "github",
+    "gitlab",
+    "zendesk",
+    "ibm-sm",
+    "kubernetes",
+];
 
 /// Serves the simulator of `provider` (one of [`PROVIDERS`]) on
 /// 127.0.0.1:`port` until Ctrl-C.
@@ -149,6 +172,7 @@ pub async fn serve_forever(provider: &str, port: u16) -> io::Result<()> {
         "gitlab" => serve_gitlab_forever(port).await,
         "zendesk" => serve_zendesk_forever(port).await,
         "ibm-sm" => serve_ibm_sm_forever(port).await,
+        "kubernetes" => serve_kubernetes_forever(port).await,
         other => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
@@ -231,6 +255,26 @@ pub async fn serve_ibm_sm_forever(port: u16) -> io::Result<()> {
     server::serve_forever(ibm_sm::router(IbmSmState::new()), port, "ibm-sm").await
 }
 
+/// Starts the Kubernetes API server simulator on 127.0.0.1:`port` (0 = any
+/// free port), over plain http with bearer service-account tokens.
+pub async fn start_kubernetes(port: u16) -> io::Result<(SimServer, KubernetesState)> {
+    let state = KubernetesState::new();
+    let server = SimServer::spawn(kubernetes::router(state.clone()), port)?;
+    Ok((server, state))
+}
+
+/// Serves the Kubernetes simulator on 127.0.0.1:`port` until Ctrl-C,
+/// printing only the address it listens on. It starts empty: plant tokens
+/// and objects through `/_sim/`.
+pub async fn serve_kubernetes_forever(port: u16) -> io::Result<()> {
+    server::serve_forever(
+        kubernetes::router(KubernetesState::new()),
+        port,
+        "kubernetes",
+    )
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,7 +286,7 @@ mod tests {
         assert!(
             error
                 .to_string()
-                .contains("demo, github, gitlab, zendesk, ibm-sm")
+                .contains("demo, github, gitlab, zendesk, ibm-sm, kubernetes")
         );
     }
 
@@ -266,6 +310,9 @@ mod tests {
                 "zendesk" => format!("http://127.0.0.1:{port}/api/v2/webhooks"),
                 "github" => format!("http://127.0.0.1:{port}/user"),
                 "ibm-sm" => format!("http://127.0.0.1:{port}/api/v2/secrets"),
+                "kubernetes" => {
+                    format!("http://127.0.0.1:{port}/api/v1/namespaces/default/secrets")
+                }
                 _ => format!("http://127.0.0.1:{port}/api/v4/user"),
             };
             let deadline = tokio::time::Instant::now() + STARTUP;
