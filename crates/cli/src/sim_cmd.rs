@@ -19,6 +19,8 @@ pub enum Provider {
     /// IBM Cloud Secrets Manager v2 and IAM: one instance; start the
     /// account's other instances with POST /_sim/instances
     IbmSm,
+    /// A Kubernetes API server: Secrets, CronJobs, Jobs, Deployments
+    Kubernetes,
 }
 
 pub async fn serve(provider: Provider, port: u16) -> Result<()> {
@@ -30,6 +32,10 @@ pub async fn serve(provider: Provider, port: u16) -> Result<()> {
         Provider::IbmSm => (
             keycycle_sim::serve_ibm_sm_forever(port).await,
             "IBM Secrets Manager",
+        ),
+        Provider::Kubernetes => (
+            keycycle_sim::serve_kubernetes_forever(port).await,
+            "Kubernetes",
         ),
     };
     match served {
