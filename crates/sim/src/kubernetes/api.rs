@@ -703,8 +703,10 @@ fn patch(
     };
     let mut patched = current.clone();
     match content_type.as_str() {
-        "application/json-patch+json" => {
-            if let Err(JsonPatchError(message)) = json_patch(&mut patched, &patch_body) {
+        "application/json-patch+json" => match json_patch(&mut patched, &patch_body) {
+            Ok(()) => {}
+            Err(JsonPatchError::Undecodable(message)) => return bad_request(&message),
+            Err(JsonPatchError::Failed(message)) => {
                 return status(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "Invalid",
@@ -712,7 +714,7 @@ fn patch(
                     Value::Null,
                 );
             }
-        }
+        },
         "application/merge-patch+json" => merge_patch(&mut patched, &patch_body),
         "application/strategic-merge-patch+json" => {
             strategic_merge_patch(&mut patched, &patch_body)
@@ -841,6 +843,12 @@ fn apply_secret_conflicts(
         stored.owners.remove(&key);
         stored.data.remove(&key);
     }
+    // Applying a field makes the applier its manager, also when the value
+    // was already the same (the API server then lists both managers; one
+    // owner per key is all the simulator tracks).
+    for key in applied.keys() {
+        stored.owners.insert(key.clone(), manager.to_owned());
+    }
     None
 }
 
@@ -924,7 +932,7 @@ fn write(
         let mut owners = stored.owners.clone();
         owners.retain(|k, _| data.contains_key(k));
         for (k, v) in &data {
-            if stored.data.get(k) != Some(v) || (apply && !owners.contains_key(k)) {
+            if (!apply && stored.data.get(k) != Some(v)) || !owners.contains_key(k) {
                 owners.insert(k.clone(), manager.to_owned());
             }
         }

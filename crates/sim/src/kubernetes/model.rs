@@ -386,26 +386,35 @@ fn keyed_by_name(items: &[Value]) -> bool {
 
 /// Why a JSON patch could not be applied: the message the API server
 /// gives, which names the operation and path, never a value.
-pub(crate) struct JsonPatchError(pub(crate) String);
+pub(crate) enum JsonPatchError {
+    /// The body is not a list of operations (400).
+    Undecodable(String),
+    /// An operation does not apply to the object (422).
+    Failed(String),
+}
 
 /// RFC 6902 JSON patch (add, remove, replace, move, copy, test).
 pub(crate) fn json_patch(target: &mut Value, patch: &Value) -> Result<(), JsonPatchError> {
-    let ops = patch
-        .as_array()
-        .ok_or_else(|| JsonPatchError("a JSON patch must be an array of operations".into()))?;
+    let ops = patch.as_array().ok_or_else(|| {
+        JsonPatchError::Undecodable(
+            "json: cannot unmarshal object into Go value of type jsonpatch.Patch".into(),
+        )
+    })?;
     for op in ops {
         let name = op.get("op").and_then(Value::as_str).unwrap_or("");
         let path = op
             .get("path")
             .and_then(Value::as_str)
-            .ok_or_else(|| JsonPatchError(format!("operation {name:?} has no path")))?;
+            .ok_or_else(|| JsonPatchError::Failed(format!("operation {name:?} has no path")))?;
         match name {
             "add" | "replace" => {
                 let value = op.get("value").cloned().ok_or_else(|| {
-                    JsonPatchError(format!("{name} operation does not apply: missing value"))
+                    JsonPatchError::Failed(format!(
+                        "{name} operation does not apply: missing value"
+                    ))
                 })?;
                 if name == "replace" && target.pointer(path).is_none() {
-                    return Err(JsonPatchError(format!(
+                    return Err(JsonPatchError::Failed(format!(
                         "replace operation does not apply: doc is missing key: {path}"
                     )));
                 }
@@ -416,19 +425,20 @@ pub(crate) fn json_patch(target: &mut Value, patch: &Value) -> Result<(), JsonPa
             }
             "test" => {
                 if target.pointer(path) != op.get("value") {
-                    return Err(JsonPatchError(format!("testing value {path} failed")));
+                    return Err(JsonPatchError::Failed(format!(
+                        "testing value {path} failed"
+                    )));
                 }
             }
             "move" | "copy" => {
-                let from = op
-                    .get("from")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| JsonPatchError(format!("{name} operation has no from")))?;
+                let from = op.get("from").and_then(Value::as_str).ok_or_else(|| {
+                    JsonPatchError::Failed(format!("{name} operation has no from"))
+                })?;
                 let value = if name == "move" {
                     remove_at(target, from)?
                 } else {
                     target.pointer(from).cloned().ok_or_else(|| {
-                        JsonPatchError(format!(
+                        JsonPatchError::Failed(format!(
                             "copy operation does not apply: doc is missing from path: {from}"
                         ))
                     })?
@@ -436,7 +446,7 @@ pub(crate) fn json_patch(target: &mut Value, patch: &Value) -> Result<(), JsonPa
                 add_at(target, path, value)?;
             }
             other => {
-                return Err(JsonPatchError(format!("Unexpected kind: {other}")));
+                return Err(JsonPatchError::Failed(format!("Unexpected kind: {other}")));
             }
         }
     }
@@ -447,7 +457,7 @@ pub(crate) fn json_patch(target: &mut Value, patch: &Value) -> Result<(), JsonPa
 fn parent_and_key(path: &str) -> Result<(&str, String), JsonPatchError> {
     let at = path
         .rfind('/')
-        .ok_or_else(|| JsonPatchError(format!("invalid path {path:?}")))?;
+        .ok_or_else(|| JsonPatchError::Failed(format!("invalid path {path:?}")))?;
     let key = path[at + 1..].replace("~1", "/").replace("~0", "~");
     Ok((&path[..at], key))
 }
@@ -471,7 +481,7 @@ fn add_at(target: &mut Value, path: &str, value: Value) -> Result<(), JsonPatchE
                     .ok()
                     .filter(|i| *i <= items.len())
                     .ok_or_else(|| {
-                        JsonPatchError(format!(
+                        JsonPatchError::Failed(format!(
                             "add operation does not apply: index out of bounds at {path}"
                         ))
                     })?
@@ -479,7 +489,7 @@ fn add_at(target: &mut Value, path: &str, value: Value) -> Result<(), JsonPatchE
             items.insert(at, value);
             Ok(())
         }
-        _ => Err(JsonPatchError(format!(
+        _ => Err(JsonPatchError::Failed(format!(
             "add operation does not apply: doc is missing path: \"{path}\""
         ))),
     }
@@ -497,7 +507,7 @@ fn remove_at(target: &mut Value, path: &str) -> Result<Value, JsonPatchError> {
         _ => None,
     };
     removed.ok_or_else(|| {
-        JsonPatchError(format!(
+        JsonPatchError::Failed(format!(
             "remove operation does not apply: doc is missing path: \"{path}\""
         ))
     })
