@@ -200,8 +200,15 @@ pub(crate) fn routes() -> Router<KubernetesState> {
         let collection = format!("{prefix}/namespaces/{{ns}}/{}", kind.resource());
         let item = format!("{collection}/{{name}}");
         let mut on_collection = get(
-            move |State(s): State<KubernetesState>, Path(ns): Path<String>, h: HeaderMap| async move {
-                list(&s, kind, &ns, &h)
+            move |State(s): State<KubernetesState>,
+                  Path(ns): Path<String>,
+                  Query(q): Params,
+                  h: HeaderMap| async move {
+                if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
+                    watch(&s, kind, &ns, &q, &h)
+                } else {
+                    list(&s, kind, &ns, &q, &h)
+                }
             },
         );
         if matches!(kind, Kind::Secret | Kind::Job) {
@@ -328,13 +335,19 @@ async fn resources(State(s): State<KubernetesState>, h: HeaderMap, gv: &'static 
         ],
         "batch/v1" => vec![
             resource("cronjobs", "cronjob", "CronJob", &["get", "list"], &["cj"]),
-            resource("jobs", "job", "Job", &["create", "get", "list"], &[]),
+            resource(
+                "jobs",
+                "job",
+                "Job",
+                &["create", "get", "list", "watch"],
+                &[],
+            ),
         ],
         _ => vec![resource(
             "deployments",
             "deployment",
             "Deployment",
-            &["get", "list", "patch", "update"],
+            &["get", "list", "patch", "update", "watch"],
             &["deploy"],
         )],
     };
@@ -391,15 +404,140 @@ fn read(s: &KubernetesState, kind: Kind, ns: &str, name: &str, h: &HeaderMap) ->
     }
 }
 
-fn list(s: &KubernetesState, kind: Kind, ns: &str, h: &HeaderMap) -> Response {
+/// The name a `fieldSelector=metadata.name=X` (or `==X`) asks for; the
+/// one field selector clients use to follow a single object.
+fn selected_name(q: &BTreeMap<String, String>) -> Option<String> {
+    let selector = q.get("fieldSelector")?;
+    let name = selector
+        .strip_prefix("metadata.name==")
+        .or_else(|| selector.strip_prefix("metadata.name="))?;
+    Some(name.to_owned())
+}
+
+/// `?watch=1`: the changes after `resourceVersion` (all current objects as
+/// `ADDED` when it is absent or "0"), then each change as it happens, one
+/// JSON event per line, until `timeoutSeconds` (default 30 minutes).
+fn watch(
+    s: &KubernetesState,
+    kind: Kind,
+    ns: &str,
+    q: &BTreeMap<String, String>,
+    h: &HeaderMap,
+) -> Response {
+    let db = s.lock();
+    if let Err(denied) = authorize(&db, h, "watch", Some(kind), Some(ns), None) {
+        return *denied;
+    }
+    if !matches!(kind, Kind::Job | Kind::Deployment) {
+        return status(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+            json!({ "kind": kind.resource() }),
+        );
+    }
+    let name = selected_name(q);
+    let wanted = move |o: &Value| match &name {
+        Some(name) => o["metadata"]["name"].as_str() == Some(name.as_str()),
+        None => true,
+    };
+    let mut pending: std::collections::VecDeque<Value> = Default::default();
+    let since = match q.get("resourceVersion").map(String::as_str) {
+        None | Some("") | Some("0") => {
+            for object in db.list(kind, ns).into_iter().filter(|o| wanted(o)) {
+                pending.push_back(json!({ "type": "ADDED", "object": object }));
+            }
+            db.revision
+        }
+        Some(rv) => {
+            let Ok(rv) = rv.parse::<u64>() else {
+                return bad_request(&format!("invalid resource version: {rv}"));
+            };
+            // The history starts where it was cut: older is gone (410).
+            if db.history.len() == super::model::HISTORY
+                && db.history.front().is_some_and(|e| e.revision > rv + 1)
+            {
+                let oldest = db.history.front().map_or(0, |e| e.revision);
+                return status(
+                    StatusCode::GONE,
+                    "Expired",
+                    &format!("too old resource version: {rv} ({oldest})"),
+                    Value::Null,
+                );
+            }
+            rv
+        }
+    };
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .unwrap_or(1800);
+    drop(db);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(timeout);
+    let ns = ns.to_owned();
+    let state = s.clone();
+    let stream = futures_util::stream::unfold((pending, since), move |(mut pending, mut since)| {
+        let state = state.clone();
+        let ns = ns.clone();
+        let wanted = wanted.clone();
+        async move {
+            loop {
+                if let Some(event) = pending.pop_front() {
+                    let line = format!("{event}\n");
+                    return Some((Ok::<_, std::io::Error>(line), (pending, since)));
+                }
+                let changed = state.lock().changed.clone();
+                let notified = changed.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                {
+                    let db = state.lock();
+                    let from = since;
+                    for event in db.history.iter().filter(|e| e.revision > from) {
+                        since = event.revision;
+                        if event.kind == kind && event.namespace == ns && wanted(&event.object) {
+                            pending
+                                .push_back(json!({ "type": event.change, "object": event.object }));
+                        }
+                    }
+                }
+                if pending.is_empty() {
+                    tokio::select! {
+                        _ = &mut notified => {}
+                        _ = tokio::time::sleep_until(deadline) => return None,
+                    }
+                }
+            }
+        }
+    });
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+fn list(
+    s: &KubernetesState,
+    kind: Kind,
+    ns: &str,
+    q: &BTreeMap<String, String>,
+    h: &HeaderMap,
+) -> Response {
     let db = s.lock();
     if let Err(denied) = authorize(&db, h, "list", Some(kind), Some(ns), None) {
         return *denied;
     }
     // Items of a list carry no kind or apiVersion: the list does.
+    let name = selected_name(q);
     let items: Vec<Value> = db
         .list(kind, ns)
         .into_iter()
+        .filter(|o| {
+            name.as_deref()
+                .is_none_or(|n| o["metadata"]["name"].as_str() == Some(n))
+        })
         .map(|mut o| {
             if let Some(fields) = o.as_object_mut() {
                 fields.remove("kind");
@@ -588,6 +726,7 @@ fn insert_new(
         _ => {
             db.objects
                 .insert((kind, ns.to_owned(), name.to_owned()), body.clone());
+            db.record(kind, ns, name, "ADDED");
             Ok(body)
         }
     }
@@ -949,5 +1088,6 @@ fn write(
     next["metadata"]["resourceVersion"] = json!(db.next_revision());
     db.objects
         .insert((kind, ns.to_owned(), name.to_owned()), next.clone());
+    db.record(kind, ns, name, "MODIFIED");
     Ok(next)
 }

@@ -4,7 +4,8 @@
 //! service-account tokens, Secrets (data in base64, `stringData` merged and
 //! never returned, merge, strategic merge, JSON patch and server-side
 //! apply, resourceVersion conflicts), CronJobs, Jobs created from them,
-//! and Deployments restarted by `kubectl rollout restart`.
+//! and Deployments restarted by `kubectl rollout restart`, with the list
+//! then watch that `kubectl rollout status` and `kubectl wait` use.
 //!
 //! No pods run. A Job stays active until the control API ends it (complete
 //! or failed, with the conditions Kubernetes 1.31+ reports), optionally
@@ -393,6 +394,7 @@ impl KubernetesState {
         }
         rollout(&mut object, RolloutOutcome::Complete);
         db.objects.insert(key, object);
+        db.record(Kind::Deployment, &seed.namespace, &seed.name, "ADDED");
         Ok(uid)
     }
 
@@ -473,6 +475,7 @@ impl KubernetesState {
         };
         merge_patch(&mut job["status"], &status);
         job["metadata"]["resourceVersion"] = json!(rv);
+        db.record(Kind::Job, namespace, name, "MODIFIED");
         Ok(())
     }
 
@@ -493,6 +496,7 @@ impl KubernetesState {
             .ok_or_else(|| unknown("deployment", namespace, name))?;
         rollout(deployment, outcome);
         deployment["metadata"]["resourceVersion"] = json!(rv);
+        db.record(Kind::Deployment, namespace, name, "MODIFIED");
         Ok(())
     }
 

@@ -3,7 +3,10 @@
 //! server would keep), the cluster-wide resourceVersion counter, and the
 //! patch formats the reference lists (merge, strategic merge, JSON patch).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use tokio::sync::Notify;
 
 use base64::Engine;
 use keycycle_secret::SecretValue;
@@ -206,6 +209,19 @@ pub(crate) fn decode(value: &SecretValue) -> SecretValue {
     SecretValue::new(String::from_utf8_lossy(&bytes).into_owned())
 }
 
+/// How many changes a watch can replay; an older resourceVersion is 410.
+pub(crate) const HISTORY: usize = 1000;
+
+/// One change a watch reports.
+pub(crate) struct Event {
+    pub(crate) revision: u64,
+    pub(crate) kind: Kind,
+    pub(crate) namespace: String,
+    /// `ADDED` or `MODIFIED`.
+    pub(crate) change: &'static str,
+    pub(crate) object: Value,
+}
+
 /// The whole simulated cluster.
 #[derive(Default)]
 pub(crate) struct Db {
@@ -218,6 +234,11 @@ pub(crate) struct Db {
     pub(crate) secrets: BTreeMap<(String, String), StoredSecret>,
     /// CronJobs, Jobs and Deployments, by kind, namespace and name.
     pub(crate) objects: BTreeMap<(Kind, String, String), Value>,
+    /// Changes to Jobs and Deployments, oldest first, for watches: a watch
+    /// from resourceVersion N replays those after N, then follows.
+    pub(crate) history: VecDeque<Event>,
+    /// Wakes the watches when `history` grows.
+    pub(crate) changed: Arc<Notify>,
     /// The last resourceVersion handed out; etcd's revision is cluster-wide,
     /// so every write anywhere moves it.
     pub(crate) revision: u64,
@@ -229,6 +250,34 @@ impl Db {
     pub(crate) fn next_revision(&mut self) -> String {
         self.revision += 1;
         self.revision.to_string()
+    }
+
+    /// Records a change to a watched kind (Jobs, Deployments; Secrets are
+    /// not watched here, so their data never sits in the history) and
+    /// wakes the watches.
+    pub(crate) fn record(&mut self, kind: Kind, ns: &str, name: &str, change: &'static str) {
+        if !matches!(kind, Kind::Job | Kind::Deployment) {
+            return;
+        }
+        let Some(object) = self.objects.get(&(kind, ns.to_owned(), name.to_owned())) else {
+            return;
+        };
+        let revision = object["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|rv| rv.parse().ok())
+            .unwrap_or(self.revision);
+        let object = object.clone();
+        if self.history.len() == HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back(Event {
+            revision,
+            kind,
+            namespace: ns.to_owned(),
+            change,
+            object,
+        });
+        self.changed.notify_waiters();
     }
 
     /// A fresh uid in the 8-4-4-4-12 form.

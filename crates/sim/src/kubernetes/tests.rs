@@ -371,6 +371,69 @@ fn kubectl(server: &SimServer, dir: &std::path::Path, args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// Starts a `kubectl` that waits for something (`rollout status`, `wait`)
+/// on a thread of its own.
+fn kubectl_waiting(
+    dir: &std::path::Path,
+    args: &'static [&'static str],
+) -> std::thread::JoinHandle<std::process::Output> {
+    let config = dir.join("kubeconfig");
+    let cache = dir.join("cache");
+    std::thread::spawn(move || {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(config)
+            .arg("--cache-dir")
+            .arg(cache)
+            .args(args)
+            .output()
+            .expect("run kubectl")
+    })
+}
+
+/// Returns once a client listed and then watched `collection` (two
+/// requests to it since the log was cleared), and checks that the waiting
+/// kubectl is still waiting then.
+async fn until_watching(
+    w: &World,
+    collection: &str,
+    waiting: &std::thread::JoinHandle<std::process::Output>,
+) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while w
+        .state
+        .requests()
+        .iter()
+        .filter(|r| r.path == collection)
+        .count()
+        < 2
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kubectl never watched {collection}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        !waiting.is_finished(),
+        "kubectl stopped waiting before anything changed"
+    );
+}
+
+/// The output of a waiting kubectl, which must have succeeded.
+async fn waited(waiting: std::thread::JoinHandle<std::process::Output>) -> String {
+    let output = tokio::task::spawn_blocking(move || waiting.join().unwrap())
+        .await
+        .unwrap();
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    out
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_real_kubectl_gets_secrets_creates_jobs_and_restarts_deployments() {
     let w = world().await;
@@ -399,9 +462,41 @@ async fn the_real_kubectl_gets_secrets_creates_jobs_and_restarts_deployments() {
     );
     assert_eq!(job["metadata"]["ownerReferences"][0]["name"], "signon-sync");
 
+    // `kubectl wait` follows the Job until the control API completes it,
+    // having the sync's Secret written as its pods would have.
+    w.state.clear_requests();
+    let waiting = kubectl_waiting(
+        &dir,
+        &[
+            "wait",
+            "--for=condition=complete",
+            "job/manual-sync",
+            "--timeout=30s",
+        ],
+    );
+    until_watching(&w, "/apis/batch/v1/namespaces/apps/jobs", &waiting).await;
+    let synced = KubeSecretSeed {
+        namespace: "apps".into(),
+        name: "signon-token".into(),
+        data: [(
+            "bearer_token".to_owned(),
+            SecretValue::new("synced-value-0007"),
+        )]
+        .into(),
+        ..KubeSecretSeed::default()
+    };
     w.state
-        .finish_job("apps", "manual-sync", JobOutcome::Complete, vec![])
+        .finish_job("apps", "manual-sync", JobOutcome::Complete, vec![synced])
         .unwrap();
+    let out = waited(waiting).await;
+    assert!(out.contains("job.batch/manual-sync condition met"), "{out}");
+    let secret: Value = serde_json::from_str(&kubectl(
+        server,
+        &dir,
+        &["get", "secret", "signon-token", "-o", "json"],
+    ))
+    .unwrap();
+    assert_eq!(secret["data"]["bearer_token"], b64("synced-value-0007"));
     let job: Value = serde_json::from_str(&kubectl(
         server,
         &dir,
@@ -423,5 +518,24 @@ async fn the_real_kubectl_gets_secrets_creates_jobs_and_restarts_deployments() {
     let deployment = w.state.deployment("apps", "short-url-manager").unwrap();
     assert!(deployment["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"].is_string());
     assert_eq!(deployment["metadata"]["generation"], 2);
+
+    // `rollout status` lists, then watches until the rollout ends; the
+    // control API ends it while kubectl waits.
+    w.state.clear_requests();
+    let waiting = kubectl_waiting(
+        &dir,
+        &[
+            "rollout",
+            "status",
+            "deployment/short-url-manager",
+            "--timeout=30s",
+        ],
+    );
+    until_watching(&w, "/apis/apps/v1/namespaces/apps/deployments", &waiting).await;
+    w.state
+        .advance_rollout("apps", "short-url-manager", RolloutOutcome::Complete)
+        .unwrap();
+    let out = waited(waiting).await;
+    assert!(out.contains("successfully rolled out"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
