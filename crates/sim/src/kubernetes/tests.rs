@@ -448,6 +448,11 @@ async fn the_real_kubectl_gets_secrets_creates_jobs_and_restarts_deployments() {
     ))
     .unwrap();
     assert_eq!(secret["data"]["bearer_token"], b64(VALUE));
+    // Without -o, kubectl asks for a Table and prints its own from the object.
+    let table = kubectl(server, &dir, &["get", "secret", "signon-token"]);
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(table.contains("signon-token"), "{table}");
+    assert!(!table.contains(&b64(VALUE)), "{table}");
 
     let out = kubectl(
         server,
@@ -538,4 +543,123 @@ async fn the_real_kubectl_gets_secrets_creates_jobs_and_restarts_deployments() {
     let out = waited(waiting).await;
     assert!(out.contains("successfully rolled out"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn the_control_api_plants_and_shows_the_true_state() {
+    let (server, _state) = start_kubernetes(0).await.unwrap();
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: Value| http.post(server.url(path)).body(body.to_string()).send();
+    let token: Value = post(
+        "/_sim/tokens",
+        json!({ "namespace": "ops", "service_account": "rotator" }),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let token = token["token"].as_str().unwrap().to_owned();
+    let answer = post(
+        "/_sim/secrets",
+        json!({ "namespace": "ops", "name": "api", "data": { "key": "planted-0008" } }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status(), StatusCode::CREATED);
+    let got: Value = http
+        .get(server.url("/api/v1/namespaces/ops/secrets/api"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["data"]["key"], b64("planted-0008"));
+    assert_eq!(got["type"], "Opaque");
+    let truth: Value = http
+        .get(server.url("/_sim/secrets/ops/api"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(truth["data"]["key"], "planted-0008");
+    // Finishing a job that does not exist names it.
+    let answer = post(
+        "/_sim/jobs/ops/nope/finish",
+        json!({ "outcome": "complete" }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status(), StatusCode::NOT_FOUND);
+    let state: Value = http
+        .get(server.url("/_sim/state"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["namespaces"], json!(["ops"]));
+    assert_eq!(state["secrets"][0]["name"], "api");
+}
+
+#[tokio::test]
+async fn injected_failures_answer_with_status_objects() {
+    let w = world().await;
+    w.state.fail(crate::FailRule {
+        method: Some("PATCH".into()),
+        path_prefix: "/api/v1/namespaces/apps/secrets".into(),
+        status: 500,
+        times: 1,
+        retry_after: None,
+        message: None,
+        after_processing: false,
+    });
+    let (status, body) = w
+        .call(
+            Method::PATCH,
+            SECRET,
+            "application/merge-patch+json",
+            Some(json!({ "stringData": { "bearer_token": "lost-0009" } })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(body["kind"], "Status");
+    assert_eq!(body["reason"], "InternalError");
+    assert_eq!(body["code"], 500);
+    assert_eq!(
+        w.state.secret("apps", "signon-token").unwrap().data["bearer_token"].expose(),
+        VALUE,
+        "nothing was written"
+    );
+}
+
+#[tokio::test]
+async fn a_json_patch_that_does_not_apply_is_invalid_and_changes_nothing() {
+    let w = world().await;
+    let (status, body) = w
+        .call(
+            Method::PATCH,
+            SECRET,
+            "application/json-patch+json",
+            Some(json!([{ "op": "remove", "path": "/data/missing" }])),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["reason"], "Invalid");
+    let (status, _) = w
+        .call(
+            Method::PATCH,
+            SECRET,
+            "application/json-patch+json",
+            Some(json!({ "data": {} })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let truth = w.state.secret("apps", "signon-token").unwrap();
+    assert_eq!(truth.data.len(), 1);
 }
