@@ -133,8 +133,11 @@ fn authorize(
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        // The scheme is matched case-insensitively, as the API server's
+        // bearer-token authenticator does.
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
     let unauthorized = || {
         status(
             StatusCode::UNAUTHORIZED,

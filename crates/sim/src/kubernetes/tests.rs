@@ -109,6 +109,18 @@ async fn unknown_tokens_get_a_401_status_and_other_namespaces_a_403() {
     assert_eq!(body["kind"], "Status");
     assert_eq!(body["reason"], "Unauthorized");
     assert_eq!(body["code"], 401);
+    let answer = w
+        .http
+        .get(w.server.url(SECRET))
+        .header("authorization", format!("bearer {TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.status(),
+        StatusCode::OK,
+        "the scheme is case-insensitive"
+    );
     let (status, body) = w
         .call(
             Method::GET,
