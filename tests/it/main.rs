@@ -20,6 +20,7 @@ mod ibm_sm;
 mod operator;
 mod plugin_files;
 mod python_gitlab;
+mod python_kubernetes;
 mod retries;
 mod runbooks;
 mod sandbox;

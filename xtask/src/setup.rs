@@ -37,6 +37,12 @@ const REQUIREMENTS: &[Requirement] = &[
         version: "8.6.0",
         module: "gitlab",
     },
+    // tests/it/python_kubernetes.rs drives the Kubernetes simulator with it.
+    Requirement::PythonPackage {
+        package: "kubernetes",
+        version: "37.0.2",
+        module: "kubernetes",
+    },
 ];
 
 /// Where the Python test clients live; tests/it/python_gitlab.rs puts it

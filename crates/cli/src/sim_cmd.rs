@@ -22,6 +22,8 @@ pub enum Provider {
     /// GOV.UK Signon: API users' application tokens, /user.json as gds-sso
     /// calls it, the token-expiry gauge
     Signon,
+    /// A Kubernetes API server: Secrets, CronJobs, Jobs, Deployments
+    Kubernetes,
 }
 
 pub async fn serve(provider: Provider, port: u16) -> Result<()> {
@@ -35,6 +37,10 @@ pub async fn serve(provider: Provider, port: u16) -> Result<()> {
             "IBM Secrets Manager",
         ),
         Provider::Signon => (keycycle_sim::serve_signon_forever(port).await, "Signon"),
+        Provider::Kubernetes => (
+            keycycle_sim::serve_kubernetes_forever(port).await,
+            "Kubernetes",
+        ),
     };
     match served {
         Ok(()) => Ok(()),

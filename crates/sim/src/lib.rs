@@ -91,6 +91,17 @@
 //! put in each Secret. [`SignonState`] seeds and inspects it; the same is
 //! served under `/_sim/`.
 //!
+//! # Kubernetes
+//!
+//! [`start_kubernetes`] serves a Kubernetes API server as the provider
+//! reference's Kubernetes section describes it, well enough for the real
+//! `kubectl` and the official Python client: discovery, bearer
+//! service-account tokens, Secrets with every patch format and
+//! resourceVersion conflicts, CronJobs, Jobs created from them (ended by the
+//! control API, since no pods run) and Deployments restarted and rolled out
+//! on the control API's word. [`KubernetesState`] seeds and inspects it; the
+//! same is served under `/_sim/`.
+//!
 //! # Control shared by every simulator
 //!
 //! `POST /_sim/fail` [`FailRule`] (`DELETE` clears, `GET` lists);
@@ -116,6 +127,7 @@ mod gate;
 mod github;
 mod gitlab;
 mod ibm_sm;
+mod kubernetes;
 mod server;
 mod signon;
 mod values;
@@ -143,6 +155,10 @@ pub use ibm_sm::{
     IBM_DEFAULT_ACCOUNT, IbmApiKeySeed, IbmGroupSeed, IbmGroupState, IbmLockState, IbmSecretSeed,
     IbmSecretState, IbmSmSnapshot, IbmSmState, IbmTokenState, IbmVersionState,
 };
+pub use kubernetes::{
+    JobOutcome, KubeCronJobSeed, KubeDeploymentSeed, KubeSecretSeed, KubeSecretState,
+    KubeTokenSeed, KubernetesSnapshot, KubernetesState, RolloutOutcome,
+};
 pub use server::SimServer;
 pub use signon::{
     SignonAppSeed, SignonAppState, SignonCreatedToken, SignonSnapshot, SignonState,
@@ -155,7 +171,15 @@ pub use zendesk::{
 };
 
 /// The providers that can be simulated, as `keycycle sim <provider>` names them.
-pub const PROVIDERS: [&str; 6] = ["demo", "github", "gitlab", "zendesk", "ibm-sm", "signon"];
+pub const PROVIDERS: [&str; 7] = [
+    "demo",
+    "github",
+    "gitlab",
+    "zendesk",
+    "ibm-sm",
+    "signon",
+    "kubernetes",
+];
 
 /// Serves the simulator of `provider` (one of [`PROVIDERS`]) on
 /// 127.0.0.1:`port` until Ctrl-C.
@@ -167,6 +191,7 @@ pub async fn serve_forever(provider: &str, port: u16) -> io::Result<()> {
         "zendesk" => serve_zendesk_forever(port).await,
         "ibm-sm" => serve_ibm_sm_forever(port).await,
         "signon" => serve_signon_forever(port).await,
+        "kubernetes" => serve_kubernetes_forever(port).await,
         other => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
@@ -263,6 +288,26 @@ pub async fn serve_signon_forever(port: u16) -> io::Result<()> {
     server::serve_forever(signon::router(SignonState::new()), port, "signon").await
 }
 
+/// Starts the Kubernetes API server simulator on 127.0.0.1:`port` (0 = any
+/// free port), over plain http with bearer service-account tokens.
+pub async fn start_kubernetes(port: u16) -> io::Result<(SimServer, KubernetesState)> {
+    let state = KubernetesState::new();
+    let server = SimServer::spawn(kubernetes::router(state.clone()), port)?;
+    Ok((server, state))
+}
+
+/// Serves the Kubernetes simulator on 127.0.0.1:`port` until Ctrl-C,
+/// printing only the address it listens on. It starts empty: plant tokens
+/// and objects through `/_sim/`.
+pub async fn serve_kubernetes_forever(port: u16) -> io::Result<()> {
+    server::serve_forever(
+        kubernetes::router(KubernetesState::new()),
+        port,
+        "kubernetes",
+    )
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,7 +319,7 @@ mod tests {
         assert!(
             error
                 .to_string()
-                .contains("demo, github, gitlab, zendesk, ibm-sm, signon")
+                .contains("demo, github, gitlab, zendesk, ibm-sm, signon, kubernetes")
         );
     }
 
@@ -299,6 +344,9 @@ mod tests {
                 "github" => format!("http://127.0.0.1:{port}/user"),
                 "ibm-sm" => format!("http://127.0.0.1:{port}/api/v2/secrets"),
                 "signon" => format!("http://127.0.0.1:{port}/user.json"),
+                "kubernetes" => {
+                    format!("http://127.0.0.1:{port}/api/v1/namespaces/default/secrets")
+                }
                 _ => format!("http://127.0.0.1:{port}/api/v4/user"),
             };
             let deadline = tokio::time::Instant::now() + STARTUP;
