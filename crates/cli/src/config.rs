@@ -70,6 +70,9 @@ pub struct PluginSection {
     pub secrets: BTreeMap<String, String>,
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+    /// A PEM file of CA certificates that replace the public roots for this
+    /// plugin's HTTPS (a cluster's own CA, for instance).
+    pub ca_cert: Option<PathBuf>,
     pub memory_mb: Option<usize>,
     pub timeout_secs: Option<u64>,
     pub max_output_kb: Option<usize>,
@@ -88,6 +91,8 @@ pub struct PluginOverlay {
     pub secrets: BTreeMap<String, String>,
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+    /// Replaces the base CA file when given.
+    pub ca_cert: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -237,6 +242,10 @@ pub fn load(explicit: Option<&Path>) -> Result<Config> {
     for (name, plugin) in plugins.iter_mut() {
         validate_name(name).with_context(|| format!("[plugins.{name}]"))?;
         plugin.path = abs(&plugin.path);
+        plugin.ca_cert = plugin.ca_cert.as_deref().map(abs);
+        for overlay in plugin.envs.values_mut() {
+            overlay.ca_cert = overlay.ca_cert.as_deref().map(abs);
+        }
         // Every command checks the limits, not only those that load
         // plugins: a config that cannot run is wrong everywhere.
         if let Err(e) = plugin.limits(name) {
@@ -349,18 +358,29 @@ impl PluginSection {
         let mut hosts = self.hosts.clone();
         let mut secrets = self.secrets.clone();
         let mut config = self.config.clone();
+        let mut ca_cert = self.ca_cert.as_ref();
         if let Some(overlay) = env.and_then(|env| self.envs.get(env)) {
             if let Some(h) = &overlay.hosts {
                 hosts = h.clone();
+            }
+            if let Some(ca) = &overlay.ca_cert {
+                ca_cert = Some(ca);
             }
             secrets.extend(overlay.secrets.clone());
             config.extend(overlay.config.clone());
         }
         let limits = self.limits(plugin)?;
+        let ca_pem = match ca_cert {
+            Some(path) => Some(std::fs::read(path).with_context(|| {
+                format!("[plugins.{plugin}] ca_cert: cannot read {}", path.display())
+            })?),
+            None => None,
+        };
         Ok(Grants {
             hosts,
             secrets,
             config,
+            ca_pem,
             limits,
         })
     }

@@ -19,6 +19,10 @@ pub struct Grants {
     pub secrets: BTreeMap<String, String>,
     /// Config values the plugin receives with every call.
     pub config: BTreeMap<String, String>,
+    /// PEM CA certificates that replace the public roots for this plugin's
+    /// HTTPS: a cluster with its own CA is trusted for this plugin only, and
+    /// nothing else is trusted for it.
+    pub ca_pem: Option<Vec<u8>>,
     pub limits: Limits,
 }
 

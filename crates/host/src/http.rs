@@ -62,11 +62,29 @@ pub(crate) struct PluginHttp {
 }
 
 impl PluginHttp {
-    pub fn new(eff: &Effective, timeout: Duration) -> Result<PluginHttp, String> {
+    pub fn new(
+        eff: &Effective,
+        timeout: Duration,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<PluginHttp, String> {
         let resolver = FilteringResolver {
             explicit: Arc::new(eff.explicit_ips()),
         };
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(pem) = ca_pem {
+            let roots = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| format!("the configured ca_cert is not PEM: {e}"))?;
+            if roots.is_empty() {
+                return Err("the configured ca_cert holds no certificate".to_owned());
+            }
+            // Only the configured CA: a cluster's API server must not be
+            // impersonated by anyone a public CA would vouch for.
+            builder = builder.tls_built_in_root_certs(false);
+            for root in roots {
+                builder = builder.add_root_certificate(root);
+            }
+        }
+        let client = builder
             .redirect(reqwest::redirect::Policy::none())
             // A proxy would resolve names itself and defeat the address check.
             .no_proxy()

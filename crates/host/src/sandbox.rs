@@ -223,7 +223,12 @@ impl Sandbox {
         let http = if effective.origins.is_empty() {
             None
         } else {
-            Some(PluginHttp::new(&effective, grants.limits.timeout).map_err(HostError::Setup)?)
+            let http = PluginHttp::new(&effective, grants.limits.timeout, grants.ca_pem.as_deref())
+                .map_err(|message| HostError::Grant {
+                    plugin: name.to_owned(),
+                    message,
+                })?;
+            Some(http)
         };
         let env = Arc::new(PluginEnv {
             name: name.to_owned(),
