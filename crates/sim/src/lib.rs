@@ -161,8 +161,9 @@ pub use kubernetes::{
 };
 pub use server::SimServer;
 pub use signon::{
-    SignonAppSeed, SignonAppState, SignonCreatedToken, SignonSnapshot, SignonState,
-    SignonSyncedSecret, SignonTokenSeed, SignonTokenState, SignonUserSeed, SignonUserState,
+    GDS_SSO_CACHE, SignonAppCall, SignonAppSeed, SignonAppServerState, SignonAppState,
+    SignonCreatedToken, SignonSnapshot, SignonState, SignonSyncedSecret, SignonTokenSeed,
+    SignonTokenState, SignonUserSeed, SignonUserState, start_signon_app,
 };
 pub use zendesk::{
     ApiTokenSeed, ApiTokenState, InstallationSeed, InstallationState, OauthClientSeed,

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::SignonState;
 use super::model::{Db, METRICS_CACHE, SIGNIN, parameterize};
@@ -31,7 +31,7 @@ fn unauthorized() -> Response {
 }
 
 /// The bearer token of `Authorization: Bearer <token>`.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
@@ -46,29 +46,27 @@ async fn user_json(
     let Some(value) = bearer(&headers) else {
         return unauthorized();
     };
-    let db = state.lock();
+    match look_up(&state.lock(), value, query.client_id.as_deref()) {
+        Some(user) => Json(json!({ "user": user })).into_response(),
+        None => unauthorized(),
+    }
+}
+
+/// What `/user.json` answers for a token: the user as
+/// `UserOAuthPresenter` shows it, or `None` for every 401 case.
+pub(super) fn look_up(db: &Db, value: &str, client_id: Option<&str>) -> Option<Value> {
     let now = db.now();
-    let Some(token) = db.token_by_value(value).filter(|t| t.accessible(now)) else {
-        return unauthorized();
-    };
-    let (Some(user), Some(app)) = (
-        db.users.get(&token.user_id),
-        db.applications.get(&token.application_id),
-    ) else {
-        return unauthorized();
-    };
+    let token = db.token_by_value(value).filter(|t| t.accessible(now))?;
+    let user = db.users.get(&token.user_id)?;
+    let app = db.applications.get(&token.application_id)?;
     // Signon compares client_id only when it is given (its controller and
     // tests): without it any live token is answered for its own app.
-    if query
-        .client_id
-        .as_deref()
-        .is_some_and(|client_id| client_id != app.oauth_id)
-    {
-        return unauthorized();
+    if client_id.is_some_and(|client_id| client_id != app.oauth_id) {
+        return None;
     }
     let permissions = db.permissions_of(user.id, app.id);
     if !permissions.iter().any(|p| p == SIGNIN) {
-        return unauthorized();
+        return None;
     }
     // UserOAuthPresenter: a suspended user keeps answering, with no
     // permissions and `disabled`.
@@ -77,18 +75,15 @@ async fn user_json(
     } else {
         permissions
     };
-    Json(json!({
-        "user": {
-            "uid": user.uid,
-            "name": user.name,
-            "email": user.email,
-            "permissions": permissions,
-            "organisation_slug": user.organisation_slug,
-            "organisation_content_id": user.organisation_content_id,
-            "disabled": user.suspended,
-        }
+    Some(json!({
+        "uid": user.uid,
+        "name": user.name,
+        "email": user.email,
+        "permissions": permissions,
+        "organisation_slug": user.organisation_slug,
+        "organisation_content_id": user.organisation_content_id,
+        "disabled": user.suspended,
     }))
-    .into_response()
 }
 
 const GAUGE: &str = "signon_api_user_token_expiry_timestamp_seconds";

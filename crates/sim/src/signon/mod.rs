@@ -24,7 +24,9 @@
 //! ([`SignonState::renew_expiring_internal_tokens`]).
 
 mod api;
+mod app;
 pub(crate) mod control;
+pub use app::{GDS_SSO_CACHE, SignonAppCall, SignonAppServerState, start_signon_app};
 mod model;
 
 use std::sync::{Arc, Mutex, MutexGuard};

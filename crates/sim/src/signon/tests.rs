@@ -526,3 +526,73 @@ fn one_month_from_now_is_a_calendar_month() {
         datetime!(2027-01-15 00:00 UTC)
     );
 }
+
+/// A server application behind gds-sso keeps accepting a revoked token
+/// for the cache's life, while Signon refuses it at once; a token it never
+/// saw is checked with Signon, for its own client_id only.
+#[tokio::test]
+async fn a_server_app_caches_lookups_so_a_revoked_token_works_there_for_a_while() {
+    let w = world().await;
+    let old = w.token(OLD);
+    w.token(NEW);
+    let (app, app_state) = start_signon_app(&w.state, &w.oauth_id, 0).unwrap();
+    let call = |token: &'static str| {
+        let http = w.http.clone();
+        let url = app.url("/api/content");
+        async move {
+            let response = http.get(url).bearer_auth(token).send().await.unwrap();
+            let status = response.status();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = call(OLD).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["authenticated_as"], "short-url-manager@alphagov.co.uk");
+
+    w.state.revoke_token(old.id).unwrap();
+    assert_eq!(
+        w.check(OLD, Some(&w.oauth_id)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(call(OLD).await.0, StatusCode::OK, "cached by gds-sso");
+    assert_eq!(call(NEW).await.0, StatusCode::OK);
+
+    app_state.set_cache_ttl(std::time::Duration::ZERO);
+    let (status, body) = call(OLD).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body["error"].as_str().unwrap().contains("not accepted"));
+    let calls = app_state.calls();
+    assert_eq!(calls.len(), 4);
+    assert_eq!(
+        calls
+            .iter()
+            .map(|c| (c.status, c.cached))
+            .collect::<Vec<_>>(),
+        [(200, false), (200, true), (200, false), (401, false)]
+    );
+    let log = serde_json::to_string(&calls).unwrap();
+    assert!(!log.contains(OLD) && !log.contains(NEW), "{log}");
+
+    // Another app's token is refused here: the lookup sends this app's id.
+    let other = w
+        .state
+        .add_application(SignonAppSeed {
+            name: "Content Store".into(),
+            oauth_id: Some("content-store-oauth-id".into()),
+            oauth_secret: None,
+        })
+        .unwrap();
+    w.state
+        .create_token(
+            SignonTokenSeed::new(w.user, other).value("elsewhere-token-00000000000000000000000000"),
+        )
+        .unwrap();
+    let response = w
+        .http
+        .get(app.url("/api/x"))
+        .bearer_auth("elsewhere-token-00000000000000000000000000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
