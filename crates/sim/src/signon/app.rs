@@ -103,6 +103,25 @@ impl SignonAppServerState {
     }
 }
 
+impl SignonState {
+    /// Starts a server application that lives as long as this Signon:
+    /// what `POST /_sim/server_apps` does for a simulator served by
+    /// `keycycle sim`. Returns its base URL.
+    pub fn spawn_server_app(
+        &self,
+        client_id: &str,
+        cache_ttl: Option<Duration>,
+    ) -> io::Result<String> {
+        let (server, app) = start_signon_app(self, client_id, 0)?;
+        if let Some(ttl) = cache_ttl {
+            app.set_cache_ttl(ttl);
+        }
+        let url = server.base_url.clone();
+        self.lock().server_apps.push(server);
+        Ok(url)
+    }
+}
+
 fn sha256_hex(value: &str) -> String {
     hex::encode(Sha256::digest(value.as_bytes()))
 }

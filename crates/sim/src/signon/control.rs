@@ -13,6 +13,7 @@
 //! | `POST /_sim/renew_expiring_internal_tokens` | 200 `{"created":[ids]}`: Signon's own nightly renewal of internal users' tokens |
 //! | `GET /_sim/sync` | what `kubernetes:sync_token_secrets` would apply: [`SignonSyncedSecret`](super::SignonSyncedSecret)s, values in clear |
 //! | `DELETE /_sim/metrics_cache` | 204; `/metrics` recomputes the gauge |
+//! | `POST /_sim/server_apps` `{"client_id","cache_ttl_secs"?}` | 201 `{"base_url"}`: a server application behind gds-sso on a port of its own (see `app.rs`) |
 //! | `GET /_sim/state` | [`SignonSnapshot`](super::SignonSnapshot), token values in clear |
 //! | `GET`/`POST /_sim/today` `{"date":"YYYY-MM-DD"\|null}` | the simulated date |
 //!
@@ -48,6 +49,7 @@ pub(crate) fn routes() -> Router<SignonState> {
         )
         .route("/_sim/sync", get(sync))
         .route("/_sim/metrics_cache", delete(clear_metrics_cache))
+        .route("/_sim/server_apps", post(add_server_app))
         .route("/_sim/state", get(state))
         .route("/_sim/today", get(today).post(set_today))
 }
@@ -59,6 +61,27 @@ fn refused(error: SimError) -> ControlError {
         SimError::InvalidSeed { .. } => StatusCode::BAD_REQUEST,
     };
     ControlError::new(status, error.to_string())
+}
+
+#[derive(Deserialize)]
+struct ServerAppBody {
+    client_id: String,
+    #[serde(default)]
+    cache_ttl_secs: Option<u64>,
+}
+
+async fn add_server_app(
+    State(s): State<SignonState>,
+    body: Bytes,
+) -> Result<Response, ControlError> {
+    let body: ServerAppBody = parse_json(&body)?;
+    let url = s
+        .spawn_server_app(
+            &body.client_id,
+            body.cache_ttl_secs.map(std::time::Duration::from_secs),
+        )
+        .map_err(|e| ControlError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(created(json!({ "base_url": url })))
 }
 
 fn created(body: impl serde::Serialize) -> Response {

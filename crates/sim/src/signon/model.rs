@@ -78,6 +78,9 @@ pub(crate) struct Db {
     pub(crate) tokens: BTreeMap<u64, AccessToken>,
     /// The last gauge text and when it was computed.
     pub(crate) metrics_cache: Option<(OffsetDateTime, String)>,
+    /// Server applications started through the control API; they live as
+    /// long as Signon does.
+    pub(crate) server_apps: Vec<crate::SimServer>,
 }
 
 impl Db {

@@ -596,3 +596,50 @@ async fn a_server_app_caches_lookups_so_a_revoked_token_works_there_for_a_while(
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 }
+
+/// `keycycle sim signon` has no Rust caller: the control API starts the
+/// server application and says where it listens.
+#[tokio::test]
+async fn the_control_api_starts_a_server_app() {
+    let w = world().await;
+    w.token(NEW);
+    let response = w
+        .http
+        .post(w.server.url("/_sim/server_apps"))
+        .json(&json!({ "client_id": w.oauth_id, "cache_ttl_secs": 0 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let base_url = response.json::<Value>().await.unwrap()["base_url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(base_url.starts_with("http://127.0.0.1:"), "{base_url}");
+    let ok = w
+        .http
+        .get(format!("{base_url}/api/x"))
+        .bearer_auth(NEW)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    let refused = w
+        .http
+        .get(format!("{base_url}/api/x"))
+        .bearer_auth(OLD)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let calls: Value = w
+        .http
+        .get(format!("{base_url}/_sim/calls"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(calls.as_array().map(Vec::len), Some(2), "{calls}");
+}
