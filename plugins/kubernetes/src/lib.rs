@@ -86,21 +86,21 @@ fn operations() -> Vec<Operation> {
     vec![
         Operation::new(
             "read_secret",
-            "A Secret's type, resourceVersion and keys, each with the sha256 and length of its \
+            "A Secret's type, resourceVersion and keys, each with the fingerprint and length of its \
              value, never the value",
         )
         .input("namespace", NAMESPACE, false)
         .input("name", "the Secret's name", true),
         secret_key(Operation::new(
             "read_secret_key",
-            "One key of a Secret: {value (a secret), sha256, resource_version}; 404 when the \
+            "One key of a Secret: {value (a secret), fingerprint, resource_version}; 404 when the \
              key is absent",
         ))
         .secret_output("value"),
         secret_key(Operation::new(
             "secret_key_matches",
             "Whether a Secret's key holds `expected` (constant-time): {matches, \
-             sha256_current, sha256_expected, resource_version}",
+             fingerprint_current, fingerprint_expected, resource_version}",
         ))
         .input("expected", "the value it should hold (a secret)", true),
         secret_key(Operation::new(

@@ -13,7 +13,7 @@ use std::time::Duration;
 use keycycle_plugin_sdk::{Error, Input, Value, json, log};
 
 use crate::api::{self, Api};
-use crate::values::{decode, encode, same_bytes, sha256_hex};
+use crate::values::{decode, encode, fingerprint, same_bytes};
 
 /// How many times `patch_secret_key` tries when another writer keeps
 /// changing the Secret between its read and its patch.
@@ -84,7 +84,7 @@ impl Secret {
         self.data.keys().cloned().collect::<Vec<_>>().join(", ")
     }
 
-    /// `{name, namespace, resource_version, type, keys: {KEY: {sha256,
+    /// `{name, namespace, resource_version, type, keys: {KEY: {fingerprint,
     /// length}}}`: enough to tell values apart, nothing to recover one.
     pub(crate) fn summary(&self) -> Value {
         let keys: serde_json::Map<String, Value> = self
@@ -92,8 +92,10 @@ impl Secret {
             .iter()
             .map(|(k, v)| {
                 let shown = match v {
-                    Some(bytes) => json!({ "sha256": sha256_hex(bytes), "length": bytes.len() }),
-                    None => json!({ "sha256": null, "length": null, "error": "not base64" }),
+                    Some(bytes) => {
+                        json!({ "fingerprint": fingerprint(bytes), "length": bytes.len() })
+                    }
+                    None => json!({ "fingerprint": null, "length": null, "error": "not base64" }),
                 };
                 (k.clone(), shown)
             })
@@ -136,7 +138,7 @@ pub(crate) fn read_secret_key(api: &Api, input: &Value) -> Result<Value, Error> 
     })?;
     Ok(json!({
         "value": value,
-        "sha256": sha256_hex(bytes),
+        "fingerprint": fingerprint(bytes),
         "resource_version": secret.resource_version,
     }))
 }
@@ -155,8 +157,8 @@ pub(crate) fn secret_key_matches(api: &Api, input: &Value) -> Result<Value, Erro
     };
     Ok(json!({
         "matches": current.is_some_and(|c| same_bytes(c, expected)),
-        "sha256_current": current.map(sha256_hex),
-        "sha256_expected": sha256_hex(expected),
+        "fingerprint_current": current.map(fingerprint),
+        "fingerprint_expected": fingerprint(expected),
         "resource_version": secret.resource_version,
     }))
 }
@@ -179,7 +181,7 @@ pub(crate) fn patch_secret_key(api: &Api, input: &Value) -> Result<Value, Error>
     let name = api::name_field(input, "name", 253)?;
     let key = api::key_field(input)?;
     let value = input.str_field("value")?.as_bytes();
-    let digest = sha256_hex(value);
+    let digest = fingerprint(value);
     let path = api::secret_path(&ns, name);
     let mut attempt = 1;
     loop {
@@ -192,7 +194,7 @@ pub(crate) fn patch_secret_key(api: &Api, input: &Value) -> Result<Value, Error>
                 "namespace": ns,
                 "key": key,
                 "resource_version": secret.resource_version,
-                "sha256": digest,
+                "fingerprint": digest,
                 "changed": false,
             }));
         }
@@ -223,7 +225,7 @@ pub(crate) fn patch_secret_key(api: &Api, input: &Value) -> Result<Value, Error>
             "namespace": ns,
             "key": key,
             "resource_version": patched.resource_version,
-            "sha256": digest,
+            "fingerprint": digest,
             "changed": true,
         }));
     }
@@ -254,11 +256,11 @@ mod tests {
         assert_eq!(summary["type"], "Opaque");
         assert_eq!(summary["keys"]["bearer_token"]["length"], 12);
         assert_eq!(
-            summary["keys"]["bearer_token"]["sha256"],
-            sha256_hex(b"secret-token")
+            summary["keys"]["bearer_token"]["fingerprint"],
+            fingerprint(b"secret-token")
         );
         assert_eq!(summary["keys"]["wrapped"]["length"], 50);
-        assert_eq!(summary["keys"]["broken"]["sha256"], Value::Null);
+        assert_eq!(summary["keys"]["broken"]["fingerprint"], Value::Null);
         let text = summary.to_string();
         assert!(
             !text.contains("secret-token") && !text.contains("c2VjcmV0"),

@@ -23,6 +23,17 @@ pub(crate) fn encode(bytes: &[u8]) -> String {
     STANDARD.encode(bytes)
 }
 
+/// What identifies a value in outputs, logs and the journal without
+/// standing for it: 16 hex digits of a SHA-256 over a fixed prefix and the
+/// value. Enough to tell two tokens apart; not the value's plain SHA-256,
+/// which anyone could match against the value or its published hashes.
+pub(crate) fn fingerprint(bytes: &[u8]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(b"keycycle-fingerprint-v1\0");
+    hasher.update(bytes);
+    hex(&hasher.finalize())[..16].to_owned()
+}
+
 /// Lowercase hex SHA-256 of `bytes`.
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
@@ -78,6 +89,15 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(hex(&[0x00, 0x0f, 0xa0, 0xff]), "000fa0ff");
+    }
+
+    #[test]
+    fn fingerprints_are_short_and_not_the_plain_digest() {
+        let f = fingerprint(b"abc");
+        assert_eq!(f.len(), 16);
+        assert!(!sha256_hex(b"abc").starts_with(&f));
+        assert_eq!(f, fingerprint(b"abc"));
+        assert_ne!(f, fingerprint(b"abd"));
     }
 
     #[test]
