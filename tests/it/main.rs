@@ -26,6 +26,7 @@ mod runbooks;
 mod sandbox;
 mod secrets;
 mod seed000;
+mod seed001;
 mod signon;
 mod zendesk;
 mod zendesk_crash;

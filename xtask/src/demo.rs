@@ -252,6 +252,7 @@ pub fn run(keep: bool) -> Result<()> {
     crate::demo_gitlab::run(&keycycle, &env)?;
     crate::demo_zendesk::run(&keycycle, &env)?;
     crate::demo_github::run(&keycycle, &env)?;
+    crate::demo_signon::run(&keycycle, &env)?;
     if keep {
         let dir = env.keep();
         cmd::say(&format!("The demo folder is kept at {}", dir.display()));

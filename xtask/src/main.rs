@@ -7,6 +7,7 @@ mod bench_journal;
 mod cmd;
 mod demo;
 mod demo_github;
+mod demo_signon;
 mod demo_gitlab;
 mod demo_zendesk;
 mod plugins;

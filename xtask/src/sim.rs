@@ -148,6 +148,23 @@ impl Sim {
         serde_json::from_str(&text).context("the simulator's state is not JSON")
     }
 
+    /// GETs `path` of the control API (under `/_sim`) as JSON.
+    pub fn get(&self, path: &str) -> Result<serde_json::Value> {
+        let mut response = self
+            .agent
+            .get(format!("{}/_sim{path}", self.url))
+            .call()
+            .context("cannot reach the simulator's control API")?;
+        if !response.status().is_success() {
+            bail!("the simulator refused GET /_sim{path} ({})", response.status());
+        }
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .context("cannot read the simulator's answer")?;
+        serde_json::from_str(&text).context("the simulator's answer is not JSON")
+    }
+
     /// DELETEs `path` of the control API (under `/_sim`).
     pub fn delete(&self, path: &str) -> Result<()> {
         let response = self
