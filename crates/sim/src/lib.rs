@@ -308,6 +308,30 @@ pub async fn serve_kubernetes_forever(port: u16) -> io::Result<()> {
     .await
 }
 
+/// Starts the Kubernetes API server simulator over https on
+/// 127.0.0.1:`port` (0 = any free port), with a certificate for
+/// `127.0.0.1` and `localhost` from a CA generated now; returns the CA's
+/// certificate (PEM) for clients to trust. kubectl sends a kubeconfig's
+/// bearer token only over TLS, so this is how it authenticates with one.
+pub async fn start_kubernetes_tls(port: u16) -> io::Result<(SimServer, KubernetesState, String)> {
+    let state = KubernetesState::new();
+    let (server, ca_pem) = SimServer::spawn_tls(kubernetes::router(state.clone()), port)?;
+    Ok((server, state, ca_pem))
+}
+
+/// Serves the Kubernetes simulator over https on 127.0.0.1:`port` until
+/// Ctrl-C, after writing its CA's certificate (PEM) to `ca_file`; then
+/// prints only the address it listens on.
+pub async fn serve_kubernetes_tls_forever(port: u16, ca_file: &std::path::Path) -> io::Result<()> {
+    server::serve_forever_tls(
+        kubernetes::router(KubernetesState::new()),
+        port,
+        "kubernetes",
+        ca_file,
+    )
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

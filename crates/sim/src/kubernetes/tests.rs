@@ -357,11 +357,25 @@ async fn a_spec_change_bumps_the_generation_and_the_rollout_catches_up() {
 /// The kubeconfig names a token, but kubectl sends it only over TLS, so
 /// the simulator must allow anonymous requests for it.
 fn kubectl(server: &SimServer, dir: &std::path::Path, args: &[&str]) -> String {
+    kubectl_with_ca(server, dir, None, args)
+}
+
+/// [`kubectl`] with the kubeconfig naming `ca` (a PEM file) as the
+/// cluster's certificate authority, for a simulator served over https.
+fn kubectl_with_ca(
+    server: &SimServer,
+    dir: &std::path::Path,
+    ca: Option<&std::path::Path>,
+    args: &[&str],
+) -> String {
     let config = dir.join("kubeconfig");
+    let authority = ca.map_or_else(String::new, |ca| {
+        format!("    certificate-authority: {}\n", ca.display())
+    });
     std::fs::write(
         &config,
         format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: sim\n  cluster:\n    server: {}\nusers:\n- name: sa\n  user:\n    token: {TOKEN}\ncontexts:\n- name: sim\n  context:\n    cluster: sim\n    user: sa\n    namespace: apps\ncurrent-context: sim\n",
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: sim\n  cluster:\n    server: {}\n{authority}users:\n- name: sa\n  user:\n    token: {TOKEN}\ncontexts:\n- name: sim\n  context:\n    cluster: sim\n    user: sa\n    namespace: apps\ncurrent-context: sim\n",
             server.base_url
         ),
     )
@@ -674,4 +688,101 @@ async fn a_json_patch_that_does_not_apply_is_invalid_and_changes_nothing() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let truth = w.state.secret("apps", "signon-token").unwrap();
     assert_eq!(truth.data.len(), 1);
+}
+
+/// A reqwest client that trusts `ca_pem` and nothing else.
+fn trusting(ca_pem: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn over_tls_only_clients_trusting_the_generated_ca_get_through() {
+    let (server, state, ca_pem) = crate::start_kubernetes_tls(0).await.unwrap();
+    assert!(server.base_url.starts_with("https://127.0.0.1:"));
+    assert!(
+        ca_pem.starts_with("-----BEGIN CERTIFICATE-----"),
+        "{ca_pem}"
+    );
+    state
+        .add_token(KubeTokenSeed {
+            namespace: "apps".into(),
+            service_account: "signon".into(),
+            token: Some(SecretValue::new(TOKEN)),
+            namespaces: None,
+        })
+        .unwrap();
+    let client = trusting(&ca_pem);
+    // The leaf names 127.0.0.1 (an IP SAN) and localhost.
+    let port = server.addr.port();
+    for url in [
+        server.url("/api/v1/namespaces/apps/secrets"),
+        format!("https://localhost:{port}/api/v1/namespaces/apps/secrets"),
+    ] {
+        let answer = client.get(&url).bearer_auth(TOKEN).send().await.unwrap();
+        assert_eq!(answer.status(), StatusCode::OK, "{url}");
+    }
+    // The control API is served over the same listener.
+    let answer = client.get(server.url("/_sim/state")).send().await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+
+    // The public roots do not know the simulator's CA, nor does a client
+    // trusting another simulator's CA.
+    let public = reqwest::Client::new();
+    let refused = public.get(server.url("/version")).send().await.unwrap_err();
+    assert!(refused.is_connect(), "{refused:?}");
+    let (other, _, other_ca) = crate::start_kubernetes_tls(0).await.unwrap();
+    assert_ne!(other_ca, ca_pem, "each server makes a CA of its own");
+    let refused = trusting(&other_ca)
+        .get(server.url("/version"))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(refused.is_connect(), "{refused:?}");
+    // Plain http on the TLS port is not answered as http.
+    assert!(
+        reqwest::get(format!("http://127.0.0.1:{port}/version"))
+            .await
+            .is_err()
+    );
+    other.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_real_kubectl_sends_its_token_over_tls() {
+    let (server, state, ca_pem) = crate::start_kubernetes_tls(0).await.unwrap();
+    // No anonymous access: kubectl must present the kubeconfig's token.
+    state
+        .add_token(KubeTokenSeed {
+            namespace: "apps".into(),
+            service_account: "signon".into(),
+            token: Some(SecretValue::new(TOKEN)),
+            namespaces: Some(vec!["apps".into()]),
+        })
+        .unwrap();
+    state
+        .put_secret(KubeSecretSeed {
+            namespace: "apps".into(),
+            name: "signon-token".into(),
+            data: [("bearer_token".to_owned(), SecretValue::new(VALUE))].into(),
+            ..KubeSecretSeed::default()
+        })
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("kc-sim-kubectl-tls-{}", server.addr.port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, &ca_pem).unwrap();
+    let secret: Value = serde_json::from_str(&kubectl_with_ca(
+        &server,
+        &dir,
+        Some(&ca),
+        &["get", "secret", "signon-token", "-o", "json"],
+    ))
+    .unwrap();
+    assert_eq!(secret["data"]["bearer_token"], b64(VALUE));
+    let _ = std::fs::remove_dir_all(&dir);
 }
