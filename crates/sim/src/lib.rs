@@ -156,8 +156,9 @@ pub use ibm_sm::{
     IbmSecretState, IbmSmSnapshot, IbmSmState, IbmTokenState, IbmVersionState,
 };
 pub use kubernetes::{
-    JobOutcome, KubeCronJobSeed, KubeDeploymentSeed, KubeSecretSeed, KubeSecretState,
-    KubeTokenSeed, KubernetesSnapshot, KubernetesState, RolloutOutcome,
+    JobOutcome, KubeCronJobSeed, KubeDeploymentSeed, KubeJobBehaviour, KubePodEnvState,
+    KubePodState, KubeSecretSeed, KubeSecretState, KubeTokenSeed, KubernetesSnapshot,
+    KubernetesState, RolloutOutcome,
 };
 pub use server::SimServer;
 pub use signon::{
