@@ -178,15 +178,21 @@ pub(crate) async fn serve_forever_tls(
     let (acceptor, ca_pem) = tls_acceptor()?;
     let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await?;
     let addr = listener.local_addr()?;
-    std::fs::write(ca_file, ca_pem).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!(
-                "cannot write the CA certificate to {}: {e}",
-                ca_file.display()
-            ),
-        )
-    })?;
+    // Written whole or not at all: a caller may read the file as soon as it
+    // appears.
+    let mut partial = ca_file.as_os_str().to_owned();
+    partial.push(".partial");
+    std::fs::write(&partial, ca_pem)
+        .and_then(|()| std::fs::rename(&partial, ca_file))
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot write the CA certificate to {}: {e}",
+                    ca_file.display()
+                ),
+            )
+        })?;
     println!(
         "keycycle sim {provider}: listening on https://{addr} (control API under /_sim/; CA certificate in {})",
         ca_file.display()

@@ -261,7 +261,17 @@ pub(crate) fn pod_end(end: &JobEnd) -> PodEnd {
 
 #[cfg(test)]
 mod tests {
-    use super::ruby_encode64;
+    use super::{ruby_encode64, spawn_after};
+
+    #[test]
+    fn work_scheduled_outside_a_runtime_still_runs() {
+        let (done, ran) = std::sync::mpsc::channel();
+        spawn_after(10, async move {
+            let _ = done.send(());
+        });
+        ran.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the delayed work ran on a thread of its own");
+    }
 
     #[test]
     fn encode64_wraps_at_sixty_characters_and_ends_with_a_newline() {

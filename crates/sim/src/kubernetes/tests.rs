@@ -1,7 +1,9 @@
-//! Tests of the Kubernetes simulator over HTTP, and with the real `kubectl`:
-//! each pins an API server behaviour clients rely on (Status errors,
-//! stringData merged and never returned, patch formats, resourceVersion
-//! conflicts, apply conflicts, Jobs from CronJobs, the rollout restart).
+//! Tests of the Kubernetes simulator over HTTP and https, and with the real
+//! `kubectl`: each pins an API server behaviour clients rely on (Status
+//! errors, stringData merged and never returned, patch formats,
+//! resourceVersion conflicts, apply conflicts, Jobs from CronJobs, the
+//! rollout restart, pods and the Secret values they hold) or a behaviour of
+//! the simulator itself (CronJob behaviours, automatic rollout, TLS).
 
 use std::process::Command;
 
