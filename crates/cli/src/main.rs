@@ -307,6 +307,8 @@ struct SimArgs {
     /// Port on 127.0.0.1 (0 picks a free one and prints it)
     #[arg(long, default_value_t = 0)]
     port: u16,
+    #[command(flatten)]
+    tls: sim_cmd::TlsOptions,
 }
 
 fn parse_set(items: &[String]) -> Result<BTreeMap<String, String>> {
@@ -451,7 +453,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 SecretsCommand::Rm { name } => secrets_cmd::rm(&config, &name),
             }
         }
-        Command::Sim(args) => sim_cmd::serve(args.provider, args.port).await,
+        Command::Sim(args) => sim_cmd::serve(args.provider, args.port, args.tls).await,
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut command(), "keycycle", &mut out);

@@ -1,10 +1,12 @@
 //! `keycycle sim`: serve a provider simulator so operators can rehearse a
 //! runbook before pointing it at production.
 
+use std::path::PathBuf;
+
 use anyhow::{Context, Result, anyhow};
 
 use crate::exit::Code;
-use clap::ValueEnum;
+use clap::{Args, ValueEnum};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Provider {
@@ -26,7 +28,31 @@ pub enum Provider {
     Kubernetes,
 }
 
-pub async fn serve(provider: Provider, port: u16) -> Result<()> {
+/// How the simulator is served: plain http unless a CA file is named.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TlsOptions {
+    /// Serve https with a certificate for 127.0.0.1 and localhost from a CA
+    /// made at start-up, and write that CA's certificate (PEM) to FILE
+    /// before printing the address (kubernetes only: kubectl sends a
+    /// kubeconfig's token only over TLS)
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+pub async fn serve(provider: Provider, port: u16, tls: TlsOptions) -> Result<()> {
+    if let Some(ca_file) = &tls.tls_ca {
+        if provider != Provider::Kubernetes {
+            return Err(anyhow!(
+                "--tls-ca is only offered by the kubernetes simulator; serve {} without it",
+                provider
+                    .to_possible_value()
+                    .map_or_else(String::new, |v| v.get_name().to_owned())
+            ))
+            .context(Code::Config);
+        }
+        let served = keycycle_sim::serve_kubernetes_tls_forever(port, ca_file).await;
+        return finished(served, port, "Kubernetes");
+    }
     let (served, name) = match provider {
         Provider::Demo => (keycycle_sim::serve_demo_forever(port).await, "demo"),
         Provider::Github => (keycycle_sim::serve_github_forever(port).await, "GitHub"),
@@ -42,6 +68,10 @@ pub async fn serve(provider: Provider, port: u16) -> Result<()> {
             "Kubernetes",
         ),
     };
+    finished(served, port, name)
+}
+
+fn finished(served: std::io::Result<()>, port: u16, name: &str) -> Result<()> {
     match served {
         Ok(()) => Ok(()),
         // A port that is taken is the operator's to fix: a usage mistake

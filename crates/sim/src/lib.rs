@@ -97,9 +97,18 @@
 //! reference's Kubernetes section describes it, well enough for the real
 //! `kubectl` and the official Python client: discovery, bearer
 //! service-account tokens, Secrets with every patch format and
-//! resourceVersion conflicts, CronJobs, Jobs created from them (ended by the
-//! control API, since no pods run) and Deployments restarted and rolled out
-//! on the control API's word. [`KubernetesState`] seeds and inspects it; the
+//! resourceVersion conflicts, CronJobs, Jobs created from them, Deployments
+//! restarted by `kubectl rollout restart`, and Pods (read and listed by
+//! label). No container runs: a Job ends on the control API's word, or by
+//! itself when its CronJob has a [`KubeJobBehaviour`] (Signon's token sync
+//! against the Signon simulator, a success or a failure); a rollout finishes
+//! on the control API's word, or by itself after a template change with
+//! automatic rollout. Each pod holds the values of the Secret keys its env
+//! vars reference as they were when it was created, so a test can ask
+//! whether every pod of a Deployment has the new token
+//! ([`KubernetesState::deployment_pods_hold`]). [`start_kubernetes_tls`]
+//! serves it over https with a CA of its own (kubectl sends a kubeconfig's
+//! token only over TLS). [`KubernetesState`] seeds and inspects it; the
 //! same is served under `/_sim/`.
 //!
 //! # Control shared by every simulator
@@ -156,8 +165,9 @@ pub use ibm_sm::{
     IbmSecretState, IbmSmSnapshot, IbmSmState, IbmTokenState, IbmVersionState,
 };
 pub use kubernetes::{
-    JobOutcome, KubeCronJobSeed, KubeDeploymentSeed, KubeSecretSeed, KubeSecretState,
-    KubeTokenSeed, KubernetesSnapshot, KubernetesState, RolloutOutcome,
+    JobOutcome, KubeCronJobSeed, KubeDeploymentSeed, KubeJobBehaviour, KubePodEnvState,
+    KubePodState, KubeSecretSeed, KubeSecretState, KubeTokenSeed, KubernetesSnapshot,
+    KubernetesState, RolloutOutcome,
 };
 pub use server::SimServer;
 pub use signon::{
@@ -309,6 +319,30 @@ pub async fn serve_kubernetes_forever(port: u16) -> io::Result<()> {
     .await
 }
 
+/// Starts the Kubernetes API server simulator over https on
+/// 127.0.0.1:`port` (0 = any free port), with a certificate for
+/// `127.0.0.1` and `localhost` from a CA generated now; returns the CA's
+/// certificate (PEM) for clients to trust. kubectl sends a kubeconfig's
+/// bearer token only over TLS, so this is how it authenticates with one.
+pub async fn start_kubernetes_tls(port: u16) -> io::Result<(SimServer, KubernetesState, String)> {
+    let state = KubernetesState::new();
+    let (server, ca_pem) = SimServer::spawn_tls(kubernetes::router(state.clone()), port)?;
+    Ok((server, state, ca_pem))
+}
+
+/// Serves the Kubernetes simulator over https on 127.0.0.1:`port` until
+/// Ctrl-C, after writing its CA's certificate (PEM) to `ca_file`; then
+/// prints only the address it listens on.
+pub async fn serve_kubernetes_tls_forever(port: u16, ca_file: &std::path::Path) -> io::Result<()> {
+    server::serve_forever_tls(
+        kubernetes::router(KubernetesState::new()),
+        port,
+        "kubernetes",
+        ca_file,
+    )
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,6 +411,53 @@ mod tests {
             }
         }
         panic!("{provider}: every one of {ATTEMPTS} free ports was taken before it could be bound")
+    }
+
+    #[tokio::test]
+    async fn served_over_tls_the_ca_is_written_before_the_server_answers() {
+        let dir = std::env::temp_dir().join(format!("kc-sim-tls-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_file = dir.join("ca.pem");
+        let mut answered = None;
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let _ = std::fs::remove_file(&ca_file);
+            let serving = tokio::spawn({
+                let ca_file = ca_file.clone();
+                async move { serve_kubernetes_tls_forever(port, &ca_file).await }
+            });
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+            while !ca_file.exists() && !serving.is_finished() {
+                assert!(tokio::time::Instant::now() < deadline, "no CA file written");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            if serving.is_finished() {
+                continue; // The port was taken meanwhile: try another.
+            }
+            let ca = std::fs::read_to_string(&ca_file).unwrap();
+            let client = reqwest::Client::builder()
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
+                .build()
+                .unwrap();
+            let status = client
+                .get(format!(
+                    "https://localhost:{port}/api/v1/namespaces/default/secrets"
+                ))
+                .send()
+                .await
+                .unwrap()
+                .status();
+            serving.abort();
+            answered = Some(status);
+            break;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(answered, Some(reqwest::StatusCode::UNAUTHORIZED));
     }
 
     #[tokio::test]

@@ -1,8 +1,8 @@
 //! The Kubernetes API as the reference describes it: discovery, bearer
 //! service-account tokens, Secrets (get, list, create, update, the four
 //! patch formats), CronJobs, Jobs (create as `kubectl create job --from`
-//! sends it) and Deployments (the `rollout restart` patch), with every
-//! error a `Status` object.
+//! sends it), Deployments (the `rollout restart` patch) and Pods (get and
+//! list, with `labelSelector`), with every error a `Status` object.
 
 use std::collections::BTreeMap;
 
@@ -14,12 +14,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use super::KubernetesState;
 use super::model::{
     Db, JsonPatchError, Kind, SecretBodyError, StoredSecret, json_patch, merge_patch, now,
     split_secret, strategic_merge_patch,
 };
 use super::protobuf::{Undecodable, decode_object};
+use super::{KubernetesState, controllers, pods};
 
 type Params = Query<BTreeMap<String, String>>;
 
@@ -195,7 +195,13 @@ pub(crate) fn routes() -> Router<KubernetesState> {
         .route("/apis/apps/v1", get(|s, h| resources(s, h, "apps/v1")))
         .route("/api/v1/namespaces", get(list_namespaces))
         .route("/api/v1/namespaces/{ns}", get(get_namespace));
-    for kind in [Kind::Secret, Kind::CronJob, Kind::Job, Kind::Deployment] {
+    for kind in [
+        Kind::Secret,
+        Kind::CronJob,
+        Kind::Job,
+        Kind::Deployment,
+        Kind::Pod,
+    ] {
         let prefix = match kind.group() {
             "" => "/api/v1".to_owned(),
             _ => format!("/apis/{}", kind.api_version()),
@@ -328,6 +334,7 @@ async fn resources(State(s): State<KubernetesState>, h: HeaderMap, gv: &'static 
                 &["get", "list"],
                 &["ns"],
             ),
+            resource("pods", "pod", "Pod", &["get", "list"], &["po"]),
             resource(
                 "secrets",
                 "secret",
@@ -534,12 +541,24 @@ fn list(
     }
     // Items of a list carry no kind or apiVersion: the list does.
     let name = selected_name(q);
+    let selector = q.get("labelSelector").map(String::as_str).unwrap_or("");
+    let mut unreadable = None;
     let items: Vec<Value> = db
         .list(kind, ns)
         .into_iter()
         .filter(|o| {
             name.as_deref()
                 .is_none_or(|n| o["metadata"]["name"].as_str() == Some(n))
+        })
+        .filter(|o| {
+            let labels = o.pointer("/metadata/labels").unwrap_or(&Value::Null);
+            match pods::selector_matches(selector, labels) {
+                Ok(holds) => holds,
+                Err(pods::BadSelector(message)) => {
+                    unreadable = Some(message);
+                    false
+                }
+            }
         })
         .map(|mut o| {
             if let Some(fields) = o.as_object_mut() {
@@ -549,6 +568,9 @@ fn list(
             o
         })
         .collect();
+    if let Some(message) = unreadable {
+        return bad_request(&message);
+    }
     ok(&json!({
         "kind": format!("{}List", kind.kind()),
         "apiVersion": kind.api_version(),
@@ -656,7 +678,17 @@ fn create(
     }
     let manager = manager(q, h);
     match insert_new(&mut db, kind, ns, &name, body, &manager) {
-        Ok(object) => object_created(&object),
+        Ok(object) => {
+            if kind == Kind::Job {
+                // The Job controller starts its pod; a Job from a CronJob
+                // with a behaviour then runs it by itself.
+                pods::start_job_pod(&mut db, ns, &name);
+                if let Some(behaviour) = controllers::behaviour_of(&db, ns, &object) {
+                    controllers::run_job(s.clone(), ns.to_owned(), name.clone(), behaviour);
+                }
+            }
+            object_created(&object)
+        }
         Err(refused) => *refused,
     }
 }
@@ -771,7 +803,12 @@ fn replace(
     };
     let manager = manager(q, h);
     match write(&mut db, kind, ns, name, &current, body, &manager, false) {
-        Ok(object) => ok(&object),
+        Ok(object) => {
+            if kind == Kind::Deployment {
+                controllers::after_deployment_write(s, &db, ns, name);
+            }
+            ok(&object)
+        }
         Err(refused) => *refused,
     }
 }
@@ -789,14 +826,36 @@ fn patch(
     if let Err(denied) = authorize(&db, h, "patch", Some(kind), Some(ns), Some(name)) {
         return *denied;
     }
-    let content_type = content_type(h);
+    let manager = manager(q, h);
+    let response = patch_authorized(&mut db, kind, ns, name, q, &content_type(h), body, &manager);
+    if kind == Kind::Deployment && response.status().is_success() {
+        controllers::after_deployment_write(s, &db, ns, name);
+    }
+    response
+}
+
+/// A patch the caller may make, in any of the four formats: the API's
+/// PATCH after authorization, and the path Jobs' own writes take (the
+/// Signon sync's server-side apply). `default_manager` is the field
+/// manager when the query names none (apply requires one).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn patch_authorized(
+    db: &mut Db,
+    kind: Kind,
+    ns: &str,
+    name: &str,
+    q: &BTreeMap<String, String>,
+    content_type: &str,
+    body: &[u8],
+    default_manager: &str,
+) -> Response {
     let accepted = [
         "application/json-patch+json",
         "application/merge-patch+json",
         "application/strategic-merge-patch+json",
         "application/apply-patch+yaml",
     ];
-    if !accepted.contains(&content_type.as_str()) {
+    if !accepted.contains(&content_type) {
         return status(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "UnsupportedMediaType",
@@ -819,7 +878,7 @@ fn patch(
             None => return bad_request("fieldManager is required for apply requests"),
         }
     } else {
-        manager(q, h)
+        default_manager.to_owned()
     };
     let current = match db.rendered(kind, ns, name) {
         Some(current) => current,
@@ -836,7 +895,7 @@ fn patch(
             if kind != Kind::Secret {
                 return not_found(kind, name);
             }
-            return match insert_new(&mut db, kind, ns, name, patch_body, &manager) {
+            return match insert_new(db, kind, ns, name, patch_body, &manager) {
                 Ok(object) => object_created(&object),
                 Err(refused) => *refused,
             };
@@ -844,7 +903,7 @@ fn patch(
         None => return not_found(kind, name),
     };
     let mut patched = current.clone();
-    match content_type.as_str() {
+    match content_type {
         "application/json-patch+json" => match json_patch(&mut patched, &patch_body) {
             Ok(()) => {}
             Err(JsonPatchError::Undecodable(message)) => return bad_request(&message),
@@ -868,7 +927,7 @@ fn patch(
                 );
             }
             if let Some(refused) =
-                apply_secret_conflicts(&mut db, kind, ns, name, &patch_body, &manager, q)
+                apply_secret_conflicts(db, kind, ns, name, &patch_body, &manager, q)
             {
                 return refused;
             }
@@ -890,7 +949,7 @@ fn patch(
             current["metadata"]["resourceVersion"].clone(),
         );
     }
-    match write(&mut db, kind, ns, name, &current, patched, &manager, apply) {
+    match write(db, kind, ns, name, &current, patched, &manager, apply) {
         Ok(object) => ok(&object),
         Err(refused) => *refused,
     }

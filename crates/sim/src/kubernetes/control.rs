@@ -9,8 +9,12 @@
 //! | `GET /_sim/secrets/:ns/:name` | [`KubeSecretState`](super::KubeSecretState), values in clear |
 //! | `POST /_sim/cronjobs` [`KubeCronJobSeed`] | 201 `{"uid"}` |
 //! | `POST /_sim/deployments` [`KubeDeploymentSeed`] | 201 `{"uid"}` |
+//! | `POST /_sim/cronjobs/:ns/:name/behaviour` [`KubeJobBehaviour`] | 204; Jobs created from it from now on run it by itself |
+//! | `DELETE /_sim/cronjobs/:ns/:name/behaviour` | 204; its Jobs wait for `finish` again |
 //! | `POST /_sim/jobs/:ns/:name/finish` `{"outcome":"complete"\|"failed","reason","message","secrets":[KubeSecretSeed]}` | 204 |
-//! | `POST /_sim/deployments/:ns/:name/rollout` `{"outcome":"complete"\|"deadline_exceeded"}` | 204 |
+//! | `POST /_sim/deployments/:ns/:name/rollout` `{"outcome":"complete"\|"deadline_exceeded"}` | 204; a complete rollout replaces pods of an older template |
+//! | `POST /_sim/deployments/:ns/:name/auto_rollout` `{"delay_ms":N\|null}` | 204; rolls out by itself N ms after each template change (`null`: off) |
+//! | `GET /_sim/deployments/:ns/:name/pods` | `[`[`KubePodState`](super::KubePodState)`]`: `{"name","phase","generation","template_hash","env":[{"container","env","secret","key","sha256"}]}`, digests only |
 //! | `GET /_sim/state` | [`KubernetesSnapshot`](super::KubernetesSnapshot) |
 //!
 //! plus the shared `/_sim/fail`, `/_sim/rate_limit`, `/_sim/gates` and
@@ -26,8 +30,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    JobOutcome, KubeCronJobSeed, KubeDeploymentSeed, KubeSecretSeed, KubeTokenSeed,
-    KubernetesState, RolloutOutcome,
+    JobOutcome, KubeCronJobSeed, KubeDeploymentSeed, KubeJobBehaviour, KubeSecretSeed,
+    KubeTokenSeed, KubernetesState, RolloutOutcome,
 };
 use crate::control::{ControlError, parse_json};
 use crate::error::SimError;
@@ -41,8 +45,17 @@ pub(crate) fn routes() -> Router<KubernetesState> {
         .route("/_sim/secrets/{ns}/{name}", get(show_secret))
         .route("/_sim/cronjobs", post(add_cronjob))
         .route("/_sim/deployments", post(add_deployment))
+        .route(
+            "/_sim/cronjobs/{ns}/{name}/behaviour",
+            post(set_behaviour).delete(clear_behaviour),
+        )
         .route("/_sim/jobs/{ns}/{name}/finish", post(finish_job))
         .route("/_sim/deployments/{ns}/{name}/rollout", post(rollout))
+        .route(
+            "/_sim/deployments/{ns}/{name}/auto_rollout",
+            post(auto_rollout),
+        )
+        .route("/_sim/deployments/{ns}/{name}/pods", get(deployment_pods))
         .route("/_sim/state", get(state))
 }
 
@@ -173,6 +186,50 @@ async fn rollout(
     s.advance_rollout(&ns, &name, body.outcome)
         .map_err(refused)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_behaviour(
+    State(s): State<KubernetesState>,
+    Path((ns, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<StatusCode, ControlError> {
+    let behaviour = parse_json::<KubeJobBehaviour>(&body)?;
+    s.set_cronjob_behaviour(&ns, &name, behaviour)
+        .map_err(refused)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn clear_behaviour(
+    State(s): State<KubernetesState>,
+    Path((ns, name)): Path<(String, String)>,
+) -> StatusCode {
+    s.clear_cronjob_behaviour(&ns, &name);
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct AutoRolloutBody {
+    #[serde(default)]
+    delay_ms: Option<u64>,
+}
+
+async fn auto_rollout(
+    State(s): State<KubernetesState>,
+    Path((ns, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<StatusCode, ControlError> {
+    let body = parse_json::<AutoRolloutBody>(&body)?;
+    s.set_auto_rollout(&ns, &name, body.delay_ms)
+        .map_err(refused)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn deployment_pods(
+    State(s): State<KubernetesState>,
+    Path((ns, name)): Path<(String, String)>,
+) -> Result<Response, ControlError> {
+    let pods = s.deployment_pods(&ns, &name).map_err(refused)?;
+    Ok(Json(pods).into_response())
 }
 
 async fn state(State(s): State<KubernetesState>) -> Response {

@@ -7,17 +7,27 @@
 //! and Deployments restarted by `kubectl rollout restart`, with the list
 //! then watch that `kubectl rollout status` and `kubectl wait` use.
 //!
-//! No pods run. A Job stays active until the control API ends it (complete
-//! or failed, with the conditions Kubernetes 1.31+ reports), optionally
-//! writing the Secrets the Job's real pods would have written; a
-//! Deployment's rollout advances when the control API says so.
+//! Pods are records, not processes: a Job has one pod and a Deployment
+//! `replicas` of them, listed and read at `/api/v1/namespaces/{ns}/pods`
+//! (with `labelSelector`), each holding the values of the Secret keys its
+//! env vars reference as they were when it started ([`pods`]). A Job stays
+//! active until the control API ends it (complete or failed, with the
+//! conditions Kubernetes 1.31+ reports), optionally writing the Secrets the
+//! Job's real pods would have written, unless the CronJob it was created
+//! from has a behaviour ([`KubeJobBehaviour`]): then it runs Signon's token
+//! sync against the Signon simulator, or succeeds or fails, by itself
+//! ([`controllers`]). A Deployment's rollout advances when the control API
+//! says so, or by itself after a template change when it has automatic
+//! rollout; either way its pods are replaced and read the Secrets afresh.
 //!
 //! [`KubernetesState`] is the in-process handle on the true state; the same
 //! is served under `/_sim/` (see [`control`]).
 
 mod api;
 pub(crate) mod control;
+mod controllers;
 mod model;
+mod pods;
 mod protobuf;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,6 +44,7 @@ use crate::control::{Control, SimState, control_methods};
 use crate::error::SimError;
 use crate::values::{expose, url_safe_token};
 use model::{Db, Kind, SaToken, decode, encode, merge_patch, now};
+pub use pods::{KubePodEnvState, KubePodState};
 
 const PROVIDER: &str = "kubernetes";
 
@@ -90,9 +101,89 @@ pub struct KubeDeploymentSeed {
     #[serde(default)]
     pub paused: bool,
     /// The pod template; one container named after the Deployment when
-    /// absent.
+    /// absent. Its containers' `env[].valueFrom.secretKeyRef` are resolved
+    /// when the pods are created.
     #[serde(default)]
     pub template: Option<Value>,
+    /// Roll out by itself this many milliseconds after each template
+    /// change (`None`: only when the control API says so).
+    #[serde(default)]
+    pub auto_rollout_ms: Option<u64>,
+}
+
+/// What a Job created from a CronJob (owner reference to it, as `kubectl
+/// create job --from` sets) does by itself, after `delay_ms`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case", tag = "run")]
+pub enum KubeJobBehaviour {
+    /// Signon's `kubernetes:sync_token_secrets`: `GET {source}/_sim/sync`
+    /// of the Signon simulator, then a server-side apply of each Secret
+    /// into the CronJob's namespace as Signon's kubeclient sends it (field
+    /// manager `signon`, force); then Complete. A failed fetch or apply
+    /// fails the Job, the reason in its pod's termination message.
+    SignonSync {
+        /// The Signon simulator's base URL, `http://127.0.0.1:PORT`.
+        source: String,
+        #[serde(default)]
+        delay_ms: u64,
+    },
+    /// Complete.
+    Succeed {
+        #[serde(default)]
+        delay_ms: u64,
+    },
+    /// Failed (conditions FailureTarget then Failed).
+    Fail {
+        #[serde(default)]
+        delay_ms: u64,
+        /// The Job's condition reason; default `BackoffLimitExceeded`.
+        #[serde(default)]
+        reason: Option<String>,
+        /// The Job's condition message; default "Job has reached the
+        /// specified backoff limit".
+        #[serde(default)]
+        message: Option<String>,
+        /// The pod's `state.terminated.reason`; default `Error`.
+        #[serde(default)]
+        pod_reason: Option<String>,
+        /// The pod's `state.terminated.exitCode`; default 1.
+        #[serde(default)]
+        exit_code: Option<i64>,
+        /// The pod's `state.terminated.message`.
+        #[serde(default)]
+        pod_message: Option<String>,
+    },
+}
+
+/// How a Job ends, with what its pod reports.
+pub(crate) enum JobEnd {
+    Complete,
+    Failed {
+        reason: String,
+        message: String,
+        pod_reason: String,
+        exit_code: i64,
+        pod_message: Option<String>,
+    },
+}
+
+impl JobEnd {
+    pub(crate) fn failed(
+        reason: Option<String>,
+        message: Option<String>,
+        pod_reason: Option<String>,
+        exit_code: Option<i64>,
+        pod_message: Option<String>,
+    ) -> JobEnd {
+        JobEnd::Failed {
+            reason: reason.unwrap_or_else(|| "BackoffLimitExceeded".into()),
+            message: message
+                .unwrap_or_else(|| "Job has reached the specified backoff limit".into()),
+            pod_reason: pod_reason.unwrap_or_else(|| "Error".into()),
+            exit_code: exit_code.unwrap_or(1),
+            pod_message,
+        }
+    }
 }
 
 /// How the control API ends a Job.
@@ -142,6 +233,7 @@ pub struct KubernetesSnapshot {
     pub cronjobs: Vec<Value>,
     pub jobs: Vec<Value>,
     pub deployments: Vec<Value>,
+    pub pods: Vec<Value>,
 }
 
 /// Handle on the Kubernetes simulator's true state; clones share it.
@@ -394,8 +486,113 @@ impl KubernetesState {
         }
         rollout(&mut object, RolloutOutcome::Complete);
         db.objects.insert(key, object);
+        pods::roll_deployment_pods(&mut db, &seed.namespace, &seed.name);
+        if let Some(delay) = seed.auto_rollout_ms {
+            db.auto_rollouts
+                .insert((seed.namespace.clone(), seed.name.clone()), delay);
+        }
         db.record(Kind::Deployment, &seed.namespace, &seed.name, "ADDED");
         Ok(uid)
+    }
+
+    /// Sets what Jobs created from the CronJob `ns/name` from now on do by
+    /// themselves.
+    pub fn set_cronjob_behaviour(
+        &self,
+        namespace: &str,
+        name: &str,
+        behaviour: KubeJobBehaviour,
+    ) -> Result<(), SimError> {
+        let mut db = self.lock();
+        let key = (Kind::CronJob, namespace.to_owned(), name.to_owned());
+        if !db.objects.contains_key(&key) {
+            return Err(unknown("cronjob", namespace, name));
+        }
+        db.job_behaviours
+            .insert((namespace.to_owned(), name.to_owned()), behaviour);
+        Ok(())
+    }
+
+    /// Jobs created from the CronJob from now on wait for the control API
+    /// again.
+    pub fn clear_cronjob_behaviour(&self, namespace: &str, name: &str) {
+        self.lock()
+            .job_behaviours
+            .remove(&(namespace.to_owned(), name.to_owned()));
+    }
+
+    /// Lets the Deployment roll out by itself `delay_ms` after each
+    /// template change (`None`: only on the control API's word).
+    pub fn set_auto_rollout(
+        &self,
+        namespace: &str,
+        name: &str,
+        delay_ms: Option<u64>,
+    ) -> Result<(), SimError> {
+        let mut db = self.lock();
+        let key = (Kind::Deployment, namespace.to_owned(), name.to_owned());
+        if !db.objects.contains_key(&key) {
+            return Err(unknown("deployment", namespace, name));
+        }
+        let key = (namespace.to_owned(), name.to_owned());
+        match delay_ms {
+            Some(delay) => db.auto_rollouts.insert(key, delay),
+            None => db.auto_rollouts.remove(&key),
+        };
+        Ok(())
+    }
+
+    /// The pods of a Deployment, each with the digests of the values its
+    /// env vars hold from Secrets.
+    pub fn deployment_pods(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Vec<KubePodState>, SimError> {
+        let db = self.lock();
+        if !db
+            .objects
+            .contains_key(&(Kind::Deployment, namespace.to_owned(), name.to_owned()))
+        {
+            return Err(unknown("deployment", namespace, name));
+        }
+        Ok(pods::deployment_pod_names(&db, namespace, name)
+            .iter()
+            .filter_map(|pod| pods::pod_state(&db, namespace, pod))
+            .collect())
+    }
+
+    /// Whether the Deployment has pods and every one of them holds `value`
+    /// for the env var `env` (in every container that has it).
+    pub fn deployment_pods_hold(
+        &self,
+        namespace: &str,
+        name: &str,
+        env: &str,
+        value: &str,
+    ) -> Result<bool, SimError> {
+        let db = self.lock();
+        if !db
+            .objects
+            .contains_key(&(Kind::Deployment, namespace.to_owned(), name.to_owned()))
+        {
+            return Err(unknown("deployment", namespace, name));
+        }
+        let names = pods::deployment_pod_names(&db, namespace, name);
+        Ok(!names.is_empty()
+            && names
+                .iter()
+                .all(|pod| pods::pod_holds(&db, namespace, pod, env, value)))
+    }
+
+    /// A pod as the API serves it.
+    pub fn pod(&self, namespace: &str, name: &str) -> Option<Value> {
+        self.object(Kind::Pod, namespace, name)
+    }
+
+    /// The pods in `namespace`, as the API serves them.
+    pub fn pods(&self, namespace: &str) -> Vec<Value> {
+        self.lock().list(Kind::Pod, namespace)
     }
 
     /// A Job, CronJob or Deployment as the API serves it.
@@ -421,6 +618,23 @@ impl KubernetesState {
         outcome: JobOutcome,
         secrets: Vec<KubeSecretSeed>,
     ) -> Result<(), SimError> {
+        let end = match outcome {
+            JobOutcome::Complete => JobEnd::Complete,
+            JobOutcome::Failed { reason, message } => {
+                JobEnd::failed(reason, message, None, None, None)
+            }
+        };
+        self.end_job(namespace, name, end, secrets)
+    }
+
+    /// Ends a Job and its pod (see [`KubernetesState::finish_job`]).
+    pub(crate) fn end_job(
+        &self,
+        namespace: &str,
+        name: &str,
+        end: JobEnd,
+        secrets: Vec<KubeSecretSeed>,
+    ) -> Result<(), SimError> {
         {
             let db = self.lock();
             let key = (Kind::Job, namespace.to_owned(), name.to_owned());
@@ -438,6 +652,8 @@ impl KubernetesState {
             self.put_secret(seed)?;
         }
         let mut db = self.lock();
+        let pod_end = controllers::pod_end(&end);
+        pods::end_job_pods(&mut db, namespace, name, &pod_end);
         let rv = db.next_revision();
         let key = (Kind::Job, namespace.to_owned(), name.to_owned());
         let job = db
@@ -451,8 +667,8 @@ impl KubernetesState {
         };
         // Since 1.31 the interim condition comes first, the terminal one
         // after the pods ended (reference).
-        let status = match outcome {
-            JobOutcome::Complete => json!({
+        let status = match end {
+            JobEnd::Complete => json!({
                 "active": 0, "ready": 0, "terminating": 0, "succeeded": 1,
                 "completionTime": at,
                 "conditions": [
@@ -460,18 +676,15 @@ impl KubernetesState {
                     condition("Complete", "CompletionsReached", "Reached expected number of succeeded pods"),
                 ],
             }),
-            JobOutcome::Failed { reason, message } => {
-                let reason = reason.unwrap_or_else(|| "BackoffLimitExceeded".into());
-                let message =
-                    message.unwrap_or_else(|| "Job has reached the specified backoff limit".into());
-                json!({
-                    "active": 0, "ready": 0, "terminating": 0, "failed": 1,
-                    "conditions": [
-                        condition("FailureTarget", &reason, &message),
-                        condition("Failed", &reason, &message),
-                    ],
-                })
-            }
+            JobEnd::Failed {
+                reason, message, ..
+            } => json!({
+                "active": 0, "ready": 0, "terminating": 0, "failed": 1,
+                "conditions": [
+                    condition("FailureTarget", &reason, &message),
+                    condition("Failed", &reason, &message),
+                ],
+            }),
         };
         merge_patch(&mut job["status"], &status);
         job["metadata"]["resourceVersion"] = json!(rv);
@@ -480,7 +693,9 @@ impl KubernetesState {
     }
 
     /// Moves a Deployment's status to the end of its rollout (or to a
-    /// missed progress deadline).
+    /// missed progress deadline). At the end, pods of an older template are
+    /// replaced by new ones, which snapshot the Secrets their env vars
+    /// reference.
     pub fn advance_rollout(
         &self,
         namespace: &str,
@@ -496,6 +711,11 @@ impl KubernetesState {
             .ok_or_else(|| unknown("deployment", namespace, name))?;
         rollout(deployment, outcome);
         deployment["metadata"]["resourceVersion"] = json!(rv);
+        // A finished rollout replaced the pods whose template changed; the
+        // new ones read the Secrets now.
+        if outcome == RolloutOutcome::Complete {
+            pods::roll_deployment_pods(&mut db, namespace, name);
+        }
         db.record(Kind::Deployment, namespace, name, "MODIFIED");
         Ok(())
     }
@@ -520,6 +740,7 @@ impl KubernetesState {
             cronjobs: of(Kind::CronJob),
             jobs: of(Kind::Job),
             deployments: of(Kind::Deployment),
+            pods: of(Kind::Pod),
         }
     }
 }

@@ -14,6 +14,8 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::KubeJobBehaviour;
+use super::pods::PodRecord;
 use crate::control::Control;
 
 /// A kind the simulator serves, with the names the API server uses for it
@@ -24,6 +26,7 @@ pub(crate) enum Kind {
     CronJob,
     Job,
     Deployment,
+    Pod,
 }
 
 impl Kind {
@@ -33,12 +36,13 @@ impl Kind {
             Kind::CronJob => "CronJob",
             Kind::Job => "Job",
             Kind::Deployment => "Deployment",
+            Kind::Pod => "Pod",
         }
     }
 
     pub(crate) fn api_version(self) -> &'static str {
         match self {
-            Kind::Secret => "v1",
+            Kind::Secret | Kind::Pod => "v1",
             Kind::CronJob | Kind::Job => "batch/v1",
             Kind::Deployment => "apps/v1",
         }
@@ -46,7 +50,7 @@ impl Kind {
 
     pub(crate) fn group(self) -> &'static str {
         match self {
-            Kind::Secret => "",
+            Kind::Secret | Kind::Pod => "",
             Kind::CronJob | Kind::Job => "batch",
             Kind::Deployment => "apps",
         }
@@ -59,6 +63,7 @@ impl Kind {
             Kind::CronJob => "cronjobs",
             Kind::Job => "jobs",
             Kind::Deployment => "deployments",
+            Kind::Pod => "pods",
         }
     }
 
@@ -232,8 +237,17 @@ pub(crate) struct Db {
     pub(crate) anonymous: Option<Option<BTreeSet<String>>>,
     pub(crate) namespaces: BTreeMap<String, Value>,
     pub(crate) secrets: BTreeMap<(String, String), StoredSecret>,
-    /// CronJobs, Jobs and Deployments, by kind, namespace and name.
+    /// CronJobs, Jobs, Deployments and Pods, by kind, namespace and name.
     pub(crate) objects: BTreeMap<(Kind, String, String), Value>,
+    /// What each pod holds beside its JSON (the values of its env vars
+    /// from Secrets), by namespace and name.
+    pub(crate) pods: BTreeMap<(String, String), PodRecord>,
+    /// What Jobs created from a CronJob do by themselves, by the CronJob's
+    /// namespace and name.
+    pub(crate) job_behaviours: BTreeMap<(String, String), KubeJobBehaviour>,
+    /// Deployments the simulator rolls out by itself after a template
+    /// change, and after how many milliseconds.
+    pub(crate) auto_rollouts: BTreeMap<(String, String), u64>,
     /// Changes to Jobs and Deployments, oldest first, for watches: a watch
     /// from resourceVersion N replays those after N, then follows.
     pub(crate) history: VecDeque<Event>,

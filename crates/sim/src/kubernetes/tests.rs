@@ -1,7 +1,9 @@
-//! Tests of the Kubernetes simulator over HTTP, and with the real `kubectl`:
-//! each pins an API server behaviour clients rely on (Status errors,
-//! stringData merged and never returned, patch formats, resourceVersion
-//! conflicts, apply conflicts, Jobs from CronJobs, the rollout restart).
+//! Tests of the Kubernetes simulator over HTTP and https, and with the real
+//! `kubectl`: each pins an API server behaviour clients rely on (Status
+//! errors, stringData merged and never returned, patch formats,
+//! resourceVersion conflicts, apply conflicts, Jobs from CronJobs, the
+//! rollout restart, pods and the Secret values they hold) or a behaviour of
+//! the simulator itself (CronJob behaviours, automatic rollout, TLS).
 
 use std::process::Command;
 
@@ -357,11 +359,25 @@ async fn a_spec_change_bumps_the_generation_and_the_rollout_catches_up() {
 /// The kubeconfig names a token, but kubectl sends it only over TLS, so
 /// the simulator must allow anonymous requests for it.
 fn kubectl(server: &SimServer, dir: &std::path::Path, args: &[&str]) -> String {
+    kubectl_with_ca(server, dir, None, args)
+}
+
+/// [`kubectl`] with the kubeconfig naming `ca` (a PEM file) as the
+/// cluster's certificate authority, for a simulator served over https.
+fn kubectl_with_ca(
+    server: &SimServer,
+    dir: &std::path::Path,
+    ca: Option<&std::path::Path>,
+    args: &[&str],
+) -> String {
     let config = dir.join("kubeconfig");
+    let authority = ca.map_or_else(String::new, |ca| {
+        format!("    certificate-authority: {}\n", ca.display())
+    });
     std::fs::write(
         &config,
         format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: sim\n  cluster:\n    server: {}\nusers:\n- name: sa\n  user:\n    token: {TOKEN}\ncontexts:\n- name: sim\n  context:\n    cluster: sim\n    user: sa\n    namespace: apps\ncurrent-context: sim\n",
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: sim\n  cluster:\n    server: {}\n{authority}users:\n- name: sa\n  user:\n    token: {TOKEN}\ncontexts:\n- name: sim\n  context:\n    cluster: sim\n    user: sa\n    namespace: apps\ncurrent-context: sim\n",
             server.base_url
         ),
     )
@@ -674,4 +690,885 @@ async fn a_json_patch_that_does_not_apply_is_invalid_and_changes_nothing() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let truth = w.state.secret("apps", "signon-token").unwrap();
     assert_eq!(truth.data.len(), 1);
+}
+
+/// A reqwest client that trusts `ca_pem` and nothing else.
+fn trusting(ca_pem: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn over_tls_only_clients_trusting_the_generated_ca_get_through() {
+    let (server, state, ca_pem) = crate::start_kubernetes_tls(0).await.unwrap();
+    assert!(server.base_url.starts_with("https://127.0.0.1:"));
+    assert!(
+        ca_pem.starts_with("-----BEGIN CERTIFICATE-----"),
+        "{ca_pem}"
+    );
+    state
+        .add_token(KubeTokenSeed {
+            namespace: "apps".into(),
+            service_account: "signon".into(),
+            token: Some(SecretValue::new(TOKEN)),
+            namespaces: None,
+        })
+        .unwrap();
+    let client = trusting(&ca_pem);
+    // The leaf names 127.0.0.1 (an IP SAN) and localhost.
+    let port = server.addr.port();
+    for url in [
+        server.url("/api/v1/namespaces/apps/secrets"),
+        format!("https://localhost:{port}/api/v1/namespaces/apps/secrets"),
+    ] {
+        let answer = client.get(&url).bearer_auth(TOKEN).send().await.unwrap();
+        assert_eq!(answer.status(), StatusCode::OK, "{url}");
+    }
+    // The control API is served over the same listener.
+    let answer = client.get(server.url("/_sim/state")).send().await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+
+    // The public roots do not know the simulator's CA, nor does a client
+    // trusting another simulator's CA.
+    let public = reqwest::Client::new();
+    let refused = public.get(server.url("/version")).send().await.unwrap_err();
+    assert!(refused.is_connect(), "{refused:?}");
+    let (other, _, other_ca) = crate::start_kubernetes_tls(0).await.unwrap();
+    assert_ne!(other_ca, ca_pem, "each server makes a CA of its own");
+    let refused = trusting(&other_ca)
+        .get(server.url("/version"))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(refused.is_connect(), "{refused:?}");
+    // Plain http on the TLS port is not answered as http.
+    assert!(
+        reqwest::get(format!("http://127.0.0.1:{port}/version"))
+            .await
+            .is_err()
+    );
+    other.shutdown().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_real_kubectl_sends_its_token_over_tls() {
+    let (server, state, ca_pem) = crate::start_kubernetes_tls(0).await.unwrap();
+    // No anonymous access: kubectl must present the kubeconfig's token.
+    state
+        .add_token(KubeTokenSeed {
+            namespace: "apps".into(),
+            service_account: "signon".into(),
+            token: Some(SecretValue::new(TOKEN)),
+            namespaces: Some(vec!["apps".into()]),
+        })
+        .unwrap();
+    state
+        .put_secret(KubeSecretSeed {
+            namespace: "apps".into(),
+            name: "signon-token".into(),
+            data: [("bearer_token".to_owned(), SecretValue::new(VALUE))].into(),
+            ..KubeSecretSeed::default()
+        })
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("kc-sim-kubectl-tls-{}", server.addr.port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, &ca_pem).unwrap();
+    let secret: Value = serde_json::from_str(&kubectl_with_ca(
+        &server,
+        &dir,
+        Some(&ca),
+        &["get", "secret", "signon-token", "-o", "json"],
+    ))
+    .unwrap();
+    assert_eq!(secret["data"]["bearer_token"], b64(VALUE));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A pod template whose container reads `signon-token`'s `bearer_token`
+/// into `PUBLISHING_API_BEARER_TOKEN`, as the reference's consumers do.
+fn reading_template(app: &str) -> Value {
+    json!({
+        "metadata": { "labels": { "app": app } },
+        "spec": { "containers": [{ "name": "app", "image": "registry.example/app:1",
+            "env": [
+                { "name": "RAILS_ENV", "value": "production" },
+                { "name": "PUBLISHING_API_BEARER_TOKEN", "valueFrom": { "secretKeyRef": {
+                    "name": "signon-token", "key": "bearer_token" } } },
+            ] }] },
+    })
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+/// Waits (up to 10 s) until `check` holds.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !check() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// A Job as `kubectl create job NAME --from=cronjob/CJ` sends it.
+fn job_from(w: &World, cronjob: &str, name: &str) -> Value {
+    let cj = w
+        .state
+        .lock()
+        .rendered(Kind::CronJob, "apps", cronjob)
+        .unwrap();
+    json!({ "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": { "name": name, "namespace": "apps",
+            "annotations": { "cronjob.kubernetes.io/instantiate": "manual" },
+            "ownerReferences": [{ "apiVersion": "batch/v1", "kind": "CronJob", "name": cronjob,
+                "uid": cj["metadata"]["uid"], "controller": true }] },
+        "spec": cj["spec"]["jobTemplate"]["spec"] })
+}
+
+const JOBS: &str = "/apis/batch/v1/namespaces/apps/jobs";
+
+fn condition_types(job: &Value) -> Vec<String> {
+    job["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| c["type"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn pods_are_listed_by_label_selector_and_read_by_name() {
+    let w = world().await;
+    let (_, discovery) = w.call(Method::GET, "/api/v1", "", None).await;
+    assert!(
+        discovery["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "pods" && r["verbs"] == json!(["get", "list"]))
+    );
+    let pods = "/api/v1/namespaces/apps/pods";
+    let (status, list) = w
+        .call(
+            Method::GET,
+            &format!("{pods}?labelSelector=app%3Dshort-url-manager"),
+            "",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["kind"], "PodList");
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "one pod per replica");
+    for pod in items {
+        let name = pod["metadata"]["name"].as_str().unwrap();
+        let hash = pod["metadata"]["labels"]["pod-template-hash"]
+            .as_str()
+            .unwrap();
+        assert_eq!(hash.len(), 10);
+        assert!(
+            name.starts_with(&format!("short-url-manager-{hash}-")),
+            "{name}"
+        );
+        assert_eq!(name.len(), "short-url-manager-".len() + 10 + 1 + 5);
+        assert_eq!(pod["status"]["phase"], "Running");
+        assert_eq!(pod["metadata"]["ownerReferences"][0]["kind"], "ReplicaSet");
+    }
+
+    // A Job's one pod, labelled as the Job controller labels it.
+    let job = json!({ "apiVersion": "batch/v1", "kind": "Job", "metadata": { "name": "sync-1" },
+        "spec": { "template": { "spec": { "restartPolicy": "Never", "containers": [{ "name": "c", "image": "i" }] } } } });
+    let (_, created) = w
+        .call(Method::POST, JOBS, "application/json", Some(job))
+        .await;
+    let uid = created["metadata"]["uid"].as_str().unwrap();
+    let (_, list) = w
+        .call(
+            Method::GET,
+            &format!("{pods}?labelSelector=job-name%3Dsync-1,controller-uid%3D{uid}"),
+            "",
+            None,
+        )
+        .await;
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{list}");
+    let pod = &items[0];
+    let name = pod["metadata"]["name"].as_str().unwrap().to_owned();
+    assert!(
+        name.starts_with("sync-1-") && name.len() == "sync-1-".len() + 5,
+        "{name}"
+    );
+    assert_eq!(
+        pod["metadata"]["labels"]["batch.kubernetes.io/job-name"],
+        "sync-1"
+    );
+    assert_eq!(pod["status"]["phase"], "Running");
+    let (_, none) = w
+        .call(
+            Method::GET,
+            &format!("{pods}?labelSelector=job-name%3Dother"),
+            "",
+            None,
+        )
+        .await;
+    assert_eq!(none["items"], json!([]));
+    let (status, _) = w
+        .call(
+            Method::GET,
+            &format!("{pods}?labelSelector=app%20in%20(a,b)"),
+            "",
+            None,
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "set-based selectors are not served"
+    );
+
+    w.state
+        .finish_job(
+            "apps",
+            "sync-1",
+            JobOutcome::Failed {
+                reason: None,
+                message: None,
+            },
+            vec![],
+        )
+        .unwrap();
+    let (status, pod) = w
+        .call(Method::GET, &format!("{pods}/{name}"), "", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(pod["kind"], "Pod");
+    assert_eq!(pod["status"]["phase"], "Failed");
+    let terminated = &pod["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(terminated["reason"], "Error");
+    assert_eq!(terminated["exitCode"], 1);
+    let (status, body) = w.call(Method::GET, &format!("{pods}/nope"), "", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["message"], "pods \"nope\" not found");
+    let (status, _) = w
+        .call(Method::GET, "/api/v1/namespaces/kube-system/pods", "", None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn pods_keep_the_secret_values_they_started_with_until_a_rollout() {
+    let w = world().await;
+    w.state
+        .add_deployment(KubeDeploymentSeed {
+            namespace: "apps".into(),
+            name: "publisher".into(),
+            replicas: Some(3),
+            template: Some(reading_template("publisher")),
+            ..KubeDeploymentSeed::default()
+        })
+        .unwrap();
+    let env = "PUBLISHING_API_BEARER_TOKEN";
+    assert!(
+        w.state
+            .deployment_pods_hold("apps", "publisher", env, VALUE)
+            .unwrap()
+    );
+    assert!(
+        !w.state
+            .deployment_pods_hold("apps", "publisher", "RAILS_ENV", "production")
+            .unwrap(),
+        "only env vars from Secrets are held"
+    );
+    let before = w.state.deployment_pods("apps", "publisher").unwrap();
+    assert_eq!(before.len(), 3);
+    assert_eq!(before[0].generation, Some(1));
+    assert_eq!(before[0].env.len(), 1);
+    assert_eq!(before[0].env[0].env, env);
+    assert_eq!(before[0].env[0].secret, "signon-token");
+    assert_eq!(before[0].env[0].key, "bearer_token");
+    assert_eq!(
+        before[0].env[0].sha256.as_deref(),
+        Some(sha256_hex(VALUE).as_str())
+    );
+
+    // The Secret changes (as the Signon sync applies it); running pods keep
+    // what they read at start.
+    let config = json!({ "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "name": "signon-token", "namespace": "apps" },
+        "data": { "bearer_token": b64("rotated-0010") } });
+    let (status, _) = w
+        .call(
+            Method::PATCH,
+            &format!("{SECRET}?fieldManager=signon&force=true"),
+            "application/apply-patch+yaml",
+            Some(config),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        w.state
+            .deployment_pods_hold("apps", "publisher", env, VALUE)
+            .unwrap()
+    );
+    assert!(
+        !w.state
+            .deployment_pods_hold("apps", "publisher", env, "rotated-0010")
+            .unwrap()
+    );
+    // A rollout without a template change replaces nothing.
+    w.state
+        .advance_rollout("apps", "publisher", RolloutOutcome::Complete)
+        .unwrap();
+    assert_eq!(
+        w.state.deployment_pods("apps", "publisher").unwrap(),
+        before
+    );
+
+    // `kubectl rollout restart`'s patch, then the control API's rollout.
+    let restart = json!({ "spec": { "template": { "metadata": { "annotations": {
+        "kubectl.kubernetes.io/restartedAt": "2026-11-30T00:00:00Z" } } } } });
+    w.call(
+        Method::PATCH,
+        "/apis/apps/v1/namespaces/apps/deployments/publisher",
+        "application/strategic-merge-patch+json",
+        Some(restart),
+    )
+    .await;
+    assert!(
+        w.state
+            .deployment_pods_hold("apps", "publisher", env, VALUE)
+            .unwrap(),
+        "no rollout without the control API's word"
+    );
+    w.state
+        .advance_rollout("apps", "publisher", RolloutOutcome::Complete)
+        .unwrap();
+    assert!(
+        w.state
+            .deployment_pods_hold("apps", "publisher", env, "rotated-0010")
+            .unwrap()
+    );
+    let after = w.state.deployment_pods("apps", "publisher").unwrap();
+    assert_eq!(after.len(), 3);
+    assert_eq!(after[0].generation, Some(2));
+    assert_ne!(after[0].template_hash, before[0].template_hash);
+    assert!(
+        after
+            .iter()
+            .all(|p| before.iter().all(|b| b.name != p.name))
+    );
+
+    // The control API shows digests, never the value.
+    let answer = w
+        .http
+        .get(w.server.url("/_sim/deployments/apps/publisher/pods"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let text = answer.text().await.unwrap();
+    assert!(!text.contains("rotated-0010"), "{text}");
+    let shown: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(shown.as_array().unwrap().len(), 3);
+    assert_eq!(
+        shown[0]["env"][0],
+        json!({ "container": "app", "env": env, "secret": "signon-token", "key": "bearer_token",
+            "sha256": sha256_hex("rotated-0010") })
+    );
+    assert_eq!(shown[0]["generation"], 2);
+    assert!(shown[0]["template_hash"].is_string());
+    let missing = w
+        .http
+        .get(w.server.url("/_sim/deployments/apps/nope/pods"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_pod_whose_secret_is_missing_waits_with_a_config_error() {
+    let w = world().await;
+    let mut template = reading_template("orphan");
+    template["spec"]["containers"][0]["env"][1]["valueFrom"]["secretKeyRef"]["name"] =
+        json!("absent");
+    w.state
+        .add_deployment(KubeDeploymentSeed {
+            namespace: "apps".into(),
+            name: "orphan".into(),
+            template: Some(template),
+            ..KubeDeploymentSeed::default()
+        })
+        .unwrap();
+    let pods = w.state.deployment_pods("apps", "orphan").unwrap();
+    assert_eq!(pods[0].phase, "Pending");
+    assert_eq!(pods[0].env[0].sha256, None);
+    let pod = w.state.pod("apps", &pods[0].name).unwrap();
+    let waiting = &pod["status"]["containerStatuses"][0]["state"]["waiting"];
+    assert_eq!(waiting["reason"], "CreateContainerConfigError");
+    assert_eq!(waiting["message"], "secret \"absent\" not found");
+    assert!(
+        !w.state
+            .deployment_pods_hold("apps", "orphan", "PUBLISHING_API_BEARER_TOKEN", VALUE)
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn with_automatic_rollout_a_restart_finishes_by_itself() {
+    let w = world().await;
+    w.state
+        .add_deployment(KubeDeploymentSeed {
+            namespace: "apps".into(),
+            name: "publisher".into(),
+            replicas: Some(2),
+            template: Some(reading_template("publisher")),
+            auto_rollout_ms: Some(100),
+            ..KubeDeploymentSeed::default()
+        })
+        .unwrap();
+    w.state
+        .put_secret(KubeSecretSeed {
+            namespace: "apps".into(),
+            name: "signon-token".into(),
+            data: [("bearer_token".to_owned(), SecretValue::new("rotated-0011"))].into(),
+            ..KubeSecretSeed::default()
+        })
+        .unwrap();
+    let path = "/apis/apps/v1/namespaces/apps/deployments/publisher";
+    let restart = json!({ "spec": { "template": { "metadata": { "annotations": {
+        "kubectl.kubernetes.io/restartedAt": "2026-11-30T00:00:00Z" } } } } });
+    let (_, patched) = w
+        .call(
+            Method::PATCH,
+            path,
+            "application/strategic-merge-patch+json",
+            Some(restart),
+        )
+        .await;
+    assert_eq!(patched["metadata"]["generation"], 2);
+    assert_eq!(patched["status"]["observedGeneration"], 1, "not at once");
+    let env = "PUBLISHING_API_BEARER_TOKEN";
+    assert!(
+        w.state
+            .deployment_pods_hold("apps", "publisher", env, VALUE)
+            .unwrap()
+    );
+    eventually("the rollout finished", || {
+        w.state.deployment("apps", "publisher").unwrap()["status"]["observedGeneration"] == 2
+    })
+    .await;
+    let deployment = w.state.deployment("apps", "publisher").unwrap();
+    assert_eq!(deployment["status"]["updatedReplicas"], 2);
+    assert_eq!(deployment["status"]["readyReplicas"], 2);
+    assert_eq!(deployment["status"]["availableReplicas"], 2);
+    assert_eq!(
+        deployment["status"]["conditions"][1]["reason"],
+        "NewReplicaSetAvailable"
+    );
+    assert!(
+        w.state
+            .deployment_pods_hold("apps", "publisher", env, "rotated-0011")
+            .unwrap()
+    );
+
+    // The control route turns it on for another Deployment; a PUT of a
+    // changed template counts as well.
+    let answer = w
+        .http
+        .post(
+            w.server
+                .url("/_sim/deployments/apps/short-url-manager/auto_rollout"),
+        )
+        .body(json!({ "delay_ms": 10 }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::NO_CONTENT);
+    let path = "/apis/apps/v1/namespaces/apps/deployments/short-url-manager";
+    let (_, mut current) = w.call(Method::GET, path, "", None).await;
+    current["spec"]["template"]["metadata"]["annotations"] = json!({ "x": "1" });
+    let (status, _) = w
+        .call(Method::PUT, path, "application/json", Some(current))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    eventually("the second rollout finished", || {
+        w.state.deployment("apps", "short-url-manager").unwrap()["status"]["observedGeneration"]
+            == 2
+    })
+    .await;
+    let answer = w
+        .http
+        .post(w.server.url("/_sim/deployments/apps/nope/auto_rollout"))
+        .body(json!({ "delay_ms": 10 }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_paused_deployment_is_not_rolled_out_by_itself() {
+    let w = world().await;
+    w.state
+        .add_deployment(KubeDeploymentSeed {
+            namespace: "apps".into(),
+            name: "held".into(),
+            paused: true,
+            auto_rollout_ms: Some(10),
+            ..KubeDeploymentSeed::default()
+        })
+        .unwrap();
+    let restart = json!({ "spec": { "template": { "metadata": { "annotations": {
+        "kubectl.kubernetes.io/restartedAt": "2026-11-30T00:00:00Z" } } } } });
+    w.call(
+        Method::PATCH,
+        "/apis/apps/v1/namespaces/apps/deployments/held",
+        "application/strategic-merge-patch+json",
+        Some(restart),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(
+        w.state.deployment("apps", "held").unwrap()["status"]["observedGeneration"],
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_job_from_a_signon_sync_cronjob_applies_what_signon_would_write() {
+    let w = world().await;
+    let (signon, signon_state) = crate::start_signon(0).await.unwrap();
+    let user = signon_state
+        .add_api_user(crate::SignonUserSeed::new(
+            "Short URL Manager",
+            "short-url-manager@example.gov.uk",
+        ))
+        .unwrap();
+    let app = signon_state
+        .add_application(crate::SignonAppSeed {
+            name: "Publishing API".into(),
+            ..crate::SignonAppSeed::default()
+        })
+        .unwrap();
+    signon_state
+        .create_token(crate::SignonTokenSeed::new(user, app).value("signon-made-0012"))
+        .unwrap();
+    // The Secret exists, owned by someone else: the sync forces it over.
+    w.state
+        .put_secret(KubeSecretSeed {
+            namespace: "apps".into(),
+            name: "signon-token-short-url-manager-publishing-api".into(),
+            data: [("bearer_token".to_owned(), SecretValue::new("old-0013"))].into(),
+            ..KubeSecretSeed::default()
+        })
+        .unwrap();
+    let before = w
+        .state
+        .secret("apps", "signon-token-short-url-manager-publishing-api")
+        .unwrap()
+        .resource_version;
+    let answer = w
+        .http
+        .post(w.server.url("/_sim/cronjobs/apps/signon-sync/behaviour"))
+        .body(
+            json!({ "run": "signon_sync", "source": signon.base_url, "delay_ms": 100 }).to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::NO_CONTENT);
+
+    let (status, created) = w
+        .call(
+            Method::POST,
+            JOBS,
+            "application/json",
+            Some(job_from(&w, "signon-sync", "signon-token-sync-1")),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["status"]["active"], 1, "it runs first");
+    eventually("the job ended", || {
+        finished(&w.state.job("apps", "signon-token-sync-1").unwrap())
+    })
+    .await;
+    let job = w.state.job("apps", "signon-token-sync-1").unwrap();
+    assert_eq!(
+        condition_types(&job),
+        ["SuccessCriteriaMet", "Complete"],
+        "{job}"
+    );
+    assert_eq!(job["status"]["succeeded"], 1);
+    assert_eq!(job["status"]["active"], 0);
+    assert!(job["status"]["completionTime"].is_string());
+
+    let synced = w
+        .state
+        .secret("apps", "signon-token-short-url-manager-publishing-api")
+        .unwrap();
+    assert_eq!(synced.data["bearer_token"].expose(), "signon-made-0012");
+    assert_eq!(synced.type_, "Opaque");
+    assert_eq!(synced.managers["bearer_token"], "signon");
+    assert!(synced.resource_version.parse::<u64>().unwrap() > before.parse::<u64>().unwrap());
+    let pods = w.state.pods("apps");
+    let pod = pods
+        .iter()
+        .find(|p| p["metadata"]["labels"]["job-name"] == "signon-token-sync-1")
+        .unwrap();
+    assert_eq!(pod["status"]["phase"], "Succeeded");
+    assert_eq!(
+        pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"],
+        0
+    );
+    // The control API can no longer end it.
+    assert!(
+        w.state
+            .finish_job("apps", "signon-token-sync-1", JobOutcome::Complete, vec![])
+            .is_err()
+    );
+    signon.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_signon_sync_that_cannot_reach_signon_fails_the_job_with_the_reason() {
+    let w = world().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    w.state
+        .set_cronjob_behaviour(
+            "apps",
+            "signon-sync",
+            KubeJobBehaviour::SignonSync {
+                source: format!("http://127.0.0.1:{closed}"),
+                delay_ms: 0,
+            },
+        )
+        .unwrap();
+    w.call(
+        Method::POST,
+        JOBS,
+        "application/json",
+        Some(job_from(&w, "signon-sync", "sync-unreachable")),
+    )
+    .await;
+    eventually("the job ended", || {
+        finished(&w.state.job("apps", "sync-unreachable").unwrap())
+    })
+    .await;
+    let job = w.state.job("apps", "sync-unreachable").unwrap();
+    assert_eq!(condition_types(&job), ["FailureTarget", "Failed"]);
+    assert_eq!(
+        job["status"]["conditions"][1]["reason"],
+        "BackoffLimitExceeded"
+    );
+    assert_eq!(job["status"]["failed"], 1);
+    assert!(job["status"].get("completionTime").is_none());
+    let pod = w
+        .state
+        .pods("apps")
+        .into_iter()
+        .find(|p| p["metadata"]["labels"]["job-name"] == "sync-unreachable")
+        .unwrap();
+    assert_eq!(pod["status"]["phase"], "Failed");
+    let terminated = &pod["status"]["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(terminated["reason"], "Error");
+    let message = terminated["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("http://127.0.0.1:{closed}/_sim/sync")),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn behaviours_end_jobs_by_themselves_and_only_jobs_of_their_cronjob() {
+    let w = world().await;
+    let behaviour = |body: Value| {
+        w.http
+            .post(w.server.url("/_sim/cronjobs/apps/signon-sync/behaviour"))
+            .body(body.to_string())
+            .send()
+    };
+    let answer = behaviour(
+        json!({ "run": "fail", "delay_ms": 20, "reason": "DeadlineExceeded",
+        "message": "Job was active longer than specified deadline", "pod_reason": "OOMKilled",
+        "exit_code": 137, "pod_message": "out of memory" }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status(), StatusCode::NO_CONTENT);
+    w.call(
+        Method::POST,
+        JOBS,
+        "application/json",
+        Some(job_from(&w, "signon-sync", "doomed")),
+    )
+    .await;
+    // A Job without an owner reference (older kubectl) waits for the
+    // control API, as before.
+    let mut plain = job_from(&w, "signon-sync", "plain");
+    plain["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("ownerReferences");
+    w.call(Method::POST, JOBS, "application/json", Some(plain))
+        .await;
+    eventually("the job failed", || {
+        finished(&w.state.job("apps", "doomed").unwrap())
+    })
+    .await;
+    let job = w.state.job("apps", "doomed").unwrap();
+    assert_eq!(condition_types(&job), ["FailureTarget", "Failed"]);
+    assert_eq!(job["status"]["conditions"][1]["reason"], "DeadlineExceeded");
+    assert_eq!(
+        job["status"]["conditions"][1]["message"],
+        "Job was active longer than specified deadline"
+    );
+    let pod = w
+        .state
+        .pods("apps")
+        .into_iter()
+        .find(|p| p["metadata"]["labels"]["job-name"] == "doomed")
+        .unwrap();
+    assert_eq!(
+        pod["status"]["containerStatuses"][0]["state"]["terminated"],
+        json!({ "exitCode": 137, "reason": "OOMKilled", "message": "out of memory",
+            "startedAt": pod["status"]["startTime"],
+            "finishedAt": pod["status"]["containerStatuses"][0]["state"]["terminated"]["finishedAt"] })
+    );
+
+    behaviour(json!({ "run": "succeed" })).await.unwrap();
+    w.call(
+        Method::POST,
+        JOBS,
+        "application/json",
+        Some(job_from(&w, "signon-sync", "fine")),
+    )
+    .await;
+    eventually("the job completed", || {
+        finished(&w.state.job("apps", "fine").unwrap())
+    })
+    .await;
+    assert_eq!(
+        condition_types(&w.state.job("apps", "fine").unwrap()),
+        ["SuccessCriteriaMet", "Complete"]
+    );
+    assert!(!finished(&w.state.job("apps", "plain").unwrap()));
+
+    // Cleared, Jobs wait for the control API again.
+    let answer = w
+        .http
+        .delete(w.server.url("/_sim/cronjobs/apps/signon-sync/behaviour"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::NO_CONTENT);
+    w.call(
+        Method::POST,
+        JOBS,
+        "application/json",
+        Some(job_from(&w, "signon-sync", "manual")),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(!finished(&w.state.job("apps", "manual").unwrap()));
+
+    let answer = w
+        .http
+        .post(w.server.url("/_sim/cronjobs/apps/nope/behaviour"))
+        .body(json!({ "run": "succeed" }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::NOT_FOUND);
+    let answer = behaviour(json!({ "run": "explode" })).await.unwrap();
+    assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_real_kubectl_waits_for_jobs_and_rollouts_that_end_by_themselves() {
+    let w = world().await;
+    w.state.allow_anonymous(Some(vec!["apps".into()]));
+    w.state
+        .set_cronjob_behaviour(
+            "apps",
+            "signon-sync",
+            KubeJobBehaviour::Succeed { delay_ms: 300 },
+        )
+        .unwrap();
+    w.state
+        .set_auto_rollout("apps", "short-url-manager", Some(300))
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("kc-sim-kubectl-auto-{}", w.server.addr.port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let server = &w.server;
+    let out = kubectl(
+        server,
+        &dir,
+        &["create", "job", "auto-sync", "--from=cronjob/signon-sync"],
+    );
+    assert!(out.contains("job.batch/auto-sync created"), "{out}");
+    let out = kubectl(
+        server,
+        &dir,
+        &[
+            "wait",
+            "--for=condition=complete",
+            "job/auto-sync",
+            "--timeout=30s",
+        ],
+    );
+    assert!(out.contains("job.batch/auto-sync condition met"), "{out}");
+    let pods: Value = serde_json::from_str(&kubectl(
+        server,
+        &dir,
+        &["get", "pods", "-l", "job-name=auto-sync", "-o", "json"],
+    ))
+    .unwrap();
+    assert_eq!(pods["items"].as_array().unwrap().len(), 1, "{pods}");
+    assert_eq!(pods["items"][0]["status"]["phase"], "Succeeded");
+    let names = kubectl(
+        server,
+        &dir,
+        &["get", "pods", "-l", "app=short-url-manager", "-o", "name"],
+    );
+    assert_eq!(names.lines().count(), 2, "{names}");
+
+    kubectl(
+        server,
+        &dir,
+        &["rollout", "restart", "deployment/short-url-manager"],
+    );
+    let out = kubectl(
+        server,
+        &dir,
+        &[
+            "rollout",
+            "status",
+            "deployment/short-url-manager",
+            "--timeout=30s",
+        ],
+    );
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let renamed = kubectl(
+        server,
+        &dir,
+        &["get", "pods", "-l", "app=short-url-manager", "-o", "name"],
+    );
+    assert_eq!(renamed.lines().count(), 2, "{renamed}");
+    assert!(
+        names.lines().all(|n| !renamed.contains(n)),
+        "the pods were replaced"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
