@@ -108,7 +108,8 @@ let old = signon.check_token(#{ token: secret("signon/old"), client_id: params.c
 let expired = signon.check_token(#{ token: secret("signon/expired"), client_id: params.client_id });
 let wrong = signon.check_token(#{ token: secret("signon/new"), client_id: params.other_client_id });
 let path = `/user.json?client_id=${params.client_id}`;
-let probe_new = consumer.probe(#{ url: path, bearer: secret("signon/new") });
+let probe_new = consumer.probe(#{ url: path, bearer: secret("signon/new"), json_field: "user.email", json_equals: "short-url-manager@alphagov.co.uk" });
+let probe_perm = consumer.probe(#{ url: path, bearer: secret("signon/new"), json_field: "user.permissions", json_contains: "admin" });
 let probe_old = consumer.probe(#{ url: path, bearer: secret("signon/old"), expect_status: 401 });
 #{
     new_valid: fresh.valid,
@@ -120,6 +121,7 @@ let probe_old = consumer.probe(#{ url: path, bearer: secret("signon/old"), expec
     wrong_client_valid: wrong.valid,
     probe_new: probe_new,
     probe_old: probe_old,
+    probe_perm: probe_perm,
 }
 "#;
 
@@ -168,21 +170,26 @@ fn a_new_token_is_checked_valid_and_revoked_expired_and_misdirected_ones_invalid
     );
     assert_eq!(
         result["probe_new"],
-        serde_json::json!({"status": 200, "ok": true})
+        serde_json::json!({"method": "GET", "status": 200, "status_ok": true, "field_found": true, "field_ok": true, "ok": true})
     );
     assert_eq!(
         result["probe_old"],
-        serde_json::json!({"status": 401, "ok": true})
+        serde_json::json!({"method": "GET", "status": 401, "status_ok": true, "field_found": null, "field_ok": null, "ok": true})
+    );
+    assert_eq!(
+        result["probe_perm"],
+        serde_json::json!({"method": "GET", "status": 200, "status_ok": true, "field_found": true, "field_ok": false, "ok": false}),
+        "the user has no admin permission"
     );
 
-    // Checking changed nothing at Signon: six lookups, the same tokens.
+    // Checking changed nothing at Signon: seven lookups, the same tokens.
     let lookups = sim
         .state
         .requests()
         .iter()
         .filter(|r| r.method == "GET" && r.path == "/user.json")
         .count();
-    assert_eq!(lookups, 6);
+    assert_eq!(lookups, 7);
     assert_eq!(sim.state.snapshot().tokens, tokens_before);
     ws.assert_files_clean_including(&["state/state.db", "state/secrets.json"]);
 }
@@ -206,4 +213,51 @@ fn a_check_without_client_id_is_refused_before_anything_is_sent() {
     assert_ne!(run.code, 0, "a blank client_id must not pass");
     run.stderr_has("client_id");
     assert!(sim.state.requests().is_empty(), "nothing reached Signon");
+}
+
+/// `send` is the mutating form of the check: a dry run shows it and sends
+/// nothing; a real run sends the method and body the runbook gives, with
+/// the credential in the header it names.
+#[test]
+fn http_check_send_is_a_change_shown_in_dry_runs() {
+    let sim = SignonSim::start();
+    let (app_server, app) = keycycle_sim::start_signon_app(&sim.state, CLIENT_ID, 0).unwrap();
+    let origin = app_server.base_url.clone();
+    let ws = Workspace::new();
+    ws.config(&format!(
+        "[plugins.server]\npath = \"{}\"\nhosts = [\"{origin}\"]\nconfig = {{ base_url = \"{origin}\" }}\nsecrets = {{ token = \"signon/new\" }}\n",
+        wasm("http_check").display(),
+    ));
+    ws.set_secret("signon/new", &sim.new_token);
+    ws.runbook(
+        "send",
+        r#"
+let server = plugin("server");
+let sent = server.send(#{ url: "/api/publish", method: "put", body: #{ base_path: "/x" }, use_granted_token: true, json_field: "path", json_equals: "/api/publish" });
+if dry_run() { return #{ dry: true }; }
+sent
+"#,
+    );
+    let dry = ws.run(&["run", "send", "--dry-run", "-o", "json"]);
+    dry.assert_ok();
+    assert_clean("dry run", &format!("{}{}", dry.stdout, dry.stderr));
+    assert!(
+        dry.stderr.contains("would call server.send"),
+        "{}",
+        dry.stderr
+    );
+    assert!(app.calls().is_empty(), "a dry run sent the change");
+
+    let run = ws.run(&["run", "send", "-o", "json"]);
+    run.assert_ok();
+    assert_clean("run", &format!("{}{}", run.stdout, run.stderr));
+    let result = &run.json()["result"];
+    assert_eq!(result["method"], "PUT");
+    assert_eq!(result["status"], 200);
+    assert_eq!(result["field_ok"], true, "{result}");
+    let calls = app.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].path, "/api/publish");
+    assert_eq!(calls[0].status, 200, "the granted token was sent as bearer");
+    ws.assert_files_clean();
 }

@@ -33,7 +33,10 @@ pub fn run(keycycle: &Path, env: &DemoEnv) -> Result<()> {
     cmd::say(
         "Seeding Signon: the API user Short URL Manager, the application Publishing API, a token two years old, and Publishing API's server behind gds-sso",
     );
-    let user = id(&signon.control("/api_users", json!({ "name": "Short URL Manager", "email": EMAIL }))?)?;
+    let user = id(&signon.control(
+        "/api_users",
+        json!({ "name": "Short URL Manager", "email": EMAIL }),
+    )?)?;
     let app = id(&signon.control(
         "/applications",
         json!({ "name": "Publishing API", "oauth_id": CLIENT_ID }),
@@ -45,7 +48,10 @@ pub fn run(keycycle: &Path, env: &DemoEnv) -> Result<()> {
     )?;
     let old_id = id(&old)?;
     let old_value = text(&old, "token")?;
-    let server = text(&signon.control("/server_apps", json!({ "client_id": CLIENT_ID }))?, "base_url")?;
+    let server = text(
+        &signon.control("/server_apps", json!({ "client_id": CLIENT_ID }))?,
+        "base_url",
+    )?;
 
     cmd::say(
         "Seeding the cluster: namespace apps, the sync CronJob (its Jobs copy tokens from Signon), the client's Secret and its Deployment reading it into PUBLISHING_API_BEARER_TOKEN",
@@ -62,7 +68,10 @@ pub fn run(keycycle: &Path, env: &DemoEnv) -> Result<()> {
         "/secrets",
         json!({ "namespace": NS, "name": SECRET, "data": { "bearer_token": old_value } }),
     )?;
-    kube.control("/cronjobs", json!({ "namespace": NS, "name": CRONJOB, "schedule": "9 1 * * *" }))?;
+    kube.control(
+        "/cronjobs",
+        json!({ "namespace": NS, "name": CRONJOB, "schedule": "9 1 * * *" }),
+    )?;
     kube.control(
         &format!("/cronjobs/{NS}/{CRONJOB}/behaviour"),
         json!({ "run": "signon_sync", "source": signon.url(), "delay_ms": 500 }),
@@ -138,7 +147,13 @@ config = {{ base_url = {server_url} }}
     cmd::say("A staging alert ends at once: staging is overwritten from production every night");
     let staging: Vec<&str> = base
         .iter()
-        .map(|a| if *a == "environment=production" { "environment=staging" } else { a })
+        .map(|a| {
+            if *a == "environment=production" {
+                "environment=staging"
+            } else {
+                a
+            }
+        })
         .collect();
     cmd::run(env.keycycle().args(&staging))?;
 
@@ -148,7 +163,10 @@ config = {{ base_url = {server_url} }}
     cmd::run(env.keycycle().args(base))?;
 
     cmd::say("The person creates the new token in Signon's UI (here, through the simulator)");
-    let new = signon.control("/tokens", json!({ "api_user_id": user, "application_id": app }))?;
+    let new = signon.control(
+        "/tokens",
+        json!({ "api_user_id": user, "application_id": app }),
+    )?;
     let new_value = text(&new, "token")?;
     let pasted = env.dir().join("signon-new-token.txt");
     std::fs::write(&pasted, &new_value).context("cannot write the pasted token's file")?;
@@ -173,10 +191,11 @@ config = {{ base_url = {server_url} }}
     )?;
     cmd::say("The person revokes the old token in Signon's UI (here, through the simulator)");
     signon.control(&format!("/tokens/{old_id}/revoke"), json!({}))?;
-    let done = json_run(
-        env.keycycle()
-            .args(["resume", &run_id, "--input", "old_token_revoked=yes"]),
-    )?;
+    let done =
+        json_run(
+            env.keycycle()
+                .args(["resume", &run_id, "--input", "old_token_revoked=yes"]),
+        )?;
     if done["result"]["old_token_still_valid"] != json!(false) {
         bail!("Signon still accepts the old token: {}", done["result"]);
     }
@@ -191,8 +210,13 @@ config = {{ base_url = {server_url} }}
         secret["managers"]["bearer_token"]
     ));
     let after = pod_digests(&kube)?;
-    if after.is_empty() || after.iter().any(|d| before.contains(d)) || after.windows(2).any(|w| w[0] != w[1]) {
-        bail!("the client's pods do not all hold one new value: before {before:?}, after {after:?}");
+    if after.is_empty()
+        || after.iter().any(|d| before.contains(d))
+        || after.windows(2).any(|w| w[0] != w[1])
+    {
+        bail!(
+            "the client's pods do not all hold one new value: before {before:?}, after {after:?}"
+        );
     }
     cmd::note(&format!(
         "deployment/{CLIENT}: {} pods, each started after the sync and holding the new token",
@@ -208,7 +232,9 @@ config = {{ base_url = {server_url} }}
     if !revoked {
         bail!("the old token is not revoked in Signon");
     }
-    cmd::note("Signon: the old token is revoked and refused; the new one is the user's only live token");
+    cmd::note(
+        "Signon: the old token is revoked and refused; the new one is the user's only live token",
+    );
     signon.stop()?;
     kube.stop()?;
     Ok(())

@@ -156,7 +156,10 @@ impl Sim {
             .call()
             .context("cannot reach the simulator's control API")?;
         if !response.status().is_success() {
-            bail!("the simulator refused GET /_sim{path} ({})", response.status());
+            bail!(
+                "the simulator refused GET /_sim{path} ({})",
+                response.status()
+            );
         }
         let text = response
             .body_mut()
