@@ -232,6 +232,13 @@ config = {{ base_url = {server_url} }}
     if !revoked {
         bail!("the old token is not revoked in Signon");
     }
+    let live = tokens
+        .iter()
+        .filter(|t| t["api_user_id"] == user && t["accessible"] == true)
+        .count();
+    if live != 1 {
+        bail!("the API user has {live} live tokens, not 1");
+    }
     cmd::note(
         "Signon: the old token is revoked and refused; the new one is the user's only live token",
     );

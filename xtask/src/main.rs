@@ -129,10 +129,17 @@ fn test(cargo_test_args: &[String]) -> Result<()> {
             )
         })?;
     }
+    // Programs unpacked by setup (Debian's kubectl) come first on PATH.
+    let mut path = setup::debian_tools();
+    path.extend(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    ));
+    let path = std::env::join_paths(path).context("a tool folder holds a `:`")?;
     let result = stage("host workspace tests", &mut || {
         cmd::say("Running the test suite of the whole workspace");
         cmd::run(
             cmd::cargo()
+                .env("PATH", &path)
                 .args(["test", "--workspace"])
                 .args(cargo_test_args),
         )

@@ -25,6 +25,15 @@ enum Requirement {
         /// The module to import, to check it is there.
         module: &'static str,
     },
+    /// A Debian package whose programs the tests run, unpacked into
+    /// [`debian_tools`] rather than installed: the machine may already
+    /// have another program of the same name (a cloud SDK's `kubectl`, a
+    /// newer one) that must stay, and the tests must run Debian's.
+    DebianPackage {
+        package: &'static str,
+        /// A program the package ships in `/usr/bin`.
+        program: &'static str,
+    },
 }
 
 /// Everything `setup` installs, in order.
@@ -43,7 +52,32 @@ const REQUIREMENTS: &[Requirement] = &[
         version: "37.0.2",
         module: "kubernetes",
     },
+    // The Kubernetes simulator's tests run the real kubectl, Debian's.
+    Requirement::DebianPackage {
+        package: "kubernetes-client",
+        program: "kubectl",
+    },
 ];
+
+/// Where Debian packages are unpacked: `target/debian/PACKAGE/usr/bin`
+/// holds their programs. `cargo xtask test` puts each such folder first on
+/// the tests' `PATH`.
+fn debian_root() -> PathBuf {
+    cmd::repo_root().join("target/debian")
+}
+
+/// The folders of programs unpacked from Debian packages, for `PATH`.
+pub fn debian_tools() -> Vec<PathBuf> {
+    REQUIREMENTS
+        .iter()
+        .filter_map(|r| match r {
+            Requirement::DebianPackage { package, .. } => {
+                Some(debian_root().join(package).join("usr/bin"))
+            }
+            _ => None,
+        })
+        .collect()
+}
 
 /// Where the Python test clients live; tests/it/python_gitlab.rs puts it
 /// on `PYTHONPATH`. Beside the wasm components, in the repository's target
@@ -59,6 +93,9 @@ impl Requirement {
             Requirement::PythonPackage {
                 package, version, ..
             } => format!("the Python package {package} {version} (for the tests)"),
+            Requirement::DebianPackage { package, program } => {
+                format!("the Debian package {package} ({program}, for the tests)")
+            }
         }
     }
 
@@ -83,6 +120,10 @@ impl Requirement {
                     .status()
                     .context("cannot run python3; the tests need Python 3 with pip")?;
                 Ok(status.success())
+            }
+            Requirement::DebianPackage { package, program } => {
+                let path = debian_root().join(package).join("usr/bin").join(program);
+                Ok(path.is_file())
             }
         }
     }
@@ -127,8 +168,43 @@ impl Requirement {
                     )
                 })
             }
+            Requirement::DebianPackage { package, .. } => unpack_debian(package),
         }
     }
+}
+
+/// Downloads `package` with apt (refreshing the package lists once when
+/// apt does not know it yet) and unpacks it under [`debian_root`].
+fn unpack_debian(package: &str) -> Result<()> {
+    let downloads = debian_root().join("downloads");
+    std::fs::create_dir_all(&downloads)
+        .with_context(|| format!("cannot create {}", downloads.display()))?;
+    let download = || {
+        let mut apt = Command::new("apt-get");
+        apt.current_dir(&downloads).args(["download", package]);
+        cmd::run(&mut apt)
+    };
+    if download().is_err() {
+        cmd::note("apt does not have the package yet: refreshing its lists (apt-get update)");
+        cmd::run(Command::new("apt-get").arg("update")).context(
+            "cannot run `apt-get update`; run it as root, then `cargo xtask setup` again",
+        )?;
+        download().with_context(|| {
+            format!("cannot download the Debian package {package} with `apt-get download`")
+        })?;
+    }
+    let deb = std::fs::read_dir(&downloads)
+        .with_context(|| format!("cannot read {}", downloads.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("{package}_")) && n.ends_with(".deb"))
+        })
+        .with_context(|| format!("apt-get download left no {package}_*.deb"))?;
+    let mut dpkg = Command::new("dpkg-deb");
+    dpkg.arg("-x").arg(&deb).arg(debian_root().join(package));
+    cmd::run(&mut dpkg).with_context(|| format!("cannot unpack {}", deb.display()))
 }
 
 /// The active toolchain's sysroot, as `rustc` in the repository sees it
