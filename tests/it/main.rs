@@ -17,6 +17,7 @@ mod github;
 mod gitlab;
 mod hostile_runbooks;
 mod ibm_sm;
+mod kubernetes;
 mod operator;
 mod plugin_files;
 mod python_gitlab;
