@@ -187,7 +187,8 @@ let rolled = kube.wait_rollout(#{ deployment: "app", timeout_secs: 20, poll_secs
     assert!(watcher.join().unwrap(), "the restart never came");
     let result = &run.json()["result"];
     assert_eq!(
-        result["missing"], "404 NotFound: secrets \"nope\" not found",
+        result["missing"],
+        "404 kube.read_secret: provider answered 404: NotFound: secrets \"nope\" not found",
         "{result}"
     );
     assert_eq!(result["generation"], 2);
