@@ -353,3 +353,50 @@ fn an_unknown_env_is_a_configuration_error_before_anything_is_sent() {
     history.assert_ok();
     assert_eq!(history.json(), serde_json::json!([]), "no run was recorded");
 }
+
+/// A plugin's `ca_cert` is a file beside the config: one that cannot be
+/// read or holds no certificate refuses the plugin before anything is
+/// sent, naming the plugin and what is wrong, and `doctor` says the same.
+#[test]
+fn a_ca_cert_that_cannot_be_used_refuses_the_plugin_before_any_call() {
+    let sim = DemoSim::start();
+    let ws = Workspace::new();
+    let (_, admin) = sim.seed_admin();
+    ws.runbook("who", "plugin(\"example\").whoami().user\n");
+    ws.file("not-a-cert.pem", "this is not a certificate\n");
+    ws.file(
+        "empty.pem",
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    );
+    for (ca, code, says) in [
+        ("missing.pem", 3, "[plugins.example] ca_cert: cannot read"),
+        (
+            "not-a-cert.pem",
+            3,
+            "the configured ca_cert holds no certificate",
+        ),
+        (
+            "empty.pem",
+            3,
+            "the configured ca_cert holds no certificate",
+        ),
+    ] {
+        ws.config(&format!(
+            "{}ca_cert = \"{ca}\"\n",
+            example_plugin_config(&sim)
+        ));
+        ws.set_secret("demo/admin", &admin);
+        ws.run(&["run", "who"]).assert_code(code).stderr_has(says);
+        let doctor = ws.run(&["doctor"]);
+        doctor.assert_code(3);
+        assert!(
+            doctor.stdout.contains(says),
+            "doctor does not say {says:?}:\n{}",
+            doctor.stdout
+        );
+    }
+    assert!(
+        sim.state.requests().is_empty(),
+        "a plugin with an unusable CA reached the service"
+    );
+}
