@@ -207,3 +207,20 @@ let rolled = kube.wait_rollout(#{ deployment: "app", timeout_secs: 20, poll_secs
             .is_string()
     );
 }
+
+/// A service-account token the API server does not know is a 401 the
+/// operator can act on: the plugin, the operation, the API's reason, and
+/// which granted secret to replace.
+#[test]
+fn an_unknown_service_account_token_says_which_secret_to_replace() {
+    let c = cluster(PATCH);
+    c.ws.set_secret("next", &canary("k8s-next-"));
+    c.ws.set_secret("k8s/rotator", &canary("k8s-stale-"));
+    let run = c.ws.run(&["run", "k"]);
+    run.assert_code(5)
+        .stderr_has("kube.read_secret")
+        .stderr_has("401")
+        .stderr_has("Unauthorized")
+        .stderr_has("service-account token (secret `token`)");
+    assert_clean("output", &format!("{}{}", run.stdout, run.stderr));
+}
