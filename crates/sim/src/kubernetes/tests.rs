@@ -399,6 +399,47 @@ fn kubectl_with_ca(
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// The minor version of the `kubectl` on the PATH, asked once.
+fn kubectl_minor() -> u32 {
+    static MINOR: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *MINOR.get_or_init(|| {
+        let output = Command::new("kubectl")
+            .args(["version", "--client", "-o", "json"])
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("kubectl is needed on the PATH for this test (apt-get install kubernetes-client): {e}")
+            });
+        let version: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!(
+                "kubectl version --client -o json: {e}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+        // "20", or "32+" from some builds.
+        let minor = version["clientVersion"]["minor"].as_str().unwrap_or("");
+        let digits: String = minor.chars().take_while(char::is_ascii_digit).collect();
+        digits
+            .parse()
+            .unwrap_or_else(|_| panic!("no client minor version in {version}"))
+    })
+}
+
+/// The `--from` of `kubectl create job` naming the CronJob `name`, for the
+/// kubectl on the PATH. kubectl before 1.21 converts the CronJob it reads
+/// to batch/v1beta1, and its scheme has no batch/v1 CronJob to convert
+/// from, so against a 1.21+ server `--from=cronjob/X` (which fetches the
+/// preferred batch/v1) fails with `no kind "CronJob" is registered for
+/// version "batch/v1"`. The fully qualified resource makes it fetch
+/// batch/v1beta1, which API servers served until 1.25; that is the
+/// workaround for such a client (Debian's kubernetes-client is 1.20).
+fn from_cronjob(name: &str) -> String {
+    if kubectl_minor() < 21 {
+        format!("--from=cronjob.v1beta1.batch/{name}")
+    } else {
+        format!("--from=cronjob/{name}")
+    }
+}
+
 /// Starts a `kubectl` that waits for something (`rollout status`, `wait`)
 /// on a thread of its own.
 fn kubectl_waiting(
@@ -482,11 +523,8 @@ async fn the_real_kubectl_gets_secrets_creates_jobs_and_restarts_deployments() {
     assert!(table.contains("signon-token"), "{table}");
     assert!(!table.contains(&b64(VALUE)), "{table}");
 
-    let out = kubectl(
-        server,
-        &dir,
-        &["create", "job", "manual-sync", "--from=cronjob/signon-sync"],
-    );
+    let from = from_cronjob("signon-sync");
+    let out = kubectl(server, &dir, &["create", "job", "manual-sync", &from]);
     assert!(out.contains("job.batch/manual-sync created"), "{out}");
     let job = w.state.job("apps", "manual-sync").unwrap();
     assert_eq!(
@@ -1633,11 +1671,8 @@ async fn the_real_kubectl_waits_for_jobs_and_rollouts_that_end_by_themselves() {
     let dir = std::env::temp_dir().join(format!("kc-sim-kubectl-auto-{}", w.server.addr.port()));
     std::fs::create_dir_all(&dir).unwrap();
     let server = &w.server;
-    let out = kubectl(
-        server,
-        &dir,
-        &["create", "job", "auto-sync", "--from=cronjob/signon-sync"],
-    );
+    let from = from_cronjob("signon-sync");
+    let out = kubectl(server, &dir, &["create", "job", "auto-sync", &from]);
     assert!(out.contains("job.batch/auto-sync created"), "{out}");
     let out = kubectl(
         server,
