@@ -1,7 +1,8 @@
 //! The Kubernetes API as the reference describes it: discovery, bearer
 //! service-account tokens, Secrets (get, list, create, update, the four
-//! patch formats), CronJobs, Jobs (create as `kubectl create job --from`
-//! sends it), Deployments (the `rollout restart` patch) and Pods (get and
+//! patch formats), CronJobs (at batch/v1 and, as a 1.24 API server still
+//! did, batch/v1beta1), Jobs (create as `kubectl create job --from` sends
+//! it), Deployments (the `rollout restart` patch) and Pods (get and
 //! list, with `labelSelector`), with every error a `Status` object.
 
 use std::collections::BTreeMap;
@@ -185,6 +186,45 @@ fn authorize(
     }
 }
 
+/// CronJobs' older version. A 1.24 API server, which this simulator
+/// answers as, still serves it (1.25 removed it), with a deprecation
+/// warning; kubectl before 1.21 knows CronJobs in no other version.
+const BATCH_V1BETA1: &str = "batch/v1beta1";
+
+/// Each kind with the versions it is served at: the stored object is the
+/// same, only its `apiVersion` differs (the fields used here have one
+/// shape in both versions of a CronJob).
+const SERVED: [(Kind, &str); 6] = [
+    (Kind::Secret, "v1"),
+    (Kind::CronJob, "batch/v1"),
+    (Kind::CronJob, BATCH_V1BETA1),
+    (Kind::Job, "batch/v1"),
+    (Kind::Deployment, "apps/v1"),
+    (Kind::Pod, "v1"),
+];
+
+/// The `Warning` header (RFC 7234 code 299) a 1.24 API server adds to
+/// every answer from a deprecated version; kubectl prints it on stderr.
+fn deprecation(version: &str, mut response: Response) -> Response {
+    if version == BATCH_V1BETA1 {
+        response.headers_mut().insert(
+            header::WARNING,
+            header::HeaderValue::from_static(
+                "299 - \"batch/v1beta1 CronJob is deprecated in v1.21+, unavailable in v1.25+; use batch/v1 CronJob\"",
+            ),
+        );
+    }
+    response
+}
+
+/// `object` as served at `version`.
+fn in_version(mut object: Value, version: &str) -> Value {
+    if object.get("apiVersion").is_some() {
+        object["apiVersion"] = json!(version);
+    }
+    object
+}
+
 pub(crate) fn routes() -> Router<KubernetesState> {
     let mut router = Router::new()
         .route("/version", get(version))
@@ -192,19 +232,17 @@ pub(crate) fn routes() -> Router<KubernetesState> {
         .route("/apis", get(api_groups))
         .route("/api/v1", get(|s, h| resources(s, h, "v1")))
         .route("/apis/batch/v1", get(|s, h| resources(s, h, "batch/v1")))
+        .route(
+            "/apis/batch/v1beta1",
+            get(|s, h| resources(s, h, BATCH_V1BETA1)),
+        )
         .route("/apis/apps/v1", get(|s, h| resources(s, h, "apps/v1")))
         .route("/api/v1/namespaces", get(list_namespaces))
         .route("/api/v1/namespaces/{ns}", get(get_namespace));
-    for kind in [
-        Kind::Secret,
-        Kind::CronJob,
-        Kind::Job,
-        Kind::Deployment,
-        Kind::Pod,
-    ] {
-        let prefix = match kind.group() {
-            "" => "/api/v1".to_owned(),
-            _ => format!("/apis/{}", kind.api_version()),
+    for (kind, version) in SERVED {
+        let prefix = match version {
+            "v1" => "/api/v1".to_owned(),
+            _ => format!("/apis/{version}"),
         };
         let collection = format!("{prefix}/namespaces/{{ns}}/{}", kind.resource());
         let item = format!("{collection}/{{name}}");
@@ -214,9 +252,9 @@ pub(crate) fn routes() -> Router<KubernetesState> {
                   Query(q): Params,
                   h: HeaderMap| async move {
                 if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
-                    watch(&s, kind, &ns, &q, &h)
+                    watch(&s, kind, version, &ns, &q, &h)
                 } else {
-                    list(&s, kind, &ns, &q, &h)
+                    list(&s, kind, version, &ns, &q, &h)
                 }
             },
         );
@@ -232,7 +270,7 @@ pub(crate) fn routes() -> Router<KubernetesState> {
         let mut on_item = get(
             move |State(s): State<KubernetesState>,
                   Path((ns, name)): Path<(String, String)>,
-                  h: HeaderMap| async move { read(&s, kind, &ns, &name, &h) },
+                  h: HeaderMap| async move { read(&s, kind, version, &ns, &name, &h) },
         );
         if matches!(kind, Kind::Secret | Kind::Deployment) {
             on_item = on_item
@@ -263,15 +301,17 @@ pub(crate) fn routes() -> Router<KubernetesState> {
 }
 
 /// `/version` is readable without a token (system:public-info-viewer).
+/// The simulator answers as a 1.24 API server: the last to serve CronJobs
+/// at batch/v1beta1 beside batch/v1, which kubectl 1.20 needs.
 async fn version() -> Response {
     ok(&json!({
         "major": "1",
-        "minor": "32",
-        "gitVersion": "v1.32.4",
+        "minor": "24",
+        "gitVersion": "v1.24.17",
         "gitCommit": "0000000000000000000000000000000000000000",
         "gitTreeState": "clean",
-        "buildDate": "2026-01-01T00:00:00Z",
-        "goVersion": "go1.23.8",
+        "buildDate": "2023-08-23T23:37:25Z",
+        "goVersion": "go1.20.7",
         "compiler": "gc",
         "platform": "linux/amd64",
     }))
@@ -296,14 +336,18 @@ async fn api_groups(State(s): State<KubernetesState>, h: HeaderMap) -> Response 
     if let Err(denied) = authorize(&s.lock(), &h, "get", None, None, None) {
         return *denied;
     }
-    let group = |name: &str| {
-        let gv = json!({ "groupVersion": format!("{name}/v1"), "version": "v1" });
-        json!({ "name": name, "versions": [gv.clone()], "preferredVersion": gv })
+    // Preferred first, as the API server orders them.
+    let group = |name: &str, versions: &[&str]| {
+        let versions: Vec<Value> = versions
+            .iter()
+            .map(|v| json!({ "groupVersion": format!("{name}/{v}"), "version": v }))
+            .collect();
+        json!({ "name": name, "versions": versions, "preferredVersion": versions[0] })
     };
     ok(&json!({
         "kind": "APIGroupList",
         "apiVersion": "v1",
-        "groups": [group("apps"), group("batch")],
+        "groups": [group("apps", &["v1"]), group("batch", &["v1", "v1beta1"])],
     }))
 }
 
@@ -344,7 +388,13 @@ async fn resources(State(s): State<KubernetesState>, h: HeaderMap, gv: &'static 
             ),
         ],
         "batch/v1" => vec![
-            resource("cronjobs", "cronjob", "CronJob", &["get", "list"], &["cj"]),
+            resource(
+                "cronjobs",
+                "cronjob",
+                "CronJob",
+                &["get", "list", "watch"],
+                &["cj"],
+            ),
             resource(
                 "jobs",
                 "job",
@@ -353,6 +403,13 @@ async fn resources(State(s): State<KubernetesState>, h: HeaderMap, gv: &'static 
                 &[],
             ),
         ],
+        BATCH_V1BETA1 => vec![resource(
+            "cronjobs",
+            "cronjob",
+            "CronJob",
+            &["get", "list", "watch"],
+            &["cj"],
+        )],
         _ => vec![resource(
             "deployments",
             "deployment",
@@ -403,15 +460,23 @@ async fn get_namespace(
     }
 }
 
-fn read(s: &KubernetesState, kind: Kind, ns: &str, name: &str, h: &HeaderMap) -> Response {
+fn read(
+    s: &KubernetesState,
+    kind: Kind,
+    version: &str,
+    ns: &str,
+    name: &str,
+    h: &HeaderMap,
+) -> Response {
     let db = s.lock();
     if let Err(denied) = authorize(&db, h, "get", Some(kind), Some(ns), Some(name)) {
         return *denied;
     }
-    match db.rendered(kind, ns, name) {
-        Some(object) => ok(&object),
+    let response = match db.rendered(kind, ns, name) {
+        Some(object) => ok(&in_version(object, version)),
         None => not_found(kind, name),
-    }
+    };
+    deprecation(version, response)
 }
 
 /// The name a `fieldSelector=metadata.name=X` (or `==X`) asks for; the
@@ -430,6 +495,7 @@ fn selected_name(q: &BTreeMap<String, String>) -> Option<String> {
 fn watch(
     s: &KubernetesState,
     kind: Kind,
+    version: &'static str,
     ns: &str,
     q: &BTreeMap<String, String>,
     h: &HeaderMap,
@@ -438,7 +504,7 @@ fn watch(
     if let Err(denied) = authorize(&db, h, "watch", Some(kind), Some(ns), None) {
         return *denied;
     }
-    if !matches!(kind, Kind::Job | Kind::Deployment) {
+    if !matches!(kind, Kind::CronJob | Kind::Job | Kind::Deployment) {
         return status(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
@@ -455,6 +521,7 @@ fn watch(
     let since = match q.get("resourceVersion").map(String::as_str) {
         None | Some("") | Some("0") => {
             for object in db.list(kind, ns).into_iter().filter(|o| wanted(o)) {
+                let object = in_version(object, version);
                 pending.push_back(json!({ "type": "ADDED", "object": object }));
             }
             db.revision
@@ -506,8 +573,8 @@ fn watch(
                     for event in db.history.iter().filter(|e| e.revision > from) {
                         since = event.revision;
                         if event.kind == kind && event.namespace == ns && wanted(&event.object) {
-                            pending
-                                .push_back(json!({ "type": event.change, "object": event.object }));
+                            let object = in_version(event.object.clone(), version);
+                            pending.push_back(json!({ "type": event.change, "object": object }));
                         }
                     }
                 }
@@ -520,17 +587,19 @@ fn watch(
             }
         }
     });
-    (
+    let response = (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
         axum::body::Body::from_stream(stream),
     )
-        .into_response()
+        .into_response();
+    deprecation(version, response)
 }
 
 fn list(
     s: &KubernetesState,
     kind: Kind,
+    version: &str,
     ns: &str,
     q: &BTreeMap<String, String>,
     h: &HeaderMap,
@@ -571,12 +640,13 @@ fn list(
     if let Some(message) = unreadable {
         return bad_request(&message);
     }
-    ok(&json!({
+    let response = ok(&json!({
         "kind": format!("{}List", kind.kind()),
-        "apiVersion": kind.api_version(),
+        "apiVersion": version,
         "metadata": { "resourceVersion": db.revision.to_string() },
         "items": items,
-    }))
+    }));
+    deprecation(version, response)
 }
 
 fn parse_body(body: &[u8]) -> Result<Value, Refused> {

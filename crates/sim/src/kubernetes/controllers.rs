@@ -45,12 +45,17 @@ fn spawn_after(delay_ms: u64, work: impl Future<Output = ()> + Send + 'static) {
 }
 
 /// The behaviour of the CronJob that owns `job` (its ownerReference, as
-/// `kubectl create job --from` sets it), if that CronJob has one.
+/// `kubectl create job --from` sets it), if that CronJob has one. The
+/// reference may name either version the CronJob is served at: kubectl
+/// before 1.21 reads it as batch/v1beta1 and says so.
 pub(crate) fn behaviour_of(db: &Db, ns: &str, job: &Value) -> Option<KubeJobBehaviour> {
     let owners = job.pointer("/metadata/ownerReferences")?.as_array()?;
     owners
         .iter()
-        .filter(|o| o["kind"] == "CronJob")
+        .filter(|o| {
+            o["kind"] == "CronJob"
+                && matches!(o["apiVersion"].as_str(), Some("batch/v1" | "batch/v1beta1"))
+        })
         .find_map(|o| {
             let name = o["name"].as_str()?;
             let cronjob = db

@@ -5,7 +5,9 @@
 //! never returned, merge, strategic merge, JSON patch and server-side
 //! apply, resourceVersion conflicts), CronJobs, Jobs created from them,
 //! and Deployments restarted by `kubectl rollout restart`, with the list
-//! then watch that `kubectl rollout status` and `kubectl wait` use.
+//! then watch that `kubectl rollout status` and `kubectl wait` use. It
+//! presents itself as a 1.24 API server, the last to serve CronJobs at
+//! batch/v1beta1 beside batch/v1, so kubectl from 1.20 on works against it.
 //!
 //! Pods are records, not processes: a Job has one pod and a Deployment
 //! `replicas` of them, listed and read at `/api/v1/namespaces/{ns}/pods`
@@ -438,6 +440,7 @@ impl KubernetesState {
             "status": {},
         });
         db.objects.insert(key, object);
+        db.record(Kind::CronJob, &seed.namespace, &seed.name, "ADDED");
         Ok(uid)
     }
 

@@ -248,8 +248,9 @@ pub(crate) struct Db {
     /// Deployments the simulator rolls out by itself after a template
     /// change, and after how many milliseconds.
     pub(crate) auto_rollouts: BTreeMap<(String, String), u64>,
-    /// Changes to Jobs and Deployments, oldest first, for watches: a watch
-    /// from resourceVersion N replays those after N, then follows.
+    /// Changes to CronJobs, Jobs and Deployments, oldest first, for
+    /// watches: a watch from resourceVersion N replays those after N, then
+    /// follows.
     pub(crate) history: VecDeque<Event>,
     /// Wakes the watches when `history` grows.
     pub(crate) changed: Arc<Notify>,
@@ -266,11 +267,11 @@ impl Db {
         self.revision.to_string()
     }
 
-    /// Records a change to a watched kind (Jobs, Deployments; Secrets are
-    /// not watched here, so their data never sits in the history) and
-    /// wakes the watches.
+    /// Records a change to a watched kind (CronJobs, Jobs, Deployments;
+    /// Secrets are not watched here, so their data never sits in the
+    /// history) and wakes the watches.
     pub(crate) fn record(&mut self, kind: Kind, ns: &str, name: &str, change: &'static str) {
-        if !matches!(kind, Kind::Job | Kind::Deployment) {
+        if !matches!(kind, Kind::CronJob | Kind::Job | Kind::Deployment) {
             return;
         }
         let Some(object) = self.objects.get(&(kind, ns.to_owned(), name.to_owned())) else {

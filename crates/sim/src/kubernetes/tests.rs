@@ -399,6 +399,47 @@ fn kubectl_with_ca(
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// The minor version of the `kubectl` on the PATH, asked once.
+fn kubectl_minor() -> u32 {
+    static MINOR: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *MINOR.get_or_init(|| {
+        let output = Command::new("kubectl")
+            .args(["version", "--client", "-o", "json"])
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("kubectl is needed on the PATH for this test (apt-get install kubernetes-client): {e}")
+            });
+        let version: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!(
+                "kubectl version --client -o json: {e}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+        // "20", or "32+" from some builds.
+        let minor = version["clientVersion"]["minor"].as_str().unwrap_or("");
+        let digits: String = minor.chars().take_while(char::is_ascii_digit).collect();
+        digits
+            .parse()
+            .unwrap_or_else(|_| panic!("no client minor version in {version}"))
+    })
+}
+
+/// The `--from` of `kubectl create job` naming the CronJob `name`, for the
+/// kubectl on the PATH. kubectl before 1.21 converts the CronJob it reads
+/// to batch/v1beta1, and its scheme has no batch/v1 CronJob to convert
+/// from, so against a 1.21+ server `--from=cronjob/X` (which fetches the
+/// preferred batch/v1) fails with `no kind "CronJob" is registered for
+/// version "batch/v1"`. The fully qualified resource makes it fetch
+/// batch/v1beta1, which API servers served until 1.25; that is the
+/// workaround for such a client (Debian's kubernetes-client is 1.20).
+fn from_cronjob(name: &str) -> String {
+    if kubectl_minor() < 21 {
+        format!("--from=cronjob.v1beta1.batch/{name}")
+    } else {
+        format!("--from=cronjob/{name}")
+    }
+}
+
 /// Starts a `kubectl` that waits for something (`rollout status`, `wait`)
 /// on a thread of its own.
 fn kubectl_waiting(
@@ -482,11 +523,8 @@ async fn the_real_kubectl_gets_secrets_creates_jobs_and_restarts_deployments() {
     assert!(table.contains("signon-token"), "{table}");
     assert!(!table.contains(&b64(VALUE)), "{table}");
 
-    let out = kubectl(
-        server,
-        &dir,
-        &["create", "job", "manual-sync", "--from=cronjob/signon-sync"],
-    );
+    let from = from_cronjob("signon-sync");
+    let out = kubectl(server, &dir, &["create", "job", "manual-sync", &from]);
     assert!(out.contains("job.batch/manual-sync created"), "{out}");
     let job = w.state.job("apps", "manual-sync").unwrap();
     assert_eq!(
@@ -1495,6 +1533,127 @@ async fn behaviours_end_jobs_by_themselves_and_only_jobs_of_their_cronjob() {
     assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
 }
 
+#[tokio::test]
+async fn cronjobs_are_also_served_at_batch_v1beta1_as_a_1_24_server_does() {
+    let w = world().await;
+    let (code, version) = w.call(Method::GET, "/version", "", None).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(version["minor"], "24");
+    assert!(
+        version["gitVersion"]
+            .as_str()
+            .unwrap()
+            .starts_with("v1.24."),
+        "{version}"
+    );
+    let (_, groups) = w.call(Method::GET, "/apis", "", None).await;
+    let batch = groups["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "batch")
+        .unwrap();
+    let versions: Vec<&str> = batch["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["groupVersion"].as_str().unwrap())
+        .collect();
+    assert_eq!(versions, ["batch/v1", "batch/v1beta1"]);
+    assert_eq!(batch["preferredVersion"]["groupVersion"], "batch/v1");
+    let (code, resources) = w.call(Method::GET, "/apis/batch/v1beta1", "", None).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(resources["groupVersion"], "batch/v1beta1");
+    let cronjobs = &resources["resources"][0];
+    assert_eq!(
+        (
+            &cronjobs["name"],
+            &cronjobs["kind"],
+            &cronjobs["shortNames"]
+        ),
+        (&json!("cronjobs"), &json!("CronJob"), &json!(["cj"]))
+    );
+    for verb in ["get", "list", "watch"] {
+        assert!(
+            cronjobs["verbs"].as_array().unwrap().contains(&json!(verb)),
+            "{cronjobs}"
+        );
+    }
+
+    // The same stored CronJob, in the version asked for, with the
+    // deprecation warning a 1.24 server adds.
+    let beta = "/apis/batch/v1beta1/namespaces/apps/cronjobs";
+    let answer = w
+        .http
+        .get(w.server.url(&format!("{beta}/signon-sync")))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let warning = answer.headers()["warning"].to_str().unwrap().to_owned();
+    assert!(
+        warning.starts_with("299 - \"batch/v1beta1 CronJob is deprecated in v1.21+"),
+        "{warning}"
+    );
+    let old: Value = answer.json().await.unwrap();
+    let (_, new) = w
+        .call(
+            Method::GET,
+            "/apis/batch/v1/namespaces/apps/cronjobs/signon-sync",
+            "",
+            None,
+        )
+        .await;
+    assert_eq!(old["apiVersion"], "batch/v1beta1");
+    assert_eq!(new["apiVersion"], "batch/v1");
+    assert_eq!(old["metadata"], new["metadata"]);
+    assert_eq!(old["spec"], new["spec"]);
+    let (_, list) = w.call(Method::GET, beta, "", None).await;
+    assert_eq!(list["apiVersion"], "batch/v1beta1");
+    assert_eq!(list["kind"], "CronJobList");
+    assert_eq!(list["items"][0]["metadata"]["name"], "signon-sync");
+    let (code, missing) = w.call(Method::GET, &format!("{beta}/nope"), "", None).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    assert_eq!(missing["message"], "cronjobs.batch \"nope\" not found");
+    let watched = w
+        .http
+        .get(w.server.url(&format!(
+            "{beta}?watch=1&fieldSelector=metadata.name%3Dsignon-sync&timeoutSeconds=1"
+        )))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let event: Value = serde_json::from_str(watched.lines().next().unwrap()).unwrap();
+    assert_eq!(event["type"], "ADDED");
+    assert_eq!(event["object"]["apiVersion"], "batch/v1beta1");
+    assert_eq!(event["object"]["metadata"]["name"], "signon-sync");
+
+    // A Job whose owner reference names the CronJob at batch/v1beta1 (as
+    // kubectl 1.20 sends it) is one of that CronJob's Jobs.
+    w.state
+        .set_cronjob_behaviour(
+            "apps",
+            "signon-sync",
+            KubeJobBehaviour::Succeed { delay_ms: 0 },
+        )
+        .unwrap();
+    let mut job = job_from(&w, "signon-sync", "from-beta");
+    job["metadata"]["ownerReferences"][0]["apiVersion"] = json!("batch/v1beta1");
+    let (code, _) = w
+        .call(Method::POST, JOBS, "application/json", Some(job))
+        .await;
+    assert_eq!(code, StatusCode::CREATED);
+    eventually("the job completed", || {
+        finished(&w.state.job("apps", "from-beta").unwrap())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_real_kubectl_waits_for_jobs_and_rollouts_that_end_by_themselves() {
     let w = world().await;
@@ -1512,11 +1671,8 @@ async fn the_real_kubectl_waits_for_jobs_and_rollouts_that_end_by_themselves() {
     let dir = std::env::temp_dir().join(format!("kc-sim-kubectl-auto-{}", w.server.addr.port()));
     std::fs::create_dir_all(&dir).unwrap();
     let server = &w.server;
-    let out = kubectl(
-        server,
-        &dir,
-        &["create", "job", "auto-sync", "--from=cronjob/signon-sync"],
-    );
+    let from = from_cronjob("signon-sync");
+    let out = kubectl(server, &dir, &["create", "job", "auto-sync", &from]);
     assert!(out.contains("job.batch/auto-sync created"), "{out}");
     let out = kubectl(
         server,
