@@ -619,47 +619,10 @@ fn assert_rotation_needs_attention(
 /// Crashes the runbook at each of its boundaries in turn, both ways for a
 /// changing request, and reports every scenario that went wrong.
 fn crash_at_every_boundary(setup: fn(&GitLabSim) -> Case) {
-    let requests = boundaries(setup);
-    let mut failures = Vec::new();
-    let mut scenarios = 0;
-    for k in 0..requests.len() {
-        let modes: &[Release] = if requests[k].method == "GET" {
-            &[Release::Drop]
-        } else {
-            &[Release::Drop, Release::Process]
-        };
-        for &mode in modes {
-            scenarios += 1;
-            eprintln!(
-                "crash {scenarios}: at request {} ({} {}), released as {mode:?}",
-                k + 1,
-                requests[k].method,
-                requests[k].path
-            );
-            let outcome = catch_unwind(AssertUnwindSafe(|| {
-                crash_and_resume(setup, &requests, k, mode);
-            }));
-            if let Err(panic) = outcome {
-                let message = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                    .unwrap_or_default();
-                failures.push(format!(
-                    "killed at request {} ({} {}), released as {mode:?}: {message}",
-                    k + 1,
-                    requests[k].method,
-                    requests[k].path
-                ));
-            }
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of the crash scenarios failed:\n\n{}",
-        failures.len(),
-        failures.join("\n\n")
-    );
+    // One simulator, so one group of requests.
+    crash_at_every_request(&[("GitLab", boundaries(setup))], |_, requests, k, mode| {
+        crash_and_resume(setup, requests, k, mode)
+    });
 }
 
 #[test]

@@ -1122,3 +1122,53 @@ pub fn gate_occurrence(requests: &[keycycle_sim::RequestRecord], k: usize, prefi
         .filter(|r| r.method == target.method && r.path.starts_with(prefix))
         .count() as u32
 }
+
+/// Runs `crash_once(at, requests, k, mode)` for every request `k` of a
+/// clean run's flow, grouped by where each went (`at`): a read is dropped,
+/// a change is also let through with its answer lost. Every scenario runs,
+/// and the test fails listing each one that went wrong. Returns how many
+/// scenarios ran.
+pub fn crash_at_every_request<A: Copy + std::fmt::Debug>(
+    flow: &[(A, Vec<keycycle_sim::RequestRecord>)],
+    crash_once: impl Fn(A, &[keycycle_sim::RequestRecord], usize, keycycle_sim::Release),
+) -> usize {
+    use keycycle_sim::Release;
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    let mut failures = Vec::new();
+    let mut scenarios = 0;
+    for (at, requests) in flow {
+        for (k, request) in requests.iter().enumerate() {
+            let modes: &[Release] = if request.method == "GET" {
+                &[Release::Drop]
+            } else {
+                &[Release::Drop, Release::Process]
+            };
+            for &mode in modes {
+                scenarios += 1;
+                let what = format!(
+                    "{at:?} request {} ({} {}), released as {mode:?}",
+                    k + 1,
+                    request.method,
+                    request.path
+                );
+                eprintln!("crash {scenarios}: at {what}");
+                let outcome = catch_unwind(AssertUnwindSafe(|| crash_once(*at, requests, k, mode)));
+                if let Err(panic) = outcome {
+                    let message = panic
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                        .unwrap_or_default();
+                    failures.push(format!("killed at {what}: {message}"));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {scenarios} crash scenarios failed:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+    scenarios
+}

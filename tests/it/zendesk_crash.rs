@@ -10,7 +10,6 @@
 //! Zendesk app. The simulators' true state is checked against what one
 //! clean rotation leaves, and every output and file for secrets in clear.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
 use keycycle_sim::{InstallationSeed, Release, RequestRecord};
@@ -374,44 +373,9 @@ fn crash_and_resume(
 }
 
 fn crash_at_every_boundary(setup: fn() -> Scenario) {
-    let mut failures = Vec::new();
-    let mut scenarios = 0;
-    for (at, requests) in boundaries(setup) {
-        for k in 0..requests.len() {
-            let modes: &[Release] = if requests[k].method == "GET" {
-                &[Release::Drop]
-            } else {
-                &[Release::Drop, Release::Process]
-            };
-            for &mode in modes {
-                scenarios += 1;
-                let what = format!(
-                    "{at:?} request {} ({} {}), released as {mode:?}",
-                    k + 1,
-                    requests[k].method,
-                    requests[k].path
-                );
-                eprintln!("crash {scenarios}: at {what}");
-                let outcome = catch_unwind(AssertUnwindSafe(|| {
-                    crash_and_resume(setup, at, &requests, k, mode);
-                }));
-                if let Err(panic) = outcome {
-                    let message = panic
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                        .unwrap_or_default();
-                    failures.push(format!("killed at {what}: {message}"));
-                }
-            }
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {scenarios} crash scenarios failed:\n\n{}",
-        failures.len(),
-        failures.join("\n\n")
-    );
+    crash_at_every_request(&boundaries(setup), |at, requests, k, mode| {
+        crash_and_resume(setup, at, requests, k, mode)
+    });
 }
 
 #[test]
