@@ -776,7 +776,8 @@ fn escape_sequences_from_a_provider_never_reach_the_terminal() {
         );
     }
     run.stderr_has("bad \\u{1b}[31mRED\\u{1b}]0;owned\\u{7} \\u{202e}txet");
-    // JSON output stays a valid document, with the same text escaped.
+    // JSON output stays a valid document, with the text escaped as the
+    // host escaped it when the plugin reported it.
     let json = ws.run(&["run", "who", "-o", "json"]);
     json.assert_code(5);
     assert!(!json.stdout.contains('\u{1b}') && !json.stdout.contains('\u{202e}'));
@@ -784,7 +785,7 @@ fn escape_sequences_from_a_provider_never_reach_the_terminal() {
         json.json()["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("bad \u{1b}[31mRED"),
+            .contains("bad \\u{1b}[31mRED"),
         "{}",
         json.stdout
     );

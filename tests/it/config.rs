@@ -325,7 +325,8 @@ fn an_env_overlay_replaces_hosts_and_merges_secrets_and_config() {
     // and nothing reaches the simulator.
     ws.run(&["run", "who"])
         .assert_code(4)
-        .stderr_has("secret `token` is granted as `demo/base`, but the store has no `demo/base`");
+        .stderr_has("asked for its secret `token`, granted as `demo/base`, but the store has no `demo/base`; add it with `keycycle secrets set demo/base`")
+        .stderr_has("the secret `token` is unavailable");
     assert_eq!(sent(&sim), ["GET /api/whoami"]);
 }
 

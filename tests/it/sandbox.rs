@@ -1033,3 +1033,185 @@ fn the_panic_hook_masks_secrets() {
         "the panic message, masked:\n{stderr}"
     );
 }
+
+// The host's voice belongs to the host: text a plugin chose reaches the
+// operator on one escaped line, attributed to the plugin, and bounded.
+
+/// Plugin text that tries to forge a host line and drive the terminal: a
+/// newline, then a line that looks like keycycle's, NUL, a screen clear,
+/// C1 controls and bidirectional overrides. Rhai escapes, for runbooks.
+const FORGERY: &str = r"x\nFORGED error: all good\x00\x1b[2J\u0085\u009b\u202e\u2066\u200f\r\t";
+
+/// No raw control or bidirectional character but the line breaks and tabs
+/// keycycle writes itself, and no line that starts with the forged text.
+#[track_caller]
+fn assert_one_voice(what: &str, text: &str) {
+    let hidden = |c: char| {
+        (c.is_control() && c != '\n' && c != '\t')
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}')
+    };
+    assert!(
+        !text.chars().any(hidden),
+        "{what} carries a raw control character: {text:?}"
+    );
+    assert!(
+        !text.contains("\nFORGED"),
+        "{what} has a line forged by the plugin:\n{text}"
+    );
+}
+
+#[test]
+fn a_plugin_log_line_cannot_forge_a_host_line() {
+    let ws = hostile_granted(&["http://127.0.0.1:9"]);
+    for format in ["text", "json"] {
+        for level in ["info", "warn", "error"] {
+            ws.runbook(
+                "log",
+                &format!(
+                    "plugin(\"hostile\").log_text(#{{ level: \"{level}\", message: \"{FORGERY}\" }});\n"
+                ),
+            );
+            let run = ws.run(&["run", "log", "--log-format", format]);
+            run.assert_ok();
+            assert_one_voice("stderr", &run.stderr);
+            let lines: Vec<&str> = run
+                .stderr
+                .lines()
+                .filter(|l| l.contains("FORGED"))
+                .collect();
+            assert_eq!(lines.len(), 1, "one line: {}", run.stderr);
+            let line = lines[0];
+            // Escaped visibly (JSON doubles the backslash) and attributed.
+            assert!(
+                line.contains("x\\nFORGED") || line.contains("x\\\\nFORGED"),
+                "{line}"
+            );
+            assert!(
+                line.contains("\\u{1b}[2J") || line.contains("\\\\u{1b}[2J"),
+                "{line}"
+            );
+            assert!(
+                line.contains("hostile.log_text: x\\")
+                    && line.contains("hostile")
+                    && line.contains("log_text"),
+                "attributed to the plugin and operation: {line}"
+            );
+        }
+    }
+}
+
+#[test]
+fn errors_that_quote_plugin_text_stay_on_one_line() {
+    let server = Listener::start();
+    let o = server.origin();
+    let ws = hostile_granted(&[&o]);
+    for (call, needle) in [
+        // A secret name the plugin asked for.
+        (
+            format!(r#"read_secret(#{{ name: "{FORGERY}" }})"#),
+            "secret `x\\nFORGED",
+        ),
+        // An HTTP method.
+        (
+            format!(r#"http_method(#{{ url: "{o}/", method: "{FORGERY}" }})"#),
+            "HTTP method `x\\nFORGED",
+        ),
+        // A header name.
+        (
+            format!(r#"send_header(#{{ url: "{o}/", name: "{FORGERY}", value: "v" }})"#),
+            "header name `x\\nFORGED",
+        ),
+        // The plugin's (or its provider's) own message.
+        (
+            format!(r#"fail_with(#{{ message: "{FORGERY}" }})"#),
+            "provider answered 400: x\\nFORGED",
+        ),
+    ] {
+        ws.runbook("quote", &format!("plugin(\"hostile\").{call};\n"));
+        let run = ws.run(&["run", "quote"]);
+        assert_ne!(run.code, 0, "{call}: {}", run.stderr);
+        assert_one_voice(&call, &run.stderr);
+        run.stderr_has(needle).stderr_has("hostile");
+        let json = ws.run(&["run", "quote", "-o", "json"]);
+        assert_one_voice(&call, &json.stdout);
+        assert_one_voice(&call, &json.stderr);
+        let doc = json.json();
+        let message = doc["error"]["message"].as_str().unwrap();
+        assert!(message.contains("x\\nFORGED"), "{call}: {message}");
+    }
+    assert_eq!(server.accepted(), 0, "no malformed request was sent");
+}
+
+#[test]
+fn advice_a_plugin_declares_stays_on_one_line() {
+    let ws = hostile_granted(&["http://127.0.0.1:9"]);
+    ws.runbook("change", "plugin(\"hostile\").change_unknown();\n");
+    let run = ws.run(&["run", "change"]);
+    run.assert_code(9);
+    assert!(!run.stderr.contains("\nerror: forged"), "{}", run.stderr);
+    assert!(!run.stderr.contains('\u{1b}'), "{:?}", run.stderr);
+    run.stderr_has("Check the provider.\\nerror: forged by the plugin \\u{1b}[2J\\u{202e}");
+    let inspect = ws.run(&["plugins", "inspect", "hostile"]);
+    inspect.assert_ok();
+    assert!(
+        !inspect.stdout.contains("\nerror: forged"),
+        "{}",
+        inspect.stdout
+    );
+    assert!(!inspect.stdout.contains('\u{1b}'), "{:?}", inspect.stdout);
+}
+
+#[test]
+fn a_log_level_outside_the_enum_is_named() {
+    let ws = hostile_granted(&["http://127.0.0.1:9"]);
+    ws.runbook("level", "plugin(\"hostile\").log_bad_level();\n");
+    let run = ws.run(&["run", "level"]);
+    assert_ne!(run.code, 0, "{}", run.stderr);
+    run.stderr_has("plugin `hostile` operation `log_bad_level` failed")
+        .stderr_has("invalid log level");
+}
+
+#[test]
+fn a_huge_secret_name_is_not_echoed_whole() {
+    let ws = hostile_granted(&["http://127.0.0.1:9"]);
+    // 15 × 2^16 = 983,040 bytes, under the runbook's string limit.
+    ws.runbook(
+        "huge",
+        "let n = \"nnnnnnnnnnnnnnn\";\nfor i in 0..16 { n += n; }\nplugin(\"hostile\").read_secret(#{ name: n });\n",
+    );
+    let run = ws.run(&["run", "huge"]);
+    run.assert_code(4);
+    run.stderr_has("secret `nnnn")
+        .stderr_has("… (983040 bytes in all)");
+    assert!(
+        run.stderr.len() < 4096,
+        "{} bytes of stderr:\n{}",
+        run.stderr.len(),
+        &run.stderr[..4096.min(run.stderr.len())]
+    );
+    let json = ws.run(&["run", "huge", "-o", "json"]);
+    let doc = json.json();
+    let message = doc["error"]["message"].as_str().unwrap();
+    assert!(message.len() < 1024, "{} bytes of message", message.len());
+}
+
+#[test]
+fn a_plugin_never_learns_the_store_name_of_a_missing_secret() {
+    // The grant maps `token` to `team-a/token`, which is not stored.
+    let ws = Workspace::new();
+    ws.config(&format!(
+        "[plugins.hostile]\npath = \"{}\"\nsecrets = {{ token = \"team-a/token\" }}\n",
+        wasm("hostile").display(),
+    ));
+    ws.runbook(
+        "told",
+        "plugin(\"hostile\").secret_told(#{ name: \"token\" })\n",
+    );
+    let run = ws.run(&["run", "told", "-o", "json"]);
+    run.assert_ok();
+    let told = run.json()["result"]["told"].as_str().unwrap().to_owned();
+    assert_eq!(told, "denied: the secret `token` is unavailable");
+    // The operator is told where it should be and how to put it there.
+    run.stderr_has("team-a/token")
+        .stderr_has("keycycle secrets set team-a/token");
+}

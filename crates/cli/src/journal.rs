@@ -325,7 +325,9 @@ impl JournaledEffects {
         }
         let advice = spec
             .and_then(|s| s.if_interrupted)
-            .map(|advice| with_run_id(&advice, run))
+            .map(|advice| {
+                keycycle_host::bounded(&with_run_id(&advice, run), keycycle_host::MESSAGE_CHARS)
+            })
             .unwrap_or_else(|| "check at the provider whether it happened".to_owned());
         Err(EffectError::Interrupted(format!(
             "step {seq} ({call} with {}) was under way when run {run} stopped, and its outcome is unknown: it changes the provider, \
@@ -381,7 +383,9 @@ impl JournaledEffects {
         }
         let advice = spec
             .if_interrupted
-            .map(|advice| with_run_id(&advice, run))
+            .map(|advice| {
+                keycycle_host::bounded(&with_run_id(&advice, run), keycycle_host::MESSAGE_CHARS)
+            })
             .unwrap_or_else(|| "Check at the provider whether it happened.".to_owned());
         Err(EffectError::Interrupted(format!(
             "step {seq} ({call} with {}) got {answer} ({}), so its outcome is unknown: it changes the provider and is not \

@@ -103,10 +103,7 @@ pub fn write(stream: Stream, args: fmt::Arguments<'_>) {
 /// already escaped control characters; only the direction overrides are
 /// left for this).
 fn escape_controls(text: &str, json_safe: bool) -> std::borrow::Cow<'_, str> {
-    let needs = |c: char| {
-        (c.is_control() && c != '\n' && c != '\t')
-            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-    };
+    let needs = |c: char| c != '\n' && c != '\t' && keycycle_host::is_hidden(c);
     if !text.chars().any(needs) {
         return std::borrow::Cow::Borrowed(text);
     }

@@ -15,6 +15,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use url::Url;
 
 use crate::grants::{Effective, Origin};
+use crate::text::echo;
 
 const MAX_REDIRECTS: usize = 5;
 
@@ -127,22 +128,27 @@ impl PluginHttp {
         max_body: usize,
         budget: &mut usize,
     ) -> Result<Response, Failure> {
-        let mut url = Url::parse(&req.url)
-            .map_err(|e| Failure::Denied(format!("`{}` is not a valid URL: {e}", req.url)))?;
+        let mut url = Url::parse(&req.url).map_err(|e| {
+            Failure::Denied(format!("`{}` is not a valid URL: {e}", echo(&req.url)))
+        })?;
         let mut method = reqwest::Method::from_bytes(req.method.to_ascii_uppercase().as_bytes())
-            .map_err(|_| Failure::Denied(format!("HTTP method `{}` is not valid", req.method)))?;
+            .map_err(|_| {
+                Failure::Denied(format!("HTTP method `{}` is not valid", echo(&req.method)))
+            })?;
         let mut headers = HeaderMap::new();
         for (k, v) in &req.headers {
             let lower = k.to_ascii_lowercase();
             if FORBIDDEN_HEADERS.contains(&lower.as_str()) {
                 return Err(Failure::Denied(format!(
-                    "header `{k}` may not be set by a plugin"
+                    "header `{}` may not be set by a plugin",
+                    echo(k)
                 )));
             }
             let name = HeaderName::from_bytes(lower.as_bytes())
-                .map_err(|_| Failure::Transport(format!("invalid header name `{k}`")))?;
-            let value = HeaderValue::from_str(v)
-                .map_err(|_| Failure::Transport(format!("invalid value for header `{k}`")))?;
+                .map_err(|_| Failure::Transport(format!("invalid header name `{}`", echo(k))))?;
+            let value = HeaderValue::from_str(v).map_err(|_| {
+                Failure::Transport(format!("invalid value for header `{}`", echo(k)))
+            })?;
             headers.append(name, value);
         }
         let mut body = req.body;
@@ -269,6 +275,8 @@ fn classify(err: reqwest::Error) -> Failure {
     } else {
         format!("{text}: {}", detail.join(": "))
     };
+    // Errors from a malformed answer can quote what the server sent.
+    let text = crate::text::bounded(&text, crate::text::MESSAGE_CHARS);
     if is_timeout {
         Failure::Timeout(text)
     } else {

@@ -21,4 +21,4 @@ pub use grants::{Grants, Limits, SecretSource};
 pub use http::HostProblem;
 pub use imports::ALLOWED_IMPORTS;
 pub use sandbox::{Plugin, Sandbox, SandboxConfig};
-pub use text::one_line;
+pub use text::{MESSAGE_CHARS, bounded, echo, is_hidden, one_line};

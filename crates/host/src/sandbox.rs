@@ -340,12 +340,13 @@ impl Plugin {
         let Some(spec) = self.description.operation(operation) else {
             return Err(InvokeError::UnknownOperation {
                 plugin: self.name.clone(),
-                operation: operation.to_owned(),
+                operation: text::echo(operation),
+                // The names are the plugin's own text.
                 known: self
                     .description
                     .operations
                     .iter()
-                    .map(|o| o.name.as_str())
+                    .map(|o| text::echo(&o.name))
                     .collect::<Vec<_>>()
                     .join(", "),
             });
@@ -414,7 +415,7 @@ impl Plugin {
                     )));
                 }
                 Value::from_plugin_json(&output, &spec.secret_outputs)
-                    .map_err(|e| aborted(e.to_string()))
+                    .map_err(|e| aborted(text::echo(&e.to_string())))
             }
             Err(e) => Err(InvokeError::Plugin {
                 plugin: self.name.clone(),
@@ -525,17 +526,21 @@ fn convert_description(d: types::Description) -> PluginDescription {
     }
 }
 
+/// The plugin's error, its messages made one escaped, bounded line: they
+/// are the plugin's (or its provider's) words, and reach the operator's
+/// terminal, the journal and the audit trail from here.
 fn plugin_error(e: types::PluginError) -> PluginError {
+    let m = |message: &str| text::bounded(message, text::MESSAGE_CHARS);
     match e {
         types::PluginError::Provider(p) => PluginError::Provider {
             status: p.status,
-            message: p.message,
+            message: m(&p.message),
         },
-        types::PluginError::Denied(m) => PluginError::Denied(m),
-        types::PluginError::InvalidInput(m) => PluginError::InvalidInput(m),
+        types::PluginError::Denied(message) => PluginError::Denied(m(&message)),
+        types::PluginError::InvalidInput(message) => PluginError::InvalidInput(m(&message)),
         types::PluginError::Retryable(r) => PluginError::Retryable {
             delay_ms: r.delay_ms,
-            message: r.message,
+            message: m(&r.message),
         },
     }
 }
@@ -570,9 +575,29 @@ fn explain_trap(
         }
         Some(trap) => format!("it trapped: {trap}"),
         None => {
-            let text = format!("{err:#}");
-            let first = text.lines().next().unwrap_or("unknown failure").to_owned();
-            format!("it failed: {first}")
+            // The cause, not the "error while executing at wasm backtrace"
+            // context wasmtime wraps around it.
+            let cause = err.root_cause().to_string();
+            let cause = text::fold(&cause);
+            if let Some(level) = cause.strip_prefix("unexpected discriminant: ")
+                && err.downcast_ref::<wasmtime::WasmBacktrace>().is_some()
+            {
+                // A discriminant is lifted from the guest while it runs only
+                // for an enum or variant argument of a host import, and the
+                // only one is `log`'s level (a bad discriminant in what the
+                // guest returns comes after it has returned, with no wasm
+                // frames to show).
+                return format!(
+                    "invalid log level: it called the host's `log` with level {}, which the \
+                     contract's `level` enum (trace, debug, info, warn, error) does not have",
+                    text::echo(level)
+                );
+            }
+            if cause.is_empty() {
+                "it failed for an unknown reason".to_owned()
+            } else {
+                format!("it failed: {}", text::bounded(&cause, text::MESSAGE_CHARS))
+            }
         }
     }
 }

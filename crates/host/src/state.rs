@@ -13,6 +13,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::bindings::{host, types};
 use crate::grants::{Limits, Origin, SecretSource};
 use crate::http::{Failure, PluginHttp, Request};
+use crate::text::{echo, one_line};
 
 /// What a call may use: shared by all calls of one loaded plugin.
 pub(crate) struct PluginEnv {
@@ -169,7 +170,7 @@ impl host::Host for CallState {
             headers: request.headers,
             body: request.body,
         };
-        let method = req.method.clone();
+        let method = echo(&req.method);
         tracing::debug!(plugin = %self.env.name, operation = %self.operation, %method, "plugin HTTP request");
         let result = http
             .send(
@@ -196,9 +197,10 @@ impl host::Host for CallState {
 
     async fn secret(&mut self, name: String) -> wasmtime::Result<Result<String, String>> {
         let Some(store_name) = self.env.secrets.get(&name) else {
-            let granted: Vec<&str> = self.env.secrets.keys().map(String::as_str).collect();
+            let granted: Vec<String> = self.env.secrets.keys().map(|k| echo(k)).collect();
             let what = format!(
-                "secret `{name}` is not granted (granted: {})",
+                "secret `{}` is not granted (granted: {})",
+                echo(&name),
                 if granted.is_empty() {
                     "none".to_owned()
                 } else {
@@ -208,12 +210,34 @@ impl host::Host for CallState {
             self.denials.push(what.clone());
             return Ok(Err(what));
         };
+        // The plugin learns only that the secret is unavailable: the store
+        // name it maps to, and the store's own errors, are the operator's.
+        let unavailable = || format!("the secret `{}` is unavailable", echo(&name));
+        let plugin = self.env.name.as_str();
+        let operation = self.operation.as_str();
         match self.env.source.get(store_name) {
             Ok(Some(value)) => Ok(Ok(expose_owned(&value))),
-            Ok(None) => Ok(Err(format!(
-                "secret `{name}` is granted as `{store_name}`, but the store has no `{store_name}`; add it with `keycycle secrets set {store_name}`"
-            ))),
-            Err(e) => Ok(Err(format!("secret `{name}` could not be read: {e}"))),
+            Ok(None) => {
+                tracing::warn!(
+                    target: "keycycle",
+                    plugin,
+                    operation,
+                    "plugin `{plugin}` asked for its secret `{}`, granted as `{store_name}`, but the store has no `{store_name}`; add it with `keycycle secrets set {store_name}`",
+                    echo(&name)
+                );
+                Ok(Err(unavailable()))
+            }
+            Err(e) => {
+                tracing::warn!(
+                    target: "keycycle",
+                    plugin,
+                    operation,
+                    "plugin `{plugin}` asked for its secret `{}`, granted as `{store_name}`, which could not be read: {}",
+                    echo(&name),
+                    one_line(&e.to_string())
+                );
+                Ok(Err(unavailable()))
+            }
         }
     }
 
@@ -242,8 +266,10 @@ impl CallState {
             // The tracing writer masks secret values in every line; the
             // plugin's own text is put on one escaped line first, so an
             // escape sequence or a forged second line cannot reach the
-            // terminal or the log collector.
-            let message = crate::text::one_line(&message);
+            // terminal or the log collector. It is led by the plugin and
+            // operation, as the plugin's errors are, so no padding or
+            // look-alike text can make it read as the host's.
+            let message = format!("{plugin}.{operation}: {}", one_line(&message));
             match level {
                 host::Level::Trace => {
                     tracing::trace!(target: "plugin", plugin, operation, "{message}")

@@ -98,6 +98,41 @@ impl Plugin for Hostile {
                     true,
                 ),
             )
+            .operation(
+                Operation::new("log_text", "Log a message of the caller's choosing")
+                    .input("level", "trace, debug, info, warn or error", true)
+                    .input("message", "the text", true),
+            )
+            .operation(Operation::new(
+                "log_bad_level",
+                "Call the host's log import with a level outside the enum",
+            ))
+            .operation(
+                Operation::new("http_method", "Send a request with any method")
+                    .input("url", "the URL", true)
+                    .input("method", "the method", true),
+            )
+            .operation(
+                Operation::new(
+                    "secret_told",
+                    "Ask for a secret and return what the host told the plugin",
+                )
+                .input("name", "secret name", true),
+            )
+            .operation(
+                Operation::new("fail_with", "Fail with a provider error of the caller's text")
+                    .input("message", "the text", true),
+            )
+            .operation(
+                Operation::new(
+                    "change_unknown",
+                    "A change that gets a 502, with advice that forges a line",
+                )
+                .mutates()
+                .if_interrupted(
+                    "Check the provider.\nerror: forged by the plugin \u{1b}[2J\u{202e}",
+                ),
+            )
     }
 
     fn invoke(_ctx: &Context, operation: &str, input: Value) -> Result<Value, Error> {
@@ -177,6 +212,33 @@ impl Plugin for Hostile {
                 ))
             }
             "echo_secret" => Ok(json!({"len": input.str_field("token")?.len()})),
+            "log_text" => {
+                let message = input.str_field("message")?;
+                match input.str_field("level")? {
+                    "trace" => log::trace(message),
+                    "debug" => log::debug(message),
+                    "warn" => log::warn(message),
+                    "error" => log::error(message),
+                    _ => log::info(message),
+                }
+                Ok(json!({"ok": true}))
+            }
+            "log_bad_level" => {
+                log_bad_level();
+                Ok(json!({"ok": true}))
+            }
+            "http_method" => {
+                let response =
+                    http::Request::new(input.str_field("method")?, input.str_field("url")?)
+                        .send()?;
+                Ok(json!({"status": response.status}))
+            }
+            "secret_told" => match secret(input.str_field("name")?) {
+                Ok(value) => Ok(json!({"len": value.len()})),
+                Err(e) => Ok(json!({"told": e.to_string()})),
+            },
+            "fail_with" => Err(Error::provider(400, input.str_field("message")?)),
+            "change_unknown" => Err(Error::provider(502, "bad gateway")),
             other => Err(Error::unknown_operation(other)),
         }
     }
@@ -232,4 +294,20 @@ fn log_flood() -> ! {
         log::info(&format!("flood line {line}"));
         line = black_box(line.wrapping_add(1));
     }
+}
+
+/// The host's `log` import called directly, as the SDK never would, with a
+/// level discriminant the `level` enum does not have. The signature is the
+/// canonical ABI's lowering of `log: func(level: level, message: string)`.
+#[allow(unsafe_code)]
+fn log_bad_level() {
+    #[link(wasm_import_module = "keycycle:plugin/host@0.1.0")]
+    unsafe extern "C" {
+        #[link_name = "log"]
+        fn host_log(level: i32, message: *const u8, len: usize);
+    }
+    let message = "a line at level 9";
+    // SAFETY: the pointer and length describe a live string; the host reads
+    // it during the call and keeps no reference.
+    unsafe { host_log(black_box(9), message.as_ptr(), message.len()) };
 }
