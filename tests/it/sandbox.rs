@@ -1033,3 +1033,57 @@ fn the_panic_hook_masks_secrets() {
         "the panic message, masked:\n{stderr}"
     );
 }
+
+#[test]
+fn a_granted_ip_literal_does_not_open_its_address_to_granted_names() {
+    // 127.0.0.1 is granted at one port; a name granted at another port
+    // resolves to it. The literal's grant is for its own origin only.
+    let literal = Listener::start();
+    let named = Listener::start();
+    let name_origin = format!("http://localhost:{}", named.port());
+    let ws = hostile_granted(&[&literal.origin(), &name_origin]);
+
+    let r = catch(
+        &ws,
+        &format!(r#"http_get(#{{ url: "{}/ok" }})"#, literal.origin()),
+    );
+    assert_eq!(r["out"]["status"], 200, "the granted literal works: {r}");
+
+    let r = catch(
+        &ws,
+        &format!(r#"http_get(#{{ url: "{name_origin}/steal" }})"#),
+    );
+    assert_msg(
+        &r["err"],
+        "denied",
+        &[
+            "http_get",
+            "localhost resolves to the non-public address 127.0.0.1",
+        ],
+    );
+    // Nor through a redirect from the granted literal.
+    let r = catch(
+        &ws,
+        &format!(
+            r#"http_get(#{{ url: "{}/redirect?to={name_origin}/steal" }})"#,
+            literal.origin()
+        ),
+    );
+    assert_msg(&r["err"], "denied", &["http_get", "non-public address"]);
+    assert_eq!(
+        named.accepted(),
+        0,
+        "nothing reached the named origin's loopback port"
+    );
+
+    // `plugins inspect` predicts the refusal.
+    let inspect = ws.run(&["plugins", "inspect", "hostile"]);
+    inspect.assert_ok();
+    assert!(
+        inspect
+            .stdout
+            .contains("granted, but calls will be refused: localhost resolves to"),
+        "{}",
+        inspect.stdout
+    );
+}
