@@ -34,8 +34,50 @@ const FORBIDDEN_HEADERS: &[&str] = &[
     "keep-alive",
 ];
 
-/// Headers that carry credentials; dropped when a redirect changes origin.
-const CREDENTIAL_HEADERS: &[&str] = &["authorization", "private-token", "cookie", "job-token"];
+/// Headers that carry credentials by name; dropped when a redirect changes
+/// origin.
+const CREDENTIAL_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "private-token",
+    "job-token",
+    "deploy-token",
+];
+
+/// A header whose name contains one of these is taken for a credential too
+/// (`X-Api-Key`, `X-Auth-Token`, `X-Vault-Token`, `Ocp-Apim-Subscription-Key`,
+/// `X-Amz-Security-Token`, `X-CSRF-Token`, `Session-Id`...). Over-matching
+/// costs a header on the rare redirect between origins; under-matching
+/// sends a credential to the wrong server.
+const CREDENTIAL_NAME_PARTS: &[&str] = &[
+    "auth",
+    "token",
+    "key",
+    "secret",
+    "password",
+    "passwd",
+    "cookie",
+    "session",
+    "credential",
+    "signature",
+    "csrf",
+    "xsrf",
+];
+
+/// Whether a header may carry a credential: by its name, or because its
+/// value holds a secret value the process knows (any `SecretValue`: the
+/// secrets the plugin read, the secrets passed to it, the values minted so
+/// far), as written or escaped.
+fn is_credential(name: &HeaderName, value: &HeaderValue) -> bool {
+    let name = name.as_str();
+    if CREDENTIAL_HEADERS.contains(&name) || CREDENTIAL_NAME_PARTS.iter().any(|p| name.contains(p))
+    {
+        return true;
+    }
+    let value = String::from_utf8_lossy(value.as_bytes());
+    matches!(keycycle_secret::redact(&value), std::borrow::Cow::Owned(_))
+}
 
 pub(crate) struct Request {
     pub method: String,
@@ -183,11 +225,7 @@ impl PluginHttp {
                 let next = url
                     .join(location)
                     .map_err(|e| Failure::Transport(format!("bad redirect Location: {e}")))?;
-                if Origin::of(&next) != Origin::of(&url) {
-                    for h in CREDENTIAL_HEADERS {
-                        headers.remove(*h);
-                    }
-                }
+                let cross_origin = Origin::of(&next) != Origin::of(&url);
                 // RFC 9110 §15.4: 303 always becomes GET; 301/302 do for POST
                 // in every client that matters. 307/308 keep method and body.
                 let code = status.as_u16();
@@ -197,6 +235,29 @@ impl PluginHttp {
                     body.clear();
                     headers.remove(reqwest::header::CONTENT_TYPE);
                     headers.remove(reqwest::header::CONTENT_LENGTH);
+                }
+                if cross_origin {
+                    // A body is what the plugin meant for the first origin
+                    // (a new token, a variable's value): it is never sent
+                    // to another one. Sending the request without it would
+                    // change what the request does, so it is refused. (An
+                    // ungranted target is refused as such at the next hop.)
+                    if !body.is_empty() && self.check(&next).is_ok() {
+                        return Err(Failure::Denied(format!(
+                            "redirect ({code}) from {} to {} would send the request body to \
+                             another origin; refused",
+                            Origin::of(&url).map_or_else(String::new, |o| o.to_string()),
+                            redacted_url(&next),
+                        )));
+                    }
+                    let names: Vec<HeaderName> = headers
+                        .iter()
+                        .filter(|(k, v)| is_credential(k, v))
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for name in names {
+                        headers.remove(name);
+                    }
                 }
                 url = next;
                 continue;
