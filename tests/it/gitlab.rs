@@ -1044,3 +1044,46 @@ fn a_trigger_creation_refused_with_502_before_any_work_fails_as_before() {
         "the run failed, it does not need attention"
     );
 }
+
+/// A project reference of `..` or `.` would turn `/projects/{ref}/hooks`
+/// into the instance-wide `/hooks` (system hooks) or the project list; the
+/// plugin refuses such references before it sends anything.
+#[test]
+fn dot_segments_in_a_project_reference_are_refused() {
+    let sim = GitLabSim::start();
+    let ws = Workspace::new();
+    let o = sim.origin();
+    ws.config(&format!(
+        "[plugins.gitlab]\npath = \"{}\"\nhosts = [\"{o}\"]\nsecrets = {{ token = \"gitlab/ops\" }}\nconfig = {{ base_url = \"{o}\" }}\n",
+        wasm("gitlab").display()
+    ));
+    ws.set_secret("gitlab/ops", sim.ops_token.token.expose());
+    for (project, call) in [
+        ("..", "get_hook(#{ project: \"..\", hook_id: 1 })"),
+        (".", "get_hook(#{ project: \".\", hook_id: 1 })"),
+        ("acme/..", "get_hook(#{ project: \"acme/..\", hook_id: 1 })"),
+        ("..", "list_triggers(#{ project: \"..\" })"),
+        (
+            "..",
+            "get_variable(#{ project: \"acme/api\", key: \"..\" })",
+        ),
+    ] {
+        ws.runbook(
+            "dots",
+            &format!(
+                "let err = ();\ntry {{ plugin(\"gitlab\").{call}; }} catch (e) {{ err = e; }}\nerr\n"
+            ),
+        );
+        let run = ws.run(&["run", "dots", "--output", "json"]);
+        run.assert_ok();
+        let err = run.json()["result"].clone();
+        assert_eq!(err["kind"], "invalid-input", "{project}: {call}: {err}");
+    }
+    let sent: Vec<String> = sim
+        .state
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(sent.is_empty(), "nothing was sent: {sent:?}");
+}

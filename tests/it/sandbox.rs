@@ -1215,3 +1215,229 @@ fn a_plugin_never_learns_the_store_name_of_a_missing_secret() {
     run.stderr_has("team-a/token")
         .stderr_has("keycycle secrets set team-a/token");
 }
+
+#[test]
+fn a_granted_ip_literal_does_not_open_its_address_to_granted_names() {
+    // 127.0.0.1 is granted at one port; a name granted at another port
+    // resolves to it. The literal's grant is for its own origin only.
+    let literal = Listener::start();
+    let named = Listener::start();
+    let name_origin = format!("http://localhost:{}", named.port());
+    let ws = hostile_granted(&[&literal.origin(), &name_origin]);
+
+    let r = catch(
+        &ws,
+        &format!(r#"http_get(#{{ url: "{}/ok" }})"#, literal.origin()),
+    );
+    assert_eq!(r["out"]["status"], 200, "the granted literal works: {r}");
+
+    let r = catch(
+        &ws,
+        &format!(r#"http_get(#{{ url: "{name_origin}/steal" }})"#),
+    );
+    assert_msg(
+        &r["err"],
+        "denied",
+        &[
+            "http_get",
+            "localhost resolves to the non-public address 127.0.0.1",
+        ],
+    );
+    // Nor through a redirect from the granted literal.
+    let r = catch(
+        &ws,
+        &format!(
+            r#"http_get(#{{ url: "{}/redirect?to={name_origin}/steal" }})"#,
+            literal.origin()
+        ),
+    );
+    assert_msg(&r["err"], "denied", &["http_get", "non-public address"]);
+    assert_eq!(
+        named.accepted(),
+        0,
+        "nothing reached the named origin's loopback port"
+    );
+
+    // `plugins inspect` predicts the refusal.
+    let inspect = ws.run(&["plugins", "inspect", "hostile"]);
+    inspect.assert_ok();
+    assert!(
+        inspect
+            .stdout
+            .contains("granted, but calls will be refused: localhost resolves to"),
+        "{}",
+        inspect.stdout
+    );
+}
+
+#[test]
+fn credential_headers_by_name_and_by_value_are_dropped_on_a_cross_origin_redirect() {
+    let a = Listener::start();
+    let b = Listener::start();
+    let ws = Workspace::new();
+    ws.config(&format!(
+        "[plugins.hostile]\npath = \"{}\"\nhosts = [\"{a}\", \"{b}\"]\nsecrets = {{ token = \"team-a/token\" }}\nconfig = {{ base_url = \"{a}\", other_url = \"{b}\" }}\n\n[runbooks.catch]\nsecrets = [\"passed\"]\n",
+        wasm("hostile").display(),
+        a = a.origin(),
+        b = b.origin(),
+    ));
+    ws.set_secret("team-a/token", &canary("team-a-"));
+    ws.set_secret("passed", &canary("passed-"));
+    let hop = format!("{}/redirect?to={}/landed", a.origin(), b.origin());
+
+    // Headers whose names say they carry a credential.
+    for name in [
+        "X-Api-Key",
+        "X-Auth-Token",
+        "X-Vault-Token",
+        "Ocp-Apim-Subscription-Key",
+        "X-Amz-Security-Token",
+        "X-Session-Id",
+    ] {
+        let r = catch(
+            &ws,
+            &format!(r#"send_header(#{{ url: "{hop}", name: "{name}", value: "opaque" }})"#),
+        );
+        assert_eq!(r["out"]["status"], 200, "{name}: {r}");
+    }
+    // Headers of any name whose value holds a secret: the one the plugin
+    // read, and one the runbook passed to it.
+    for call in [
+        format!(r#"send_secret_in(#{{ url: "{hop}", header: "X-Note" }})"#),
+        format!(
+            r#"send_secret_in(#{{ url: "{hop}", header: "X-Note", token: secret("passed") }})"#
+        ),
+    ] {
+        let r = catch(&ws, &call);
+        assert_eq!(r["out"]["status"], 200, "{call}: {r}");
+    }
+
+    let first = a.requests();
+    assert_eq!(first.len(), 8, "every call reached the first origin");
+    assert!(
+        first[0].has_header("x-api-key"),
+        "{:?}",
+        first[0].header_names()
+    );
+    assert!(
+        first[6].has_header("x-note"),
+        "{:?}",
+        first[6].header_names()
+    );
+    assert!(
+        first[7].has_header("x-note"),
+        "{:?}",
+        first[7].header_names()
+    );
+    let landed = b.requests();
+    assert_eq!(landed.len(), 8, "every redirect was followed");
+    for (i, name) in [
+        "x-api-key",
+        "x-auth-token",
+        "x-vault-token",
+        "ocp-apim-subscription-key",
+        "x-amz-security-token",
+        "x-session-id",
+        "x-note",
+        "x-note",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        assert!(
+            !landed[i].has_header(name),
+            "{name} crossed to the other origin: {:?}",
+            landed[i].header_names()
+        );
+    }
+    assert!(
+        landed[6].has_header("x-trace") && landed[7].has_header("x-trace"),
+        "headers without a credential go on"
+    );
+    let scanner = Scanner::new(&planted());
+    for r in &landed {
+        for (k, v) in &r.headers {
+            assert!(
+                scanner.find(v.as_bytes()).is_none(),
+                "a secret reached the other origin in {k}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_body_is_not_resent_to_another_origin() {
+    let a = Listener::start();
+    let b = Listener::start();
+    let ws = hostile_granted(&[&a.origin(), &b.origin()]);
+
+    // 307 and 308 keep the method and body: across origins they are
+    // refused, and the other origin sees nothing.
+    for code in [307, 308] {
+        let r = catch(
+            &ws,
+            &format!(
+                r#"send_body(#{{ url: "{}/redirect{code}?to={}/landed", method: "PUT", body: "new-value" }})"#,
+                a.origin(),
+                b.origin()
+            ),
+        );
+        assert_msg(
+            &r["err"],
+            "denied",
+            &[
+                "send_body",
+                &format!("redirect ({code})"),
+                "would send the request body to another origin",
+            ],
+        );
+    }
+    // A 302 keeps a PUT's method and body, too.
+    let r = catch(
+        &ws,
+        &format!(
+            r#"send_body(#{{ url: "{}/redirect?to={}/landed", method: "PUT", body: "new-value" }})"#,
+            a.origin(),
+            b.origin()
+        ),
+    );
+    assert_msg(
+        &r["err"],
+        "denied",
+        &["would send the request body to another origin"],
+    );
+    assert_eq!(b.accepted(), 0, "no body went to the other origin");
+
+    // A POST redirected with 302 becomes a GET without a body, which may
+    // go on.
+    let r = catch(
+        &ws,
+        &format!(
+            r#"send_body(#{{ url: "{}/redirect?to={}/landed", method: "POST", body: "new-value" }})"#,
+            a.origin(),
+            b.origin()
+        ),
+    );
+    assert_eq!(r["out"]["status"], 200, "{r}");
+    let landed = b.requests();
+    assert_eq!(landed.len(), 1);
+    assert_eq!(landed[0].method, "GET");
+    assert!(landed[0].body.is_empty());
+
+    // Within one origin a 307 resends the body, as it should.
+    let r = catch(
+        &ws,
+        &format!(
+            r#"send_body(#{{ url: "{o}/redirect307?to={o}/same", method: "PUT", body: "new-value" }})"#,
+            o = a.origin()
+        ),
+    );
+    assert_eq!(r["out"]["status"], 200, "{r}");
+    let seen = a.requests();
+    let last = seen.last().unwrap();
+    assert_eq!(
+        (last.target.as_str(), last.method.as_str()),
+        ("/same", "PUT")
+    );
+    assert_eq!(last.body, b"new-value");
+}

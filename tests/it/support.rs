@@ -959,13 +959,14 @@ pub fn planted() -> Vec<String> {
 }
 
 /// One request a [`Listener`] received: its method, target (path and
-/// query, or the whole URL when sent as to a proxy) and headers, names in
-/// lower case.
+/// query, or the whole URL when sent as to a proxy), headers (names in
+/// lower case) and body (as long as its Content-Length says).
 #[derive(Debug, Clone)]
 pub struct Recorded {
     pub method: String,
     pub target: String,
     pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
 }
 
 impl Recorded {
@@ -986,9 +987,10 @@ impl Recorded {
 /// (a closed port cannot tell "refused by the host" from "sent and
 /// refused by the kernel"); granted, it shows what the host forwarded.
 ///
-/// It answers `GET /redirect?to=URL` with a 302 to URL, `/chain/N` with a
-/// 302 to `/chain/N-1` (so `/chain/N` takes N redirects), and anything
-/// else with 200 `ok`. Every answer closes the connection.
+/// It answers `/redirect?to=URL` with a 302 to URL (`/redirect307?to=URL`
+/// and `/redirect308?to=URL` with a 307 and a 308), `/chain/N` with a 302
+/// to `/chain/N-1` (so `/chain/N` takes N redirects), and anything else
+/// with 200 `ok`. Every answer closes the connection.
 pub struct Listener {
     addr: std::net::SocketAddr,
     peers: std::sync::Arc<Mutex<Vec<std::net::SocketAddr>>>,
@@ -1079,14 +1081,25 @@ fn serve_one(mut stream: std::net::TcpStream, requests: &Mutex<Vec<Recorded>>) {
     let mut first = lines.next().unwrap_or("").split(' ');
     let method = first.next().unwrap_or("").to_owned();
     let target = first.next().unwrap_or("").to_owned();
-    let headers = lines
+    let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
+    let length = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+        .unwrap_or(0)
+        .min(1 << 20);
+    let mut body = vec![0u8; length];
+    if stream.read_exact(&mut body).is_err() {
+        body.clear();
+    }
     requests.lock().unwrap().push(Recorded {
         method,
         target: target.clone(),
         headers,
+        body,
     });
     // A request sent as to a proxy names the whole URL.
     let path = match target.split_once("://") {
@@ -1095,6 +1108,10 @@ fn serve_one(mut stream: std::net::TcpStream, requests: &Mutex<Vec<Recorded>>) {
     };
     let (status, location) = if let Some(to) = path.strip_prefix("/redirect?to=") {
         ("302 Found", Some(to.to_owned()))
+    } else if let Some(to) = path.strip_prefix("/redirect307?to=") {
+        ("307 Temporary Redirect", Some(to.to_owned()))
+    } else if let Some(to) = path.strip_prefix("/redirect308?to=") {
+        ("308 Permanent Redirect", Some(to.to_owned()))
     } else if let Some(n) = path
         .strip_prefix("/chain/")
         .and_then(|n| n.parse::<u32>().ok())

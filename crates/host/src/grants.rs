@@ -200,10 +200,6 @@ impl Effective {
         }
         Ok(eff)
     }
-
-    pub fn explicit_ips(&self) -> BTreeSet<IpAddr> {
-        self.origins.iter().filter_map(Origin::ip).collect()
-    }
 }
 
 /// `https://gitlab.example.com/api` → `https://gitlab.example.com`.

@@ -306,14 +306,13 @@ impl Plugin {
     }
 
     /// Effective origins whose calls will fail at the resolver, each with
-    /// why: a name that resolves only to non-public addresses that are not
-    /// granted as IP literals, or a name that does not resolve. Resolves
-    /// every named host, so it waits on DNS.
+    /// why: a name that resolves only to non-public addresses (which only
+    /// a granted IP-literal origin reaches), or a name that does not
+    /// resolve. Resolves every named host, so it waits on DNS.
     pub async fn host_problems(&self) -> Vec<(String, HostProblem)> {
-        let explicit = self.effective.explicit_ips();
         let mut out = Vec::new();
         for origin in &self.effective.origins {
-            if let Some(problem) = check_origin(origin, &explicit).await {
+            if let Some(problem) = check_origin(origin).await {
                 out.push((origin.to_string(), problem));
             }
         }

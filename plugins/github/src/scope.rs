@@ -45,6 +45,7 @@ impl Scope {
                      repository or environment secret), not both",
                 ));
             }
+            http::segment(org, "`org`")?;
             return Ok(Scope::Org { org: org.into() });
         }
         let Some(repo) = repo else {
@@ -67,6 +68,13 @@ impl Scope {
                 ));
             }
         };
+        // Each becomes one path segment; `..` would climb out of the
+        // repository (`/repos/acme/../actions/secrets`).
+        http::segment(owner, "`owner`")?;
+        http::segment(repo, "`repo`")?;
+        if let Some(environment) = environment {
+            http::segment(environment, "`environment`")?;
+        }
         let (owner, repo) = (owner.to_owned(), repo.to_owned());
         Ok(match environment {
             Some(environment) => Scope::Environment {
@@ -79,6 +87,8 @@ impl Scope {
     }
 
     /// The path the scope's secrets live under, without a trailing slash.
+    /// Each part was checked by [`http::segment`] in `from_input`, so
+    /// encoding it gives one segment.
     pub(crate) fn secrets_path(&self) -> String {
         let e = http::encode;
         match self {
@@ -100,8 +110,12 @@ impl Scope {
     }
 
     /// The path of one secret.
-    pub(crate) fn secret_path(&self, name: &str) -> String {
-        format!("{}/{}", self.secrets_path(), http::encode(name))
+    pub(crate) fn secret_path(&self, name: &str) -> Result<String, Error> {
+        Ok(format!(
+            "{}/{}",
+            self.secrets_path(),
+            http::segment(name, "`name`")?
+        ))
     }
 
     pub(crate) fn is_org(&self) -> bool {
@@ -145,12 +159,16 @@ mod tests {
         );
         let env = scope(json!({"owner": "acme", "repo": "qa", "environment": "stg 1"})).unwrap();
         assert_eq!(
-            env.secret_path("QA_GIT_TOKEN"),
+            env.secret_path("QA_GIT_TOKEN").unwrap(),
             "/repos/acme/qa/environments/stg%201/secrets/QA_GIT_TOKEN"
         );
         let org = scope(json!({"org": "acme"})).unwrap();
         assert!(org.is_org());
-        assert_eq!(org.secret_path("X"), "/orgs/acme/actions/secrets/X");
+        assert_eq!(
+            org.secret_path("X").unwrap(),
+            "/orgs/acme/actions/secrets/X"
+        );
+        assert!(org.secret_path("..").is_err());
         assert_eq!(org.describe(), json!({"scope": "org", "org": "acme"}));
     }
 
@@ -164,6 +182,11 @@ mod tests {
             json!({"owner": "acme", "repo": "acme/qa"}),
             json!({"repo": "/qa"}),
             json!({"org": " "}),
+            json!({"org": ".."}),
+            json!({"owner": "..", "repo": "qa"}),
+            json!({"owner": "acme", "repo": "."}),
+            json!({"repo": "acme/.."}),
+            json!({"owner": "acme", "repo": "qa", "environment": ".."}),
         ] {
             assert!(
                 matches!(scope(bad.clone()), Err(Error::InvalidInput(_))),

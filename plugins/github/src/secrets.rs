@@ -110,7 +110,7 @@ pub(crate) fn set(api: &Api, input: &Value) -> Result<Value, Error> {
     let (key_id, key) = fetch_key(api, &scope)?;
     let sealed = seal(&key, value.as_bytes())?;
     let body = put_body(&scope, input, &key_id, &sealed)?;
-    let response = api.send(api.request("PUT", &scope.secret_path(&name)).json(&body))?;
+    let response = api.send(api.request("PUT", &scope.secret_path(&name)?).json(&body))?;
     let mut out = scope.describe();
     out["name"] = json!(name);
     out["created"] = json!(response.status == 201);
@@ -122,7 +122,7 @@ pub(crate) fn set(api: &Api, input: &Value) -> Result<Value, Error> {
 pub(crate) fn get(api: &Api, input: &Value) -> Result<Value, Error> {
     let scope = Scope::from_input(input)?;
     let name = secret_name(input)?;
-    let answer = api.json(api.request("GET", &scope.secret_path(&name)))?;
+    let answer = api.json(api.request("GET", &scope.secret_path(&name)?))?;
     let mut out = scope.describe();
     merge(&mut out, &answer);
     Ok(out)
@@ -166,7 +166,7 @@ pub(crate) fn delete(api: &Api, input: &Value) -> Result<Value, Error> {
     let mut out = scope.describe();
     out["name"] = json!(name);
     out["deleted"] = json!(true);
-    match api.send(api.request("DELETE", &scope.secret_path(&name))) {
+    match api.send(api.request("DELETE", &scope.secret_path(&name)?)) {
         Ok(_) => Ok(out),
         Err(Error::Provider { status: 404, .. }) => {
             out["already_gone"] = json!(true);

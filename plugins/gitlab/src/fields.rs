@@ -28,14 +28,19 @@ pub(crate) fn resource_ref(input: &Value, name: &str) -> Result<String, Error> {
 
 /// `text` as one URL path segment, or `None` when it names nothing. A path
 /// someone already encoded (`group%2Fproject`) is taken as meant, not
-/// encoded twice.
+/// encoded twice. A part that is empty, `.` or `..` names no project or
+/// group and is refused: `..` as the whole reference would turn
+/// `/projects/../hooks` into the instance-wide `/hooks` (system hooks).
 pub(crate) fn encode_ref(text: &str) -> Option<String> {
     let decoded = text.trim().replace("%2F", "/").replace("%2f", "/");
     let path = decoded.trim_matches('/');
-    if path.is_empty() || path.split('/').any(str::is_empty) {
+    if path
+        .split('/')
+        .any(|part| part.is_empty() || part == "." || part == "..")
+    {
         return None;
     }
-    Some(http::encode(path))
+    http::segment(path, "the reference").ok()
 }
 
 /// A reference from [`resource_ref`] as an operator would write it, for
@@ -189,8 +194,17 @@ mod tests {
         assert_eq!(resource_ref(&v, "e").unwrap(), "acme%2Fapi");
         assert_eq!(resource_ref(&v, "deep").unwrap(), "a%2Fb%2Fc");
         assert_eq!(display_ref("a%2Fb%2Fc"), "a/b/c");
-        let bad = json!({"x": "a//b", "y": " ", "z": true, "neg": -1});
-        for name in ["x", "y", "z", "neg", "absent"] {
+        // Encoded dots are not decoded, so they stay a literal name.
+        assert_eq!(
+            resource_ref(&json!({"e": "%2e%2e"}), "e").unwrap(),
+            "%252e%252e"
+        );
+        let bad = json!({"x": "a//b", "y": " ", "z": true, "neg": -1,
+                         "up": "..", "here": ".", "mid": "a/../b",
+                         "tail": "a/.", "slash_up": "/../"});
+        for name in [
+            "x", "y", "z", "neg", "absent", "up", "here", "mid", "tail", "slash_up",
+        ] {
             let m = invalid(resource_ref(&bad, name));
             assert!(m.contains(&format!("`{name}`")), "{m}");
         }

@@ -16,24 +16,26 @@ use crate::permissions::require_maintainer;
 struct Target {
     project: String,
     key: String,
+    /// `key` as one path segment.
+    key_segment: String,
     scope: Option<String>,
 }
 
 impl Target {
     fn from_input(input: &Value) -> Result<Target, Error> {
+        let key = fields::non_blank(input, "key")?.trim().to_owned();
+        // A key of `.` or `..` would name the project, not a variable.
+        let key_segment = http::segment(&key, "input `key`")?;
         Ok(Target {
             project: fields::resource_ref(input, "project")?,
-            key: fields::non_blank(input, "key")?.trim().to_owned(),
+            key,
+            key_segment,
             scope: input.opt_str_field("environment_scope")?.map(str::to_owned),
         })
     }
 
     fn path(&self) -> String {
-        format!(
-            "/projects/{}/variables/{}",
-            self.project,
-            http::encode(&self.key)
-        )
+        format!("/projects/{}/variables/{}", self.project, self.key_segment)
     }
 
     /// `call` narrowed to the scope, when one was given.

@@ -155,6 +155,18 @@ fn plan(base_url: &str, input: &Value, mutating: bool) -> Result<Plan, Error> {
             "input `url` must be a path under config `base_url`, starting with a single /",
         ));
     }
+    // `.` and `..` segments (also percent-encoded: URL parsers treat
+    // `%2e%2e` as `..`) would climb out of base_url's path, which may be
+    // the only part of the origin the operator meant to expose.
+    let path_only = path.split(['?', '#']).next().unwrap_or_default();
+    if path_only.split('/').any(|segment| {
+        let s = segment.to_ascii_lowercase().replace("%2e", ".");
+        s == "." || s == ".."
+    }) {
+        return Err(Error::invalid_input(
+            "input `url` may not contain `.` or `..` path segments",
+        ));
+    }
     let method = match input.opt_str_field("method")?.map(str::trim) {
         None | Some("") if mutating => "POST".to_owned(),
         None | Some("") => "GET".to_owned(),
@@ -364,6 +376,28 @@ mod tests {
         match plan("https://app.example", input, mutating) {
             Err(e) => e,
             Ok(_) => panic!("the input was accepted: {input}"),
+        }
+    }
+
+    #[test]
+    fn dot_segments_are_refused() {
+        for url in [
+            "/..",
+            "/a/../admin",
+            "/./a",
+            "/a/%2e%2E/b",
+            "/a/.%2e",
+            "/a/..",
+        ] {
+            let e = refused(&json!({ "url": url }), false);
+            assert!(e.to_string().contains("`.` or `..`"), "{url}: {e}");
+        }
+        // Dots inside a segment, or in the query, are fine.
+        for url in ["/a/.well-known/x", "/v1.2/...", "/a?x=../b"] {
+            assert!(
+                plan("https://app.example", &json!({ "url": url }), false).is_ok(),
+                "{url}"
+            );
         }
     }
 

@@ -48,7 +48,8 @@ pub(crate) fn metadata(secret: &Value) -> Value {
     Value::Object(out)
 }
 
-/// A secret or version id, checked to be one plain path segment.
+/// A secret or version id, checked to be one plain path segment (letters,
+/// digits and `-` only, so it is never `.` or `..` and needs no encoding).
 fn id_field<'a>(input: &'a Value, name: &str) -> Result<&'a str, Error> {
     let id = input.str_field(name)?.trim();
     if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
@@ -86,14 +87,20 @@ fn type_and_group(input: &Value) -> Result<(String, String), Error> {
 /// `GET /api/v2/secret_groups/{group name}/secret_types/{type}/secrets/{name}`
 /// (answers with the value, which callers drop unless they output it).
 fn by_name(api: &Api, input: &Value) -> Result<Value, Error> {
+    api.json(&Call::get(by_name_path(input)?))
+}
+
+/// The path of [`by_name`], each input one path segment (a name of `..`
+/// would climb to another resource).
+fn by_name_path(input: &Value) -> Result<String, Error> {
     let name = non_blank(input, "name")?.trim();
     let (secret_type, group) = type_and_group(input)?;
-    api.json(&Call::get(format!(
+    Ok(format!(
         "/api/v2/secret_groups/{}/secret_types/{}/secrets/{}",
-        http::encode(&group),
-        http::encode(&secret_type),
-        http::encode(name)
-    )))
+        http::segment(&group, "input `group`")?,
+        http::segment(&secret_type, "input `secret_type`")?,
+        http::segment(name, "input `name`")?
+    ))
 }
 
 /// The secret an input names: by `id`, or by `name` (with `group` and
@@ -372,6 +379,25 @@ mod tests {
             !text.contains("the-value") && !text.contains("pw"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn names_in_paths_are_single_segments() {
+        assert_eq!(
+            by_name_path(&json!({"name": "db/pw", "group": "a b"})).unwrap(),
+            "/api/v2/secret_groups/a%20b/secret_types/arbitrary/secrets/db%2Fpw"
+        );
+        for bad in [
+            json!({"name": ".."}),
+            json!({"name": "."}),
+            json!({"name": "x", "group": ".."}),
+            json!({"name": "x", "secret_type": ".."}),
+        ] {
+            assert!(
+                matches!(by_name_path(&bad), Err(Error::InvalidInput(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

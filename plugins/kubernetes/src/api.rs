@@ -277,6 +277,18 @@ mod tests {
     }
 
     #[test]
+    fn names_are_never_relative_path_steps() {
+        // Every name goes into a path; `.` and `..` would climb out of it.
+        for bad in [".", "..", "a/b", "-a", ""] {
+            assert!(check_name("name", bad, 253).is_err(), "{bad}");
+        }
+        assert_eq!(
+            secret_path("apps", "a.b"),
+            "/api/v1/namespaces/apps/secrets/a.b"
+        );
+    }
+
+    #[test]
     fn status_objects_keep_reason_and_message() {
         let body = br#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"secrets \"x\" not found","reason":"NotFound","details":{"name":"x","kind":"secrets"},"code":404}"#;
         assert_eq!(

@@ -29,10 +29,31 @@ const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-/// Percent-encode `value` for use as one URL path segment or query
-/// component.
+/// Percent-encode `value` for use as a query component. For a path
+/// segment use [`segment`], which also refuses the values that would not
+/// stay one segment.
 pub fn encode(value: &str) -> String {
     utf8_percent_encode(value, COMPONENT).to_string()
+}
+
+/// `value` as exactly one URL path segment: everything outside the RFC 3986
+/// unreserved characters is percent-encoded (`/` included, so a value can
+/// never add a segment), and the values a URL parser would treat as a
+/// relative step (`.` and `..`, which climb out of the resource the path
+/// names: `/projects/../hooks` is `/hooks`) or that leave the segment empty
+/// are refused. `what` names the value in the error, which never quotes the
+/// value itself.
+///
+/// ```ignore
+/// let path = format!("/projects/{}/hooks", http::segment(project, "input `project`")?);
+/// ```
+pub fn segment(value: &str, what: &str) -> Result<String, Error> {
+    if value.is_empty() || value == "." || value == ".." {
+        return Err(Error::invalid_input(format!(
+            "{what} cannot be used in a URL path: it is empty, `.` or `..`"
+        )));
+    }
+    Ok(encode(value))
 }
 
 /// An HTTP request being built. Nothing is sent until [`Request::send`].
@@ -276,6 +297,26 @@ fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a st
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_segment_is_one_encoded_segment_and_never_a_relative_step() {
+        assert_eq!(segment("acme/api", "x").unwrap(), "acme%2Fapi");
+        assert_eq!(segment("a b?c#d%e", "x").unwrap(), "a%20b%3Fc%23d%25e");
+        assert_eq!(segment("v1.2-x_y~z", "x").unwrap(), "v1.2-x_y~z");
+        assert_eq!(segment("ü", "x").unwrap(), "%C3%BC");
+        assert_eq!(segment("...", "x").unwrap(), "...");
+        // Already encoded dots are encoded again, so they stay literal.
+        assert_eq!(segment("%2e%2e", "x").unwrap(), "%252e%252e");
+        assert_eq!(segment("../x", "x").unwrap(), "..%2Fx");
+        for bad in ["", ".", ".."] {
+            let err = segment(bad, "input `project`").unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("input `project` cannot be used in a URL path"),
+                "{err}"
+            );
+        }
+    }
 
     #[test]
     fn query_is_percent_encoded_and_appended() {

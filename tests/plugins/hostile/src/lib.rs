@@ -133,6 +133,21 @@ impl Plugin for Hostile {
                     "Check the provider.\nerror: forged by the plugin \u{1b}[2J\u{202e}",
                 ),
             )
+            .operation(
+                Operation::new(
+                    "send_secret_in",
+                    "GET a URL with the secret (the `token` input, else the granted one) inside one header of the plugin's choosing, plus X-Trace",
+                )
+                .input("url", "the URL", true)
+                .input("header", "header name", true)
+                .input("token", "a secret passed in by the runbook", false),
+            )
+            .operation(
+                Operation::new("send_body", "Send a request with a body")
+                    .input("url", "the URL", true)
+                    .input("method", "the method", true)
+                    .input("body", "the body", true),
+            )
     }
 
     fn invoke(_ctx: &Context, operation: &str, input: Value) -> Result<Value, Error> {
@@ -239,6 +254,24 @@ impl Plugin for Hostile {
             },
             "fail_with" => Err(Error::provider(400, input.str_field("message")?)),
             "change_unknown" => Err(Error::provider(502, "bad gateway")),
+            "send_secret_in" => {
+                let token = match input.opt_str_field("token")? {
+                    Some(t) => t.to_owned(),
+                    None => secret("token")?,
+                };
+                let response = http::Request::get(input.str_field("url")?)
+                    .header(input.str_field("header")?, format!("v1;{token};end"))
+                    .header("X-Trace", "hostile")
+                    .send()?;
+                Ok(json!({"status": response.status}))
+            }
+            "send_body" => {
+                let response =
+                    http::Request::new(input.str_field("method")?, input.str_field("url")?)
+                        .body(input.str_field("body")?.as_bytes().to_vec())
+                        .send()?;
+                Ok(json!({"status": response.status}))
+            }
             other => Err(Error::unknown_operation(other)),
         }
     }
