@@ -452,3 +452,54 @@ fn damage_to_the_whole_store_still_fails_it() {
         .assert_code(3)
         .stderr_has("is corrupt");
 }
+
+/// Values shorter than 4 bytes are not masked inside output (masking every
+/// "ab" would destroy it), so keycycle never takes one as a secret: not in
+/// `secrets set`, not as a secret answer, and not in `store_secret`.
+#[test]
+fn secrets_too_short_to_mask_are_refused_everywhere() {
+    let ws = Workspace::new();
+    let set = ws.run_with_stdin(&["secrets", "set", "short"], Some("abc"));
+    set.assert_code(3)
+        .stderr_has("is 3 bytes; nothing was stored")
+        .stderr_has("at least 4");
+    let list = ws.run(&["secrets", "list", "-o", "json"]);
+    list.assert_ok();
+    assert!(!list.stdout.contains("short"), "{}", list.stdout);
+
+    ws.runbook(
+        "ask",
+        "let t = prompt_secret(\"token\", \"paste it\");\nstore_secret(\"kept\", t);\n\"done\"\n",
+    );
+    ws.config("[runbooks.ask]\nsecrets = [\"kept\"]\n");
+    let file = ws.file("answer.txt", "xyz");
+    let run = ws.run(&[
+        "run",
+        "ask",
+        "--input",
+        &format!("token=@{}", file.display()),
+    ]);
+    // The answer is refused as no answer: the run waits for a usable one.
+    run.assert_code(6)
+        .stderr_has("the secret answer is 3 bytes")
+        .stderr_has("at least 4");
+    let run_id = ws.only_unfinished_run();
+    let good = ws.file("good.txt", "long-enough-value");
+    ws.run(&[
+        "resume",
+        &run_id,
+        "--input",
+        &format!("token=@{}", good.display()),
+    ])
+    .assert_ok();
+
+    ws.runbook(
+        "mint",
+        "store_secret(\"kept\", random_secret(1));\n\"done\"\n",
+    );
+    ws.config("[runbooks.mint]\nsecrets = [\"kept\"]\n");
+    let run = ws.run(&["run", "mint"]);
+    run.assert_code(5)
+        .stderr_has("cannot store secret `kept`")
+        .stderr_has("at least 4");
+}

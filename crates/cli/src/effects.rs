@@ -253,6 +253,14 @@ impl Effects for HostEffects {
 
     fn store_secret(&self, name: &str, value: &SecretValue) -> Result<(), EffectError> {
         self.check_runbook_grant(name)?;
+        if value.len() < keycycle_secret::MIN_MASKED_LEN {
+            return Err(EffectError::Failed(format!(
+                "cannot store secret `{name}`: its value is {} bytes, and a secret must be at \
+                 least {} so that keycycle can mask it in output",
+                value.len(),
+                keycycle_secret::MIN_MASKED_LEN
+            )));
+        }
         if self.dry_run {
             tracing::info!(target: "keycycle", "dry run: would store a new value for secret `{name}`");
             return Ok(());

@@ -9,7 +9,6 @@ use std::sync::Mutex;
 
 use anyhow::{Result, bail};
 use keycycle_runbook::{Answer, EffectError, Prompt, PromptKind};
-use keycycle_secret::SecretValue;
 
 /// Where an answer comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,7 +164,10 @@ impl Inputs {
             PromptKind::Secret => {
                 let value = rpassword::prompt_password(format!("{} (input hidden): ", prompt.text))
                     .map_err(failed)?;
-                Ok(Answer::Secret(SecretValue::new(value)))
+                to_answer(prompt, &value).map_err(|hint| EffectError::MissingInput {
+                    name: prompt.name.clone(),
+                    hint,
+                })
             }
             PromptKind::Text | PromptKind::Confirm => loop {
                 let suffix = if prompt.kind == PromptKind::Confirm {

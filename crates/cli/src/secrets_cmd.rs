@@ -90,6 +90,15 @@ pub fn set(
         ))
         .context(Code::Config);
     }
+    if value.len() < keycycle_secret::MIN_MASKED_LEN {
+        return Err(anyhow!(
+            "the value for `{name}` is {} bytes; nothing was stored. A secret must be at least {} \
+             bytes, or keycycle could not mask it in output",
+            value.len(),
+            keycycle_secret::MIN_MASKED_LEN
+        ))
+        .context(Code::Config);
+    }
     let value = SecretValue::new(value);
     let store = StoreAccess::new(config);
     store.with(|s| s.set(name, &value).context(Code::Config))?;

@@ -30,13 +30,22 @@ pub enum PromptKind {
 
 impl PromptKind {
     /// The answer `text` gives to a prompt of this kind, or why it is not
-    /// one: a secret must not be empty, a confirmation is `y`/`yes`/`true`
+    /// one: a secret must not be empty or shorter than
+    /// [`keycycle_secret::MIN_MASKED_LEN`], a confirmation is `y`/`yes`/`true`
     /// or `n`/`no`/`false` (any case, surrounding spaces ignored). Pure: the
     /// CLI checks `--input` values with it before a run starts.
     pub fn parse_answer(self, text: &str) -> Result<Answer, String> {
         match self {
             PromptKind::Text => Ok(Answer::Text(text.to_owned())),
             PromptKind::Secret if text.is_empty() => Err("the secret answer is empty".into()),
+            // Shorter values are not masked in output (masking every "ab"
+            // would destroy it), so they are not accepted as secrets.
+            PromptKind::Secret if text.len() < keycycle_secret::MIN_MASKED_LEN => Err(format!(
+                "the secret answer is {} bytes; a secret must be at least {} so that keycycle \
+                 can mask it in output",
+                text.len(),
+                keycycle_secret::MIN_MASKED_LEN
+            )),
             PromptKind::Secret => Ok(Answer::Secret(SecretValue::new(text))),
             PromptKind::Confirm => match text.trim().to_ascii_lowercase().as_str() {
                 "y" | "yes" | "true" => Ok(Answer::Confirm(true)),
