@@ -585,3 +585,51 @@ fn a_resumed_run_that_succeeds_takes_its_lock_with_it() {
         "the new run took the lock: {steps:?}"
     );
 }
+
+/// A deferred action runs with the plugins of the environment its run had:
+/// a run with `--env staging` defers a revocation, and a plain
+/// `keycycle cleanup` (no `--env`) sends it to staging, never to the
+/// production service the base config names.
+#[test]
+fn cleanup_runs_an_action_in_the_environment_of_the_run_that_deferred_it() {
+    let production = DemoSim::start();
+    let staging = DemoSim::start();
+    let ws = Workspace::new();
+    ws.config(&format!(
+        "[plugins.example]\npath = \"{}\"\nhosts = [\"{p}\"]\nsecrets = {{ token = \"demo/admin\" }}\nconfig = {{ base_url = \"{p}\" }}\n\n\
+         [plugins.example.envs.staging]\nhosts = [\"{s}\"]\nsecrets = {{ token = \"demo/staging-admin\" }}\nconfig = {{ base_url = \"{s}\" }}\n",
+        wasm("example").display(),
+        p = production.origin(),
+        s = staging.origin()
+    ));
+    let (_, prod_admin) = production.seed_admin();
+    let (_, staging_admin) = staging.seed_admin();
+    ws.set_secret("demo/admin", &prod_admin);
+    ws.set_secret("demo/staging-admin", &staging_admin);
+    // The same id names a token at both services.
+    let doomed = staging
+        .state
+        .seed_token("old", &canary("demo-old-"))
+        .unwrap();
+    let bystander = production
+        .state
+        .seed_token("old", &canary("demo-old-"))
+        .unwrap();
+    assert_eq!(doomed, bystander);
+    ws.runbook(
+        "later",
+        &format!(
+            "defer(plugin(\"example\"), \"revoke_token\", #{{ id: {doomed} }}, 0, \"revoke the old token\");\n"
+        ),
+    );
+    ws.run(&["run", "later", "--env", "staging"]).assert_ok();
+    ws.run(&["cleanup"]).assert_ok();
+    assert!(
+        !staging.state.token(doomed).unwrap().active,
+        "the action ran against staging"
+    );
+    assert!(
+        production.state.token(bystander).unwrap().active,
+        "production was not touched"
+    );
+}

@@ -1,6 +1,7 @@
 //! The commands over durable state: unfinished runs, locks, deferred
 //! actions and the audit history.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::Arc;
 use std::time::Duration;
@@ -651,7 +652,13 @@ pub async fn cleanup(config: &Config, as_json: bool) -> Result<()> {
     let Some(state) = open_existing_state(config)? else {
         return nothing_yet(config, as_json);
     };
-    let (_sandbox, plugins) = load_plugins(config, None, store.clone()).await?;
+    // Each action runs with the plugins of the environment (`--env`) its
+    // run had: a staging run's deferred deletion must never reach
+    // production. Loaded once per environment, when first needed.
+    let mut loaded: BTreeMap<
+        Option<String>,
+        (keycycle_host::Sandbox, BTreeMap<String, LoadedPlugin>),
+    > = BTreeMap::new();
     let claimer = format!("{}@{}:{}", user(), host(), std::process::id());
     reclaim_from_dead_cleanups(state.as_ref())?;
     let mut report = Vec::new();
@@ -664,7 +671,16 @@ pub async fn cleanup(config: &Config, as_json: bool) -> Result<()> {
         .context(Code::Config)?
     {
         crate::debug::abort_after(|| "cleanup:claimed".to_owned());
-        let outcome = run_action(&plugins, &key, &action).await;
+        let env = state
+            .run(&action.run_id)
+            .context(Code::Config)?
+            .and_then(|run| run.env);
+        if !loaded.contains_key(&env) {
+            let plugins = load_plugins(config, env.as_deref(), store.clone()).await?;
+            loaded.insert(env.clone(), plugins);
+        }
+        let plugins = &loaded[&env].1;
+        let outcome = run_action(plugins, &key, &action).await;
         crate::debug::abort_after(|| "cleanup:ran".to_owned());
         match outcome {
             Ok(summary) => {
