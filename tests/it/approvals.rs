@@ -35,7 +35,7 @@ fn gated(sim: &DemoSim, extra_config: &str) -> Workspace {
 }
 
 fn as_user(ws: &Workspace, user: &str, args: &[&str]) -> Run {
-    ws.run_env(args, &[("USER", user), ("LOGNAME", user)])
+    ws.run_env(args, &[("KEYCYCLE_DEBUG_USER", user)])
 }
 
 fn tokens(sim: &DemoSim) -> usize {
@@ -353,4 +353,38 @@ fn a_run_may_wait_at_the_gate_for_the_change_board() {
     flip.join().unwrap();
     done.assert_ok();
     assert_eq!(done.json()["result"]["by"], "change-board.change_state");
+}
+
+/// Who keycycle acts for comes from the operating system: setting `$USER`
+/// or `$LOGNAME` to someone else neither changes the name in the audit
+/// trail nor lets the requester approve their own change.
+#[test]
+fn the_user_is_the_operating_systems_not_dollar_user() {
+    let sim = DemoSim::start();
+    let ws = gated(&sim, "");
+    let me = String::from_utf8(
+        std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_owned();
+    let spoof = |name: &'static str| [("USER", name), ("LOGNAME", name)];
+    let stopped = ws.run_env(&["run", "gated", "-o", "json"], &spoof("mallory"));
+    stopped.assert_code(10);
+    let run_id = stopped.json()["run_id"].as_str().unwrap().to_owned();
+    let listed = ws.run(&["approvals", "-o", "json"]).json();
+    assert_eq!(listed[0]["requested_by"], me.as_str(), "not mallory");
+    // The same account claiming to be someone else is still the requester.
+    ws.run_env(
+        &["approve", &format!("{run_id}:stage-prod")],
+        &spoof("alice"),
+    )
+    .assert_code(4)
+    .stderr_has("another person must decide it");
+    let show = ws.run(&["show", &run_id, "-o", "json"]).json();
+    assert_eq!(show["user"], me.as_str(), "{show}");
 }

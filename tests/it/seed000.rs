@@ -206,7 +206,7 @@ fn the_pat_is_rotated_into_every_environment_behind_one_change_request() {
             "--dry-run",
         ],
     );
-    s.ws.run_env(&argv(&dry), &[("USER", "ops")])
+    s.ws.run_env(&argv(&dry), &[("KEYCYCLE_DEBUG_USER", "ops")])
         .assert_ok()
         .stderr_has("dry run: would ask for approval `stage-prod`");
     assert_eq!((0..3).map(|i| s.current(i)).collect::<Vec<_>>(), before);
@@ -214,7 +214,7 @@ fn the_pat_is_rotated_into_every_environment_behind_one_change_request() {
 
     // dev is rotated; the run stops at the change request.
     let run = with(base(), &["--input", &pats[0].1, "-o", "json"]);
-    let stopped = s.ws.run_env(&argv(&run), &[("USER", "ops")]);
+    let stopped = s.ws.run_env(&argv(&run), &[("KEYCYCLE_DEBUG_USER", "ops")]);
     stopped
         .assert_code(10)
         .stderr_has("dev: GitHub accepts the new token as aihelp, scope repo");
@@ -237,11 +237,11 @@ fn the_pat_is_rotated_into_every_environment_behind_one_change_request() {
     assert_eq!(s.current(2), before[2], "prod waits for the change request");
 
     let request = format!("{run_id}:stage-prod");
-    s.ws.run_env(&["approve", &request], &[("USER", "ops")])
+    s.ws.run_env(&["approve", &request], &[("KEYCYCLE_DEBUG_USER", "ops")])
         .assert_code(4);
     s.ws.run_env(
         &["approve", &request, "--comment", "CHG0042"],
-        &[("USER", "alice")],
+        &[("KEYCYCLE_DEBUG_USER", "alice")],
     )
     .assert_ok();
 
@@ -251,7 +251,7 @@ fn the_pat_is_rotated_into_every_environment_behind_one_change_request() {
         &[
             "resume", &run_id, "--input", &pats[1].1, "--input", &pats[2].1,
         ],
-        &[("USER", "ops")],
+        &[("KEYCYCLE_DEBUG_USER", "ops")],
     );
     resumed
         .assert_code(6)
@@ -276,7 +276,7 @@ fn the_pat_is_rotated_into_every_environment_behind_one_change_request() {
             "-o",
             "json",
         ],
-        &[("USER", "ops")],
+        &[("KEYCYCLE_DEBUG_USER", "ops")],
     );
     done.assert_ok()
         .stderr_has("prod: GitHub STILL ACCEPTS the old token");
@@ -396,7 +396,7 @@ mod crash {
                 10 => {
                     for request in s.ws.approvals_waiting() {
                         let id = request["id"].as_str().unwrap().to_owned();
-                        s.ws.run_env(&["approve", &id], &[("USER", "alice")])
+                        s.ws.run_env(&["approve", &id], &[("KEYCYCLE_DEBUG_USER", "alice")])
                             .assert_ok();
                     }
                 }
@@ -492,7 +492,7 @@ mod crash {
     fn drive_one_approval(s: &Seed000) {
         for request in s.ws.approvals_waiting() {
             let id = request["id"].as_str().unwrap().to_owned();
-            s.ws.run_env(&["approve", &id], &[("USER", "alice")])
+            s.ws.run_env(&["approve", &id], &[("KEYCYCLE_DEBUG_USER", "alice")])
                 .assert_ok();
         }
     }

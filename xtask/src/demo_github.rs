@@ -149,7 +149,7 @@ config = {{ base_url = {url}, iam_url = {iam} }}
         env.keycycle()
             .args(base)
             .args(&pasted[..2])
-            .env("USER", "operator"),
+            .env("KEYCYCLE_DEBUG_USER", "operator"),
         10,
     )?;
     cmd::run(env.keycycle().args(["approvals"]))?;
@@ -162,14 +162,14 @@ config = {{ base_url = {url}, iam_url = {iam} }}
                 "--comment",
                 "CHG0042 approved in CAB",
             ])
-            .env("USER", "cab-approver"),
+            .env("KEYCYCLE_DEBUG_USER", "cab-approver"),
     )?;
     cmd::say("Resuming: stage and prod rotated; then the run asks for the old tokens' deletion");
     stops_with(
         env.keycycle()
             .args(["resume", &run_id])
             .args(&pasted[2..])
-            .env("USER", "operator"),
+            .env("KEYCYCLE_DEBUG_USER", "operator"),
         6,
     )?;
     cmd::say("The functional ID deletes the old tokens in GitHub (here, through the simulator)");
@@ -186,7 +186,7 @@ config = {{ base_url = {url}, iam_url = {iam} }}
                 "old_pat_deleted_stage=yes",
             ])
             .args(["--input", "old_pat_deleted_prod=yes"])
-            .env("USER", "operator"),
+            .env("KEYCYCLE_DEBUG_USER", "operator"),
     )?;
     if done["result"]["old_tokens_still_valid"] != json!([]) {
         bail!(

@@ -16,6 +16,10 @@
 //! - `KEYCYCLE_DEBUG_NOW_OFFSET_SECS=S` moves the clock `keycycle cleanup`
 //!   reads S seconds ahead (or back, when negative), so a test can reach
 //!   an action's eighth attempt without waiting out its backoff.
+//! - `KEYCYCLE_DEBUG_USER=NAME` is who keycycle takes the user to be, in
+//!   place of the operating system's user, so a test (or the demo) can play
+//!   the requester and the approver of a change from one account. Release
+//!   builds always ask the operating system.
 //! - `KEYCYCLE_DEBUG_PANIC=1` panics at start, and
 //!   `KEYCYCLE_DEBUG_PANIC=secret:NAME` panics with the stored secret NAME
 //!   in the message, as a bug that formats a secret would: tests prove a
@@ -51,6 +55,21 @@ pub fn abort_after(point: impl FnOnce() -> String) {
 #[cfg(not(debug_assertions))]
 #[inline(always)]
 pub fn abort_after(_point: impl FnOnce() -> String) {}
+
+/// The user [`USER_ENV`] names, in debug builds.
+#[cfg(debug_assertions)]
+pub const USER_ENV: &str = "KEYCYCLE_DEBUG_USER";
+
+#[cfg(debug_assertions)]
+pub fn user_override() -> Option<String> {
+    std::env::var(USER_ENV).ok().filter(|u| !u.is_empty())
+}
+
+#[cfg(not(debug_assertions))]
+#[inline(always)]
+pub fn user_override() -> Option<String> {
+    None
+}
 
 /// Milliseconds to add to the time `keycycle cleanup` goes by.
 #[cfg(debug_assertions)]
