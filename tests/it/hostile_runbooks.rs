@@ -125,3 +125,20 @@ fn a_runbook_that_prints_a_secret_prints_a_mask_and_cannot_build_text_from_it() 
         .stderr_has("prints-secret.rhai:4")
         .stderr_has("secret values cannot be turned into text");
 }
+
+/// Rhai's size limits count map entries, not their keys: 1,000 keys of
+/// 512 KiB each pass them all and would hold 500 MiB, and a loop of them
+/// gigabytes. The heap bound stops it, with the limit and the line.
+#[test]
+fn a_runbook_that_hoards_memory_in_map_keys_is_stopped() {
+    let sim = DemoSim::start();
+    let ws = workspace(&sim);
+    ws.runbook(
+        "hoard",
+        "let k = \"x\";\nfor i in 0..19 { k += k; }\nlet m = #{};\nlet i = 0;\nloop {\n    m[`${i}${k}`] = i;\n    i += 1;\n    if i > 5000 { break; }\n}\nm.len()\n",
+    );
+    let run = ws.run(&["run", "hoard"]);
+    run.assert_code(5)
+        .stderr_has("hoard.rhai:")
+        .stderr_has("used more than 512 MiB of memory");
+}

@@ -501,6 +501,16 @@ fn man_pages(dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// The system allocator, counted: [`heap_in_use`] bounds what a runbook
+/// builds (see `keycycle_runbook::Limits::max_memory_bytes`).
+#[global_allocator]
+static ALLOCATOR: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
+
+/// Bytes of heap the process has allocated and not freed.
+pub fn heap_in_use() -> usize {
+    ALLOCATOR.allocated()
+}
+
 fn main() -> ExitCode {
     use clap::FromArgMatches;
     let cli = match Cli::from_arg_matches(&command().get_matches()) {

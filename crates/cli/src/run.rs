@@ -385,7 +385,16 @@ pub async fn run(config: Config, req: RunRequest) -> Result<()> {
         let root = root.clone();
         let path = path.clone();
         tokio::task::spawn_blocking(move || {
-            Runbook::compile(&path, &root, &params, effects, Limits::default())
+            Runbook::compile(
+                &path,
+                &root,
+                &params,
+                effects,
+                Limits {
+                    memory_in_use: Some(crate::heap_in_use),
+                    ..Limits::default()
+                },
+            )
         })
         .await
         .context("the runbook thread stopped unexpectedly")?

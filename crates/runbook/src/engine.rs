@@ -38,7 +38,7 @@ const CLOCK_EVERY_OPS: u64 = 64;
 
 /// Resource limits for one runbook. Every Rhai limit is off by default;
 /// these are all set on the engine.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// Rhai operations in one run (roughly: expressions evaluated).
     pub max_operations: u64,
@@ -54,6 +54,15 @@ pub struct Limits {
     pub max_map_size: usize,
     /// Time from the start of `run` to its end, prompts included.
     pub wall_time: Duration,
+    /// Memory the process may grow by while the runbook runs, as
+    /// `memory_in_use` measures it. Rhai's size limits count strings, array
+    /// items and map entries, but not map keys or the values captured in
+    /// closures, so a loop adding 1 MiB keys would pass them all: this
+    /// bounds what the runbook can build, however it builds it.
+    pub max_memory_bytes: usize,
+    /// The process's heap in use, in bytes (the host's allocator counts
+    /// it); `None`: memory is not bounded.
+    pub memory_in_use: Option<fn() -> usize>,
 }
 
 impl Default for Limits {
@@ -66,19 +75,44 @@ impl Default for Limits {
             max_array_size: 10_000,
             max_map_size: 10_000,
             wall_time: Duration::from_secs(30 * 60),
+            max_memory_bytes: 512 << 20,
+            memory_in_use: None,
         }
     }
 }
 
-/// The deadline of the run in progress, read by the progress callback.
+/// The deadline of the run in progress, and the heap in use when it
+/// started, read by the progress callback.
 #[derive(Default)]
 struct Clock {
     deadline: Mutex<Option<Instant>>,
+    memory_at_start: Mutex<Option<usize>>,
 }
 
 impl Clock {
     fn set(&self, deadline: Option<Instant>) {
         *self.deadline.lock().unwrap_or_else(PoisonError::into_inner) = deadline;
+    }
+
+    fn set_memory_base(&self, base: Option<usize>) {
+        *self
+            .memory_at_start
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = base;
+    }
+
+    /// Whether the heap grew by more than `max` since the run started.
+    fn over_memory(&self, limits: &Limits) -> bool {
+        let (Some(in_use), Some(base)) = (
+            limits.memory_in_use,
+            *self
+                .memory_at_start
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        ) else {
+            return false;
+        };
+        in_use().saturating_sub(base) > limits.max_memory_bytes
     }
 
     fn passed(&self) -> bool {
@@ -350,6 +384,8 @@ impl Runbook {
         self.modules.reset();
         self.clock
             .set(Instant::now().checked_add(self.limits.wall_time));
+        self.clock
+            .set_memory_base(self.limits.memory_in_use.map(|in_use| in_use()));
         let mut scope = params_scope(&self.params);
         // A panic in the engine or in an effect must not take the host down
         // halfway through a rotation: the caller still has a journal to
@@ -360,6 +396,7 @@ impl Runbook {
                 .eval_ast_with_scope::<Dynamic>(&mut scope, &self.ast)
         }));
         self.clock.set(None);
+        self.clock.set_memory_base(None);
         let result = result.map_err(|payload| {
             let what = payload
                 .downcast_ref::<&str>()
@@ -448,8 +485,17 @@ fn new_engine(limits: &Limits, effects: &Arc<dyn Effects>, clock: &Arc<Clock>) -
         .set_max_modules(MAX_MODULE_LOADS);
 
     let clock = clock.clone();
+    let progress_limits = limits.clone();
     engine.on_progress(move |ops| {
-        (ops % CLOCK_EVERY_OPS == 0 && clock.passed()).then(|| Dynamic::from(Terminate::WallTime))
+        if ops % CLOCK_EVERY_OPS != 0 {
+            return None;
+        }
+        if clock.passed() {
+            return Some(Dynamic::from(Terminate::WallTime));
+        }
+        clock
+            .over_memory(&progress_limits)
+            .then(|| Dynamic::from(Terminate::Memory))
     });
     let fx = effects.clone();
     engine.on_print(move |text| fx.log(LogLevel::Info, &redact(text)));

@@ -292,6 +292,16 @@ impl ErrorContext {
                 file,
                 pos,
             ),
+            Some(Terminate::Memory) => RunbookError::new(
+                ErrorKind::Limit,
+                format!(
+                    "runbook used more than {} MiB of memory (the strings, arrays and maps it \
+                     built, keys included) and was stopped",
+                    self.limits.max_memory_bytes >> 20
+                ),
+                file,
+                pos,
+            ),
             None => RunbookError::new(ErrorKind::Runtime, "runbook was terminated", file, pos),
         }
     }

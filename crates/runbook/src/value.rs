@@ -31,6 +31,8 @@ pub(crate) enum Terminate {
     },
     /// The wall-time deadline passed.
     WallTime,
+    /// The heap grew past `max_memory_bytes` while the runbook ran.
+    Memory,
     /// An approval gate stopped the run: waiting for a decision, or
     /// rejected. Not catchable, or a `try` around the gate would walk past it.
     Gate {
