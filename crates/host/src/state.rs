@@ -26,15 +26,22 @@ pub(crate) struct PluginEnv {
 }
 
 /// Wraps [`StoreLimits`] to remember that it refused a memory grow, so the
-/// resulting trap can be reported as what it is.
+/// resulting trap can be reported as what it is, and to bound the linear
+/// memories of a call together: [`StoreLimits`] checks each memory on its
+/// own, so a component with eight memories would get eight times the cap.
 pub(crate) struct Limiter {
     inner: StoreLimits,
     pub memory_refused: bool,
+    /// Bytes every linear memory of the call holds together.
+    memory_total: usize,
+    memory_cap: usize,
 }
 
 impl Limiter {
-    fn new(memory_bytes: usize) -> Limiter {
+    pub(crate) fn new(memory_bytes: usize) -> Limiter {
         Limiter {
+            memory_total: 0,
+            memory_cap: memory_bytes,
             inner: StoreLimitsBuilder::new()
                 .memory_size(memory_bytes)
                 .table_elements(100_000)
@@ -55,9 +62,20 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let r = self.inner.memory_growing(current, desired, maximum);
-        if !matches!(r, Ok(true)) {
+        let growth = desired.saturating_sub(current);
+        let total = self.memory_total.saturating_add(growth);
+        if total > self.memory_cap {
             self.memory_refused = true;
+            return Err(wasmtime::format_err!(
+                "the plugin's linear memories would hold {total} bytes together, over the \
+                 limit of {} bytes",
+                self.memory_cap
+            ));
+        }
+        let r = self.inner.memory_growing(current, desired, maximum);
+        match r {
+            Ok(true) => self.memory_total = total,
+            _ => self.memory_refused = true,
         }
         r
     }
@@ -295,4 +313,23 @@ impl CallState {
 /// linear memory, which is discarded with the store at the end of the call.
 fn expose_owned(value: &SecretValue) -> String {
     value.expose().to_owned()
+}
+
+#[cfg(test)]
+mod limiter_tests {
+    use super::Limiter;
+    use wasmtime::ResourceLimiter;
+
+    #[test]
+    fn every_memory_of_a_call_counts_against_one_cap() {
+        let mut limiter = Limiter::new(64 << 20);
+        // A first memory grows to 40 MiB: within the cap.
+        assert!(limiter.memory_growing(0, 40 << 20, None).unwrap());
+        // A second memory asks for 40 MiB more: alone it would fit the
+        // per-memory check, together they are 80 MiB.
+        assert!(limiter.memory_growing(0, 40 << 20, None).is_err());
+        assert!(limiter.memory_refused);
+        // What is left still fits.
+        assert!(limiter.memory_growing(0, 24 << 20, None).unwrap());
+    }
 }
