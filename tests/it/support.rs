@@ -53,6 +53,12 @@ pub fn shared_cache() -> PathBuf {
     repo_root().join("target/test-plugin-cache")
 }
 
+/// The key that authenticates [`shared_cache`]'s entries, shared like the
+/// cache (each workspace's own key would make every entry fail to verify).
+pub fn shared_cache_key() -> PathBuf {
+    repo_root().join("target/test-plugin-cache.key")
+}
+
 /// How long one keycycle process may take in a test before it is killed
 /// and the test fails: a hang must fail the suite, not stall it.
 /// `KEYCYCLE_TEST_TIMEOUT_SECS` changes it.
@@ -348,8 +354,9 @@ impl Workspace {
     /// Writes keycycle.toml: the state and cache locations, then `rest`.
     pub fn config(&self, rest: &str) {
         let text = format!(
-            "state_dir = \"state\"\ncache_dir = \"{}\"\n\n{rest}",
-            shared_cache().display()
+            "state_dir = \"state\"\ncache_dir = \"{}\"\ncache_key_file = \"{}\"\n\n{rest}",
+            shared_cache().display(),
+            shared_cache_key().display()
         );
         std::fs::write(self.path().join("keycycle.toml"), text).unwrap();
     }

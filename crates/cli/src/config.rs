@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use keycycle_host::{Grants, Limits};
+use keycycle_host::{Grants, Limits, Trust, parse_public_key};
 use serde::Deserialize;
 
 /// The config file as written.
@@ -19,8 +19,13 @@ pub struct ConfigFile {
     pub runbooks_dir: Option<PathBuf>,
     /// Precompiled plugins are cached here.
     pub cache_dir: Option<PathBuf>,
+    /// The key that authenticates cache entries; `STATE_DIR/cache.key` by
+    /// default.
+    pub cache_key_file: Option<PathBuf>,
     #[serde(default)]
     pub secrets: SecretsSection,
+    #[serde(default)]
+    pub trust: TrustSection,
     #[serde(default)]
     pub plugins: BTreeMap<String, PluginSection>,
     #[serde(default)]
@@ -49,6 +54,20 @@ pub struct EnvironmentApprovers {
     pub approvers: Vec<String>,
 }
 
+/// Who may have signed the plugins, and whether a signature is required.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustSection {
+    /// Team name → minisign public key: the base64 key line, or the path of
+    /// the team's `.pub` file.
+    #[serde(default)]
+    pub keys: BTreeMap<String, String>,
+    /// Refuse every plugin that is not signed by a trusted key (by its
+    /// `signed_by` team's key when it names one).
+    #[serde(default)]
+    pub require_signed: bool,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretsSection {
@@ -63,6 +82,11 @@ pub struct SecretsSection {
 pub struct PluginSection {
     /// The component file (`.wasm`).
     pub path: PathBuf,
+    /// Pins the component file: its hex sha256 (`keycycle plugins hash`).
+    pub sha256: Option<String>,
+    /// The `[trust] keys` team whose signature (`FILE.minisig`) the file
+    /// must carry.
+    pub signed_by: Option<String>,
     #[serde(default)]
     pub hosts: Vec<String>,
     /// Secret name the plugin asks for → name in the store.
@@ -117,11 +141,15 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub runbooks_dir: PathBuf,
     pub cache_dir: PathBuf,
+    pub cache_key_file: PathBuf,
     pub key_file: PathBuf,
     pub store_file: PathBuf,
     pub plugins: BTreeMap<String, PluginSection>,
     pub runbooks: BTreeMap<String, RunbookSection>,
     pub approvals: ApprovalsSection,
+    /// `[trust] keys`, each key's text read (from its file when it named one).
+    pub trust_keys: BTreeMap<String, String>,
+    pub require_signed: bool,
 }
 
 /// How the config file was found, for `-v` and `keycycle doctor`.
@@ -238,9 +266,38 @@ pub fn load(explicit: Option<&Path>) -> Result<Config> {
         Some(p) => abs(p),
         None => default_cache_dir().unwrap_or_else(|| state_dir.join("cache")),
     };
+    let in_file = |e: anyhow::Error| match &file {
+        Some(f) => anyhow::anyhow!("{}: {e:#}", f.display()),
+        None => e,
+    };
+    let mut trust_keys = BTreeMap::new();
+    for (team, value) in &parsed.trust.keys {
+        let key = trust_key(team, value, &abs).map_err(in_file)?;
+        trust_keys.insert(team.clone(), key);
+    }
     let mut plugins = parsed.plugins;
     for (name, plugin) in plugins.iter_mut() {
         validate_name(name).with_context(|| format!("[plugins.{name}]"))?;
+        if let Some(pin) = &plugin.sha256
+            && (pin.len() != 64 || !pin.chars().all(|c| c.is_ascii_hexdigit()))
+        {
+            return Err(in_file(anyhow::anyhow!(
+                "[plugins.{name}] sha256 = \"{pin}\" is not a sha256 (64 hex digits); \
+                 `keycycle plugins hash FILE` prints a file's"
+            )));
+        }
+        if let Some(team) = &plugin.signed_by
+            && !trust_keys.contains_key(team)
+        {
+            return Err(in_file(anyhow::anyhow!(
+                "[plugins.{name}] signed_by = \"{team}\" names no key in [trust] keys (known: {})",
+                if trust_keys.is_empty() {
+                    "none".to_owned()
+                } else {
+                    trust_keys.keys().cloned().collect::<Vec<_>>().join(", ")
+                }
+            )));
+        }
         plugin.path = abs(&plugin.path);
         plugin.ca_cert = plugin.ca_cert.as_deref().map(abs);
         for overlay in plugin.envs.values_mut() {
@@ -273,14 +330,41 @@ pub fn load(explicit: Option<&Path>) -> Result<Config> {
             .as_deref()
             .map(abs)
             .unwrap_or_else(|| state_dir.join("secrets.json")),
+        cache_key_file: parsed
+            .cache_key_file
+            .as_deref()
+            .map(abs)
+            .unwrap_or_else(|| state_dir.join("cache.key")),
         file,
         found_by,
         state_dir,
         cache_dir,
+        trust_keys,
+        require_signed: parsed.trust.require_signed,
         plugins,
         runbooks: parsed.runbooks,
         approvals: parsed.approvals,
     })
+}
+
+/// A `[trust] keys` value: a minisign public key, or the path of a file
+/// holding one (relative to the config's folder).
+fn trust_key(team: &str, value: &str, abs: &dyn Fn(&Path) -> PathBuf) -> Result<String> {
+    validate_name(team).with_context(|| "[trust] keys".to_owned())?;
+    if parse_public_key(value).is_ok() {
+        return Ok(value.trim().to_owned());
+    }
+    let path = abs(Path::new(value.trim()));
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        anyhow::anyhow!(
+            "[trust] keys.{team} is neither a minisign public key nor a readable key file \
+             ({}: {e})",
+            path.display()
+        )
+    })?;
+    parse_public_key(&text)
+        .map_err(|e| anyhow::anyhow!("[trust] keys.{team}: {}: {e}", path.display()))?;
+    Ok(text)
 }
 
 fn validate_name(name: &str) -> Result<()> {
@@ -387,6 +471,28 @@ impl PluginSection {
 }
 
 impl Config {
+    /// What the operator trusts of a plugin's file: its pin, and the keys
+    /// that may have signed it. A plugin that names `signed_by` must be
+    /// signed by that team; under `require_signed`, one that names none
+    /// must be signed by one of the trusted keys.
+    pub fn trust(&self, plugin: &str) -> Trust {
+        let section = &self.plugins[plugin];
+        let signers = match &section.signed_by {
+            Some(team) => vec![(team.clone(), self.trust_keys[team].clone())],
+            None if self.require_signed => self
+                .trust_keys
+                .iter()
+                .map(|(t, k)| (t.clone(), k.clone()))
+                .collect(),
+            None => Vec::new(),
+        };
+        Trust {
+            sha256: section.sha256.clone(),
+            signers,
+            require_signed: self.require_signed || section.signed_by.is_some(),
+        }
+    }
+
     /// Whether any plugin defines the `--env` name; an unknown name is a
     /// typo that would silently run against the base config.
     pub fn check_env(&self, env: &str) -> Result<()> {

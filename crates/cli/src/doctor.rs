@@ -121,7 +121,10 @@ async fn examine(config: &Config, report: &mut Report) {
     config_section(config, report);
     let store = Arc::new(StoreAccess::new(config));
     let names = key_and_store(config, &store, report);
-    let cache = cache_section(&config.cache_dir, report);
+    let cache = cache_section(&config.cache_dir, report)
+        // Loading through the cache would create its key: a doctor creates
+        // nothing.
+        .filter(|_| config.cache_key_file.is_file());
     plugins_section(config, store, cache, report).await;
     granted_secrets(config, names.as_ref(), report);
 }
@@ -326,7 +329,7 @@ fn cache_section(dir: &Path, report: &mut Report) -> Option<std::path::PathBuf> 
     const S: &str = "cache";
     let me = rustix::process::geteuid().as_raw();
     let shown = dir.display();
-    let (facts, usable) = match std::fs::metadata(dir) {
+    let (facts, usable) = match std::fs::symlink_metadata(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             report.add(
                 S,
@@ -355,7 +358,17 @@ fn cache_section(dir: &Path, report: &mut Report) -> Option<std::path::PathBuf> 
                 "owner_uid": meta.uid(),
                 "owned_by_you": meta.uid() == me,
             });
-            if !meta.is_dir() {
+            if meta.file_type().is_symlink() {
+                report.add(
+                    S,
+                    Level::Error,
+                    format!(
+                        "plugin cache {shown} is a symbolic link, which plugin loads refuse; \
+                         point cache_dir at the real folder"
+                    ),
+                );
+                (facts, false)
+            } else if !meta.is_dir() {
                 report.add(
                     S,
                     Level::Error,
@@ -376,10 +389,12 @@ fn cache_section(dir: &Path, report: &mut Report) -> Option<std::path::PathBuf> 
             } else if mode & 0o022 != 0 {
                 report.add(
                     S,
-                    Level::Warn,
+                    Level::Error,
                     format!(
-                        "plugin cache {shown} has mode {mode:04o}: others could plant machine \
-                         code in it; the next plugin load resets it to 0700 (or run `chmod 700 {shown}`)"
+                        "plugin cache {shown} has mode {mode:04o}: others could have planted \
+                         machine code in it, and every plugin load refuses it; remove it \
+                         (`rm -r {shown}`, it is only a cache) or, if you trust its contents, \
+                         `chmod 700 {shown}`"
                     ),
                 );
                 (facts, false)

@@ -271,6 +271,30 @@ enum PluginsCommand {
         #[arg(long, value_name = "NAME")]
         env: Option<String>,
     },
+    /// Print a component file's sha256, the value `[plugins.NAME] sha256` pins
+    #[command(after_help = "Example:\n  keycycle plugins hash plugins/gitlab.wasm")]
+    Hash { file: PathBuf },
+    /// Make a minisign key pair for signing plugins: OUT.key (secret, 0600) and OUT.pub
+    #[command(
+        after_help = "Example:\n  keycycle plugins keygen team-a\n\nThe secret key is encrypted with the password in KEYCYCLE_SIGNING_KEY_PASSWORD when it is set.\nPut the public key in keycycle.toml: [trust] keys = { team-a = \"RW...\" }"
+    )]
+    Keygen { out: PathBuf },
+    /// Sign a component file: writes FILE.minisig beside it
+    #[command(after_help = "Example:\n  keycycle plugins sign gitlab.wasm --key team-a.key")]
+    Sign {
+        file: PathBuf,
+        /// The minisign secret key file (`keycycle plugins keygen` or `minisign -G`)
+        #[arg(long, value_name = "SECRET_KEY_FILE")]
+        key: PathBuf,
+    },
+    /// Check that FILE.minisig is a signature of FILE by a public key
+    #[command(after_help = "Example:\n  keycycle plugins verify gitlab.wasm --key team-a.pub")]
+    Verify {
+        file: PathBuf,
+        /// The minisign public key: its base64 line, or its .pub file
+        #[arg(long, value_name = "PUBLIC_KEY")]
+        key: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -439,6 +463,14 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Plugins(PluginsCommand::List) => plugins_cmd::list(&load_config()?, json).await,
         Command::Plugins(PluginsCommand::Inspect { name, env }) => {
             plugins_cmd::inspect(&load_config()?, &name, env.as_deref(), json).await
+        }
+        Command::Plugins(PluginsCommand::Hash { file }) => plugins_cmd::hash(&file, json),
+        Command::Plugins(PluginsCommand::Keygen { out }) => plugins_cmd::keygen(&out, json),
+        Command::Plugins(PluginsCommand::Sign { file, key }) => {
+            plugins_cmd::sign(&file, &key, json)
+        }
+        Command::Plugins(PluginsCommand::Verify { file, key }) => {
+            plugins_cmd::verify(&file, &key, json)
         }
         Command::Secrets(cmd) => {
             let config = load_config()?;

@@ -1,10 +1,13 @@
 //! `keycycle plugins`: what is configured, whether it loads, what each
 //! plugin offers, declares and is granted.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow};
-use keycycle_host::{Plugin, one_line};
+use keycycle_host::{
+    Plugin, one_line, parse_public_key, sha256_hex, signature_path, verify_signature,
+};
 use serde_json::{Value, json};
 
 use crate::config::Config;
@@ -206,6 +209,238 @@ pub async fn inspect(config: &Config, name: &str, env: Option<&str>, as_json: bo
     }
     for gap in plugin.unmatched() {
         outln!("  not effective: {}", e(gap));
+    }
+    Ok(())
+}
+
+fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
+    std::fs::read(path)
+        .with_context(|| format!("cannot read {what} {}", path.display()))
+        .context(Code::Config)
+}
+
+/// `keycycle plugins hash FILE`: the digest `[plugins.NAME] sha256` pins.
+pub fn hash(file: &Path, as_json: bool) -> Result<()> {
+    let digest = sha256_hex(&read_file(file, "component file")?);
+    if as_json {
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({ "path": file.display().to_string(), "sha256": digest })
+            )?
+        );
+    } else {
+        // The layout of sha256sum, so either can check the other.
+        outln!("{digest}  {}", file.display());
+    }
+    Ok(())
+}
+
+/// Set, the secret key of `keygen` is encrypted with it, and `sign`
+/// decrypts with it instead of asking.
+const PASSWORD_ENV: &str = "KEYCYCLE_SIGNING_KEY_PASSWORD";
+
+fn sibling(path: &Path, ext: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(ext);
+    PathBuf::from(name)
+}
+
+/// Writes `bytes` to a new file (never over an existing one) with `mode`.
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))
+        .context(Code::Config)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// `keycycle plugins keygen OUT`: OUT.key (0600) and OUT.pub.
+pub fn keygen(out: &Path, as_json: bool) -> Result<()> {
+    let (secret_path, public_path) = (sibling(out, ".key"), sibling(out, ".pub"));
+    for p in [&secret_path, &public_path] {
+        if p.exists() {
+            return Err(anyhow!(
+                "{} exists; keycycle does not overwrite a key (remove it, or pick another name)",
+                p.display()
+            ))
+            .context(Code::Config);
+        }
+    }
+    let password = std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty());
+    let encrypted = password.is_some();
+    let pair = match password {
+        Some(pw) => minisign::KeyPair::generate_encrypted_keypair(Some(pw)),
+        None => minisign::KeyPair::generate_unencrypted_keypair(),
+    }
+    .map_err(|e| anyhow!("cannot make a key pair: {e}"))?;
+    let public_box = pair
+        .pk
+        .to_box()
+        .map_err(|e| anyhow!("cannot encode the public key: {e}"))?;
+    let secret_box = pair
+        .sk
+        .to_box(None)
+        .map_err(|e| anyhow!("cannot encode the secret key: {e}"))?;
+    write_new(&secret_path, &secret_box.to_bytes(), 0o600)?;
+    write_new(&public_path, &public_box.to_bytes(), 0o644)?;
+    let public = pair.pk.to_base64();
+    if as_json {
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "secret_key": secret_path.display().to_string(),
+                "public_key_file": public_path.display().to_string(),
+                "public_key": public,
+                "encrypted": encrypted,
+            }))?
+        );
+    } else {
+        outln!("{public}");
+        errln!(
+            "wrote the secret key {} (mode 0600{}) and the public key {}; keep the secret key \
+             with the team that signs, and give operators the public key for [trust] keys",
+            secret_path.display(),
+            if encrypted {
+                format!(", encrypted with ${PASSWORD_ENV}")
+            } else {
+                ", not encrypted".to_owned()
+            },
+            public_path.display()
+        );
+    }
+    Ok(())
+}
+
+fn secret_key(path: &Path) -> Result<minisign::SecretKey> {
+    let text = String::from_utf8(read_file(path, "secret key")?)
+        .map_err(|_| anyhow!("{} is not a minisign secret key", path.display()))
+        .context(Code::Config)?;
+    let sk_box = minisign::SecretKeyBox::from_string(&text)
+        .map_err(|e| anyhow!("{} is not a minisign secret key: {e}", path.display()))
+        .context(Code::Config)?;
+    if let Ok(sk) = minisign::SecretKey::from_unencrypted_box(sk_box.clone()) {
+        return Ok(sk);
+    }
+    // An encrypted key (what `minisign -G` makes): the password from the
+    // environment, or asked for on the terminal.
+    let password = match std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()) {
+        Some(pw) => pw,
+        None => rpassword::prompt_password(format!("password of {}: ", path.display()))
+            .with_context(|| {
+                format!(
+                    "{} is encrypted: give its password on a terminal or in ${PASSWORD_ENV}",
+                    path.display()
+                )
+            })
+            .context(Code::InputRequired)?,
+    };
+    minisign::SecretKey::from_box(sk_box, Some(password))
+        .map_err(|e| anyhow!("cannot open the secret key {}: {e}", path.display()))
+        .context(Code::Config)
+}
+
+/// `keycycle plugins sign FILE --key SECRET_KEY_FILE`: FILE.minisig, a
+/// signature of the file's exact bytes.
+pub fn sign(file: &Path, key: &Path, as_json: bool) -> Result<()> {
+    let bytes = read_file(file, "component file")?;
+    let sk = secret_key(key)?;
+    let digest = sha256_hex(&bytes);
+    let file_name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // The trusted comment is signed too: it says which file, by digest.
+    let trusted = format!("file:{} sha256:{digest}", one_line(&file_name));
+    let signature = minisign::sign(
+        None,
+        &sk,
+        std::io::Cursor::new(&bytes),
+        Some(&trusted),
+        None,
+    )
+    .map_err(|e| anyhow!("cannot sign {}: {e}", file.display()))?;
+    let sig_path = signature_path(file);
+    // Written beside the file and moved into place, so a reader never sees
+    // half a signature.
+    let tmp = sibling(&sig_path, &format!(".tmp-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    write_new(&tmp, signature.to_string().as_bytes(), 0o644)?;
+    std::fs::rename(&tmp, &sig_path)
+        .with_context(|| format!("cannot write {}", sig_path.display()))?;
+    if as_json {
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "path": file.display().to_string(),
+                "signature": sig_path.display().to_string(),
+                "sha256": digest,
+            }))?
+        );
+    } else {
+        outln!("{}", sig_path.display());
+    }
+    Ok(())
+}
+
+/// `keycycle plugins verify FILE --key PUBLIC_KEY`: whether FILE.minisig
+/// is that key's signature of the file.
+pub fn verify(file: &Path, key: &str, as_json: bool) -> Result<()> {
+    let key_text = if parse_public_key(key).is_ok() {
+        key.to_owned()
+    } else {
+        let text = String::from_utf8(read_file(Path::new(key), "public key")?)
+            .map_err(|_| anyhow!("{key} is not a minisign public key"))
+            .context(Code::Config)?;
+        parse_public_key(&text)
+            .map_err(|e| anyhow!("{key}: {e}"))
+            .context(Code::Config)?;
+        text
+    };
+    let bytes = read_file(file, "component file")?;
+    let sig_path = signature_path(file);
+    let signature = match std::fs::read_to_string(&sig_path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(anyhow!(
+                "{} is not signed: there is no {}",
+                file.display(),
+                sig_path.display()
+            ))
+            .context(Code::Denied);
+        }
+        Err(e) => {
+            return Err(anyhow!("cannot read {}: {e}", sig_path.display())).context(Code::Config);
+        }
+    };
+    if let Err(why) = verify_signature(&bytes, &signature, &key_text) {
+        return Err(anyhow!(
+            "{}: the signature {} does not verify with this key: {why}",
+            file.display(),
+            sig_path.display()
+        ))
+        .context(Code::Denied);
+    }
+    let digest = sha256_hex(&bytes);
+    if as_json {
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "path": file.display().to_string(),
+                "signature": sig_path.display().to_string(),
+                "verified": true,
+                "sha256": digest,
+            }))?
+        );
+    } else {
+        outln!("{}: signature ok (sha256 {digest})", file.display());
     }
     Ok(())
 }

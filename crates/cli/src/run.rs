@@ -117,6 +117,7 @@ pub async fn load_plugins_cached(
 ) -> Result<(Sandbox, BTreeMap<String, LoadedPlugin>)> {
     let sandbox = Sandbox::new(&SandboxConfig {
         cache_dir,
+        cache_key_file: Some(config.cache_key_file.clone()),
         pooling: true,
     })
     .context(Code::Config)?;
@@ -124,7 +125,13 @@ pub async fn load_plugins_cached(
     for (name, section) in &config.plugins {
         let grants = section.grants(name, env).context(Code::Config)?;
         let loaded = match sandbox
-            .load(name, &section.path, &grants, store.clone())
+            .load_trusted(
+                name,
+                &section.path,
+                &grants,
+                &config.trust(name),
+                store.clone(),
+            )
             .await
         {
             Ok(plugin) => {

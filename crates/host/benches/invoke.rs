@@ -52,6 +52,7 @@ fn runtime() -> Runtime {
 fn sandbox(pooling: bool, cache_dir: Option<&Path>) -> Sandbox {
     Sandbox::new(&SandboxConfig {
         cache_dir: cache_dir.map(Path::to_owned),
+        cache_key_file: None,
         pooling,
     })
     .expect("the sandbox starts")

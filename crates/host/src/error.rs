@@ -63,6 +63,22 @@ pub enum HostError {
     Describe { plugin: String, message: String },
     #[error("plugin `{plugin}`: {message}")]
     Grant { plugin: String, message: String },
+    /// The file is not the one `[plugins.NAME] sha256` pins.
+    #[error(
+        "plugin `{plugin}`: {path} is not the pinned file: [plugins.{plugin}] sha256 expects \
+         {expected}, and the file's sha256 is {actual}. If the new file is one you trust, run \
+         `keycycle plugins hash {path}` and put its digest in sha256; otherwise restore the \
+         pinned file"
+    )]
+    Pinned {
+        plugin: String,
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    /// Unsigned, or not signed by a key the config trusts for it.
+    #[error("plugin `{plugin}` is refused: {reason}")]
+    Unsigned { plugin: String, reason: String },
     #[error("sandbox setup failed: {0}")]
     Setup(String),
     #[error("plugin cache {path}: {message}")]
@@ -73,7 +89,10 @@ impl HostError {
     /// True when the operator's grants or the sandbox rules refused the
     /// plugin, as opposed to the plugin being broken.
     pub fn is_denied(&self) -> bool {
-        matches!(self, HostError::ForbiddenImport { .. })
+        matches!(
+            self,
+            HostError::ForbiddenImport { .. } | HostError::Unsigned { .. }
+        )
     }
 }
 

@@ -15,6 +15,7 @@ mod imports;
 mod sandbox;
 mod state;
 mod text;
+mod trust;
 
 pub use error::{HostError, InvokeError};
 pub use grants::{Grants, Limits, SecretSource};
@@ -22,3 +23,6 @@ pub use http::HostProblem;
 pub use imports::ALLOWED_IMPORTS;
 pub use sandbox::{Plugin, Sandbox, SandboxConfig};
 pub use text::{MESSAGE_CHARS, bounded, echo, is_hidden, one_line};
+pub use trust::{
+    Trust, TrustProblem, parse_public_key, sha256_hex, signature_path, verify_signature,
+};

@@ -24,6 +24,7 @@ use crate::http::{HostProblem, PluginHttp, check_origin};
 use crate::imports;
 use crate::state::{CallState, HostAbort, PluginEnv};
 use crate::text;
+use crate::trust::{Trust, TrustProblem};
 
 /// How often the epoch ticks; deadlines are counted in ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -37,6 +38,10 @@ const OUTER_GRACE: Duration = Duration::from_millis(500);
 pub struct SandboxConfig {
     /// Where precompiled components are kept. `None` compiles every time.
     pub cache_dir: Option<PathBuf>,
+    /// The key that authenticates cache entries (32 random bytes, created
+    /// 0600 when missing). `None` puts it beside the cache folder, as
+    /// `CACHE_DIR.key`; keycycle keeps it in the state folder.
+    pub cache_key_file: Option<PathBuf>,
     /// Use the pooling instance allocator (fast instantiation). Falls back
     /// to on-demand allocation if the machine cannot reserve the pool.
     pub pooling: bool,
@@ -46,6 +51,7 @@ impl Default for SandboxConfig {
     fn default() -> SandboxConfig {
         SandboxConfig {
             cache_dir: None,
+            cache_key_file: None,
             pooling: true,
         }
     }
@@ -113,7 +119,14 @@ impl Sandbox {
             .map_err(|e| HostError::Setup(e.to_string()))?;
 
         let cache = match &config.cache_dir {
-            Some(dir) => Some(Cache::open(dir, &engine)?),
+            Some(dir) => {
+                let key_file = config.cache_key_file.clone().unwrap_or_else(|| {
+                    let mut name = dir.as_os_str().to_owned();
+                    name.push(".key");
+                    PathBuf::from(name)
+                });
+                Some(Cache::open(dir, &key_file, &engine)?)
+            }
             None => None,
         };
 
@@ -151,14 +164,44 @@ impl Sandbox {
         grants: &Grants,
         secrets: Arc<dyn SecretSource>,
     ) -> Result<Plugin, HostError> {
+        self.load_trusted(name, path, grants, &Trust::default(), secrets)
+            .await
+    }
+
+    /// [`Sandbox::load`], refusing a file that is not pinned or signed as
+    /// `trust` asks. The bytes checked are the bytes compiled.
+    pub async fn load_trusted(
+        &self,
+        name: &str,
+        path: &Path,
+        grants: &Grants,
+        trust: &Trust,
+        secrets: Arc<dyn SecretSource>,
+    ) -> Result<Plugin, HostError> {
         let _ = &self.ticker;
         let wasm = std::fs::read(path).map_err(|source| HostError::Read {
             plugin: name.to_owned(),
             path: path.to_owned(),
             source,
         })?;
-        check_header(name, path, &wasm)?;
         let sha256 = hex::encode(Sha256::digest(&wasm));
+        // Before anything parses the file: an untrusted file is not even
+        // looked at.
+        trust
+            .check(path, &wasm, &sha256)
+            .map_err(|problem| match problem {
+                TrustProblem::Pin { expected, actual } => HostError::Pinned {
+                    plugin: name.to_owned(),
+                    path: path.to_owned(),
+                    expected,
+                    actual,
+                },
+                TrustProblem::Signature(reason) => HostError::Unsigned {
+                    plugin: name.to_owned(),
+                    reason,
+                },
+            })?;
+        check_header(name, path, &wasm)?;
         let invalid = |e: wasmtime::Error| HostError::Invalid {
             plugin: name.to_owned(),
             path: path.to_owned(),
