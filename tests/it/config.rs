@@ -25,7 +25,11 @@ fn run_env(ws: &Workspace, args: &[&str], env: &[(&str, &Path)]) -> Run {
 fn write_config(ws: &Workspace, path: &str, rest: &str) {
     let file = ws.path().join(path);
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-    let text = format!("cache_dir = \"{}\"\n{rest}", shared_cache().display());
+    let text = format!(
+        "cache_dir = \"{}\"\ncache_key_file = \"{}\"\n{rest}",
+        shared_cache().display(),
+        shared_cache_key().display()
+    );
     std::fs::write(file, text).unwrap();
 }
 
