@@ -138,22 +138,22 @@ fn without_state_dir_the_state_goes_to_keycycle_state_dir_then_xdg_state_home_th
 fn unknown_keys_are_refused_naming_the_file_the_line_and_the_key() {
     let ws = Workspace::new();
     let cases = [
-        ("stat_dir = \"x\"\n", 3, "stat_dir"),
-        ("[secrets]\nkeyfile = \"k\"\n", 4, "keyfile"),
+        ("stat_dir = \"x\"\n", 4, "stat_dir"),
+        ("[secrets]\nkeyfile = \"k\"\n", 5, "keyfile"),
         (
             "[plugins.example]\npath = \"x.wasm\"\nhostz = []\n",
-            5,
+            6,
             "hostz",
         ),
         (
             "[plugins.example]\npath = \"x.wasm\"\n[plugins.example.envs.prod]\nhost = []\n",
-            6,
+            7,
             "host",
         ),
-        ("[runbooks.hello]\nsecret = [\"a\"]\n", 4, "secret"),
+        ("[runbooks.hello]\nsecret = [\"a\"]\n", 5, "secret"),
     ];
     for (rest, line, key) in cases {
-        // Line 1 is cache_dir, line 2 state_dir.
+        // Line 1 is cache_dir, line 2 cache_key_file, line 3 state_dir.
         write_config(
             &ws,
             "keycycle.toml",

@@ -426,3 +426,50 @@ fn a_create_whose_lookup_fails_needs_attention_until_the_lookup_answers() {
     assert!(ws.held_locks().is_empty());
     ws.assert_files_clean_including(&["state/state.db", "state/secrets.json"]);
 }
+
+/// A resume runs under the config as it is now: a grant withdrawn while the
+/// run was stopped is refused for every step still to come, whether it is
+/// a secret the runbook reads or the origin its plugin calls.
+#[test]
+fn a_grant_withdrawn_while_a_run_was_stopped_is_not_used_by_its_resume() {
+    let sim = DemoSim::start();
+    let (ws, _) = demo_workspace(&sim, "later");
+    let file = ws.path().join("keycycle.toml");
+    let config = std::fs::read_to_string(&file).unwrap();
+    let write = |text: String| std::fs::write(&file, text).unwrap();
+    ws.runbook(
+        "later",
+        "let answer = prompt(\"go\", \"go on?\");\nlet admin = secret(\"demo/admin\");\nplugin(\"example\").whoami().user\n",
+    );
+    let stopped = ws.run(&["run", "later"]);
+    stopped.assert_code(6);
+    let run_id = ws.only_unfinished_run();
+
+    // The runbook's grant of the secret is withdrawn.
+    let withdrawn = config.replace(
+        "[runbooks.later]\nsecrets = [\"demo/admin\"]",
+        "[runbooks.later]\nsecrets = []",
+    );
+    assert_ne!(withdrawn, config);
+    write(withdrawn);
+    ws.run(&["resume", &run_id, "--input", "go=yes"])
+        .assert_code(4)
+        .stderr_has("demo/admin");
+
+    // Another run, stopped the same way; then the plugin's host is
+    // withdrawn: its call is refused, and nothing reaches the service.
+    write(config.clone());
+    ws.run(&["run", "later"]).assert_code(6);
+    let run_id = ws.only_unfinished_run();
+    let no_host = config.replace(&format!("hosts = [\"{}\"]", sim.origin()), "hosts = []");
+    assert_ne!(no_host, config);
+    write(no_host);
+    let before = sim.state.requests().len();
+    let run = ws.run(&["resume", &run_id, "--input", "go=yes"]);
+    run.assert_code(4);
+    assert_eq!(
+        sim.state.requests().len(),
+        before,
+        "nothing reached the service"
+    );
+}
