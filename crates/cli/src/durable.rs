@@ -344,6 +344,13 @@ fn user_of(passwd: &str, uid: u32) -> Option<String> {
     })
 }
 
+pub fn host() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
 #[cfg(test)]
 mod user_tests {
     use super::user_of;
@@ -359,11 +366,4 @@ mod user_tests {
         assert_eq!(user_of(passwd, 1001).as_deref(), Some("1000"));
         assert_eq!(user_of(passwd, 42), None);
     }
-}
-
-pub fn host() -> String {
-    rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned()
 }
