@@ -285,3 +285,18 @@ fn doctor_creates_nothing() {
         "doctor wrote files:\n{stdout}"
     );
 }
+
+/// keycycle hardens its own process before anything else: it cannot be
+/// dumped or ptraced by other processes of the user, and the master key
+/// given in the environment is taken out of it (and still opens the store).
+#[test]
+fn the_process_is_not_dumpable_and_the_master_key_leaves_its_environment() {
+    let ws = Workspace::new();
+    ws.set_secret("team/token", &canary("doctor-"));
+    let run = ws.run(&["doctor", "-o", "json"]);
+    let report = run.json();
+    assert_eq!(report["process"]["dumpable"], false, "{report}");
+    assert_eq!(report["process"]["master_key_from_environment"], true);
+    assert_eq!(report["process"]["master_key_in_environment"], false);
+    assert_eq!(report["master_key"]["opens_store"], true, "{report}");
+}

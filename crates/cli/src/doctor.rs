@@ -119,6 +119,7 @@ pub async fn doctor(explicit_config: Option<&Path>, as_json: bool) -> Result<()>
 
 async fn examine(config: &Config, report: &mut Report) {
     config_section(config, report);
+    process_section(report);
     let store = Arc::new(StoreAccess::new(config));
     let names = key_and_store(config, &store, report);
     let cache = cache_section(&config.cache_dir, report)
@@ -206,6 +207,52 @@ fn any_secret_granted(config: &Config) -> bool {
         || config.runbooks.values().any(|r| !r.secrets.is_empty())
 }
 
+/// How the keycycle process protects itself: no core dumps or ptrace, and
+/// the master key out of its environment.
+fn process_section(report: &mut Report) {
+    const S: &str = "process";
+    let Some(h) = crate::hardening::applied() else {
+        return;
+    };
+    if h.not_dumpable {
+        report.add(
+            S,
+            Level::Ok,
+            "not dumpable: no core files, and other processes of this user cannot ptrace \
+             keycycle or read its memory",
+        );
+    } else {
+        report.add(
+            S,
+            Level::Warn,
+            "could not make the process non-dumpable (prctl PR_SET_DUMPABLE); a core file \
+             or a debugger of this user could read secrets from its memory",
+        );
+    }
+    let in_env = std::env::var_os(KEY_ENV).is_some();
+    if h.key_taken_from_env && !in_env {
+        report.add(
+            S,
+            Level::Ok,
+            format!("the master key was read from {KEY_ENV} and removed from the environment"),
+        );
+    } else if in_env {
+        report.add(
+            S,
+            Level::Error,
+            format!("{KEY_ENV} is still in the process's environment"),
+        );
+    }
+    report.facts.insert(
+        S.into(),
+        json!({
+            "dumpable": !h.not_dumpable,
+            "master_key_in_environment": in_env,
+            "master_key_from_environment": h.key_taken_from_env,
+        }),
+    );
+}
+
 /// The master key, and the store it must open. Returns the stored names
 /// when the store could be read.
 fn key_and_store(
@@ -213,7 +260,7 @@ fn key_and_store(
     store: &StoreAccess,
     report: &mut Report,
 ) -> Option<BTreeSet<String>> {
-    let from_env = std::env::var_os(KEY_ENV).is_some_and(|v| !v.is_empty());
+    let from_env = crate::hardening::env_master_key().is_some();
     let source = if from_env {
         KEY_ENV.to_owned()
     } else {

@@ -15,6 +15,7 @@ mod doctor;
 mod durable;
 mod effects;
 mod exit;
+mod hardening;
 mod inputs;
 mod journal;
 mod logging;
@@ -544,6 +545,8 @@ pub fn heap_in_use() -> usize {
 }
 
 fn main() -> ExitCode {
+    // Before anything else, and before any thread exists.
+    hardening::apply();
     use clap::FromArgMatches;
     let cli = match Cli::from_arg_matches(&command().get_matches()) {
         Ok(cli) => cli,

@@ -35,11 +35,12 @@ impl StoreAccess {
 
     /// The master key: `KEYCYCLE_MASTER_KEY`, else the key file.
     pub fn master_key(&self) -> Result<MasterKey> {
-        if let Some(value) = std::env::var_os(KEY_ENV).filter(|v| !v.is_empty()) {
-            let value = value
-                .into_string()
-                .map_err(|_| anyhow!("{KEY_ENV} is not valid text"))
-                .context(Code::Config)?;
+        let from_env = crate::hardening::env_master_key().map(str::to_owned).or_else(|| {
+            // Unit tests do not go through `main`.
+            std::env::var(KEY_ENV).ok().filter(|v| !v.is_empty())
+        });
+        if let Some(value) = from_env {
+            let value = zeroize::Zeroizing::new(value);
             return MasterKey::from_base64(&value)
                 .with_context(|| format!("{KEY_ENV} is not a usable master key"))
                 .context(Code::Config);
