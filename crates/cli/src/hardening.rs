@@ -32,10 +32,9 @@ static ENV_KEY: OnceLock<Option<Zeroizing<String>>> = OnceLock::new();
 /// an environment variable is sound only while no thread reads the
 /// environment.
 pub fn apply() {
-    let not_dumpable = rustix::process::set_dumpable_behavior(
-        rustix::process::DumpableBehavior::NotDumpable,
-    )
-    .is_ok();
+    let not_dumpable =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+            .is_ok();
     let key = std::env::var_os(KEY_ENV).filter(|v| !v.is_empty());
     let key_taken_from_env = key.is_some();
     if key_taken_from_env {

@@ -35,10 +35,12 @@ impl StoreAccess {
 
     /// The master key: `KEYCYCLE_MASTER_KEY`, else the key file.
     pub fn master_key(&self) -> Result<MasterKey> {
-        let from_env = crate::hardening::env_master_key().map(str::to_owned).or_else(|| {
-            // Unit tests do not go through `main`.
-            std::env::var(KEY_ENV).ok().filter(|v| !v.is_empty())
-        });
+        let from_env = crate::hardening::env_master_key()
+            .map(str::to_owned)
+            .or_else(|| {
+                // Unit tests do not go through `main`.
+                std::env::var(KEY_ENV).ok().filter(|v| !v.is_empty())
+            });
         if let Some(value) = from_env {
             let value = zeroize::Zeroizing::new(value);
             return MasterKey::from_base64(&value)
