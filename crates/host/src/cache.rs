@@ -268,21 +268,34 @@ fn cache_key(path: &Path) -> std::io::Result<[u8; KEY_LEN]> {
             .create(parent)?;
     }
     let shown = path.display();
-    match fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-    {
-        Ok(mut file) => {
-            let key: [u8; KEY_LEN] = rand::random();
-            file.write_all(&key)?;
-            file.sync_all()?;
-            return Ok(key);
+    if !path.exists() {
+        // Written whole under a name of its own, then linked into place:
+        // another process starting at the same moment either finds no key
+        // or the whole key, never a file still being written. The link
+        // fails if someone else's key got there first, and theirs is used.
+        let key: [u8; KEY_LEN] = rand::random();
+        let temp = path.with_extension(format!(
+            "new-{}-{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let written = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&temp)
+            .and_then(|mut file| {
+                file.write_all(&key)?;
+                file.sync_all()
+            });
+        let linked = written.and_then(|()| fs::hard_link(&temp, path));
+        let _ = fs::remove_file(&temp);
+        match linked {
+            Ok(()) => return Ok(key),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e),
     }
     let mut file = fs::OpenOptions::new()
         .read(true)
@@ -399,6 +412,29 @@ mod tests {
         assert_eq!(fs::read(&key).unwrap(), first, "an existing key is kept");
         fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
         assert!(Cache::open(&tmp.path().join("cache"), &key, &engine).is_err());
+    }
+
+    /// Processes that start together (test binaries sharing one cache)
+    /// all get the one key, never a file still being written.
+    #[test]
+    fn a_key_made_by_many_at_once_is_one_whole_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let key = tmp.path().join("state/cache.key");
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(16));
+        let handles: Vec<_> = (0..16)
+            .map(|_| {
+                let (key, barrier) = (key.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    cache_key(&key).unwrap()
+                })
+            })
+            .collect();
+        let keys: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert!(keys.iter().all(|k| *k == keys[0]), "one key for all");
+        assert_eq!(fs::read(&key).unwrap(), keys[0]);
+        let left: Vec<_> = fs::read_dir(tmp.path().join("state")).unwrap().collect();
+        assert_eq!(left.len(), 1, "no temporary file is left");
     }
 
     #[test]
