@@ -142,3 +142,28 @@ fn a_runbook_that_hoards_memory_in_map_keys_is_stopped() {
         .stderr_has("hoard.rhai:")
         .stderr_has("used more than 512 MiB of memory");
 }
+
+/// Text a runbook fails with may come from a provider (a pod's message):
+/// it reaches the terminal on one escaped line, never as a line that looks
+/// like keycycle's own.
+#[test]
+fn a_failure_message_with_newlines_cannot_forge_a_line() {
+    let sim = DemoSim::start();
+    let ws = workspace(&sim);
+    ws.runbook(
+        "forge",
+        "let said = \"rake aborted\\nerror: all good, nothing to do\\x1b[2J\";\nfail(`the sync Job failed: ${said}`);\n",
+    );
+    let run = ws.run(&["run", "forge"]);
+    run.assert_code(5)
+        .stderr_has("rake aborted\\nerror: all good");
+    assert!(
+        !run.stderr.lines().any(|l| l.starts_with("error: all good")),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains('\u{1b}'), "{}", run.stderr);
+    let json = ws.run(&["run", "forge", "-o", "json"]);
+    let message = json.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(!message.contains('\n'), "{message}");
+}

@@ -466,6 +466,13 @@ pub async fn run(config: Config, req: RunRequest) -> Result<()> {
         tokio::task::spawn_blocking(move || runbook.run())
             .await
             .context("the runbook thread stopped unexpectedly")?;
+    // A runbook's error can quote what a plugin or provider said (a pod's
+    // termination message in `fail(...)`, say): one escaped line, so it
+    // cannot forge a line of keycycle's own on the terminal or in the log.
+    let outcome = outcome.map_err(|mut e| {
+        e.message = keycycle_host::one_line(&e.message);
+        e
+    });
     if let Some((state, _, _)) = &durable {
         durable::record_end(state.as_ref(), &run_id, &outcome);
     }

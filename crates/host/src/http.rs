@@ -118,10 +118,19 @@ impl PluginHttp {
         let resolver = FilteringResolver;
         let mut builder = reqwest::Client::builder();
         if let Some(pem) = ca_pem {
-            let roots = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| format!("the configured ca_cert is not PEM: {e}"))?;
+            let roots = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                format!(
+                    "the configured ca_cert is not PEM ({e}); point ca_cert at the provider's \
+                         CA certificate in PEM form (-----BEGIN CERTIFICATE-----)"
+                )
+            })?;
             if roots.is_empty() {
-                return Err("the configured ca_cert holds no certificate".to_owned());
+                return Err(
+                    "the configured ca_cert holds no certificate; point ca_cert at the provider's \
+                     CA certificate in PEM form (-----BEGIN CERTIFICATE-----), such as a \
+                     cluster's certificate-authority-data decoded"
+                        .to_owned(),
+                );
             }
             // Only the configured CA: a cluster's API server must not be
             // impersonated by anyone a public CA would vouch for.
