@@ -29,5 +29,6 @@ mod secrets;
 mod seed000;
 mod seed001;
 mod signon;
+mod tenancy;
 mod zendesk;
 mod zendesk_crash;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use keycycle_host::{Grants, Limits, Trust, parse_public_key};
+use keycycle_policy::{FlowSection, PluginRules, Policy, PolicyConfig, RunbookRules, TeamSection};
 use serde::Deserialize;
 
 /// The config file as written.
@@ -28,10 +29,21 @@ pub struct ConfigFile {
     pub trust: TrustSection,
     #[serde(default)]
     pub plugins: BTreeMap<String, PluginSection>,
+    /// By the runbook's path inside the runbooks folder, without `.rhai`.
     #[serde(default)]
     pub runbooks: BTreeMap<String, RunbookSection>,
     #[serde(default)]
     pub approvals: ApprovalsSection,
+    /// Teams on a shared runner: what each owns. Without any, the runner
+    /// has one team and today's rules.
+    #[serde(default)]
+    pub teams: BTreeMap<String, TeamSection>,
+    /// Where secrets may be sent, for every run.
+    #[serde(default)]
+    pub flows: Vec<FlowSection>,
+    /// Allowed destinations by kind, for every runbook that pins none.
+    #[serde(default)]
+    pub destinations: BTreeMap<String, Vec<String>>,
 }
 
 /// Who may approve approval gates (users, or `group:NAME`). The person who
@@ -87,6 +99,10 @@ pub struct PluginSection {
     /// The `[trust] keys` team whose signature (`FILE.minisig`) the file
     /// must carry.
     pub signed_by: Option<String>,
+    /// Teams other than its owner whose runs may call this instance (`*`:
+    /// every team).
+    #[serde(default)]
+    pub shared_with: Vec<String>,
     #[serde(default)]
     pub hosts: Vec<String>,
     /// Secret name the plugin asks for → name in the store.
@@ -130,6 +146,13 @@ pub struct RunbookSection {
     /// approvers` and the runbook's own list.
     #[serde(default)]
     pub approvers: Option<Vec<String>>,
+    /// The plugin instances it may call; every one its team may when not
+    /// given.
+    pub plugins: Option<Vec<String>>,
+    /// Allowed destinations by kind (`gitlab_variable`, `store_as`, ...),
+    /// checked by the runbook's `destination(kind, value)`.
+    #[serde(default)]
+    pub destinations: BTreeMap<String, Vec<String>>,
 }
 
 /// The config with every path made absolute.
@@ -150,6 +173,8 @@ pub struct Config {
     /// `[trust] keys`, each key's text read (from its file when it named one).
     pub trust_keys: BTreeMap<String, String>,
     pub require_signed: bool,
+    /// Who may use what: teams, flows, destinations, runbook grants.
+    pub policy: std::sync::Arc<Policy>,
 }
 
 /// How the config file was found, for `-v` and `keycycle doctor`.
@@ -312,7 +337,45 @@ pub fn load(explicit: Option<&Path>) -> Result<Config> {
             }
         }
     }
+    let policy = Policy::new(&PolicyConfig {
+        teams: parsed.teams,
+        flows: parsed.flows,
+        destinations: parsed.destinations,
+        runbooks: parsed
+            .runbooks
+            .iter()
+            .map(|(id, r)| {
+                (
+                    id.clone(),
+                    RunbookRules {
+                        secrets: r.secrets.clone(),
+                        plugins: r.plugins.clone(),
+                        destinations: r.destinations.clone(),
+                    },
+                )
+            })
+            .collect(),
+        plugins: plugins
+            .iter()
+            .map(|(name, p)| {
+                let mut store_names: Vec<String> = p.secrets.values().cloned().collect();
+                for overlay in p.envs.values() {
+                    store_names.extend(overlay.secrets.values().cloned());
+                }
+                (
+                    name.clone(),
+                    PluginRules {
+                        shared_with: p.shared_with.clone(),
+                        store_names,
+                    },
+                )
+            })
+            .collect(),
+    })
+    .map(std::sync::Arc::new)
+    .map_err(|e| in_file(e.into()))?;
     Ok(Config {
+        policy,
         runbooks_dir: parsed
             .runbooks_dir
             .as_deref()
@@ -515,5 +578,29 @@ impl Config {
             );
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// A runbook's identity: its path inside the runbooks folder, without
+    /// `.rhai` and with `/` between folders (`payments/gitlab-token`).
+    /// Grants and team ownership go by it, so a file of the same name
+    /// elsewhere gets none: `None` for a runbook outside the folder (after
+    /// links are resolved).
+    pub fn runbook_identity(&self, canonical: &Path) -> Option<String> {
+        let root = self.runbooks_dir.canonicalize().ok()?;
+        let inside = canonical.strip_prefix(&root).ok()?;
+        let inside = match inside.extension() {
+            Some(ext) if ext == "rhai" => inside.with_extension(""),
+            _ => inside.to_owned(),
+        };
+        let parts: Vec<String> = inside
+            .components()
+            .map(|c| match c {
+                std::path::Component::Normal(s) => s.to_str().map(str::to_owned),
+                _ => None,
+            })
+            .collect::<Option<_>>()?;
+        (!parts.is_empty()).then(|| parts.join("/"))
     }
 }

@@ -479,7 +479,7 @@ async fn plugins_section(
     }
     // The same loading `plugins list` and `plugins inspect` do (base
     // grants, no --env overlay).
-    let (_sandbox, plugins) = match load_plugins_cached(config, None, store, cache).await {
+    let (_sandbox, plugins) = match load_plugins_cached(config, None, store, cache, None).await {
         Ok(loaded) => loaded,
         Err(e) => {
             report.add(S, Level::Error, describe(&e));

@@ -58,9 +58,9 @@ pub struct HostEffects {
     pub rt: Handle,
     pub plugins: BTreeMap<String, LoadedPlugin>,
     pub store: Arc<StoreAccess>,
-    pub runbook_name: String,
-    /// Store names this runbook may read and write.
-    pub runbook_secrets: Vec<String>,
+    /// Who may use what in this run; the store names it may read and
+    /// write among them.
+    pub policy: keycycle_policy::RunPolicy,
     /// Who may approve this runbook's gates, from the config.
     pub approval_rules: crate::approvals::Rules,
     pub inputs: Inputs,
@@ -79,13 +79,9 @@ impl HostEffects {
     }
 
     fn check_runbook_grant(&self, name: &str) -> Result<(), EffectError> {
-        if self.runbook_secrets.iter().any(|s| s == name) {
-            return Ok(());
-        }
-        Err(EffectError::Denied(format!(
-            "runbook `{}` is not granted secret `{name}`; grant it in keycycle.toml under [runbooks.{}] secrets = [\"{name}\"]",
-            self.runbook_name, self.runbook_name
-        )))
+        self.policy
+            .may_use_secret(name)
+            .map_err(|d| EffectError::Denied(d.0))
     }
 
     /// Runs one plugin call as step `seq` of the run; the idempotency key

@@ -20,6 +20,7 @@ mod inputs;
 mod journal;
 mod logging;
 mod plugins_cmd;
+mod policy;
 mod run;
 mod secrets_cmd;
 mod sim_cmd;

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow};
 use keycycle_host::{Sandbox, SandboxConfig};
+use keycycle_policy::RunPolicy;
 use keycycle_runbook::{ErrorKind, Limits, PromptKind, Runbook, RunbookError};
 use rand::RngCore;
 use serde::Serialize;
@@ -103,7 +104,7 @@ pub async fn load_plugins(
     env: Option<&str>,
     store: Arc<StoreAccess>,
 ) -> Result<(Sandbox, BTreeMap<String, LoadedPlugin>)> {
-    load_plugins_cached(config, env, store, Some(config.cache_dir.clone())).await
+    load_plugins_cached(config, env, store, Some(config.cache_dir.clone()), None).await
 }
 
 /// [`load_plugins`] with the compiled-plugin cache chosen by the caller:
@@ -114,6 +115,7 @@ pub async fn load_plugins_cached(
     env: Option<&str>,
     store: Arc<StoreAccess>,
     cache_dir: Option<PathBuf>,
+    policy: Option<&RunPolicy>,
 ) -> Result<(Sandbox, BTreeMap<String, LoadedPlugin>)> {
     let sandbox = Sandbox::new(&SandboxConfig {
         cache_dir,
@@ -123,6 +125,18 @@ pub async fn load_plugins_cached(
     .context(Code::Config)?;
     let mut plugins = BTreeMap::new();
     for (name, section) in &config.plugins {
+        // A plugin the run may not call is never loaded: it gets no
+        // grants, and the runbook meets the denial if it names it.
+        if let Some(Err(denied)) = policy.map(|p| p.may_call(name)) {
+            plugins.insert(
+                name.clone(),
+                LoadedPlugin::Refused {
+                    message: denied.0,
+                    denied: true,
+                },
+            );
+            continue;
+        }
         let grants = section.grants(name, env).context(Code::Config)?;
         let loaded = match sandbox
             .load_trusted(
@@ -295,10 +309,30 @@ pub async fn run(config: Config, req: RunRequest) -> Result<()> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
+    // Grants and team ownership go by the runbook's path inside the
+    // runbooks folder; a runbook elsewhere gets none.
+    let identity = config.runbook_identity(&canonical);
+    let policy = config.policy.for_run(identity.as_deref());
+    match (&identity, policy.team()) {
+        (Some(id), Some(team)) => {
+            tracing::debug!(target: "keycycle", "runbook {id} belongs to team {team}")
+        }
+        (None, _) => {
+            tracing::info!(target: "keycycle", "{} is outside the runbooks folder ({}), so it gets no grants", path.display(), config.runbooks_dir.display())
+        }
+        _ => {}
+    }
 
     let store = Arc::new(StoreAccess::new(&config));
     store.check_key()?;
-    let (_sandbox, plugins) = load_plugins(&config, req.env.as_deref(), store.clone()).await?;
+    let (_sandbox, plugins) = load_plugins_cached(
+        &config,
+        req.env.as_deref(),
+        store.clone(),
+        Some(config.cache_dir.clone()),
+        Some(&policy),
+    )
+    .await?;
 
     let run_id = match &req.resume {
         Some(r) => r.run_id.clone(),
@@ -334,13 +368,11 @@ pub async fn run(config: Config, req: RunRequest) -> Result<()> {
         rt: tokio::runtime::Handle::current(),
         plugins,
         store,
-        runbook_secrets: config
-            .runbooks
-            .get(&runbook_name)
-            .map(|r| r.secrets.clone())
-            .unwrap_or_default(),
-        runbook_name: runbook_name.clone(),
-        approval_rules: crate::approvals::Rules::from_config(&config, &runbook_name),
+        policy: policy.clone(),
+        approval_rules: crate::approvals::Rules::from_config(
+            &config,
+            identity.as_deref().unwrap_or_default(),
+        ),
         inputs: Inputs::new(req.inputs.clone()),
         dry_run: req.dry_run,
         run_id: run_id.clone(),
@@ -381,6 +413,11 @@ pub async fn run(config: Config, req: RunRequest) -> Result<()> {
         Some((_, _, journaled)) => journaled.clone(),
         None => host_effects.clone(),
     };
+    // The policy sits above the journal: a resumed run meets every rule
+    // again, under today's config, as it replays.
+    let runbook_effects: Arc<dyn keycycle_runbook::Effects> = Arc::new(
+        crate::policy::PolicyEffects::new(runbook_effects, policy.clone()),
+    );
 
     if req.dry_run {
         tracing::info!(target: "keycycle", "dry run: operations that change anything will be shown, not sent");

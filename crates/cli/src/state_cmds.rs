@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -671,16 +672,27 @@ pub async fn cleanup(config: &Config, as_json: bool) -> Result<()> {
         .context(Code::Config)?
     {
         crate::debug::abort_after(|| "cleanup:claimed".to_owned());
-        let env = state
-            .run(&action.run_id)
-            .context(Code::Config)?
-            .and_then(|run| run.env);
-        if !loaded.contains_key(&env) {
-            let plugins = load_plugins(config, env.as_deref(), store.clone()).await?;
-            loaded.insert(env.clone(), plugins);
-        }
-        let plugins = &loaded[&env].1;
-        let outcome = run_action(plugins, &key, &action).await;
+        let run = state.run(&action.run_id).context(Code::Config)?;
+        let env = run.as_ref().and_then(|run| run.env.clone());
+        // The action acts for the run that scheduled it, under today's
+        // policy: a grant withdrawn since is not used.
+        let identity = run
+            .as_ref()
+            .and_then(|r| config.runbook_identity(Path::new(&r.runbook_path)));
+        let allowed = config
+            .policy
+            .for_run(identity.as_deref())
+            .may_call(&action.plugin);
+        let outcome = match allowed {
+            Err(denied) => Err(format!("not run: {}", keycycle_host::one_line(&denied.0))),
+            Ok(()) => {
+                if !loaded.contains_key(&env) {
+                    let plugins = load_plugins(config, env.as_deref(), store.clone()).await?;
+                    loaded.insert(env.clone(), plugins);
+                }
+                run_action(&loaded[&env].1, &key, &action).await
+            }
+        };
         crate::debug::abort_after(|| "cleanup:ran".to_owned());
         match outcome {
             Ok(summary) => {

@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -370,11 +371,11 @@ impl Policy {
     /// The policy of one run of the runbook `identity` (its path inside the
     /// runbooks folder, without `.rhai`); `None` for a runbook outside the
     /// folder, which gets no grants.
-    pub fn for_run(&self, identity: Option<&str>) -> RunPolicy<'_> {
+    pub fn for_run(self: &Arc<Self>, identity: Option<&str>) -> RunPolicy {
         let team = identity.and_then(|id| self.team_of_runbook(id));
         let rules = identity.and_then(|id| self.runbooks.get(id));
         RunPolicy {
-            policy: self,
+            policy: self.clone(),
             identity: identity.map(str::to_owned),
             team: team.map(str::to_owned),
             rules: rules.cloned().unwrap_or_default(),
@@ -384,14 +385,14 @@ impl Policy {
 
 /// The rules of one run.
 #[derive(Debug, Clone)]
-pub struct RunPolicy<'p> {
-    policy: &'p Policy,
+pub struct RunPolicy {
+    policy: Arc<Policy>,
     identity: Option<String>,
     team: Option<String>,
     rules: RunbookRules,
 }
 
-impl RunPolicy<'_> {
+impl RunPolicy {
     pub fn team(&self) -> Option<&str> {
         self.team.as_deref()
     }

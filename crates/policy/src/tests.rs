@@ -67,7 +67,7 @@ fn two_teams() -> PolicyConfig {
 
 #[test]
 fn a_run_belongs_to_the_team_that_owns_its_folder() {
-    let policy = Policy::new(&two_teams()).unwrap();
+    let policy = Arc::new(Policy::new(&two_teams()).unwrap());
     assert_eq!(policy.for_run(Some("a/rotate")).team(), Some("a"));
     assert_eq!(policy.for_run(Some("a/sub/x")).team(), Some("a"));
     assert_eq!(policy.for_run(Some("ab/x")).team(), None);
@@ -77,7 +77,7 @@ fn a_run_belongs_to_the_team_that_owns_its_folder() {
 
 #[test]
 fn a_run_calls_only_its_teams_plugins_and_those_shared_with_it() {
-    let policy = Policy::new(&two_teams()).unwrap();
+    let policy = Arc::new(Policy::new(&two_teams()).unwrap());
     let a = policy.for_run(Some("a/rotate"));
     assert!(a.may_call("gitlab-a").is_ok());
     assert!(a.may_call("check").is_ok());
@@ -102,7 +102,7 @@ fn a_run_calls_only_its_teams_plugins_and_those_shared_with_it() {
 
 #[test]
 fn a_run_uses_only_granted_store_names_its_team_owns() {
-    let policy = Policy::new(&two_teams()).unwrap();
+    let policy = Arc::new(Policy::new(&two_teams()).unwrap());
     let a = policy.for_run(Some("a/rotate"));
     assert!(a.may_use_secret("a/token").is_ok());
     // Granted by the runbook section, but team b's name.
@@ -123,7 +123,7 @@ fn a_run_uses_only_granted_store_names_its_team_owns() {
 
 #[test]
 fn secrets_go_to_their_teams_plugins_unless_a_flow_rule_says_where() {
-    let policy = Policy::new(&two_teams()).unwrap();
+    let policy = Arc::new(Policy::new(&two_teams()).unwrap());
     let a = policy.for_run(Some("a/rotate"));
     let stored = [Label::Stored("a/token".into())];
     assert!(a.may_send(&stored, "gitlab-a").is_ok());
@@ -155,7 +155,7 @@ fn a_flow_rule_narrows_even_within_the_team() {
         secrets: strings(&["minted:gitlab-a"]),
         to: strings(&["check"]),
     }];
-    let policy = Policy::new(&config).unwrap();
+    let policy = Arc::new(Policy::new(&config).unwrap());
     let a = policy.for_run(Some("a/rotate"));
     let minted = [Label::Minted("gitlab-a".into())];
     assert!(a.may_send(&minted, "check").is_ok());
@@ -178,7 +178,7 @@ fn without_teams_everything_is_as_before_but_global_flows_hold() {
             ..RunbookRules::default()
         },
     );
-    let policy = Policy::new(&config).unwrap();
+    let policy = Arc::new(Policy::new(&config).unwrap());
     let run = policy.for_run(Some("rotate"));
     assert!(run.may_call("hook").is_ok());
     assert!(policy.for_run(None).may_call("hook").is_ok());
@@ -193,7 +193,7 @@ fn without_teams_everything_is_as_before_but_global_flows_hold() {
         secrets: strings(&["gitlab/*"]),
         to: strings(&["gitlab"]),
     }];
-    let policy = Policy::new(&config).unwrap();
+    let policy = Arc::new(Policy::new(&config).unwrap());
     let run = policy.for_run(Some("rotate"));
     let denied = run
         .may_send(&[Label::Stored("gitlab/token".into())], "hook")
@@ -220,7 +220,7 @@ fn destinations_are_pinned_by_runbook_then_team_then_globally() {
         .unwrap()
         .destinations
         .insert("gitlab_variable".into(), strings(&["a-group/*:TOKEN"]));
-    let policy = Policy::new(&config).unwrap();
+    let policy = Arc::new(Policy::new(&config).unwrap());
     let a = policy.for_run(Some("a/rotate"));
     assert!(
         a.destination("gitlab_variable", "a-group/app:TOKEN")

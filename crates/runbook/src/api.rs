@@ -292,6 +292,16 @@ impl Host {
         }
     }
 
+    fn destination(&self, ctx: &NativeCallContext, kind: &str, value: &str) -> Rr<ImmutableString> {
+        if kind.trim().is_empty() {
+            return Err(misuse(ctx, "destination(kind, value): the kind is empty"));
+        }
+        self.effects
+            .destination(kind, value)
+            .map(|()| value.into())
+            .map_err(|err| effect_failed(ctx, &err))
+    }
+
     fn lock(&self, ctx: &NativeCallContext, credential: &str) -> Rr<()> {
         if credential.trim().is_empty() {
             return Err(misuse(
@@ -768,6 +778,11 @@ fn register_plugins(engine: &mut Engine, host: &Arc<Host>) {
         },
     );
 
+    let h = host.clone();
+    engine.register_fn(
+        "destination",
+        move |ctx: NativeCallContext, kind: &str, value: &str| h.destination(&ctx, kind, value),
+    );
     let h = host.clone();
     engine.register_fn("lock", move |ctx: NativeCallContext, credential: &str| {
         h.lock(&ctx, credential)

@@ -199,6 +199,15 @@ pub trait Effects: Send + Sync {
         false
     }
 
+    /// Whether the runbook may hand a credential to `value`, a destination
+    /// of `kind` (`gitlab_variable`, `store_as`, ...) that usually came
+    /// from the run's parameters. The host's policy pins them; a host
+    /// without one allows every destination.
+    fn destination(&self, kind: &str, value: &str) -> Result<(), EffectError> {
+        let _ = (kind, value);
+        Ok(())
+    }
+
     /// Takes the run's lock on `credential` (such as
     /// `gitlab:project/42/token/7`), so no other run rotates it at the same
     /// time. Held until the run ends or an operator releases it.
