@@ -357,3 +357,33 @@ fn pinned_destinations_stop_a_rotation_before_anything_changes() {
     ws.run(&a).assert_ok();
     assert!(!sim.changes().is_empty());
 }
+
+#[test]
+fn doctor_names_grants_that_can_never_apply() {
+    let sim = DemoSim::start();
+    let listener = Listener::start();
+    let ws = two_teams(
+        &sim,
+        &listener,
+        "[plugins.stray]\npath = \"stray.wasm\"\n\n[runbooks.\"a/missing\"]\nsecrets = [\"a/x\"]\n",
+    );
+    ws.runbook("a/present", "1");
+    let run = ws.run(&["doctor", "--output", "json"]);
+    let report = run.json();
+    assert_eq!(report["policy"]["teams"], serde_json::json!(["a", "b"]));
+    assert_eq!(
+        report["policy"]["uncallable_plugins"],
+        serde_json::json!(["stray"])
+    );
+    assert_eq!(
+        report["policy"]["sections_without_runbook"],
+        serde_json::json!(["a/missing"])
+    );
+    let text = ws.run(&["doctor"]);
+    let all = format!("{}{}", text.stdout, text.stderr);
+    assert!(
+        all.contains("plugin `stray` belongs to no team")
+            && all.contains("[runbooks.\"a/missing\"] names no runbook"),
+        "{all}"
+    );
+}

@@ -119,6 +119,7 @@ pub async fn doctor(explicit_config: Option<&Path>, as_json: bool) -> Result<()>
 
 async fn examine(config: &Config, report: &mut Report) {
     config_section(config, report);
+    policy_section(config, report);
     process_section(report);
     let store = Arc::new(StoreAccess::new(config));
     let names = key_and_store(config, &store, report);
@@ -194,6 +195,52 @@ fn config_section(config: &Config, report: &mut Report) {
             "state_dir": { "path": config.state_dir.display().to_string(), "exists": state_exists },
             "runbooks_dir": { "path": config.runbooks_dir.display().to_string(), "exists": runbooks_exist },
         }),
+    );
+}
+
+/// Teams, and grants that can never apply: a plugin no run may call, a
+/// runbook section no runbook file answers to (grants go by the runbook's
+/// path inside the runbooks folder, so a section named after a file in a
+/// subfolder grants nothing).
+fn policy_section(config: &Config, report: &mut Report) {
+    const S: &str = "policy";
+    let teams: Vec<&str> = config.policy.teams().collect();
+    if teams.is_empty() {
+        report.add(
+            S,
+            Level::Ok,
+            "one team (no [teams]): every runbook may call every plugin its section allows",
+        );
+    } else {
+        report.add(S, Level::Ok, format!("teams: {}", teams.join(", ")));
+    }
+    let dead = keycycle_policy::unowned_plugins(&config.policy);
+    for plugin in &dead {
+        report.add(
+            S,
+            Level::Warn,
+            format!(
+                "plugin `{plugin}` belongs to no team and is shared with none, so no run may                  call it; add it to a team's plugins"
+            ),
+        );
+    }
+    let mut orphans = Vec::new();
+    for id in config.runbooks.keys() {
+        if !config.runbooks_dir.join(format!("{id}.rhai")).is_file() {
+            report.add(
+                S,
+                Level::Warn,
+                format!(
+                    "[runbooks.\"{id}\"] names no runbook: there is no {id}.rhai in {};                      a section is named by the runbook's path inside the runbooks folder",
+                    config.runbooks_dir.display()
+                ),
+            );
+            orphans.push(id.clone());
+        }
+    }
+    report.facts.insert(
+        "policy".into(),
+        json!({ "teams": teams, "uncallable_plugins": dead, "sections_without_runbook": orphans }),
     );
 }
 

@@ -351,6 +351,11 @@ impl Policy {
         !self.teams.is_empty()
     }
 
+    /// The declared teams, by name.
+    pub fn teams(&self) -> impl Iterator<Item = &str> {
+        self.teams.keys().map(String::as_str)
+    }
+
     /// The team that owns a runbook, by its identity.
     pub fn team_of_runbook(&self, identity: &str) -> Option<&str> {
         self.teams
