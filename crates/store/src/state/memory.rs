@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
-    ApprovalDecision, ApprovalRecord, ApprovalState, DeferredFilter, DeferredRecord, DeferredState,
-    EffectIntent, EffectOutcome, EffectRecord, FIRST_SEQ, LockAttempt, LockRecord, NewApproval,
-    NewDeferred, NewRun, RunEvent, RunFilter, RunRecord, RunState, StateError, StateStore,
-    action_id, check_claim, expired_lease_note, now_ms, require,
+    ApprovalDecision, ApprovalRecord, ApprovalState, CheckOutcome, CredentialRecord,
+    DeferredFilter, DeferredRecord, DeferredState, EffectIntent, EffectOutcome, EffectRecord,
+    FIRST_SEQ, LockAttempt, LockRecord, NewApproval, NewDeferred, NewRun, RotationOutcome,
+    RunEvent, RunFilter, RunRecord, RunState, StateError, StateStore, action_id, check_claim,
+    expired_lease_note, now_ms, require,
 };
 
 const LOCATION: &str = "in-memory state";
@@ -26,6 +27,7 @@ struct Inner {
     locks: BTreeMap<String, LockRecord>,
     deferred: BTreeMap<String, DeferredRecord>,
     approvals: Vec<ApprovalRecord>,
+    credentials: BTreeMap<String, CredentialRecord>,
 }
 
 struct Run {
@@ -486,5 +488,43 @@ impl StateStore for MemoryState {
         let decided = slot.clone().decided(LOCATION, decision)?;
         *slot = decided.clone();
         Ok(decided)
+    }
+
+    fn record_rotation(&self, id: &str, outcome: &RotationOutcome) -> Result<(), StateError> {
+        let mut inner = self.inner();
+        let record = inner
+            .credentials
+            .remove(id)
+            .unwrap_or_else(|| CredentialRecord {
+                id: id.to_owned(),
+                ..CredentialRecord::default()
+            });
+        inner
+            .credentials
+            .insert(id.to_owned(), record.rotated(outcome));
+        Ok(())
+    }
+
+    fn record_check(&self, id: &str, outcome: &CheckOutcome) -> Result<(), StateError> {
+        let mut inner = self.inner();
+        let record = inner
+            .credentials
+            .remove(id)
+            .unwrap_or_else(|| CredentialRecord {
+                id: id.to_owned(),
+                ..CredentialRecord::default()
+            });
+        inner
+            .credentials
+            .insert(id.to_owned(), record.checked(outcome));
+        Ok(())
+    }
+
+    fn credential(&self, id: &str) -> Result<Option<CredentialRecord>, StateError> {
+        Ok(self.inner().credentials.get(id).cloned())
+    }
+
+    fn credentials(&self) -> Result<Vec<CredentialRecord>, StateError> {
+        Ok(self.inner().credentials.values().cloned().collect())
     }
 }

@@ -221,6 +221,98 @@ pub trait StateStore: Send + Sync {
         id: &str,
         decision: &ApprovalDecision,
     ) -> Result<ApprovalRecord, StateError>;
+
+    // The inventory's records: what keycycle learnt of each credential.
+
+    /// Records the end of a run that rotated (or tried to rotate) inventory
+    /// credential `id`. A successful rotation sets `last_rotated_at` and
+    /// replaces the expiry with the new token's (none when unknown: the
+    /// old token's expiry no longer applies).
+    fn record_rotation(&self, id: &str, outcome: &RotationOutcome) -> Result<(), StateError>;
+
+    /// Records a check of credential `id`; an expiry or last use it read
+    /// replaces the one recorded.
+    fn record_check(&self, id: &str, outcome: &CheckOutcome) -> Result<(), StateError>;
+
+    /// One credential's record.
+    fn credential(&self, id: &str) -> Result<Option<CredentialRecord>, StateError>;
+
+    /// Every credential's record, by id.
+    fn credentials(&self) -> Result<Vec<CredentialRecord>, StateError>;
+}
+
+/// What keycycle has learnt of one inventory credential. The config says
+/// what the credential is; this says what happened to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialRecord {
+    pub id: String,
+    /// When the current token expires, as last learnt.
+    pub expires_at: Option<i64>,
+    /// Where `expires_at` came from: `provider` (read through a plugin),
+    /// `rotation` (recorded when it was minted), `manual`.
+    pub expiry_source: Option<String>,
+    /// When the provider says it was last used.
+    pub last_used_at: Option<i64>,
+    pub last_rotated_at: Option<i64>,
+    pub last_run_id: Option<String>,
+    pub last_run_state: Option<RunState>,
+    pub last_run_at: Option<i64>,
+    pub last_checked_at: Option<i64>,
+    /// `ok`, `due`, `warning`, `critical` or `error`.
+    pub last_check: Option<String>,
+    pub last_check_detail: Option<String>,
+}
+
+/// How a rotation run of an inventory credential ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotationOutcome {
+    pub run_id: String,
+    pub state: RunState,
+    pub at: i64,
+    /// The new token's expiry, when known.
+    pub expires_at: Option<i64>,
+    pub expiry_source: Option<String>,
+}
+
+/// What one check of a credential found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckOutcome {
+    pub at: i64,
+    pub state: String,
+    pub detail: Option<String>,
+    pub expires_at: Option<i64>,
+    pub expiry_source: Option<String>,
+    pub last_used_at: Option<i64>,
+}
+
+impl CredentialRecord {
+    fn rotated(mut self, outcome: &RotationOutcome) -> CredentialRecord {
+        self.last_run_id = Some(outcome.run_id.clone());
+        self.last_run_state = Some(outcome.state);
+        self.last_run_at = Some(outcome.at);
+        if outcome.state == RunState::Succeeded {
+            self.last_rotated_at = Some(outcome.at);
+            self.expires_at = outcome.expires_at;
+            self.expiry_source = outcome.expires_at.and(outcome.expiry_source.clone());
+            // The new token has not been used yet.
+            self.last_used_at = None;
+        }
+        self
+    }
+
+    fn checked(mut self, outcome: &CheckOutcome) -> CredentialRecord {
+        self.last_checked_at = Some(outcome.at);
+        self.last_check = Some(outcome.state.clone());
+        self.last_check_detail = outcome.detail.clone();
+        if let Some(at) = outcome.expires_at {
+            self.expires_at = Some(at);
+            self.expiry_source = outcome.expiry_source.clone();
+        }
+        if outcome.last_used_at.is_some() {
+            self.last_used_at = outcome.last_used_at;
+        }
+        self
+    }
 }
 
 /// A run as it starts.

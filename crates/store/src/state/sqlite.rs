@@ -26,10 +26,11 @@ use rusqlite::{
 };
 
 use super::{
-    ApprovalDecision, ApprovalRecord, ApprovalState, DeferredFilter, DeferredRecord, DeferredState,
-    EffectIntent, EffectOutcome, EffectRecord, FIRST_SEQ, LockAttempt, LockRecord, NewApproval,
-    NewDeferred, NewRun, PluginInfo, RunEvent, RunFilter, RunRecord, RunState, StateError,
-    StateStore, action_id, check_claim, expired_lease_note, now_ms, require,
+    ApprovalDecision, ApprovalRecord, ApprovalState, CheckOutcome, CredentialRecord,
+    DeferredFilter, DeferredRecord, DeferredState, EffectIntent, EffectOutcome, EffectRecord,
+    FIRST_SEQ, LockAttempt, LockRecord, NewApproval, NewDeferred, NewRun, PluginInfo,
+    RotationOutcome, RunEvent, RunFilter, RunRecord, RunState, StateError, StateStore, action_id,
+    check_claim, expired_lease_note, now_ms, require,
 };
 use crate::fs::{parent_dir, private_file_options};
 
@@ -37,7 +38,7 @@ use crate::fs::{parent_dir, private_file_options};
 pub const STATE_FILE_NAME: &str = "state.db";
 
 /// The schema version this keycycle writes (SQLite's `user_version`).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// How long a change waits for another process's transaction to end.
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -64,6 +65,16 @@ CREATE TABLE approvals (
     comment        TEXT
 ) STRICT;
 CREATE INDEX approvals_by_state ON approvals (state, requested_at);
+"#;
+
+/// What version 3 adds: the inventory's record of each credential, one
+/// JSON document per credential (its fields grow with the inventory; a
+/// column each would need a migration each).
+const CREDENTIALS_SCHEMA: &str = r#"
+CREATE TABLE credentials (
+    id     TEXT PRIMARY KEY NOT NULL,
+    record TEXT NOT NULL            -- JSON CredentialRecord
+) STRICT;
 "#;
 
 const APPROVAL_COLUMNS: &str = "id, run_id, title, summary, environments, approvers, \
@@ -325,9 +336,13 @@ impl SqliteState {
             if version == SCHEMA_VERSION {
                 return Ok(());
             }
-            // Version 1 had everything but approval gates.
-            if version == 1 {
-                tx.execute_batch(APPROVALS_SCHEMA)?;
+            // Version 1 had everything but approval gates, version 2
+            // everything but the inventory's records.
+            if version == 1 || version == 2 {
+                if version == 1 {
+                    tx.execute_batch(APPROVALS_SCHEMA)?;
+                }
+                tx.execute_batch(CREDENTIALS_SCHEMA)?;
                 tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
                 return Ok(());
             }
@@ -345,6 +360,7 @@ impl SqliteState {
             }
             tx.execute_batch(SCHEMA)?;
             tx.execute_batch(APPROVALS_SCHEMA)?;
+            tx.execute_batch(CREDENTIALS_SCHEMA)?;
             tx.pragma_update(None, "application_id", APPLICATION_ID)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             Ok(())
@@ -1327,6 +1343,48 @@ impl StateStore for SqliteState {
         self.read("read a change request", |tx| self.load_approval(tx, id))
     }
 
+    fn record_rotation(&self, id: &str, outcome: &RotationOutcome) -> Result<(), StateError> {
+        self.write("record a credential's rotation", |tx| {
+            let record = self
+                .load_credential(tx, id)?
+                .unwrap_or_else(|| CredentialRecord {
+                    id: id.to_owned(),
+                    ..CredentialRecord::default()
+                });
+            self.save_credential(tx, &record.rotated(outcome))
+        })
+    }
+
+    fn record_check(&self, id: &str, outcome: &CheckOutcome) -> Result<(), StateError> {
+        self.write("record a credential's check", |tx| {
+            let record = self
+                .load_credential(tx, id)?
+                .unwrap_or_else(|| CredentialRecord {
+                    id: id.to_owned(),
+                    ..CredentialRecord::default()
+                });
+            self.save_credential(tx, &record.checked(outcome))
+        })
+    }
+
+    fn credential(&self, id: &str) -> Result<Option<CredentialRecord>, StateError> {
+        self.read("read a credential's record", |tx| {
+            self.load_credential(tx, id)
+        })
+    }
+
+    fn credentials(&self) -> Result<Vec<CredentialRecord>, StateError> {
+        self.read("list the credentials' records", |tx| {
+            let mut stmt = tx.prepare("SELECT record FROM credentials ORDER BY id")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            let mut out = Vec::new();
+            for text in rows {
+                out.push(self.credential_record(&text?)?);
+            }
+            Ok(out)
+        })
+    }
+
     fn approvals(&self, pending_only: bool) -> Result<Vec<ApprovalRecord>, StateError> {
         self.read("list change requests", |tx| {
             let mut sql = format!("SELECT {APPROVAL_COLUMNS} FROM approvals");
@@ -1418,6 +1476,33 @@ fn raw_approval(row: &Row<'_>) -> rusqlite::Result<RawApproval> {
 }
 
 impl SqliteState {
+    fn load_credential(&self, tx: &Transaction<'_>, id: &str) -> Res<Option<CredentialRecord>> {
+        let text: Option<String> = tx
+            .query_row("SELECT record FROM credentials WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        text.map(|t| self.credential_record(&t)).transpose()
+    }
+
+    fn credential_record(&self, text: &str) -> Res<CredentialRecord> {
+        serde_json::from_str(text)
+            .map_err(|_| self.not_ours("a credential's record is not JSON").into())
+    }
+
+    fn save_credential(&self, tx: &Transaction<'_>, record: &CredentialRecord) -> Res<()> {
+        tx.execute(
+            "INSERT INTO credentials (id, record) VALUES (?1, ?2) \
+             ON CONFLICT (id) DO UPDATE SET record = excluded.record",
+            params![
+                record.id,
+                serde_json::to_string(record)
+                    .map_err(|_| self.not_ours("a credential's record cannot be written as JSON"))?
+            ],
+        )?;
+        Ok(())
+    }
+
     fn load_approval(&self, tx: &Transaction<'_>, id: &str) -> Res<Option<ApprovalRecord>> {
         let raw = tx
             .query_row(
@@ -1552,7 +1637,40 @@ mod tests {
         );
         let msg = err.to_string();
         assert!(msg.contains(&path.display().to_string()), "{msg}");
-        assert!(msg.contains("schema version 3"), "{msg}");
+        assert!(
+            msg.contains(&format!("only version {SCHEMA_VERSION}")),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_version_2_database_gains_credential_records_and_keeps_its_runs() {
+        let (_dir, path) = temp_db();
+        {
+            let state = SqliteState::open(&path).unwrap();
+            state
+                .create_run(&super::super::tests::new_run("old", 1))
+                .unwrap();
+        }
+        // What the previous release wrote: no credentials table, version 2.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("DROP TABLE credentials;").unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        drop(conn);
+        let state = SqliteState::open(&path).unwrap();
+        assert!(state.run("old").unwrap().is_some(), "the run survived");
+        let outcome = RotationOutcome {
+            run_id: "old".to_owned(),
+            state: RunState::Succeeded,
+            at: 3,
+            expires_at: None,
+            expiry_source: None,
+        };
+        state.record_rotation("c", &outcome).unwrap();
+        assert_eq!(
+            state.credential("c").unwrap().unwrap().last_rotated_at,
+            Some(3)
+        );
     }
 
     #[test]
@@ -1566,7 +1684,8 @@ mod tests {
         }
         // What the previous release wrote: no approvals table, version 1.
         let conn = Connection::open(&path).unwrap();
-        conn.execute_batch("DROP TABLE approvals;").unwrap();
+        conn.execute_batch("DROP TABLE approvals; DROP TABLE credentials;")
+            .unwrap();
         conn.pragma_update(None, "user_version", 1).unwrap();
         drop(conn);
         let state = SqliteState::open(&path).unwrap();

@@ -721,6 +721,80 @@ fn sealed_secret_never_reaches_disk(store: &SqliteState) {
     assert_eq!(opened.expose(), canary);
 }
 
+fn credential_records_follow_rotations_and_checks(store: &dyn StateStore) {
+    assert_eq!(store.credential("gl-deploy").unwrap(), None);
+    let check = CheckOutcome {
+        at: 100,
+        state: "warning".to_owned(),
+        detail: Some("expires in 30 days".to_owned()),
+        expires_at: Some(5_000),
+        expiry_source: Some("provider".to_owned()),
+        last_used_at: Some(90),
+    };
+    store.record_check("gl-deploy", &check).unwrap();
+    let r = store.credential("gl-deploy").unwrap().unwrap();
+    assert_eq!(r.last_check.as_deref(), Some("warning"));
+    assert_eq!((r.expires_at, r.last_used_at), (Some(5_000), Some(90)));
+    assert_eq!(r.last_rotated_at, None);
+
+    // A failed rotation is recorded, and changes nothing else.
+    let failed = RotationOutcome {
+        run_id: "r1".to_owned(),
+        state: RunState::Failed,
+        at: 200,
+        expires_at: Some(9_000),
+        expiry_source: Some("rotation".to_owned()),
+    };
+    store.record_rotation("gl-deploy", &failed).unwrap();
+    let r = store.credential("gl-deploy").unwrap().unwrap();
+    assert_eq!(r.last_run_state, Some(RunState::Failed));
+    assert_eq!((r.expires_at, r.last_rotated_at), (Some(5_000), None));
+
+    // A success replaces the expiry, and forgets the old token's last use.
+    let ok = RotationOutcome {
+        run_id: "r2".to_owned(),
+        state: RunState::Succeeded,
+        ..failed
+    };
+    store.record_rotation("gl-deploy", &ok).unwrap();
+    let r = store.credential("gl-deploy").unwrap().unwrap();
+    assert_eq!(r.last_run_id.as_deref(), Some("r2"));
+    assert_eq!(r.last_rotated_at, Some(200));
+    assert_eq!(r.expires_at, Some(9_000));
+    assert_eq!(r.expiry_source.as_deref(), Some("rotation"));
+    assert_eq!(r.last_used_at, None);
+    // A success with no known expiry drops the old one.
+    let unknown = RotationOutcome {
+        expires_at: None,
+        at: 300,
+        ..ok.clone()
+    };
+    store.record_rotation("gl-deploy", &unknown).unwrap();
+    let r = store.credential("gl-deploy").unwrap().unwrap();
+    assert_eq!((r.expires_at, r.expiry_source), (None, None));
+    // A check that reads no expiry keeps the recorded one.
+    store.record_rotation("gl-deploy", &ok).unwrap();
+    let blind = CheckOutcome {
+        expires_at: None,
+        last_used_at: None,
+        state: "ok".to_owned(),
+        ..check
+    };
+    store.record_check("gl-deploy", &blind).unwrap();
+    assert_eq!(
+        store.credential("gl-deploy").unwrap().unwrap().expires_at,
+        Some(9_000)
+    );
+    store.record_check("zd-api", &blind).unwrap();
+    let ids: Vec<String> = store
+        .credentials()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, ["gl-deploy", "zd-api"]);
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -894,6 +968,7 @@ fn approvals_are_requested_once_and_decided_once(store: &dyn StateStore) {
 }
 
 suite!(
+    credential_records_follow_rotations_and_checks,
     approvals_are_requested_once_and_decided_once,
     end_run_finishes_and_releases_together,
     runs_create_list_finish,
