@@ -17,6 +17,7 @@ mod github;
 mod gitlab;
 mod hostile_runbooks;
 mod ibm_sm;
+mod inputs;
 mod kubernetes;
 mod operator;
 mod plugin_files;

@@ -712,16 +712,23 @@ fn integrate_until_the_flow(
         "--set",
         "request=REQ-1042",
     ];
+    // The scopes are read from a file, so they are declared plain text.
     let answer = format!("approved_scopes=@{}", approved.display());
     let mut dry = base.to_vec();
-    dry.extend(["--input", &answer, "--dry-run"]);
+    dry.extend([
+        "--input",
+        &answer,
+        "--plain-input",
+        "approved_scopes",
+        "--dry-run",
+    ]);
     let tokens_before = zd.state.snapshot().oauth_tokens.len();
     ws.run(&dry)
         .assert_ok()
         .stderr_has("REQ-1042 approves [\"read\", \"tickets:write\"]")
         .stderr_has("[dry run, not done] integration@example.com would have the Okta login requirement removed");
     let mut real = base.to_vec();
-    real.extend(["--input", &answer]);
+    real.extend(["--input", &answer, "--plain-input", "approved_scopes"]);
     ws.run(&real)
         .assert_code(6)
         .stderr_has("remove the login requirement for integration@example.com")

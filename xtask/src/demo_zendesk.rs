@@ -146,6 +146,8 @@ pub fn run(keycycle: &Path, env: &DemoEnv) -> Result<()> {
         "request=REQ-1042".to_owned(),
         "--input".to_owned(),
         format!("approved_scopes=@{}", scopes.display()),
+        "--plain-input".to_owned(),
+        "approved_scopes".to_owned(),
         "--input".to_owned(),
         "okta_removed=yes".to_owned(),
     ];

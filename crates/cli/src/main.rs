@@ -208,7 +208,10 @@ Examples:
 
 RUNBOOK is a path, or a name looked up in the runbooks folder.
 Without a terminal, prompts are answered with --input NAME=@FILE,
---input NAME=env:VAR, or (not for secrets) --input NAME=VALUE.";
+--input NAME=env:VAR, or (not for secrets) --input NAME=VALUE.
+An answer to a prompt() read from a file or a variable is a secret (the
+runbook gets a secret handle) unless --plain-input NAME declares it text;
+--secret-input NAME makes the answer a secret whatever its source.";
 
 const SIM_HELP: &str = "\
 Examples:
@@ -228,9 +231,12 @@ struct RunArgs {
     /// A runbook parameter, readable as params.KEY (repeatable)
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
-    /// An answer to a prompt: NAME=@FILE, NAME=env:VAR or NAME=VALUE (repeatable)
+    /// An answer to a prompt: NAME=@FILE, NAME=env:VAR or NAME=VALUE (repeatable);
+    /// from @FILE or env:VAR, a prompt() answer is a secret unless --plain-input NAME
     #[arg(long = "input", value_name = "NAME=SRC")]
     input: Vec<String>,
+    #[command(flatten)]
+    declared: DeclaredArgs,
     /// Apply the plugins' overlay for this environment (also params.env)
     #[arg(long, value_name = "NAME")]
     env: Option<String>,
@@ -243,9 +249,12 @@ struct RunArgs {
 struct ResumeArgs {
     /// The run to finish (see `keycycle runs`)
     run_id: String,
-    /// Answers to prompts the run has not had yet (repeatable)
+    /// Answers to prompts the run has not had yet: NAME=@FILE, NAME=env:VAR or NAME=VALUE
+    /// (repeatable); from @FILE or env:VAR, a prompt() answer is a secret unless --plain-input NAME
     #[arg(long = "input", value_name = "NAME=SRC")]
     input: Vec<String>,
+    #[command(flatten)]
+    declared: DeclaredArgs,
     /// Resume even though the runbook changed since the run started
     #[arg(long)]
     force: bool,
@@ -253,6 +262,18 @@ struct ResumeArgs {
     /// (only after checking at the provider that it did not happen)
     #[arg(long)]
     retry_in_flight: bool,
+}
+
+/// Whether a prompt()'s answer is plain text or a secret, whatever its
+/// source: shared by `run` and `resume`.
+#[derive(Args)]
+struct DeclaredArgs {
+    /// The answer to the prompt NAME is ordinary text, even from a file or variable (repeatable)
+    #[arg(long = "plain-input", value_name = "NAME")]
+    plain_input: Vec<String>,
+    /// The answer to the prompt NAME is a secret: never from argv, typed hidden (repeatable)
+    #[arg(long = "secret-input", value_name = "NAME")]
+    secret_input: Vec<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -337,6 +358,13 @@ struct SimArgs {
     tls: sim_cmd::TlsOptions,
 }
 
+impl DeclaredArgs {
+    /// The run's answers (`--input`) with these declarations.
+    fn given(&self, input: &[String]) -> Result<inputs::Given> {
+        inputs::Given::parse(input, &self.plain_input, &self.secret_input).context(Code::Config)
+    }
+}
+
 fn parse_set(items: &[String]) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for item in items {
@@ -370,11 +398,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(args) => {
             let params = parse_set(&args.set).context(Code::Config)?;
-            let mut given = BTreeMap::new();
-            for item in &args.input {
-                let (name, source) = inputs::parse_input(item).context(Code::Config)?;
-                given.insert(name, source);
-            }
+            let given = args.declared.given(&args.input)?;
             let config = load_config()?;
             run::run(
                 config,
@@ -382,20 +406,17 @@ async fn dispatch(cli: Cli) -> Result<()> {
                     resume: None,
                     runbook: args.runbook,
                     params,
-                    inputs: given,
+                    inputs: given.clone(),
                     env: args.env,
                     dry_run: args.dry_run,
                     json,
                 },
             )
             .await
+            .map_err(|e| given.explain(e))
         }
         Command::Resume(args) => {
-            let mut given = BTreeMap::new();
-            for item in &args.input {
-                let (name, source) = inputs::parse_input(item).context(Code::Config)?;
-                given.insert(name, source);
-            }
+            let given = args.declared.given(&args.input)?;
             let config = load_config()?;
             let state = durable::open_state(&config)?;
             let record = state
@@ -419,13 +440,14 @@ async fn dispatch(cli: Cli) -> Result<()> {
                     }),
                     runbook: PathBuf::from(&record.runbook_path),
                     params: record.params.clone(),
-                    inputs: given,
+                    inputs: given.clone(),
                     env: record.env.clone(),
                     dry_run: false,
                     json,
                 },
             )
             .await
+            .map_err(|e| given.explain(e))
         }
         Command::Runs => state_cmds::runs(&load_config()?, json),
         Command::Unlock { credential, yes } => {

@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::durable;
 use crate::effects::{HostEffects, LoadedPlugin, Step};
 use crate::exit::Code;
-use crate::inputs::{Inputs, Source};
+use crate::inputs::{Given, Inputs, Source};
 use crate::journal::{Journal, JournaledEffects};
 use crate::store::StoreAccess;
 use keycycle_store::state::{NewRun, PluginInfo};
@@ -36,7 +36,8 @@ pub struct RunRequest {
     pub resume: Option<Resume>,
     pub runbook: PathBuf,
     pub params: BTreeMap<String, String>,
-    pub inputs: BTreeMap<String, Source>,
+    /// `--input` answers, and which `prompt()` answers are plain or secret.
+    pub inputs: Given,
     pub env: Option<String>,
     pub dry_run: bool,
     pub json: bool,
@@ -183,8 +184,8 @@ fn code_for(kind: &ErrorKind) -> Code {
 
 /// Every `--input` source must be readable before the run starts: a typo
 /// found at the prompt would stop a run that already holds its locks.
-fn check_input_sources(inputs: &BTreeMap<String, Source>) -> Result<()> {
-    for (name, source) in inputs {
+fn check_input_sources(inputs: &Given) -> Result<()> {
+    for (name, source) in &inputs.sources {
         match source {
             Source::File(path) => {
                 std::fs::File::open(path)
@@ -211,13 +212,14 @@ fn check_input_sources(inputs: &BTreeMap<String, Source>) -> Result<()> {
 }
 
 /// What can be known before the first effect, checked before the run is
-/// recorded or takes a lock: every plugin the runbook names has loaded, and
+/// recorded or takes a lock: every plugin the runbook names has loaded,
 /// every `--input` answers a prompt the runbook has, in a form that prompt
-/// takes.
+/// takes (a secret's form for a `prompt()` whose answer will be a secret),
+/// and every `--plain-input` and `--secret-input` names a `prompt()` it has.
 fn check_before_start(
     runbook: &Runbook,
     plugins: &BTreeMap<String, LoadedPlugin>,
-    inputs: &BTreeMap<String, Source>,
+    inputs: &Given,
 ) -> Result<()> {
     for name in runbook.plugins_used() {
         if let Some(LoadedPlugin::Refused { denied, message }) = plugins.get(name) {
@@ -233,15 +235,30 @@ fn check_before_start(
     let mut known: Vec<&str> = prompts.iter().filter_map(|p| p.name.as_deref()).collect();
     known.sort_unstable();
     known.dedup();
-    for (name, source) in inputs {
-        let asked: Vec<_> = prompts
+    let asked = |name: &str| -> Vec<&keycycle_runbook::PromptSite> {
+        prompts
             .iter()
             .filter(|p| p.name.as_deref() == Some(name))
-            .collect();
-        if asked.is_empty() {
+            .collect()
+    };
+    let at = |prompt: &keycycle_runbook::PromptSite| {
+        format!(
+            "{}{}",
+            prompt.file.display(),
+            prompt.line.map(|l| format!(":{l}")).unwrap_or_default()
+        )
+    };
+    let named = inputs
+        .sources
+        .keys()
+        .map(|name| (name, "--input"))
+        .chain(inputs.declared.iter().map(|(name, d)| (name, d.flag())));
+    for (name, flag) in named {
+        let asked = asked(name);
+        let Some(first) = asked.first() else {
             if runbook.prompt_names_known() {
                 return Err(anyhow!(
-                    "--input {name}: the runbook never asks for `{name}`{}",
+                    "{flag} {name}: the runbook never asks for `{name}`{}",
                     if known.is_empty() {
                         "; it has no prompts".to_owned()
                     } else {
@@ -250,36 +267,63 @@ fn check_before_start(
                 ))
                 .context(Code::Config);
             }
-            tracing::warn!(target: "keycycle", "--input {name}: no prompt of the runbook is known to ask for `{name}` (some prompt names are computed when it runs)");
+            tracing::warn!(target: "keycycle", "{flag} {name}: no prompt of the runbook is known to ask for `{name}` (some prompt names are computed when it runs)");
             continue;
+        };
+        // A declaration that could not change anything is a mistake the
+        // operator should hear about: a secret prompt is always a secret,
+        // a yes/no never is.
+        if flag != "--input" && !asked.iter().any(|p| p.kind == PromptKind::Text) {
+            let what = match first.kind {
+                PromptKind::Confirm => "a yes/no question (confirm)",
+                _ => "a secret prompt (prompt_secret), whose answer is always a secret",
+            };
+            return Err(anyhow!(
+                "{flag} {name}: `{name}` is {what} ({}); only a prompt()'s answer can be declared plain or secret",
+                at(first)
+            ))
+            .context(Code::Config);
         }
-        for prompt in asked {
-            let at = format!(
-                "{}{}",
-                prompt.file.display(),
-                prompt.line.map(|l| format!(":{l}")).unwrap_or_default()
-            );
-            match (prompt.kind, source) {
+    }
+    for (name, source) in &inputs.sources {
+        for prompt in asked(name) {
+            let at = at(prompt);
+            match (inputs.kind_of(name, prompt.kind, Some(source)), source) {
                 (PromptKind::Secret, Source::Literal(_)) => {
+                    let what = if prompt.kind == PromptKind::Secret {
+                        format!("`{name}` is a secret ({at})")
+                    } else {
+                        format!("`{name}` is declared a secret with --secret-input ({at})")
+                    };
                     return Err(anyhow!(
-                        "--input {name}: `{name}` is a secret ({at}), and a secret on the command line is readable by every user of this machine; \
+                        "--input {name}: {what}, and a secret on the command line is readable by every user of this machine; \
                          pass --input {name}=@FILE or --input {name}=env:VAR"
                     ))
                     .context(Code::Config);
                 }
-                // A secret's value is only read when it is asked for.
-                (PromptKind::Secret, _) => {}
+                // A secret prompt's value is only read when it is asked for.
+                (PromptKind::Secret, _) if prompt.kind == PromptKind::Secret => {}
                 (kind, source) => {
-                    let text = match source {
+                    // It may be a secret now: wipe this copy after the check.
+                    let text = zeroize::Zeroizing::new(match source {
                         Source::Literal(v) => v.clone(),
                         Source::File(path) => std::fs::read_to_string(path)
                             .with_context(|| format!("--input {name}=@{}", path.display()))
                             .context(Code::Config)?,
                         Source::Env(var) => std::env::var(var).unwrap_or_default(),
-                    };
+                    });
                     let text = text.trim_end_matches(['\n', '\r']);
                     kind.check_answer(text)
-                        .map_err(|why| anyhow!("--input {name}: {why} (asked at {at})"))
+                        .map_err(|why| {
+                            if inputs.secret_by_source(name, prompt.kind, source) {
+                                anyhow!(
+                                    "--input {name}: {why}; {} (asked at {at})",
+                                    crate::inputs::plain_hint(name)
+                                )
+                            } else {
+                                anyhow!("--input {name}: {why} (asked at {at})")
+                            }
+                        })
                         .context(Code::Config)?;
                 }
             }

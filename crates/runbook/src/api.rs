@@ -23,7 +23,7 @@ pub const MAX_INPUT_NAME_LEN: usize = 40;
 pub const MAX_RANDOM_BYTES: INT = 1024;
 
 /// The message for any attempt to turn a secret into text.
-const SECRET_AS_TEXT: &str =
+pub(crate) const SECRET_AS_TEXT: &str =
     "secret values cannot be turned into text; pass the handle to a plugin instead";
 
 /// Method names a plugin operation cannot take, because the engine gives

@@ -121,6 +121,25 @@ impl RunbookError {
         }
     }
 
+    /// Whether the runbook stopped because it used a secret handle as text:
+    /// joined it to a string, or called a string function on it. The CLI
+    /// then says where the handle came from, which the engine cannot know
+    /// (an answer from a file, say).
+    pub fn secret_used_as_text(&self) -> bool {
+        if self.kind != ErrorKind::Runtime {
+            return false;
+        }
+        if self.message.contains(crate::api::SECRET_AS_TEXT) {
+            return true;
+        }
+        // A function that does not take a Secret, as `function_not_found`
+        // words it.
+        self.message
+            .split_once(NOT_DEFINED_FOR)
+            .and_then(|(_, args)| args.split_once(')'))
+            .is_some_and(|(args, _)| args.split(", ").any(|a| a == "Secret"))
+    }
+
     fn render(&self) -> String {
         let file = self.file.display();
         match (self.line, self.column) {
@@ -424,6 +443,9 @@ fn size_limit(what: &str, limits: &Limits) -> String {
     }
 }
 
+/// How [`function_not_found`] introduces the argument types it lists.
+const NOT_DEFINED_FOR: &str = "is not defined for arguments (";
+
 fn function_not_found(signature: &str) -> String {
     // Rhai spells it `name (Type1, Type2)`.
     let (name, args) = signature
@@ -438,6 +460,6 @@ fn function_not_found(signature: &str) -> String {
     } else if args.is_empty() {
         format!("function `{name}` is not defined")
     } else {
-        format!("function `{name}` is not defined for arguments ({args})")
+        format!("function `{name}` {NOT_DEFINED_FOR}{args})")
     }
 }

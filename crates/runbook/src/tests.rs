@@ -900,8 +900,29 @@ fn concatenating_a_secret_is_an_error_with_its_line() {
             "case {n}: {err}"
         );
         assert_eq!(err.line, Some(source.lines().count()), "case {n}: {err}");
+        assert!(err.secret_used_as_text(), "case {n}: {err}");
         assert!(!err.to_string().contains(CANARY));
         assert!(!fake.log_text().contains(CANARY));
+    }
+}
+
+#[test]
+fn string_functions_on_a_secret_are_told_apart_from_other_errors() {
+    for source in [
+        "let s = secret(\"db\");\ns.len()",
+        "let s = secret(\"db\");\ns.split(\",\")",
+        "let s = secret(\"db\");\nparse_int(s)",
+    ] {
+        let (err, _) = run_err(source);
+        assert!(err.message.contains("(Secret"), "{err}");
+        assert!(err.secret_used_as_text(), "{source}: {err}");
+    }
+    for source in [
+        "fail(\"secret values cannot be turned into text\")",
+        "let s = \"x\";\ns.no_such_function()",
+    ] {
+        let (err, _) = run_err(source);
+        assert!(!err.secret_used_as_text(), "{source}: {err}");
     }
 }
 
