@@ -18,6 +18,7 @@ mod gitlab;
 mod hostile_runbooks;
 mod ibm_sm;
 mod inputs;
+mod inventory;
 mod kubernetes;
 mod operator;
 mod plugin_files;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use keycycle_host::{Grants, Limits, Trust, parse_public_key};
+use keycycle_inventory::CredentialSection;
 use keycycle_policy::{FlowSection, PluginRules, Policy, PolicyConfig, RunbookRules, TeamSection};
 use serde::Deserialize;
 
@@ -44,6 +45,20 @@ pub struct ConfigFile {
     /// Allowed destinations by kind, for every runbook that pins none.
     #[serde(default)]
     pub destinations: BTreeMap<String, Vec<String>>,
+    /// The inventory: every credential this runner looks after.
+    #[serde(default)]
+    pub credentials: BTreeMap<String, CredentialSection>,
+    /// More inventory, in a file of `[credentials.ID]` sections (a team's
+    /// list kept apart from the runner's settings).
+    pub credentials_file: Option<PathBuf>,
+}
+
+/// A file of `[credentials.ID]` sections.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CredentialsFile {
+    #[serde(default)]
+    credentials: BTreeMap<String, CredentialSection>,
 }
 
 /// Who may approve approval gates (users, or `group:NAME`). The person who
@@ -175,6 +190,8 @@ pub struct Config {
     pub require_signed: bool,
     /// Who may use what: teams, flows, destinations, runbook grants.
     pub policy: std::sync::Arc<Policy>,
+    /// The inventory, from the config and `credentials_file`, by id.
+    pub credentials: BTreeMap<String, CredentialSection>,
 }
 
 /// How the config file was found, for `-v` and `keycycle doctor`.
@@ -337,6 +354,38 @@ pub fn load(explicit: Option<&Path>) -> Result<Config> {
             }
         }
     }
+    let mut credentials = parsed.credentials;
+    if let Some(extra) = &parsed.credentials_file {
+        let path = abs(extra);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            in_file(anyhow::anyhow!(
+                "credentials_file: cannot read {}: {e}",
+                path.display()
+            ))
+        })?;
+        let more: CredentialsFile = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
+        for (id, section) in more.credentials {
+            if credentials.contains_key(&id) {
+                return Err(in_file(anyhow::anyhow!(
+                    "[credentials.{id}] is in both this file and {}; an id names one credential",
+                    path.display()
+                )));
+            }
+            credentials.insert(id, section);
+        }
+    }
+    for (id, section) in &credentials {
+        section.validate(id).map_err(|e| in_file(e.into()))?;
+        if let Some(plugin) = section.expiry_plugin()
+            && !plugins.contains_key(plugin)
+        {
+            return Err(in_file(anyhow::anyhow!(
+                "[credentials.{id}] reads its expiry through plugin `{plugin}`, which is not \
+                 configured"
+            )));
+        }
+    }
     let policy = Policy::new(&PolicyConfig {
         teams: parsed.teams,
         flows: parsed.flows,
@@ -376,6 +425,7 @@ pub fn load(explicit: Option<&Path>) -> Result<Config> {
     .map_err(|e| in_file(e.into()))?;
     Ok(Config {
         policy,
+        credentials,
         runbooks_dir: parsed
             .runbooks_dir
             .as_deref()

@@ -526,16 +526,17 @@ async fn plugins_section(
     }
     // The same loading `plugins list` and `plugins inspect` do (base
     // grants, no --env overlay).
-    let (_sandbox, plugins) = match load_plugins_cached(config, None, store, cache, None).await {
-        Ok(loaded) => loaded,
-        Err(e) => {
-            report.add(S, Level::Error, describe(&e));
-            report
-                .facts
-                .insert("plugins".into(), json!({ "error": describe(&e) }));
-            return;
-        }
-    };
+    let (_sandbox, plugins) =
+        match load_plugins_cached(config, None, store, cache, None, None).await {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                report.add(S, Level::Error, describe(&e));
+                report
+                    .facts
+                    .insert("plugins".into(), json!({ "error": describe(&e) }));
+                return;
+            }
+        };
     let mut rows = Vec::new();
     for (name, loaded) in &plugins {
         let path = config.plugins[name].path.display().to_string();

@@ -28,6 +28,8 @@ pub enum Code {
     WaitingForApproval,
     /// 11: an approval gate's change request was rejected.
     Rejected,
+    /// 12: `keycycle check` found a credential critical (or expired).
+    Critical,
 }
 
 impl Code {
@@ -43,6 +45,7 @@ impl Code {
             Code::NeedsAttention => 9,
             Code::WaitingForApproval => 10,
             Code::Rejected => 11,
+            Code::Critical => 12,
         }
     }
 
@@ -69,6 +72,9 @@ impl Code {
                 "waiting for approval: the run stopped at an approval gate and keeps its locks"
             }
             Code::Rejected => "rejected: an approval gate's change request was rejected",
+            Code::Critical => {
+                "critical: `keycycle check` found a credential expired or about to expire"
+            }
         }
     }
 
@@ -84,12 +90,13 @@ impl Code {
             Code::NeedsAttention => "needs-attention",
             Code::WaitingForApproval => "waiting-for-approval",
             Code::Rejected => "rejected",
+            Code::Critical => "critical",
         }
     }
 }
 
 impl Code {
-    pub const ALL: [Code; 10] = [
+    pub const ALL: [Code; 11] = [
         Code::Internal,
         Code::Config,
         Code::Denied,
@@ -100,6 +107,7 @@ impl Code {
         Code::NeedsAttention,
         Code::WaitingForApproval,
         Code::Rejected,
+        Code::Critical,
     ];
 }
 
@@ -116,6 +124,7 @@ impl fmt::Display for Code {
             Code::NeedsAttention => "run needs attention",
             Code::WaitingForApproval => "waiting for approval",
             Code::Rejected => "change request rejected",
+            Code::Critical => "a credential is critical",
         })
     }
 }

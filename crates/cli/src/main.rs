@@ -17,6 +17,7 @@ mod effects;
 mod exit;
 mod hardening;
 mod inputs;
+mod inventory_cmd;
 mod journal;
 mod logging;
 mod plugins_cmd;
@@ -193,6 +194,9 @@ enum Command {
         /// Where to write the pages
         dir: PathBuf,
     },
+    /// Check every inventory credential's expiry: ok, due, warning or critical
+    #[command(after_help = CHECK_HELP)]
+    Check(CheckArgs),
     /// Check the config, master key, store, cache, plugins and grants (read-only)
     #[command(
         after_help = "Examples:\n  keycycle doctor\n  keycycle doctor --output json\n\nExit code 0 when nothing is wrong (warnings are printed), 3 when something is."
@@ -280,6 +284,30 @@ struct DeclaredArgs {
 enum Output {
     Text,
     Json,
+}
+
+const CHECK_HELP: &str = "Examples:
+  keycycle check
+  keycycle check --team payments --output json
+  keycycle check --prometheus /var/lib/node_exporter/textfile/keycycle.prom -q
+
+Exit code 0 when nothing is critical (warnings and due credentials are
+listed), 12 when a credential is critical or expired, 5 when an expiry
+could not be read.";
+
+#[derive(Args)]
+struct CheckArgs {
+    /// Only these credentials (ids of [credentials.ID]); all by default
+    ids: Vec<String>,
+    /// Only the credentials of this team's runbooks
+    #[arg(long)]
+    team: Option<String>,
+    /// Expiry reads at once
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    concurrency: usize,
+    /// Also write the metrics in the Prometheus text format to FILE (`-`: standard output), for node_exporter's textfile collector
+    #[arg(long, value_name = "FILE")]
+    prometheus: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -468,6 +496,21 @@ async fn dispatch(cli: Cli) -> Result<()> {
         } => state_cmds::abandon(&load_config()?, &run_id, &reason, yes),
         Command::Retry { action_id } => state_cmds::retry(&load_config()?, &action_id),
         Command::Cleanup => state_cmds::cleanup(&load_config()?, json).await,
+        Command::Check(args) => {
+            inventory_cmd::check(
+                &load_config()?,
+                inventory_cmd::CheckArgs {
+                    selection: inventory_cmd::Selection {
+                        ids: args.ids,
+                        team: args.team,
+                    },
+                    concurrency: args.concurrency,
+                    prometheus: args.prometheus,
+                    json,
+                },
+            )
+            .await
+        }
         Command::History {
             credential,
             limit,

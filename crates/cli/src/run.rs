@@ -105,7 +105,15 @@ pub async fn load_plugins(
     env: Option<&str>,
     store: Arc<StoreAccess>,
 ) -> Result<(Sandbox, BTreeMap<String, LoadedPlugin>)> {
-    load_plugins_cached(config, env, store, Some(config.cache_dir.clone()), None).await
+    load_plugins_cached(
+        config,
+        env,
+        store,
+        Some(config.cache_dir.clone()),
+        None,
+        None,
+    )
+    .await
 }
 
 /// [`load_plugins`] with the compiled-plugin cache chosen by the caller:
@@ -117,6 +125,7 @@ pub async fn load_plugins_cached(
     store: Arc<StoreAccess>,
     cache_dir: Option<PathBuf>,
     policy: Option<&RunPolicy>,
+    only: Option<&std::collections::BTreeSet<String>>,
 ) -> Result<(Sandbox, BTreeMap<String, LoadedPlugin>)> {
     let sandbox = Sandbox::new(&SandboxConfig {
         cache_dir,
@@ -126,6 +135,9 @@ pub async fn load_plugins_cached(
     .context(Code::Config)?;
     let mut plugins = BTreeMap::new();
     for (name, section) in &config.plugins {
+        if only.is_some_and(|names| !names.contains(name)) {
+            continue;
+        }
         // A plugin the run may not call is never loaded: it gets no
         // grants, and the runbook meets the denial if it names it.
         if let Some(Err(denied)) = policy.map(|p| p.may_call(name)) {
@@ -375,6 +387,7 @@ pub async fn run(config: Config, req: RunRequest) -> Result<()> {
         store.clone(),
         Some(config.cache_dir.clone()),
         Some(&policy),
+        None,
     )
     .await?;
 

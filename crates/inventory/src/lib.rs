@@ -233,12 +233,29 @@ impl ExpiryReading {
     }
 }
 
-/// A dotted path into a JSON value (`token.expires_at`, `items.0.id`).
+/// A dotted path into a JSON value: `token.expires_at`, `items.0.id`, or
+/// `api_tokens[id=42].last_used` for the element of a list whose `id` is
+/// 42 (a list operation answers for every token; the inventory wants one).
 fn field<'a>(value: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
-    path.split('.').try_fold(value, |v, part| match v {
-        serde_json::Value::Object(map) => map.get(part),
-        serde_json::Value::Array(items) => part.parse::<usize>().ok().and_then(|i| items.get(i)),
-        _ => None,
+    path.split('.').try_fold(value, |v, part| {
+        let (name, select) = match part.split_once('[') {
+            Some((name, rest)) => (name, rest.strip_suffix(']')?.split_once('=')),
+            None => (part, None),
+        };
+        let v = match v {
+            serde_json::Value::Object(map) => map.get(name)?,
+            serde_json::Value::Array(items) => items.get(name.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+        match select {
+            None => Some(v),
+            Some((key, wanted)) => v.as_array()?.iter().find(|item| {
+                item.get(key).is_some_and(|k| match k {
+                    serde_json::Value::String(s) => s == wanted,
+                    other => other.to_string() == wanted,
+                })
+            }),
+        }
     })
 }
 

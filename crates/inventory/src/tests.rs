@@ -188,6 +188,19 @@ fn readings_pick_dotted_fields_and_refuse_what_is_not_a_time() {
     let r = ExpiryReading::from_answer(&plugin_expiry(), &answer).unwrap();
     assert_eq!(r.expires_at, Some(parse_time("2027-01-01").unwrap()));
     assert_eq!(r.last_used_at, None);
+    let listed = serde_json::json!({ "api_tokens": [
+        { "id": 7, "last_used": "2026-01-01T10:00:00Z" },
+        { "id": 42, "last_used": "2026-11-01T10:00:00Z" },
+    ] });
+    assert_eq!(
+        field(&listed, "api_tokens[id=42].last_used"),
+        Some(&serde_json::json!("2026-11-01T10:00:00Z"))
+    );
+    assert_eq!(field(&listed, "api_tokens[id=9].last_used"), None);
+    assert_eq!(
+        field(&listed, "api_tokens.0.id"),
+        Some(&serde_json::json!(7))
+    );
     let bad = serde_json::json!({ "expires_at": "soon" });
     let e = ExpiryReading::from_answer(&plugin_expiry(), &bad).unwrap_err();
     assert!(e.contains("expiry field `expires_at`"), "{e}");

@@ -438,6 +438,35 @@ fn register_types(engine: &mut Engine) {
             },
         )
         .register_fn("is_secret", |value: Dynamic| value.is::<SecretHandle>());
+
+    // Rhai answers `false` when it cannot compare two values, so
+    // `answer == "prod"` on a secret would quietly take the other branch.
+    // Comparing a secret is refused instead: a plugin compares values (a
+    // runbook comparing secrets one guess at a time could learn them).
+    fn compared(ctx: &NativeCallContext) -> Rr<bool> {
+        Err(misuse(ctx, SECRET_AS_TEXT))
+    }
+    for op in ["==", "!="] {
+        engine
+            .register_fn(
+                op,
+                |ctx: NativeCallContext, _: SecretHandle, _: ImmutableString| compared(&ctx),
+            )
+            .register_fn(
+                op,
+                |ctx: NativeCallContext, _: ImmutableString, _: SecretHandle| compared(&ctx),
+            )
+            .register_fn(
+                op,
+                |ctx: NativeCallContext, _: SecretHandle, _: SecretHandle| compared(&ctx),
+            )
+            .register_fn(op, |ctx: NativeCallContext, _: SecretHandle, _: Dynamic| {
+                compared(&ctx)
+            })
+            .register_fn(op, |ctx: NativeCallContext, _: Dynamic, _: SecretHandle| {
+                compared(&ctx)
+            });
+    }
 }
 
 fn register_secrets(engine: &mut Engine, host: &Arc<Host>) {

@@ -887,6 +887,10 @@ fn concatenating_a_secret_is_an_error_with_its_line() {
         "let s = secret(\"db\");\nlet t = \"x\";\nt += s;",
         "let s = secret(\"db\");\nlet t = \"x\";\nt.append(s);",
         "let s = secret(\"db\");\nlet t = s + s;",
+        "let s = secret(\"db\");\nif s == \"prod\" { 1 } else { 2 }",
+        "let s = secret(\"db\");\nif \"prod\" != s { 1 } else { 2 }",
+        "let s = secret(\"db\");\ns == s",
+        "let s = secret(\"db\");\ns == 42",
     ]
     .iter()
     .enumerate()

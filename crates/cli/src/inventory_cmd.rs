@@ -1,0 +1,419 @@
+//! `keycycle check`: every inventory credential's expiry, read through its
+//! plugin (concurrently, read-only operations only) or taken from what
+//! keycycle recorded, judged against its thresholds, recorded in the state
+//! store, and printed as a table, JSON or Prometheus metrics.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use keycycle_contract::{CallContext, Value};
+use keycycle_inventory::{
+    CredentialSection, ExpiryReading, ExpirySection, Metric, State, Status, evaluate, format_date,
+};
+use keycycle_store::state::{CheckOutcome, CredentialRecord, StateStore, now_ms};
+use serde_json::json;
+
+use crate::config::Config;
+use crate::durable::open_state;
+use crate::effects::LoadedPlugin;
+use crate::exit::Code;
+use crate::run::load_plugins_cached;
+use crate::store::StoreAccess;
+
+/// Which credentials a command works on.
+pub struct Selection {
+    pub ids: Vec<String>,
+    pub team: Option<String>,
+}
+
+pub struct CheckArgs {
+    pub selection: Selection,
+    /// Reads at once.
+    pub concurrency: usize,
+    /// Write the metrics here (`-` for standard output).
+    pub prometheus: Option<std::path::PathBuf>,
+    pub json: bool,
+}
+
+/// A credential with everything a command needs to know of it.
+pub struct Entry<'c> {
+    pub id: &'c str,
+    pub section: &'c CredentialSection,
+    /// The team that owns its runbook, if any.
+    pub team: Option<String>,
+}
+
+impl Entry<'_> {
+    pub fn provider(&self) -> &str {
+        self.section
+            .provider
+            .as_deref()
+            .or(self.section.expiry_plugin())
+            .unwrap_or("")
+    }
+}
+
+/// The selected credentials, in id order: the named ones (each must
+/// exist), else all, narrowed to `team`.
+pub fn select<'c>(config: &'c Config, selection: &Selection) -> Result<Vec<Entry<'c>>> {
+    if config.credentials.is_empty() {
+        bail!(
+            "the inventory is empty: add [credentials.ID] sections to keycycle.toml (or a \
+             credentials_file); see docs/operations.md"
+        );
+    }
+    for id in &selection.ids {
+        if !config.credentials.contains_key(id) {
+            return Err(anyhow!(
+                "no credential `{id}` in the inventory (known: {})",
+                config
+                    .credentials
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+            .context(Code::Config);
+        }
+    }
+    if let Some(team) = &selection.team
+        && !config.policy.teams().any(|t| t == team)
+    {
+        return Err(anyhow!("no team `{team}` is declared in [teams]")).context(Code::Config);
+    }
+    Ok(config
+        .credentials
+        .iter()
+        .filter(|(id, _)| selection.ids.is_empty() || selection.ids.contains(id))
+        .map(|(id, section)| Entry {
+            id,
+            section,
+            team: config
+                .policy
+                .team_of_runbook(&section.runbook)
+                .map(str::to_owned),
+        })
+        .filter(|e| selection.team.is_none() || e.team == selection.team)
+        .collect())
+}
+
+/// Reads the expiry of every entry that has a plugin source, at most
+/// `concurrency` at once. Plugins are loaded once per environment, and
+/// only those the entries read through.
+pub async fn read_expiries(
+    config: &Config,
+    entries: &[Entry<'_>],
+    concurrency: usize,
+) -> Result<BTreeMap<String, Result<ExpiryReading, String>>> {
+    let mut by_env: BTreeMap<Option<String>, BTreeSet<String>> = BTreeMap::new();
+    for e in entries {
+        if let Some(plugin) = e.section.expiry_plugin() {
+            by_env
+                .entry(e.section.env.clone())
+                .or_default()
+                .insert(plugin.to_owned());
+        }
+    }
+    let mut readings = BTreeMap::new();
+    if by_env.is_empty() {
+        return Ok(readings);
+    }
+    let store = Arc::new(StoreAccess::new(config));
+    store.check_key()?;
+    let mut loaded = BTreeMap::new();
+    for (env, names) in &by_env {
+        let (sandbox, plugins) = load_plugins_cached(
+            config,
+            env.as_deref(),
+            store.clone(),
+            Some(config.cache_dir.clone()),
+            None,
+            Some(names),
+        )
+        .await?;
+        loaded.insert(env.clone(), (sandbox, plugins));
+    }
+    let limit = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for e in entries {
+        let Some(ExpirySection::Plugin {
+            plugin,
+            operation,
+            input,
+            ..
+        }) = &e.section.expiry
+        else {
+            continue;
+        };
+        let id = e.id.to_owned();
+        // The read acts for the credential's runbook, under its policy.
+        if let Err(denied) = config
+            .policy
+            .for_run(Some(&e.section.runbook))
+            .may_call(plugin)
+        {
+            readings.insert(id, Err(denied.0));
+            continue;
+        }
+        let loaded_plugin = match loaded[&e.section.env].1.get(plugin.as_str()) {
+            Some(LoadedPlugin::Ready { plugin, .. }) => plugin.clone(),
+            Some(LoadedPlugin::Refused { message, .. }) => {
+                readings.insert(
+                    id,
+                    Err(format!("plugin `{plugin}` did not load: {message}")),
+                );
+                continue;
+            }
+            None => {
+                readings.insert(id, Err(format!("plugin `{plugin}` is not configured")));
+                continue;
+            }
+        };
+        match loaded_plugin.description().operation(operation) {
+            None => {
+                readings.insert(
+                    id,
+                    Err(format!("plugin `{plugin}` has no operation `{operation}`")),
+                );
+                continue;
+            }
+            Some(spec) if spec.mutates => {
+                readings.insert(
+                    id,
+                    Err(format!(
+                        "{plugin}.{operation} changes things at the provider; an expiry is read \
+                         with a read-only operation"
+                    )),
+                );
+                continue;
+            }
+            Some(_) => {}
+        }
+        let input = Value::from_json(serde_json::Value::Object(
+            input.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        ));
+        let section = e.section.expiry.clone().expect("a plugin source");
+        let (plugin, operation) = (plugin.clone(), operation.clone());
+        let limit = limit.clone();
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let ctx = CallContext {
+                run_id: format!("check-{id}"),
+                idempotency_key: format!("check-{id}"),
+            };
+            let reading = match loaded_plugin.invoke(&operation, &input, &ctx).await {
+                Ok(answer) => ExpiryReading::from_answer(&section, &answer.to_redacted_json())
+                    .map_err(|e| format!("{plugin}.{operation}: {e}")),
+                Err(e) => Err(keycycle_host::one_line(&e.to_string())),
+            };
+            (id, reading)
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        let (id, reading) = done.context("an expiry read stopped unexpectedly")?;
+        readings.insert(id, reading);
+    }
+    Ok(readings)
+}
+
+/// One credential's verdict, with what it was judged on.
+pub struct Verdict<'c> {
+    pub entry: Entry<'c>,
+    pub status: Status,
+    pub record: Option<CredentialRecord>,
+}
+
+/// Judges every entry now, reading expiries as configured.
+pub async fn judge<'c>(
+    config: &Config,
+    state: &dyn StateStore,
+    entries: Vec<Entry<'c>>,
+    concurrency: usize,
+) -> Result<Vec<Verdict<'c>>> {
+    let readings = read_expiries(config, &entries, concurrency).await?;
+    let records: BTreeMap<String, CredentialRecord> = state
+        .credentials()
+        .context(Code::Config)?
+        .into_iter()
+        .map(|r| (r.id.clone(), r))
+        .collect();
+    let now = now_ms();
+    Ok(entries
+        .into_iter()
+        .map(|entry| {
+            let record = records.get(entry.id).cloned();
+            let status = evaluate(entry.section, record.as_ref(), readings.get(entry.id), now);
+            Verdict {
+                entry,
+                status,
+                record,
+            }
+        })
+        .collect())
+}
+
+pub async fn check(config: &Config, args: CheckArgs) -> Result<()> {
+    let entries = select(config, &args.selection).context(Code::Config)?;
+    let state = open_state(config)?;
+    let checked_at = now_ms();
+    let verdicts = judge(config, state.as_ref(), entries, args.concurrency).await?;
+    for v in &verdicts {
+        let source = match &v.entry.section.expiry {
+            Some(ExpirySection::Plugin { .. }) => "provider",
+            Some(ExpirySection::Manual { .. }) => "manual",
+            _ => "rotation",
+        };
+        state
+            .record_check(
+                v.entry.id,
+                &CheckOutcome {
+                    at: checked_at,
+                    state: v.status.state.as_str().to_owned(),
+                    detail: Some(v.status.reason.clone()),
+                    expires_at: v.status.expires_at.filter(|_| source != "rotation"),
+                    expiry_source: Some(source.to_owned()),
+                    last_used_at: None,
+                },
+            )
+            .context(Code::Config)?;
+    }
+    let records: BTreeMap<String, CredentialRecord> = state
+        .credentials()
+        .context(Code::Config)?
+        .into_iter()
+        .map(|r| (r.id.clone(), r))
+        .collect();
+    if let Some(path) = &args.prometheus {
+        let text = metrics_text(&verdicts, &records, checked_at);
+        write_metrics(path, &text)?;
+    }
+    if args.json {
+        let list: Vec<serde_json::Value> = verdicts.iter().map(verdict_json).collect();
+        outln!("{}", serde_json::to_string_pretty(&list)?);
+    } else if args.prometheus.as_deref() != Some(Path::new("-")) {
+        print_table(&verdicts);
+    }
+    let count = |s: State| verdicts.iter().filter(|v| v.status.state == s).count();
+    let (critical, errors) = (count(State::Critical), count(State::Error));
+    note!(
+        "check: {} credential(s): {} ok, {} due, {} warning, {critical} critical, {} unknown, {errors} unreadable",
+        verdicts.len(),
+        count(State::Ok),
+        count(State::Due),
+        count(State::Warning),
+        count(State::Unknown),
+    );
+    if critical > 0 {
+        return Err(anyhow!(
+            "{critical} credential(s) critical: rotate them now (`keycycle rotate --due`)"
+        ))
+        .context(Code::Critical);
+    }
+    if errors > 0 {
+        return Err(anyhow!(
+            "{errors} credential(s) whose expiry could not be read; see the reasons above"
+        ))
+        .context(Code::RunbookFailed);
+    }
+    Ok(())
+}
+
+fn verdict_json(v: &Verdict<'_>) -> serde_json::Value {
+    json!({
+        "id": v.entry.id,
+        "team": v.entry.team,
+        "provider": v.entry.provider(),
+        "runbook": v.entry.section.runbook,
+        "state": v.status.state,
+        "expires_at": v.status.expires_at.map(format_date),
+        "days_left": v.status.days_left,
+        "idle_until": v.status.idle_until.map(format_date),
+        "reason": v.status.reason,
+        "last_rotated_at": v.record.as_ref().and_then(|r| r.last_rotated_at).map(format_date),
+        "last_run_id": v.record.as_ref().and_then(|r| r.last_run_id.clone()),
+        "last_run_state": v.record.as_ref().and_then(|r| r.last_run_state),
+    })
+}
+
+fn print_table(verdicts: &[Verdict<'_>]) {
+    let rows: Vec<[String; 6]> = verdicts
+        .iter()
+        .map(|v| {
+            [
+                v.entry.id.to_owned(),
+                v.entry.team.clone().unwrap_or_else(|| "-".to_owned()),
+                v.status.state.as_str().to_owned(),
+                v.status
+                    .expires_at
+                    .map(format_date)
+                    .unwrap_or_else(|| "-".to_owned()),
+                v.status
+                    .days_left
+                    .map(|d| d.to_string())
+                    .unwrap_or_else(|| "-".to_owned()),
+                keycycle_host::one_line(&v.status.reason),
+            ]
+        })
+        .collect();
+    let head = ["CREDENTIAL", "TEAM", "STATE", "EXPIRES", "DAYS", "WHY"];
+    let width = |i: usize| {
+        rows.iter()
+            .map(|r| r[i].chars().count())
+            .chain([head[i].len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let widths: Vec<usize> = (0..5).map(width).collect();
+    let line = |cells: [&str; 6]| {
+        let mut text = String::new();
+        for (i, cell) in cells.iter().enumerate().take(5) {
+            text.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+        }
+        text.push_str(cells[5]);
+        text
+    };
+    outln!("{}", line(head));
+    for r in &rows {
+        outln!("{}", line([&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]]));
+    }
+}
+
+fn metrics_text(
+    verdicts: &[Verdict<'_>],
+    records: &BTreeMap<String, CredentialRecord>,
+    checked_at: i64,
+) -> String {
+    let metrics: Vec<Metric<'_>> = verdicts
+        .iter()
+        .map(|v| Metric {
+            id: v.entry.id,
+            provider: v.entry.provider(),
+            team: v.entry.team.as_deref().unwrap_or(""),
+            status: &v.status,
+            record: records.get(v.entry.id),
+        })
+        .collect();
+    keycycle_inventory::prometheus(&metrics, checked_at)
+}
+
+/// Writes the metrics whole: node_exporter's textfile collector may read
+/// the file at any moment, so it is written beside and renamed into place.
+fn write_metrics(path: &Path, text: &str) -> Result<()> {
+    if path == Path::new("-") {
+        out!("{text}");
+        return Ok(());
+    }
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow!("--prometheus {}: not a file name", path.display()))?;
+    let temp = path.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
+    std::fs::write(&temp, text)
+        .with_context(|| format!("cannot write {}", temp.display()))
+        .context(Code::Config)?;
+    std::fs::rename(&temp, path)
+        .with_context(|| format!("cannot move the metrics into {}", path.display()))
+        .context(Code::Config)?;
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! The inventory and `keycycle check`: expiries read through the real
+//! GitLab plugin from the GitLab simulator, recorded ones and ones entered
+//! by hand, judged against their thresholds, recorded, and printed as a
+//! table, JSON and Prometheus metrics, with an exit code a schedule can
+//! alert on.
+
+use keycycle_sim::TokenSeed;
+
+use crate::support::*;
+
+/// A workspace whose inventory has a GitLab token expiring in
+/// `gitlab_days`, a token entered by hand expiring in `manual_days`, a
+/// Signon token whose expiry is recorded at rotation (never rotated yet),
+/// and one whose plugin read fails.
+fn inventory(sim: &GitLabSim, gitlab_days: i64, manual_days: i64) -> Workspace {
+    let ws = gitlab_workspace(sim);
+    let expires = sim.state.today() + time::Duration::days(gitlab_days);
+    let bot = sim
+        .state
+        .add_token(
+            TokenSeed::personal(sim.ops, "ci-bot")
+                .value(&canary("glpat-"))
+                .scopes(&["read_api"])
+                .expires_at(expires),
+        )
+        .unwrap();
+    let manual = time::OffsetDateTime::now_utc().date() + time::Duration::days(manual_days);
+    let config = std::fs::read_to_string(ws.path().join("keycycle.toml")).unwrap();
+    std::fs::write(
+        ws.path().join("keycycle.toml"),
+        format!(
+            r#"{config}
+[credentials.gitlab-ci-bot]
+runbook = "gitlab-personal-token"
+params = {{ token_id = "{id}" }}
+expiry = {{ from = "plugin", plugin = "gitlab", operation = "get_pat", input = {{ id = {id} }}, field = "expires_at" }}
+
+[credentials.vendor-key]
+runbook = "gitlab-personal-token"
+provider = "vendor"
+expiry = {{ from = "manual", date = "{manual}" }}
+
+[credentials.signon-publisher]
+runbook = "signon-api-token"
+provider = "signon"
+expiry = {{ from = "rotation", lifetime_days = 730 }}
+
+[credentials.gitlab-gone]
+runbook = "gitlab-personal-token"
+expiry = {{ from = "plugin", plugin = "gitlab", operation = "get_pat", input = {{ id = 999999 }}, field = "expires_at" }}
+"#,
+            id = bot.id,
+        ),
+    )
+    .unwrap();
+    ws
+}
+
+fn by_id(report: &serde_json::Value, id: &str) -> serde_json::Value {
+    report
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("{id} not in {report}"))
+        .clone()
+}
+
+#[test]
+fn check_reads_expiries_judges_them_and_exits_critical() {
+    let sim = GitLabSim::start();
+    let ws = inventory(&sim, 10, 200);
+    let run = ws.run(&["check", "--output", "json"]);
+    run.assert_code(12)
+        .stderr_has("1 credential(s) critical: rotate them now");
+    let report = run.json();
+    let bot = by_id(&report, "gitlab-ci-bot");
+    assert_eq!(bot["state"], "critical", "{bot}");
+    // The date is when it stops, at 00:00 UTC: 9 whole days and some.
+    assert_eq!(bot["days_left"], 9, "{bot}");
+    assert_eq!(bot["provider"], "gitlab");
+    let vendor = by_id(&report, "vendor-key");
+    assert_eq!(vendor["state"], "ok", "{vendor}");
+    assert!(
+        (199..=200).contains(&vendor["days_left"].as_i64().unwrap()),
+        "{vendor}"
+    );
+    assert_eq!(by_id(&report, "signon-publisher")["state"], "unknown");
+    let gone = by_id(&report, "gitlab-gone");
+    assert_eq!(gone["state"], "error", "{gone}");
+    assert!(
+        gone["reason"]
+            .as_str()
+            .unwrap()
+            .contains("401 Unauthorized"),
+        "the provider's refusal is the reason: {gone}"
+    );
+
+    // Out of danger, the check passes; an unreadable expiry is exit 5.
+    let sim = GitLabSim::start();
+    let ws = inventory(&sim, 100, 40);
+    let run = ws.run(&["check", "gitlab-ci-bot", "vendor-key", "--output", "json"]);
+    run.assert_ok();
+    let report = run.json();
+    assert_eq!(report.as_array().unwrap().len(), 2);
+    assert_eq!(by_id(&report, "gitlab-ci-bot")["state"], "ok");
+    assert_eq!(by_id(&report, "vendor-key")["state"], "warning");
+    ws.run(&["check", "gitlab-gone"])
+        .assert_code(5)
+        .stderr_has("could not be read");
+    ws.run(&["check", "nope"])
+        .assert_code(3)
+        .stderr_has("no credential `nope` in the inventory");
+}
+
+#[test]
+fn check_writes_metrics_for_the_textfile_collector_and_records_what_it_found() {
+    let sim = GitLabSim::start();
+    let ws = inventory(&sim, 30, 200);
+    let prom = ws.path().join("keycycle.prom");
+    let run = ws.run(&[
+        "check",
+        "gitlab-ci-bot",
+        "vendor-key",
+        "--prometheus",
+        prom.to_str().unwrap(),
+    ]);
+    run.assert_ok();
+    // The table names each credential with its state.
+    assert!(run.stdout.starts_with("CREDENTIAL"), "{}", run.stdout);
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("gitlab-ci-bot"))
+        .unwrap();
+    assert!(line.contains("warning") && line.contains(" 29 "), "{line}");
+
+    let text = std::fs::read_to_string(&prom).unwrap();
+    let labels = r#"credential="gitlab-ci-bot",provider="gitlab",team="""#;
+    assert!(
+        text.contains(&format!(
+            "keycycle_credential_status{{{labels},state=\"warning\"}} 1"
+        )),
+        "{text}"
+    );
+    let expiry = text
+        .lines()
+        .find(|l| {
+            l.starts_with(&format!(
+                "keycycle_credential_expiry_timestamp_seconds{{{labels}}}"
+            ))
+        })
+        .unwrap_or_else(|| panic!("{text}"));
+    let secs: i64 = expiry.rsplit(' ').next().unwrap().parse().unwrap();
+    let expected = (sim.state.today() + time::Duration::days(30))
+        .midnight()
+        .assume_utc()
+        .unix_timestamp();
+    assert_eq!(secs, expected);
+    assert!(!ws.path().join(".keycycle.prom.tmp").exists());
+
+    // The same metrics on standard output, and nothing else there.
+    let run = ws.run(&["check", "vendor-key", "--prometheus", "-"]);
+    run.assert_ok();
+    assert!(run.stdout.starts_with("# HELP"), "{}", run.stdout);
+    assert!(run
+        .stdout
+        .contains("keycycle_credential_status{credential=\"vendor-key\",provider=\"vendor\",team=\"\",state=\"ok\"} 1"));
+    assert!(!run.stdout.contains("CREDENTIAL"));
+}
