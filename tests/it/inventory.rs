@@ -168,3 +168,133 @@ fn check_writes_metrics_for_the_textfile_collector_and_records_what_it_found() {
         .contains("keycycle_credential_status{credential=\"vendor-key\",provider=\"vendor\",team=\"\",state=\"ok\"} 1"));
     assert!(!run.stdout.contains("CREDENTIAL"));
 }
+
+/// Two of ops's own tokens, one expiring in 10 days and one in 200, in an
+/// inventory that rotates them with `gitlab-personal-token` and follows
+/// each new token's id; and one whose rotation must fail.
+fn fleet(sim: &GitLabSim) -> (Workspace, u64, u64) {
+    let ws = gitlab_workspace(sim);
+    let seed = |name: &str, days: i64| {
+        sim.state
+            .add_token(
+                TokenSeed::personal(sim.ops, name)
+                    .value(&canary("glpat-"))
+                    .scopes(&["read_api"])
+                    .expires_at(sim.state.today() + time::Duration::days(days)),
+            )
+            .unwrap()
+            .id
+    };
+    let (soon, later) = (seed("bot-soon", 10), seed("bot-later", 200));
+    let credential = |id: &str, token: u64| {
+        format!(
+            r#"
+[credentials.{id}]
+runbook = "gitlab-personal-token"
+params = {{ token_id = "{token}", expires_in_days = "90" }}
+follow = {{ token_id = "new_id" }}
+expiry = {{ from = "plugin", plugin = "gitlab", operation = "get_pat", input = {{ id = "${{token_id}}" }}, field = "expires_at" }}
+"#
+        )
+    };
+    let config = std::fs::read_to_string(ws.path().join("keycycle.toml")).unwrap();
+    let broken = format!(
+        "\n[credentials.broken]\nrunbook = \"gitlab-personal-token\"\nparams = {{ token_id = \"999999\" }}\n\
+         expiry = {{ from = \"manual\", date = \"{}\" }}\n",
+        time::OffsetDateTime::now_utc().date() + time::Duration::days(3)
+    );
+    std::fs::write(
+        ws.path().join("keycycle.toml"),
+        format!(
+            "{config}{}{}{broken}",
+            credential("soon", soon),
+            credential("later", later)
+        ),
+    )
+    .unwrap();
+    (ws, soon, later)
+}
+
+#[test]
+fn rotate_due_rotates_what_is_due_each_in_its_own_run_and_follows_the_new_token() {
+    let sim = GitLabSim::start();
+    let (ws, soon, later) = fleet(&sim);
+
+    // The plan first: nothing changes.
+    let plan = ws.run(&["rotate", "--due", "--dry-run", "--output", "json"]);
+    plan.assert_code(5);
+    let planned = plan.json();
+    let outcomes: Vec<(&str, &str)> = planned
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["id"].as_str().unwrap(), r["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [("broken", "runbook-failed"), ("soon", "dry-run")]
+    );
+    assert!(sim.changes().is_empty(), "{:?}", sim.changes());
+
+    let run = ws.run(&["rotate", "--due", "--output", "json"]);
+    run.assert_code(5)
+        .stderr_has("1 of 2 rotation(s) did not succeed");
+    let summary = run.json();
+    let rotated = summary
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "soon")
+        .unwrap()
+        .clone();
+    assert_eq!(rotated["outcome"], "succeeded", "{summary}");
+    let run_id = rotated["run_id"].as_str().unwrap().to_owned();
+    let broken = summary
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "broken")
+        .unwrap()
+        .clone();
+    assert!(
+        broken["error"].as_str().unwrap().contains("401"),
+        "the failure stays with its credential, with its cause: {summary}"
+    );
+    // The due token was rotated, the other left alone.
+    let snap = sim.state.snapshot();
+    assert!(snap.token(soon).unwrap().revoked, "bot-soon was rotated");
+    assert!(!snap.token(later).unwrap().revoked, "bot-later was not due");
+
+    // The next check reads the new token (its id followed the rotation):
+    // 90 days left, and the run that rotated it.
+    let check = ws.run(&["check", "soon", "later", "--output", "json"]);
+    check.assert_ok();
+    let report = check.json();
+    let soon_now = by_id(&report, "soon");
+    assert_eq!(soon_now["state"], "ok", "{soon_now}");
+    assert!(
+        (89..=90).contains(&soon_now["days_left"].as_i64().unwrap()),
+        "{soon_now}"
+    );
+    assert_eq!(soon_now["last_run_id"], run_id.as_str());
+    assert_eq!(soon_now["last_run_state"], "succeeded");
+    // The run is an ordinary run in the audit history.
+    ws.run(&["show", &run_id]).assert_ok();
+
+    // Nothing is due any more but the broken one.
+    let again = ws.run(&["rotate", "--due", "later", "soon", "--output", "json"]);
+    again.assert_ok();
+    assert_eq!(again.json(), serde_json::json!([]));
+}
+
+#[test]
+fn rotate_needs_to_be_told_what() {
+    let sim = GitLabSim::start();
+    let (ws, _, _) = fleet(&sim);
+    ws.run(&["rotate"])
+        .assert_code(3)
+        .stderr_has("say what to rotate: credential ids, --team TEAM, or --due");
+    ws.run(&["rotate", "nope"])
+        .assert_code(3)
+        .stderr_has("no credential `nope` in the inventory");
+}

@@ -24,6 +24,7 @@ const READ_RETRIES: u32 = 3;
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
 
 /// A plugin as the run sees it: loaded, or the reason it is not.
+#[derive(Clone)]
 pub enum LoadedPlugin {
     Ready {
         plugin: Arc<Plugin>,

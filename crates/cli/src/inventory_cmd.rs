@@ -12,7 +12,9 @@ use keycycle_contract::{CallContext, Value};
 use keycycle_inventory::{
     CredentialSection, ExpiryReading, ExpirySection, Metric, State, Status, evaluate, format_date,
 };
-use keycycle_store::state::{CheckOutcome, CredentialRecord, StateStore, now_ms};
+use keycycle_store::state::{
+    CheckOutcome, CredentialRecord, RotationOutcome, RunState, StateStore, now_ms,
+};
 use serde_json::json;
 
 use crate::config::Config;
@@ -105,6 +107,7 @@ pub fn select<'c>(config: &'c Config, selection: &Selection) -> Result<Vec<Entry
 pub async fn read_expiries(
     config: &Config,
     entries: &[Entry<'_>],
+    records: &BTreeMap<String, CredentialRecord>,
     concurrency: usize,
 ) -> Result<BTreeMap<String, Result<ExpiryReading, String>>> {
     let mut by_env: BTreeMap<Option<String>, BTreeSet<String>> = BTreeMap::new();
@@ -139,10 +142,7 @@ pub async fn read_expiries(
     let mut tasks = tokio::task::JoinSet::new();
     for e in entries {
         let Some(ExpirySection::Plugin {
-            plugin,
-            operation,
-            input,
-            ..
+            plugin, operation, ..
         }) = &e.section.expiry
         else {
             continue;
@@ -191,9 +191,9 @@ pub async fn read_expiries(
             }
             Some(_) => {}
         }
-        let input = Value::from_json(serde_json::Value::Object(
-            input.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        ));
+        // The ids in the read follow the rotations (`follow`).
+        let params = e.section.params(records.get(e.id));
+        let input = Value::from_json(e.section.expiry_input(&params));
         let section = e.section.expiry.clone().expect("a plugin source");
         let (plugin, operation) = (plugin.clone(), operation.clone());
         let limit = limit.clone();
@@ -232,13 +232,13 @@ pub async fn judge<'c>(
     entries: Vec<Entry<'c>>,
     concurrency: usize,
 ) -> Result<Vec<Verdict<'c>>> {
-    let readings = read_expiries(config, &entries, concurrency).await?;
     let records: BTreeMap<String, CredentialRecord> = state
         .credentials()
         .context(Code::Config)?
         .into_iter()
         .map(|r| (r.id.clone(), r))
         .collect();
+    let readings = read_expiries(config, &entries, &records, concurrency).await?;
     let now = now_ms();
     Ok(entries
         .into_iter()
@@ -416,4 +416,268 @@ fn write_metrics(path: &Path, text: &str) -> Result<()> {
         .with_context(|| format!("cannot move the metrics into {}", path.display()))
         .context(Code::Config)?;
     Ok(())
+}
+
+pub struct RotateArgs {
+    pub selection: Selection,
+    /// Only the credentials `check` finds due, warning or critical.
+    pub due: bool,
+    /// Rotations at once.
+    pub concurrency: usize,
+    pub dry_run: bool,
+    pub json: bool,
+}
+
+/// How one credential's rotation ended, for the summary.
+#[derive(serde::Serialize)]
+struct Rotated {
+    id: String,
+    /// `succeeded`, `failed`, `dry-run`, or the error kind of a run that
+    /// stopped (`locked`, `needs-attention`, `waiting-for-approval`, ...).
+    outcome: String,
+    run_id: Option<String>,
+    expires_at: Option<String>,
+    error: Option<String>,
+}
+
+/// `keycycle rotate`: each selected credential is its own durable run
+/// (its own journal, locks and resume), all in one process sharing one
+/// sandbox and each plugin loaded once per environment, `concurrency` at
+/// a time. A failure stays with its credential; the end is a summary.
+pub async fn rotate(config: Config, args: RotateArgs) -> Result<()> {
+    if args.selection.ids.is_empty() && args.selection.team.is_none() && !args.due {
+        return Err(anyhow!(
+            "say what to rotate: credential ids, --team TEAM, or --due (what `keycycle check` \
+             finds due, warning or critical)"
+        ))
+        .context(Code::Config);
+    }
+    let config = Arc::new(config);
+    let entries = select(&config, &args.selection).context(Code::Config)?;
+    let state = open_state(&config)?;
+    let store = Arc::new(StoreAccess::new(&config));
+    store.check_key()?;
+    let pool = Arc::new(crate::run::PluginPool::new(
+        &config,
+        store,
+        Some(config.cache_dir.clone()),
+    )?);
+    let chosen: Vec<(String, CredentialSection)> = if args.due {
+        let verdicts = judge(&config, state.as_ref(), entries, args.concurrency).await?;
+        for v in verdicts.iter().filter(|v| v.status.state == State::Error) {
+            tracing::warn!(target: "keycycle", "{}: not rotated, its expiry could not be read: {}", v.entry.id, v.status.reason);
+        }
+        verdicts
+            .into_iter()
+            .filter(|v| v.status.state.wants_rotation())
+            .map(|v| {
+                tracing::info!(target: "keycycle", "{} is {}: {}", v.entry.id, v.status.state, v.status.reason);
+                (v.entry.id.to_owned(), v.entry.section.clone())
+            })
+            .collect()
+    } else {
+        entries
+            .into_iter()
+            .map(|e| (e.id.to_owned(), e.section.clone()))
+            .collect()
+    };
+    let total = chosen.len();
+    if total == 0 {
+        note!("rotate: nothing to rotate");
+        if args.json {
+            outln!("[]");
+        }
+        return Ok(());
+    }
+    let progress = Progress::new(total);
+    let limit = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (id, section) in chosen {
+        let (config, pool, limit, state) =
+            (config.clone(), pool.clone(), limit.clone(), state.clone());
+        let dry_run = args.dry_run;
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let rotated = rotate_one(&config, &pool, state.as_ref(), &id, &section, dry_run).await;
+            (id, rotated)
+        });
+    }
+    let mut summary = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        let (id, rotated) = done.context("a rotation stopped unexpectedly")?;
+        progress.done(&id, &rotated.outcome);
+        summary.push(rotated);
+    }
+    progress.finish();
+    summary.sort_by(|a, b| a.id.cmp(&b.id));
+    if args.json {
+        outln!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        outln!("CREDENTIAL  OUTCOME  RUN  DETAIL");
+        for r in &summary {
+            outln!(
+                "{}  {}  {}  {}",
+                r.id,
+                r.outcome,
+                r.run_id.as_deref().unwrap_or("-"),
+                r.error
+                    .as_deref()
+                    .map(keycycle_host::one_line)
+                    .or_else(|| r.expires_at.as_ref().map(|e| format!("expires {e}")))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    let failed = summary
+        .iter()
+        .filter(|r| r.outcome != "succeeded" && r.outcome != "dry-run")
+        .count();
+    note!(
+        "rotate: {} credential(s), {} rotated{}, {failed} not",
+        summary.len(),
+        summary.len() - failed,
+        if args.dry_run { " (dry run)" } else { "" }
+    );
+    if failed > 0 {
+        return Err(anyhow!(
+            "{failed} of {total} rotation(s) did not succeed; each is its own run: see \
+             `keycycle runs`, and finish interrupted ones with `keycycle resume --all`"
+        ))
+        .context(Code::RunbookFailed);
+    }
+    Ok(())
+}
+
+async fn rotate_one(
+    config: &Config,
+    pool: &crate::run::PluginPool,
+    state: &dyn StateStore,
+    id: &str,
+    section: &CredentialSection,
+    dry_run: bool,
+) -> Rotated {
+    let failed = |outcome: &str, run_id: Option<String>, e: &anyhow::Error| Rotated {
+        id: id.to_owned(),
+        outcome: outcome.to_owned(),
+        run_id,
+        expires_at: None,
+        error: Some(keycycle_secret::redact(&crate::exit::causes(e).join(": ")).into_owned()),
+    };
+    let inputs: Vec<String> = section
+        .inputs
+        .iter()
+        .map(|(name, source)| format!("{name}={source}"))
+        .collect();
+    let given = match crate::inputs::Given::parse(&inputs, &section.plain_inputs, &[]) {
+        Ok(g) => g,
+        Err(e) => return failed(Code::Config.word(), None, &e),
+    };
+    let record = state.credential(id).ok().flatten();
+    let request = crate::run::RunRequest {
+        resume: None,
+        runbook: std::path::PathBuf::from(&section.runbook),
+        params: section.params(record.as_ref()),
+        inputs: given,
+        env: section.env.clone(),
+        dry_run,
+        json: false,
+        quiet: true,
+    };
+    let started = now_ms();
+    let summary = match crate::run::run(config, request, Some(pool)).await {
+        Ok(s) => s,
+        Err(e) => return failed(crate::exit::code_of(&e).word(), None, &e),
+    };
+    let mut followed = BTreeMap::new();
+    let (outcome, run_state, expires, error) = match &summary.outcome {
+        Ok(result) => {
+            let expires = section.expiry_after_rotation(result, started);
+            let outcome = if dry_run { "dry-run" } else { "succeeded" };
+            followed = section.followed(result);
+            (outcome.to_owned(), RunState::Succeeded, expires, None)
+        }
+        Err(e) => {
+            let code = crate::exit::code_of(e);
+            (
+                code.word().to_owned(),
+                RunState::Failed,
+                None,
+                Some(keycycle_secret::redact(&crate::exit::causes(e).join(": ")).into_owned()),
+            )
+        }
+    };
+    if let (Some(run_id), false) = (&summary.run_id, dry_run) {
+        // What the run's own record says wins: a stopped run is not failed.
+        let recorded = state
+            .run(run_id)
+            .ok()
+            .flatten()
+            .map(|r| r.state)
+            .unwrap_or(run_state);
+        let outcome = RotationOutcome {
+            run_id: run_id.clone(),
+            state: recorded,
+            at: now_ms(),
+            expires_at: expires.map(|(t, _)| t),
+            expiry_source: expires.map(|(_, s)| s.to_owned()),
+            params: followed,
+        };
+        if let Err(e) = state.record_rotation(id, &outcome) {
+            tracing::warn!(target: "keycycle", "{id}: the rotation's record was not kept: {e}");
+        }
+    }
+    Rotated {
+        id: id.to_owned(),
+        outcome,
+        run_id: summary.run_id,
+        expires_at: expires.map(|(t, _)| format_date(t)),
+        error,
+    }
+}
+
+/// Progress of a batch: a bar on a terminal, a line per credential
+/// otherwise (CI logs keep every line).
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    total: usize,
+    done: std::sync::atomic::AtomicUsize,
+}
+
+impl Progress {
+    fn new(total: usize) -> Progress {
+        use std::io::IsTerminal;
+        let bar = (std::io::stderr().is_terminal() && crate::out::notes_wanted()).then(|| {
+            let bar = indicatif::ProgressBar::new(total as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} rotating [{bar:30}] {pos}/{len} {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar
+        });
+        Progress {
+            bar,
+            total,
+            done: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    fn done(&self, id: &str, outcome: &str) {
+        let n = self.done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        match &self.bar {
+            Some(bar) => {
+                bar.inc(1);
+                bar.set_message(format!("{id}: {outcome}"));
+            }
+            None => note!("rotate: [{n}/{}] {id}: {outcome}", self.total),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
 }

@@ -194,6 +194,9 @@ enum Command {
         /// Where to write the pages
         dir: PathBuf,
     },
+    /// Rotate inventory credentials in one process: named ones, a team's, or every due one
+    #[command(after_help = ROTATE_HELP)]
+    Rotate(RotateArgs),
     /// Check every inventory credential's expiry: ok, due, warning or critical
     #[command(after_help = CHECK_HELP)]
     Check(CheckArgs),
@@ -294,6 +297,34 @@ const CHECK_HELP: &str = "Examples:
 Exit code 0 when nothing is critical (warnings and due credentials are
 listed), 12 when a credential is critical or expired, 5 when an expiry
 could not be read.";
+
+const ROTATE_HELP: &str = "Examples:
+  keycycle rotate --due
+  keycycle rotate --due --team payments --concurrency 8 --output json
+  keycycle rotate gitlab-ci-bot signon-publisher --dry-run
+
+Each credential is its own run, with its own journal and locks: a failure
+stays with its credential, and a killed batch is finished by
+`keycycle resume --all`. Exit code 0 when every rotation succeeded, 5 when
+one did not (the summary says which, and why).";
+
+#[derive(Args)]
+struct RotateArgs {
+    /// These credentials (ids of [credentials.ID])
+    ids: Vec<String>,
+    /// The credentials `keycycle check` finds due, warning or critical
+    #[arg(long)]
+    due: bool,
+    /// Only the credentials of this team's runbooks
+    #[arg(long)]
+    team: Option<String>,
+    /// Rotations at once
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    concurrency: usize,
+    /// Plan the whole batch: every runbook runs with changes shown, not sent
+    #[arg(long)]
+    dry_run: bool,
+}
 
 #[derive(Args)]
 struct CheckArgs {
@@ -429,7 +460,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
             let given = args.declared.given(&args.input)?;
             let config = load_config()?;
             run::run(
-                config,
+                &config,
                 run::RunRequest {
                     resume: None,
                     runbook: args.runbook,
@@ -438,9 +469,12 @@ async fn dispatch(cli: Cli) -> Result<()> {
                     env: args.env,
                     dry_run: args.dry_run,
                     json,
+                    quiet: false,
                 },
+                None,
             )
             .await
+            .and_then(|summary| summary.outcome.map(drop))
             .map_err(|e| given.explain(e))
         }
         Command::Resume(args) => {
@@ -459,7 +493,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 .context(Code::Config)?;
             drop(state);
             run::run(
-                config,
+                &config,
                 run::RunRequest {
                     resume: Some(run::Resume {
                         run_id: args.run_id,
@@ -472,9 +506,12 @@ async fn dispatch(cli: Cli) -> Result<()> {
                     env: record.env.clone(),
                     dry_run: false,
                     json,
+                    quiet: false,
                 },
+                None,
             )
             .await
+            .and_then(|summary| summary.outcome.map(drop))
             .map_err(|e| given.explain(e))
         }
         Command::Runs => state_cmds::runs(&load_config()?, json),
@@ -496,6 +533,22 @@ async fn dispatch(cli: Cli) -> Result<()> {
         } => state_cmds::abandon(&load_config()?, &run_id, &reason, yes),
         Command::Retry { action_id } => state_cmds::retry(&load_config()?, &action_id),
         Command::Cleanup => state_cmds::cleanup(&load_config()?, json).await,
+        Command::Rotate(args) => {
+            inventory_cmd::rotate(
+                load_config()?,
+                inventory_cmd::RotateArgs {
+                    selection: inventory_cmd::Selection {
+                        ids: args.ids,
+                        team: args.team,
+                    },
+                    due: args.due,
+                    concurrency: args.concurrency,
+                    dry_run: args.dry_run,
+                    json,
+                },
+            )
+            .await
+        }
         Command::Check(args) => {
             inventory_cmd::check(
                 &load_config()?,

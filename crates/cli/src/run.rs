@@ -41,6 +41,8 @@ pub struct RunRequest {
     pub env: Option<String>,
     pub dry_run: bool,
     pub json: bool,
+    /// Print nothing on stdout (a run of a batch, which prints a summary).
+    pub quiet: bool,
 }
 
 #[derive(Serialize)]
@@ -104,7 +106,7 @@ pub async fn load_plugins(
     config: &Config,
     env: Option<&str>,
     store: Arc<StoreAccess>,
-) -> Result<(Sandbox, BTreeMap<String, LoadedPlugin>)> {
+) -> Result<(PluginPool, BTreeMap<String, LoadedPlugin>)> {
     load_plugins_cached(
         config,
         env,
@@ -116,9 +118,10 @@ pub async fn load_plugins(
     .await
 }
 
-/// [`load_plugins`] with the compiled-plugin cache chosen by the caller:
-/// `keycycle doctor` passes `None` when the cache folder does not exist,
-/// so that it creates nothing.
+/// [`load_plugins`] with the compiled-plugin cache chosen by the caller
+/// (`keycycle doctor` passes `None` when the cache folder does not exist,
+/// so that it creates nothing), narrowed to what `policy` lets a run call
+/// and to the plugins named in `only`.
 pub async fn load_plugins_cached(
     config: &Config,
     env: Option<&str>,
@@ -126,59 +129,106 @@ pub async fn load_plugins_cached(
     cache_dir: Option<PathBuf>,
     policy: Option<&RunPolicy>,
     only: Option<&std::collections::BTreeSet<String>>,
-) -> Result<(Sandbox, BTreeMap<String, LoadedPlugin>)> {
-    let sandbox = Sandbox::new(&SandboxConfig {
-        cache_dir,
-        cache_key_file: Some(config.cache_key_file.clone()),
-        pooling: true,
-    })
-    .context(Code::Config)?;
-    let mut plugins = BTreeMap::new();
-    for (name, section) in &config.plugins {
-        if only.is_some_and(|names| !names.contains(name)) {
-            continue;
-        }
-        // A plugin the run may not call is never loaded: it gets no
-        // grants, and the runbook meets the denial if it names it.
-        if let Some(Err(denied)) = policy.map(|p| p.may_call(name)) {
-            plugins.insert(
-                name.clone(),
-                LoadedPlugin::Refused {
-                    message: denied.0,
-                    denied: true,
-                },
-            );
-            continue;
-        }
-        let grants = section.grants(name, env).context(Code::Config)?;
-        let loaded = match sandbox
-            .load_trusted(
-                name,
-                &section.path,
-                &grants,
-                &config.trust(name),
-                store.clone(),
-            )
-            .await
-        {
-            Ok(plugin) => {
-                let description = Arc::new(plugin.description().clone());
-                LoadedPlugin::Ready {
-                    plugin: Arc::new(plugin),
-                    description,
-                }
-            }
-            Err(e) => {
-                tracing::debug!(plugin = %name, "plugin not loaded: {e}");
-                LoadedPlugin::Refused {
-                    denied: e.is_denied(),
-                    message: e.to_string(),
-                }
-            }
-        };
-        plugins.insert(name.clone(), loaded);
+) -> Result<(PluginPool, BTreeMap<String, LoadedPlugin>)> {
+    let pool = PluginPool::new(config, store, cache_dir)?;
+    let plugins = pool.plugins_for(config, env, policy, only).await?;
+    Ok((pool, plugins))
+}
+
+/// One sandbox, and each plugin loaded once per `--env`, for every run a
+/// process makes: `keycycle rotate` runs many credentials on one wasmtime
+/// engine and one compiled copy of each plugin.
+pub struct PluginPool {
+    sandbox: Sandbox,
+    store: Arc<StoreAccess>,
+    loaded: tokio::sync::Mutex<BTreeMap<(String, Option<String>), LoadedPlugin>>,
+}
+
+impl PluginPool {
+    pub fn new(
+        config: &Config,
+        store: Arc<StoreAccess>,
+        cache_dir: Option<PathBuf>,
+    ) -> Result<PluginPool> {
+        let sandbox = Sandbox::new(&SandboxConfig {
+            cache_dir,
+            cache_key_file: Some(config.cache_key_file.clone()),
+            pooling: true,
+        })
+        .context(Code::Config)?;
+        Ok(PluginPool {
+            sandbox,
+            store,
+            loaded: tokio::sync::Mutex::new(BTreeMap::new()),
+        })
     }
-    Ok((sandbox, plugins))
+
+    /// The plugins of one run: each configured plugin (or each in
+    /// `only`), loaded with the `env` overlay's grants the first time any
+    /// run asks for it. A plugin the policy does not let the run call is
+    /// not loaded for it: it gets no grants, and the runbook meets the
+    /// denial if it names it. A plugin that cannot be loaded does not stop
+    /// the run either; the runbook gets its error if it uses it.
+    pub async fn plugins_for(
+        &self,
+        config: &Config,
+        env: Option<&str>,
+        policy: Option<&RunPolicy>,
+        only: Option<&std::collections::BTreeSet<String>>,
+    ) -> Result<BTreeMap<String, LoadedPlugin>> {
+        let mut plugins = BTreeMap::new();
+        for (name, section) in &config.plugins {
+            if only.is_some_and(|names| !names.contains(name)) {
+                continue;
+            }
+            if let Some(Err(denied)) = policy.map(|p| p.may_call(name)) {
+                plugins.insert(
+                    name.clone(),
+                    LoadedPlugin::Refused {
+                        message: denied.0,
+                        denied: true,
+                    },
+                );
+                continue;
+            }
+            let key = (name.clone(), env.map(str::to_owned));
+            let mut loaded = self.loaded.lock().await;
+            if let Some(plugin) = loaded.get(&key) {
+                plugins.insert(name.clone(), plugin.clone());
+                continue;
+            }
+            let grants = section.grants(name, env).context(Code::Config)?;
+            let plugin = match self
+                .sandbox
+                .load_trusted(
+                    name,
+                    &section.path,
+                    &grants,
+                    &config.trust(name),
+                    self.store.clone(),
+                )
+                .await
+            {
+                Ok(plugin) => {
+                    let description = Arc::new(plugin.description().clone());
+                    LoadedPlugin::Ready {
+                        plugin: Arc::new(plugin),
+                        description,
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(plugin = %name, "plugin not loaded: {e}");
+                    LoadedPlugin::Refused {
+                        denied: e.is_denied(),
+                        message: e.to_string(),
+                    }
+                }
+            };
+            loaded.insert(key, plugin.clone());
+            plugins.insert(name.clone(), plugin);
+        }
+        Ok(plugins)
+    }
 }
 
 fn code_for(kind: &ErrorKind) -> Code {
@@ -344,13 +394,27 @@ fn check_before_start(
     Ok(())
 }
 
-pub async fn run(config: Config, req: RunRequest) -> Result<()> {
+/// How a run that started ended: its id (none for a dry run, which is not
+/// kept) and its result or error. An error before the run started is the
+/// `Err` of [`run`] itself.
+pub struct RunSummary {
+    pub run_id: Option<String>,
+    pub outcome: Result<serde_json::Value>,
+}
+
+/// Runs (or resumes) a runbook. `pool` shares plugins with the other runs
+/// of this process; without it the run loads its own.
+pub async fn run(
+    config: &Config,
+    req: RunRequest,
+    pool: Option<&PluginPool>,
+) -> Result<RunSummary> {
     let started = Instant::now();
     check_input_sources(&req.inputs)?;
     if let Some(env) = &req.env {
         config.check_env(env).context(Code::Config)?;
     }
-    let path = resolve_runbook(&config, &req.runbook)?;
+    let path = resolve_runbook(config, &req.runbook)?;
     let canonical = path
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", path.display()))
@@ -379,17 +443,20 @@ pub async fn run(config: Config, req: RunRequest) -> Result<()> {
         _ => {}
     }
 
-    let store = Arc::new(StoreAccess::new(&config));
-    store.check_key()?;
-    let (_sandbox, plugins) = load_plugins_cached(
-        &config,
-        req.env.as_deref(),
-        store.clone(),
-        Some(config.cache_dir.clone()),
-        Some(&policy),
-        None,
-    )
-    .await?;
+    let own_pool;
+    let pool = match pool {
+        Some(pool) => pool,
+        None => {
+            let store = Arc::new(StoreAccess::new(config));
+            store.check_key()?;
+            own_pool = PluginPool::new(config, store, Some(config.cache_dir.clone()))?;
+            &own_pool
+        }
+    };
+    let store = pool.store.clone();
+    let plugins = pool
+        .plugins_for(config, req.env.as_deref(), Some(&policy), None)
+        .await?;
 
     let run_id = match &req.resume {
         Some(r) => r.run_id.clone(),
@@ -443,13 +510,13 @@ pub async fn run(config: Config, req: RunRequest) -> Result<()> {
     let durable = if req.dry_run {
         None
     } else {
-        let state = durable::open_state(&config)?;
+        let state = durable::open_state(config)?;
         let key = effects.store.master_key()?;
         let prior = match &req.resume {
             Some(_) => state.effects(&run_id).context(Code::Config)?,
             None => Vec::new(),
         };
-        let alive = durable::hold_run_file(&config, &run_id)?;
+        let alive = durable::hold_run_file(config, &run_id)?;
         let journal = Journal::new(
             state.clone(),
             key,
@@ -504,7 +571,7 @@ pub async fn run(config: Config, req: RunRequest) -> Result<()> {
         Ok(r) => r,
         Err(e) => {
             let code = code_for(&e.kind);
-            if req.json {
+            if req.json && !req.quiet {
                 // Nothing ran, and no run was recorded: no run id, no steps.
                 print_json(&serde_json::json!({
                     "ok": false,
@@ -517,7 +584,7 @@ pub async fn run(config: Config, req: RunRequest) -> Result<()> {
         }
     };
     if let Err(e) = check_before_start(&runbook, &host_effects.plugins, &req.inputs) {
-        if req.json {
+        if req.json && !req.quiet {
             let code = crate::exit::code_of(&e);
             print_json(&serde_json::json!({
                 "ok": false,
@@ -581,7 +648,8 @@ pub async fn run(config: Config, req: RunRequest) -> Result<()> {
     match outcome {
         Ok(value) => {
             let result = value.to_redacted_json();
-            if req.json {
+            if req.quiet {
+            } else if req.json {
                 print_json(&Report {
                     ok: true,
                     run_id: (!req.dry_run).then_some(run_id.as_str()),
@@ -589,7 +657,7 @@ pub async fn run(config: Config, req: RunRequest) -> Result<()> {
                     dry_run: req.dry_run,
                     duration_ms,
                     steps,
-                    result: Some(result),
+                    result: Some(result.clone()),
                     error: None,
                 })?;
             } else {
@@ -608,7 +676,10 @@ pub async fn run(config: Config, req: RunRequest) -> Result<()> {
                     ))
                 );
             }
-            Ok(())
+            Ok(RunSummary {
+                run_id: (!req.dry_run).then_some(run_id),
+                outcome: Ok(result),
+            })
         }
         Err(e) => {
             let code = code_for(&e.kind);
@@ -641,7 +712,7 @@ pub async fn run(config: Config, req: RunRequest) -> Result<()> {
                 }
                 _ => None,
             };
-            if req.json {
+            if req.json && !req.quiet {
                 print_json(&Report {
                     ok: false,
                     run_id: (!req.dry_run).then_some(run_id.as_str()),
@@ -657,11 +728,14 @@ pub async fn run(config: Config, req: RunRequest) -> Result<()> {
                 })?;
             }
             let err = anyhow::Error::new(e);
-            Err(match stranded {
-                Some((_, text)) => err.context(text),
-                None => err,
-            }
-            .context(code))
+            Ok(RunSummary {
+                run_id: (!req.dry_run).then_some(run_id),
+                outcome: Err(match stranded {
+                    Some((_, text)) => err.context(text),
+                    None => err,
+                }
+                .context(code)),
+            })
         }
     }
 }

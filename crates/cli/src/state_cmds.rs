@@ -658,7 +658,7 @@ pub async fn cleanup(config: &Config, as_json: bool) -> Result<()> {
     // production. Loaded once per environment, when first needed.
     let mut loaded: BTreeMap<
         Option<String>,
-        (keycycle_host::Sandbox, BTreeMap<String, LoadedPlugin>),
+        (crate::run::PluginPool, BTreeMap<String, LoadedPlugin>),
     > = BTreeMap::new();
     let claimer = format!("{}@{}:{}", user(), host(), std::process::id());
     reclaim_from_dead_cleanups(state.as_ref())?;

@@ -41,12 +41,21 @@ pub struct CredentialSection {
     /// (`@FILE`, `env:VAR`).
     #[serde(default)]
     pub inputs: BTreeMap<String, String>,
+    /// Answers from files or variables that are plain text, not secrets
+    /// (`--plain-input`).
+    #[serde(default)]
+    pub plain_inputs: Vec<String>,
     /// The provider, for metrics labels (`gitlab`, `signon`).
     pub provider: Option<String>,
     pub description: Option<String>,
     /// Where the new token goes, for the operator's eyes.
     #[serde(default)]
     pub consumers: Vec<String>,
+    /// Parameters that follow a successful rotation, from the runbook's
+    /// result: `{ token_id = "new_id" }` makes the next rotation and the
+    /// expiry reads (`input = { id = "${token_id}" }`) use the new token.
+    #[serde(default)]
+    pub follow: BTreeMap<String, String>,
     /// Rotate when the token is older than this.
     pub max_age_days: Option<u32>,
     /// Rotate this many days before it expires.
@@ -194,6 +203,53 @@ impl CredentialSection {
                 .map(|t| (t, "rotation")),
             Some(ExpirySection::Manual { .. }) => None,
         }
+    }
+}
+
+impl CredentialSection {
+    /// The parameters of its next rotation: its own, with what earlier
+    /// rotations changed (`follow`) over them.
+    pub fn params(&self, record: Option<&CredentialRecord>) -> BTreeMap<String, String> {
+        let mut params = self.params.clone();
+        if let Some(r) = record {
+            params.extend(r.params.clone());
+        }
+        params
+    }
+
+    /// The parameters a successful rotation's result changes.
+    pub fn followed(&self, result: &serde_json::Value) -> BTreeMap<String, String> {
+        self.follow
+            .iter()
+            .filter_map(|(param, path)| {
+                let value = match field(result, path)? {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Null => return None,
+                    other => other.to_string(),
+                };
+                Some((param.clone(), value))
+            })
+            .collect()
+    }
+
+    /// The expiry read's input, with `"${NAME}"` replaced by parameter
+    /// NAME (a number when it is one, as ids are).
+    pub fn expiry_input(&self, params: &BTreeMap<String, String>) -> serde_json::Value {
+        let Some(ExpirySection::Plugin { input, .. }) = &self.expiry else {
+            return serde_json::json!({});
+        };
+        let fill = |v: &serde_json::Value| match v.as_str().and_then(|s| {
+            s.strip_prefix("${")
+                .and_then(|rest| rest.strip_suffix('}'))
+                .and_then(|name| params.get(name))
+        }) {
+            Some(value) => value
+                .parse::<i64>()
+                .map(serde_json::Value::from)
+                .unwrap_or_else(|_| serde_json::Value::String(value.clone())),
+            None => v.clone(),
+        };
+        serde_json::Value::Object(input.iter().map(|(k, v)| (k.clone(), fill(v))).collect())
     }
 }
 

@@ -267,3 +267,37 @@ fn metrics_are_in_the_exposition_format_with_escaped_labels() {
     assert!(text.contains(&format!("keycycle_check_timestamp_seconds {}", NOW / 1000)));
     assert!(text.contains("# TYPE keycycle_credential_status gauge"));
 }
+
+#[test]
+fn parameters_follow_a_rotation_into_the_next_one_and_the_expiry_read() {
+    let mut s = section(Some(ExpirySection::Plugin {
+        plugin: "gitlab".into(),
+        operation: "get_pat".into(),
+        input: BTreeMap::from([
+            ("id".to_owned(), serde_json::json!("${token_id}")),
+            ("note".to_owned(), serde_json::json!("${nothing}")),
+        ]),
+        field: Some("expires_at".into()),
+        last_used_field: None,
+        idle_days: None,
+        hard_end: None,
+    }));
+    s.params.insert("token_id".into(), "7".into());
+    s.follow.insert("token_id".into(), "new_id".into());
+    let followed = s.followed(&serde_json::json!({ "new_id": 8, "other": 1 }));
+    assert_eq!(
+        followed,
+        BTreeMap::from([("token_id".to_owned(), "8".to_owned())])
+    );
+    assert_eq!(s.params(None)["token_id"], "7");
+    let record = CredentialRecord {
+        params: followed,
+        ..CredentialRecord::default()
+    };
+    let params = s.params(Some(&record));
+    assert_eq!(params["token_id"], "8");
+    assert_eq!(
+        s.expiry_input(&params),
+        serde_json::json!({ "id": 8, "note": "${nothing}" })
+    );
+}

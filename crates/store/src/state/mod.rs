@@ -261,6 +261,10 @@ pub struct CredentialRecord {
     /// `ok`, `due`, `warning`, `critical` or `error`.
     pub last_check: Option<String>,
     pub last_check_detail: Option<String>,
+    /// Parameters the last successful rotation changed (the new token's
+    /// id, say), over the inventory's own.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
 }
 
 /// How a rotation run of an inventory credential ended.
@@ -272,6 +276,9 @@ pub struct RotationOutcome {
     /// The new token's expiry, when known.
     pub expires_at: Option<i64>,
     pub expiry_source: Option<String>,
+    /// Parameters that follow the rotation (a new token has a new id).
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
 }
 
 /// What one check of a credential found.
@@ -296,6 +303,7 @@ impl CredentialRecord {
             self.expiry_source = outcome.expires_at.and(outcome.expiry_source.clone());
             // The new token has not been used yet.
             self.last_used_at = None;
+            self.params.extend(outcome.params.clone());
         }
         self
     }

@@ -1645,6 +1645,7 @@ mod tests {
 
     #[test]
     fn a_version_2_database_gains_credential_records_and_keeps_its_runs() {
+        use std::collections::BTreeMap;
         let (_dir, path) = temp_db();
         {
             let state = SqliteState::open(&path).unwrap();
@@ -1665,6 +1666,7 @@ mod tests {
             at: 3,
             expires_at: None,
             expiry_source: None,
+            params: BTreeMap::new(),
         };
         state.record_rotation("c", &outcome).unwrap();
         assert_eq!(

@@ -744,11 +744,16 @@ fn credential_records_follow_rotations_and_checks(store: &dyn StateStore) {
         at: 200,
         expires_at: Some(9_000),
         expiry_source: Some("rotation".to_owned()),
+        params: BTreeMap::from([("token_id".to_owned(), "8".to_owned())]),
     };
     store.record_rotation("gl-deploy", &failed).unwrap();
     let r = store.credential("gl-deploy").unwrap().unwrap();
     assert_eq!(r.last_run_state, Some(RunState::Failed));
     assert_eq!((r.expires_at, r.last_rotated_at), (Some(5_000), None));
+    assert!(
+        r.params.is_empty(),
+        "a failed rotation changes no parameter"
+    );
 
     // A success replaces the expiry, and forgets the old token's last use.
     let ok = RotationOutcome {
@@ -763,6 +768,7 @@ fn credential_records_follow_rotations_and_checks(store: &dyn StateStore) {
     assert_eq!(r.expires_at, Some(9_000));
     assert_eq!(r.expiry_source.as_deref(), Some("rotation"));
     assert_eq!(r.last_used_at, None);
+    assert_eq!(r.params["token_id"], "8", "the new token's id is followed");
     // A success with no known expiry drops the old one.
     let unknown = RotationOutcome {
         expires_at: None,
