@@ -298,3 +298,63 @@ fn rotate_needs_to_be_told_what() {
         .assert_code(3)
         .stderr_has("no credential `nope` in the inventory");
 }
+
+#[test]
+fn a_batch_killed_mid_rotation_is_finished_by_resume_all() {
+    // Where the rotation is in the journal: learnt from a rotation that
+    // runs to its end, on a simulator of its own.
+    let probe = GitLabSim::start();
+    let (pws, _, _) = fleet(&probe);
+    let done = pws.run(&["rotate", "later", "--output", "json"]);
+    done.assert_ok();
+    let probe_run = done.json()[0]["run_id"].as_str().unwrap().to_owned();
+    let shown = pws.run(&["show", &probe_run, "--output", "json"]).json();
+    let seq = shown["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "gitlab.rotate_pat")
+        .unwrap_or_else(|| panic!("{shown}"))["seq"]
+        .as_u64()
+        .unwrap();
+
+    // The batch dies just after GitLab answered the rotation of its first
+    // credential: the new token exists, the run has not finished.
+    let sim = GitLabSim::start();
+    let (ws, soon, later) = fleet(&sim);
+    ws.run_aborting(
+        &["rotate", "soon", "later", "--concurrency", "1"],
+        &format!("{seq}:result"),
+    );
+    let snap = sim.state.snapshot();
+    assert!(snap.token(later).unwrap().revoked, "the first was rotated");
+    assert!(
+        !snap.token(soon).unwrap().revoked,
+        "the second never started"
+    );
+    let rotations = || {
+        sim.state
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/rotate"))
+            .count()
+    };
+    assert_eq!(rotations(), 1);
+
+    let resumed = ws.run(&["resume", "--all", "--output", "json"]);
+    resumed.assert_ok();
+    let report = resumed.json();
+    assert_eq!(report.as_array().unwrap().len(), 1, "{report}");
+    assert_eq!(report[0]["outcome"], "succeeded", "{report}");
+    assert_eq!(rotations(), 1, "the rotation was not sent twice");
+    // The credential's record knows its run ended, and follows the new token.
+    let check = ws.run(&["check", "later", "--output", "json"]).json();
+    assert_eq!(check[0]["last_run_state"], "succeeded", "{check}");
+    assert_eq!(check[0]["last_run_id"], report[0]["run_id"]);
+    assert_eq!(check[0]["state"], "ok", "{check}");
+    // Nothing is left to resume; the second credential is for the next batch.
+    let again = ws.run(&["resume", "--all", "--output", "json"]);
+    again.assert_ok();
+    assert_eq!(again.json(), serde_json::json!([]));
+    ws.run(&["rotate", "soon"]).assert_ok();
+}

@@ -573,6 +573,25 @@ async fn rotate_one(
         Err(e) => return failed(Code::Config.word(), None, &e),
     };
     let record = state.credential(id).ok().flatten();
+    // The run's id is chosen here and recorded before the run starts, so a
+    // batch killed mid-rotation still knows which credential each
+    // interrupted run rotates (`keycycle resume --all` finishes them).
+    let run_id = (!dry_run).then(new_run_id);
+    if let Some(run_id) = &run_id
+        && let Err(e) = state.record_rotation(
+            id,
+            &RotationOutcome {
+                run_id: run_id.clone(),
+                state: RunState::Running,
+                at: now_ms(),
+                expires_at: None,
+                expiry_source: None,
+                params: BTreeMap::new(),
+            },
+        )
+    {
+        return failed(Code::Config.word(), None, &anyhow::Error::new(e));
+    }
     let request = crate::run::RunRequest {
         resume: None,
         runbook: std::path::PathBuf::from(&section.runbook),
@@ -582,12 +601,38 @@ async fn rotate_one(
         dry_run,
         json: false,
         quiet: true,
+        run_id,
     };
     let started = now_ms();
     let summary = match crate::run::run(config, request, Some(pool)).await {
         Ok(s) => s,
         Err(e) => return failed(crate::exit::code_of(&e).word(), None, &e),
     };
+    let rotated = settle(state, id, section, &summary, started, dry_run);
+    Rotated {
+        id: id.to_owned(),
+        run_id: summary.run_id,
+        ..rotated
+    }
+}
+
+fn new_run_id() -> String {
+    let mut id = [0u8; 8];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut id);
+    hex::encode(id)
+}
+
+/// Records how a credential's run ended (its state as the run's own record
+/// has it, the new expiry, the parameters that follow the new token) and
+/// says it for the summary.
+fn settle(
+    state: &dyn StateStore,
+    id: &str,
+    section: &CredentialSection,
+    summary: &crate::run::RunSummary,
+    started: i64,
+    dry_run: bool,
+) -> Rotated {
     let mut followed = BTreeMap::new();
     let (outcome, run_state, expires, error) = match &summary.outcome {
         Ok(result) => {
@@ -629,10 +674,121 @@ async fn rotate_one(
     Rotated {
         id: id.to_owned(),
         outcome,
-        run_id: summary.run_id,
+        run_id: summary.run_id.clone(),
         expires_at: expires.map(|(t, _)| format_date(t)),
         error,
     }
+}
+
+/// After a resume: if the run rotates an inventory credential, record how
+/// it ended.
+pub fn after_resume(config: &Config, run_id: &str, summary: &crate::run::RunSummary) {
+    let Ok(state) = open_state(config) else {
+        return;
+    };
+    let Ok(records) = state.credentials() else {
+        return;
+    };
+    for record in records {
+        if record.last_run_id.as_deref() == Some(run_id)
+            && let Some(section) = config.credentials.get(&record.id)
+        {
+            let started = record.last_run_at.unwrap_or_else(now_ms);
+            settle(state.as_ref(), &record.id, section, summary, started, false);
+        }
+    }
+}
+
+/// `keycycle resume --all`: finishes every interrupted run, one after the
+/// other on one plugin pool (a killed `rotate` batch leaves several). A
+/// run another process is still running is left to it.
+pub async fn resume_all(
+    config: &Config,
+    given: crate::inputs::Given,
+    force: bool,
+    retry_in_flight: bool,
+    json: bool,
+) -> Result<()> {
+    let state = open_state(config)?;
+    let runs = state
+        .list_runs(&keycycle_store::state::RunFilter {
+            states: vec![RunState::Running, RunState::WaitingForApproval],
+            ..Default::default()
+        })
+        .context(Code::Config)?;
+    let mut report = Vec::new();
+    if !runs.is_empty() {
+        let store = Arc::new(StoreAccess::new(config));
+        store.check_key()?;
+        let pool = crate::run::PluginPool::new(config, store, Some(config.cache_dir.clone()))?;
+        // Oldest first: the order they were started in.
+        for record in runs.iter().rev() {
+            let request = crate::run::RunRequest {
+                resume: Some(crate::run::Resume {
+                    run_id: record.run_id.clone(),
+                    force,
+                    retry_in_flight,
+                }),
+                runbook: std::path::PathBuf::from(&record.runbook_path),
+                params: record.params.clone(),
+                inputs: given.clone(),
+                env: record.env.clone(),
+                dry_run: false,
+                json: false,
+                quiet: true,
+                run_id: None,
+            };
+            let (outcome, error) = match crate::run::run(config, request, Some(&pool)).await {
+                Ok(summary) => {
+                    after_resume(config, &record.run_id, &summary);
+                    match &summary.outcome {
+                        Ok(_) => ("succeeded".to_owned(), None),
+                        Err(e) => (
+                            crate::exit::code_of(e).word().to_owned(),
+                            Some(crate::exit::causes(e).join(": ")),
+                        ),
+                    }
+                }
+                Err(e) => (
+                    crate::exit::code_of(&e).word().to_owned(),
+                    Some(crate::exit::causes(&e).join(": ")),
+                ),
+            };
+            note!("resume: {}: {outcome}", record.run_id);
+            report.push(json!({
+                "run_id": record.run_id,
+                "runbook": record.runbook_path,
+                "outcome": outcome,
+                "error": error.map(|e| keycycle_secret::redact(&e).into_owned()),
+            }));
+        }
+    }
+    let unfinished = report
+        .iter()
+        .filter(|r| r["outcome"] != "succeeded")
+        .count();
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&report)?);
+    } else if report.is_empty() {
+        note!("resume: no interrupted run");
+    } else {
+        for r in &report {
+            outln!(
+                "{}  {}  {}",
+                r["run_id"].as_str().unwrap_or_default(),
+                r["outcome"].as_str().unwrap_or_default(),
+                keycycle_host::one_line(r["error"].as_str().unwrap_or_default())
+            );
+        }
+    }
+    if unfinished > 0 {
+        return Err(anyhow!(
+            "{unfinished} of {} run(s) did not finish; see `keycycle runs`",
+            report.len()
+        ))
+        .context(Code::RunbookFailed);
+    }
+    Ok(())
 }
 
 /// Progress of a batch: a bar on a terminal, a line per credential

@@ -255,7 +255,11 @@ struct RunArgs {
 #[derive(Args)]
 struct ResumeArgs {
     /// The run to finish (see `keycycle runs`)
-    run_id: String,
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    run_id: Option<String>,
+    /// Finish every interrupted run (a killed `keycycle rotate` batch, say); runs still alive in another process are left to it
+    #[arg(long)]
+    all: bool,
     /// Answers to prompts the run has not had yet: NAME=@FILE, NAME=env:VAR or NAME=VALUE
     /// (repeatable); from @FILE or env:VAR, a prompt() answer is a secret unless --plain-input NAME
     #[arg(long = "input", value_name = "NAME=SRC")]
@@ -470,6 +474,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
                     dry_run: args.dry_run,
                     json,
                     quiet: false,
+                    run_id: None,
                 },
                 None,
             )
@@ -477,17 +482,29 @@ async fn dispatch(cli: Cli) -> Result<()> {
             .and_then(|summary| summary.outcome.map(drop))
             .map_err(|e| given.explain(e))
         }
+        Command::Resume(args) if args.all => {
+            let given = args.declared.given(&args.input)?;
+            inventory_cmd::resume_all(
+                &load_config()?,
+                given,
+                args.force,
+                args.retry_in_flight,
+                json,
+            )
+            .await
+        }
         Command::Resume(args) => {
             let given = args.declared.given(&args.input)?;
             let config = load_config()?;
+            let run_id = args.run_id.unwrap_or_default();
             let state = durable::open_state(&config)?;
             let record = state
-                .run(&args.run_id)
+                .run(&run_id)
                 .context(Code::Config)?
                 .ok_or_else(|| {
                     anyhow::anyhow!(
                         "there is no run {}; list unfinished runs with `keycycle runs`",
-                        args.run_id
+                        run_id
                     )
                 })
                 .context(Code::Config)?;
@@ -496,7 +513,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 &config,
                 run::RunRequest {
                     resume: Some(run::Resume {
-                        run_id: args.run_id,
+                        run_id: run_id.clone(),
                         force: args.force,
                         retry_in_flight: args.retry_in_flight,
                     }),
@@ -507,11 +524,15 @@ async fn dispatch(cli: Cli) -> Result<()> {
                     dry_run: false,
                     json,
                     quiet: false,
+                    run_id: None,
                 },
                 None,
             )
             .await
-            .and_then(|summary| summary.outcome.map(drop))
+            .and_then(|summary| {
+                inventory_cmd::after_resume(&config, &run_id, &summary);
+                summary.outcome.map(drop)
+            })
             .map_err(|e| given.explain(e))
         }
         Command::Runs => state_cmds::runs(&load_config()?, json),

@@ -43,6 +43,9 @@ pub struct RunRequest {
     pub json: bool,
     /// Print nothing on stdout (a run of a batch, which prints a summary).
     pub quiet: bool,
+    /// The id of a new run, chosen by the caller (a batch records which
+    /// credential a run rotates before it starts); a random one otherwise.
+    pub run_id: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -458,9 +461,10 @@ pub async fn run(
         .plugins_for(config, req.env.as_deref(), Some(&policy), None)
         .await?;
 
-    let run_id = match &req.resume {
-        Some(r) => r.run_id.clone(),
-        None => {
+    let run_id = match (&req.resume, &req.run_id) {
+        (Some(r), _) => r.run_id.clone(),
+        (None, Some(id)) => id.clone(),
+        (None, None) => {
             let mut id = [0u8; 8];
             rand::rng().fill_bytes(&mut id);
             hex::encode(id)
