@@ -358,3 +358,83 @@ fn a_batch_killed_mid_rotation_is_finished_by_resume_all() {
     assert_eq!(again.json(), serde_json::json!([]));
     ws.run(&["rotate", "soon"]).assert_ok();
 }
+
+/// `GET path` over plain HTTP/1.1; the body.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    text.split_once("\r\n\r\n").unwrap().1.to_owned()
+}
+
+#[test]
+fn the_exporter_serves_the_checks_metrics_and_refreshes_them() {
+    use std::io::BufRead;
+    let sim = GitLabSim::start();
+    let ws = inventory(&sim, 30, 200);
+    let mut child = ws
+        .command(&["exporter", "--listen", "127.0.0.1:0", "--interval", "1"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut addr = None;
+    let mut seen = String::new();
+    for _ in 0..50 {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        seen.push_str(&line);
+        if let Some(rest) = line.split("serving http://").nth(1) {
+            addr = Some(rest.split('/').next().unwrap().to_owned());
+            break;
+        }
+    }
+    let addr = addr.unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("the exporter did not say where it serves:\n{seen}")
+    });
+    let first = http_get(&addr, "/metrics");
+    assert!(
+        first.contains(
+            "keycycle_credential_status{credential=\"gitlab-ci-bot\",provider=\"gitlab\",team=\"\",state=\"warning\"} 1"
+        ),
+        "{first}"
+    );
+    let stamp = |text: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with("keycycle_check_timestamp_seconds "))
+            .unwrap()
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    // A scrape does not check again; the interval does.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let refreshed = loop {
+        let now = http_get(&addr, "/metrics");
+        if stamp(&now) > stamp(&first) {
+            break now;
+        }
+        assert!(std::time::Instant::now() < deadline, "never refreshed");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(refreshed.contains("keycycle_credential_expiry_timestamp_seconds"));
+    let _ = child.kill();
+    let _ = child.wait();
+    // Each check was recorded like `keycycle check`'s.
+    let check = ws.run(&["check", "vendor-key", "--output", "json"]).json();
+    assert_eq!(check[0]["state"], "ok");
+}

@@ -259,26 +259,7 @@ pub async fn check(config: &Config, args: CheckArgs) -> Result<()> {
     let state = open_state(config)?;
     let checked_at = now_ms();
     let verdicts = judge(config, state.as_ref(), entries, args.concurrency).await?;
-    for v in &verdicts {
-        let source = match &v.entry.section.expiry {
-            Some(ExpirySection::Plugin { .. }) => "provider",
-            Some(ExpirySection::Manual { .. }) => "manual",
-            _ => "rotation",
-        };
-        state
-            .record_check(
-                v.entry.id,
-                &CheckOutcome {
-                    at: checked_at,
-                    state: v.status.state.as_str().to_owned(),
-                    detail: Some(v.status.reason.clone()),
-                    expires_at: v.status.expires_at.filter(|_| source != "rotation"),
-                    expiry_source: Some(source.to_owned()),
-                    last_used_at: None,
-                },
-            )
-            .context(Code::Config)?;
-    }
+    record_checks(state.as_ref(), &verdicts, checked_at)?;
     let records: BTreeMap<String, CredentialRecord> = state
         .credentials()
         .context(Code::Config)?
@@ -316,6 +297,31 @@ pub async fn check(config: &Config, args: CheckArgs) -> Result<()> {
             "{errors} credential(s) whose expiry could not be read; see the reasons above"
         ))
         .context(Code::RunbookFailed);
+    }
+    Ok(())
+}
+
+/// Records what a check found of each credential.
+fn record_checks(state: &dyn StateStore, verdicts: &[Verdict<'_>], checked_at: i64) -> Result<()> {
+    for v in verdicts {
+        let source = match &v.entry.section.expiry {
+            Some(ExpirySection::Plugin { .. }) => "provider",
+            Some(ExpirySection::Manual { .. }) => "manual",
+            _ => "rotation",
+        };
+        state
+            .record_check(
+                v.entry.id,
+                &CheckOutcome {
+                    at: checked_at,
+                    state: v.status.state.as_str().to_owned(),
+                    detail: Some(v.status.reason.clone()),
+                    expires_at: v.status.expires_at.filter(|_| source != "rotation"),
+                    expiry_source: Some(source.to_owned()),
+                    last_used_at: None,
+                },
+            )
+            .context(Code::Config)?;
     }
     Ok(())
 }
@@ -836,4 +842,114 @@ impl Progress {
             bar.finish_and_clear();
         }
     }
+}
+
+pub struct ExporterArgs {
+    pub listen: std::net::SocketAddr,
+    /// Seconds between two checks.
+    pub interval: u64,
+    pub concurrency: usize,
+}
+
+/// `keycycle exporter`: the metrics of `keycycle check` over HTTP, at
+/// `/metrics`. The check runs at start and then every `interval` seconds,
+/// not on each scrape: a Prometheus scraping every 15 s must not turn into
+/// a request to every provider every 15 s.
+pub async fn exporter(config: Config, args: ExporterArgs) -> Result<()> {
+    let config = Arc::new(config);
+    select(
+        &config,
+        &Selection {
+            ids: Vec::new(),
+            team: None,
+        },
+    )
+    .context(Code::Config)?;
+    let state = open_state(&config)?;
+    let text = Arc::new(tokio::sync::RwLock::new(String::new()));
+    let refresh = {
+        let (config, state, text) = (config.clone(), state.clone(), text.clone());
+        move || {
+            let (config, state, text) = (config.clone(), state.clone(), text.clone());
+            async move {
+                match metrics_now(&config, state.as_ref(), args.concurrency).await {
+                    Ok(metrics) => *text.write().await = metrics,
+                    Err(e) => {
+                        tracing::error!(target: "keycycle", "the check failed: {}", crate::exit::causes(&e).join(": "));
+                    }
+                }
+            }
+        }
+    };
+    refresh().await;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))
+        .context(Code::Config)?;
+    let addr = listener.local_addr().context(Code::Internal)?;
+    note!(
+        "exporter: serving http://{addr}/metrics; checking every {} s",
+        args.interval
+    );
+    let ticker = tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(args.interval.max(1)));
+        every.tick().await;
+        loop {
+            every.tick().await;
+            refresh().await;
+        }
+    });
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let text = text.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        text.read().await.clone(),
+                    )
+                }
+            }),
+        )
+        .route(
+            "/",
+            axum::routing::get(|| async { "keycycle exporter: see /metrics\n" }),
+        );
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await;
+    ticker.abort();
+    served
+        .context("the exporter stopped")
+        .context(Code::Internal)
+}
+
+/// One check of every credential, recorded, as metrics.
+async fn metrics_now(
+    config: &Config,
+    state: &dyn StateStore,
+    concurrency: usize,
+) -> Result<String> {
+    let entries = select(
+        config,
+        &Selection {
+            ids: Vec::new(),
+            team: None,
+        },
+    )?;
+    let checked_at = now_ms();
+    let verdicts = judge(config, state, entries, concurrency).await?;
+    record_checks(state, &verdicts, checked_at)?;
+    let records: BTreeMap<String, CredentialRecord> = state
+        .credentials()?
+        .into_iter()
+        .map(|r| (r.id.clone(), r))
+        .collect();
+    Ok(metrics_text(&verdicts, &records, checked_at))
 }

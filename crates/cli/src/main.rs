@@ -197,6 +197,21 @@ enum Command {
     /// Rotate inventory credentials in one process: named ones, a team's, or every due one
     #[command(after_help = ROTATE_HELP)]
     Rotate(RotateArgs),
+    /// Serve the metrics of `keycycle check` over HTTP for Prometheus
+    #[command(
+        after_help = "Example:\n  keycycle exporter --listen 127.0.0.1:9464 --interval 600\n\nThe check runs at start and then every --interval seconds, not on each scrape."
+    )]
+    Exporter {
+        /// Address to serve /metrics on
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: std::net::SocketAddr,
+        /// Seconds between two checks
+        #[arg(long, value_name = "SECS", default_value_t = 300)]
+        interval: u64,
+        /// Expiry reads at once
+        #[arg(long, value_name = "N", default_value_t = 8)]
+        concurrency: usize,
+    },
     /// Check every inventory credential's expiry: ok, due, warning or critical
     #[command(after_help = CHECK_HELP)]
     Check(CheckArgs),
@@ -566,6 +581,21 @@ async fn dispatch(cli: Cli) -> Result<()> {
                     concurrency: args.concurrency,
                     dry_run: args.dry_run,
                     json,
+                },
+            )
+            .await
+        }
+        Command::Exporter {
+            listen,
+            interval,
+            concurrency,
+        } => {
+            inventory_cmd::exporter(
+                load_config()?,
+                inventory_cmd::ExporterArgs {
+                    listen,
+                    interval,
+                    concurrency,
                 },
             )
             .await
