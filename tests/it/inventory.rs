@@ -438,3 +438,57 @@ fn the_exporter_serves_the_checks_metrics_and_refreshes_them() {
     let check = ws.run(&["check", "vendor-key", "--output", "json"]).json();
     assert_eq!(check[0]["state"], "ok");
 }
+
+#[test]
+fn a_429_met_by_one_rotation_holds_back_the_next_one_on_that_plugin_instance() {
+    let sim = DemoSim::start();
+    let (ws, _) = demo_workspace(&sim, "mint");
+    ws.runbook(
+        "mint",
+        r#"let t = plugin("example").create_token(#{ name: param("name") }); #{ new_id: t.id }"#,
+    );
+    let config = std::fs::read_to_string(ws.path().join("keycycle.toml")).unwrap();
+    std::fs::write(
+        ws.path().join("keycycle.toml"),
+        format!(
+            "{config}\n[credentials.a]\nrunbook = \"mint\"\nparams = {{ name = \"a\" }}\n\
+             \n[credentials.b]\nrunbook = \"mint\"\nparams = {{ name = \"b\" }}\n"
+        ),
+    )
+    .unwrap();
+    // The provider limits the first rotation's one change, with
+    // Retry-After: 2. A change is not sent again, so that run fails at once.
+    sim.state
+        .fail(keycycle_sim::FailRule::new("POST", "/api/tokens", 429).retry_after(2));
+    // One at a time: the second rotation starts only once the first has
+    // failed, so it can only wait because the limit is shared.
+    let run = ws.run(&["rotate", "a", "b", "--concurrency", "1", "--output", "json"]);
+    run.assert_code(5);
+    let summary = run.json();
+    let outcomes: Vec<&str> = summary
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap())
+        .collect();
+    assert!(
+        outcomes.contains(&"runbook-failed") && outcomes.contains(&"succeeded"),
+        "{summary}"
+    );
+    assert!(
+        summary.to_string().contains("429 Too Many Requests"),
+        "{summary}"
+    );
+    let posts: Vec<keycycle_sim::RequestRecord> = sim
+        .state
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .collect();
+    assert_eq!(posts.len(), 2, "{posts:?}");
+    let gap = posts[1].at_ms - posts[0].at_ms;
+    assert!(
+        gap >= 1_900,
+        "the second rotation's change came {gap} ms after the first met the limit"
+    );
+}

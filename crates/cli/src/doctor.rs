@@ -544,6 +544,7 @@ async fn plugins_section(
             LoadedPlugin::Ready {
                 plugin,
                 description,
+                ..
             } => {
                 let granted = plugins_cmd::granted(plugin).await;
                 let list = |key: &str| {

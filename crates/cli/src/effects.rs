@@ -29,6 +29,8 @@ pub enum LoadedPlugin {
     Ready {
         plugin: Arc<Plugin>,
         description: Arc<PluginDescription>,
+        /// Shared by every run of the process that uses this instance.
+        gate: Arc<crate::ratelimit::RateGate>,
     },
     Refused {
         message: String,
@@ -95,8 +97,8 @@ impl HostEffects {
         operation: &str,
         input: Value,
     ) -> Result<Value, EffectError> {
-        let plugin = match self.plugins.get(plugin_name) {
-            Some(LoadedPlugin::Ready { plugin, .. }) => plugin.clone(),
+        let (plugin, gate) = match self.plugins.get(plugin_name) {
+            Some(LoadedPlugin::Ready { plugin, gate, .. }) => (plugin.clone(), gate.clone()),
             _ => {
                 return Err(self.describe(plugin_name).err().unwrap_or_else(|| {
                     EffectError::Failed(format!("plugin `{plugin_name}` is not loaded"))
@@ -132,15 +134,20 @@ impl HostEffects {
         let mut attempt = 0;
         let result = loop {
             attempt += 1;
+            // A limit another run of this process met holds this call too.
+            gate.wait_blocking();
             let result = self.rt.block_on(plugin.invoke(operation, &input, &ctx));
             match &result {
                 Err(InvokeError::Plugin {
                     error: PluginError::Retryable { delay_ms, message },
                     ..
-                }) if !mutates && attempt <= READ_RETRIES => {
+                }) => {
                     let wait = Duration::from_millis(*delay_ms).min(MAX_RETRY_WAIT);
+                    gate.hold(wait);
+                    if mutates || attempt > READ_RETRIES {
+                        break result;
+                    }
                     tracing::warn!(target: "keycycle", "{plugin_name}.{operation} asked to retry ({message}); waiting {wait:?}, attempt {attempt} of {READ_RETRIES}");
-                    std::thread::sleep(wait);
                 }
                 _ => break result,
             }

@@ -157,8 +157,8 @@ pub async fn read_expiries(
             readings.insert(id, Err(denied.0));
             continue;
         }
-        let loaded_plugin = match loaded[&e.section.env].1.get(plugin.as_str()) {
-            Some(LoadedPlugin::Ready { plugin, .. }) => plugin.clone(),
+        let (loaded_plugin, gate) = match loaded[&e.section.env].1.get(plugin.as_str()) {
+            Some(LoadedPlugin::Ready { plugin, gate, .. }) => (plugin.clone(), gate.clone()),
             Some(LoadedPlugin::Refused { message, .. }) => {
                 readings.insert(
                     id,
@@ -203,7 +203,23 @@ pub async fn read_expiries(
                 run_id: format!("check-{id}"),
                 idempotency_key: format!("check-{id}"),
             };
-            let reading = match loaded_plugin.invoke(&operation, &input, &ctx).await {
+            // A 429 holds back every read through this instance, and the
+            // read is asked again, as a runbook's reads are.
+            let mut attempt = 0;
+            let answer = loop {
+                attempt += 1;
+                gate.wait().await;
+                match loaded_plugin.invoke(&operation, &input, &ctx).await {
+                    Err(keycycle_host::InvokeError::Plugin {
+                        error: keycycle_contract::PluginError::Retryable { delay_ms, .. },
+                        ..
+                    }) if attempt <= 3 => {
+                        gate.hold(std::time::Duration::from_millis(delay_ms));
+                    }
+                    other => break other,
+                }
+            };
+            let reading = match answer {
                 Ok(answer) => ExpiryReading::from_answer(&section, &answer.to_redacted_json())
                     .map_err(|e| format!("{plugin}.{operation}: {e}")),
                 Err(e) => Err(keycycle_host::one_line(&e.to_string())),

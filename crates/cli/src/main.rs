@@ -22,6 +22,7 @@ mod journal;
 mod logging;
 mod plugins_cmd;
 mod policy;
+mod ratelimit;
 mod run;
 mod secrets_cmd;
 mod sim_cmd;

@@ -26,6 +26,7 @@ pub async fn list(config: &Config, as_json: bool) -> Result<()> {
             LoadedPlugin::Ready {
                 plugin,
                 description,
+                ..
             } => json!({
                 "name": name,
                 "path": section.path.display().to_string(),
@@ -124,6 +125,7 @@ pub async fn inspect(config: &Config, name: &str, env: Option<&str>, as_json: bo
         Some(LoadedPlugin::Ready {
             plugin,
             description,
+            ..
         }) => (plugin, description),
         Some(LoadedPlugin::Refused { message, denied }) => {
             return Err(anyhow!(message)).context(if denied { Code::Denied } else { Code::Config });

@@ -217,6 +217,7 @@ impl PluginPool {
                     LoadedPlugin::Ready {
                         plugin: Arc::new(plugin),
                         description,
+                        gate: Arc::default(),
                     }
                 }
                 Err(e) => {
@@ -476,6 +477,7 @@ pub async fn run(
             LoadedPlugin::Ready {
                 plugin,
                 description,
+                ..
             } => Some(PluginInfo {
                 name: name.clone(),
                 plugin: description.name.clone(),

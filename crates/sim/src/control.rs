@@ -24,12 +24,26 @@ use crate::gate::{self as gates, GateRule, Gates, Release};
 pub const CONTROL_PREFIX: &str = "/_sim";
 
 /// One provider API request the simulator received.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RequestRecord {
     pub method: String,
     /// The path without the query string.
     pub path: String,
+    /// When it arrived, in Unix milliseconds: lets a test see that clients
+    /// held back after a 429.
+    #[serde(default)]
+    pub at_ms: u64,
 }
+
+/// Two records are the same request whenever they arrived: tests compare
+/// the requests of two runs.
+impl PartialEq for RequestRecord {
+    fn eq(&self, other: &RequestRecord) -> bool {
+        self.method == other.method && self.path == other.path
+    }
+}
+
+impl Eq for RequestRecord {}
 
 /// Request log and pending faults of one simulator.
 #[derive(Debug, Default)]
@@ -121,6 +135,10 @@ pub(crate) async fn gate<S: SimState>(
         c.log.push(RequestRecord {
             method: method.clone(),
             path: path.clone(),
+            at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or_default(),
         });
         let fired = c.gates.arrive(&method, &path);
         // A held request meets the faults when it is let through, not now.
