@@ -441,8 +441,9 @@ fn register_types(engine: &mut Engine) {
 
     // Rhai answers `false` when it cannot compare two values, so
     // `answer == "prod"` on a secret would quietly take the other branch.
-    // Comparing a secret is refused instead: a plugin compares values (a
-    // runbook comparing secrets one guess at a time could learn them).
+    // Comparing a secret with text or another secret is refused instead: a
+    // plugin compares values (a runbook comparing secrets one guess at a
+    // time could learn them). `secret != ()`, a test for "none", stays.
     fn compared(ctx: &NativeCallContext) -> Rr<bool> {
         Err(misuse(ctx, SECRET_AS_TEXT))
     }
@@ -459,13 +460,7 @@ fn register_types(engine: &mut Engine) {
             .register_fn(
                 op,
                 |ctx: NativeCallContext, _: SecretHandle, _: SecretHandle| compared(&ctx),
-            )
-            .register_fn(op, |ctx: NativeCallContext, _: SecretHandle, _: Dynamic| {
-                compared(&ctx)
-            })
-            .register_fn(op, |ctx: NativeCallContext, _: Dynamic, _: SecretHandle| {
-                compared(&ctx)
-            });
+            );
     }
 }
 

@@ -101,6 +101,15 @@ pub(crate) fn is_date(text: &str) -> bool {
 }
 
 /// A non-empty list of non-empty strings, such as `scopes`.
+/// An optional array of strings; absent is empty.
+pub(crate) fn string_list_opt(input: &Value, name: &str) -> Result<Vec<String>, Error> {
+    match input.field(name) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) if items.is_empty() => Ok(Vec::new()),
+        Some(_) => string_list(input, name),
+    }
+}
+
 pub(crate) fn string_list(input: &Value, name: &str) -> Result<Vec<String>, Error> {
     let wrong = || {
         Error::invalid_input(format!(

@@ -9,6 +9,7 @@
 
 mod access_tokens;
 mod api;
+mod discover;
 mod fields;
 mod hooks;
 mod labels;
@@ -45,6 +46,7 @@ impl Plugin for GitLab {
             "whoami" => tokens::whoami(&api),
             "check_token" => tokens::check_token(&api, &input),
             "get_self_token" => tokens::get_self_token(&api),
+            "discover" => discover::discover(&api, &input),
             "get_pat" => tokens::get_pat(&api, &input),
             "list_pats" => tokens::list_pats(&api, &input),
             "rotate_pat" => tokens::rotate_pat(&api, &input),
@@ -143,6 +145,15 @@ fn operations() -> Vec<Operation> {
         )
         .input("token", "the token value to test", true),
         Operation::new("get_self_token", "The plugin's own personal access token"),
+        Operation::new(
+            "discover",
+            "Every active token the plugin's user can see, as inventory candidates: its \
+             personal access tokens, and the access tokens and triggers of the projects and \
+             groups named: {credentials: [{kind, id, name, owner, expires_at, last_used_at, \
+             runbook, params}]}",
+        )
+        .input("projects", "projects (paths or ids) whose tokens and triggers to list", false)
+        .input("groups", "groups (paths or ids) whose access tokens to list", false),
         Operation::new("get_pat", "A personal access token by id").input("id", "token id", true),
         Operation::new(
             "list_pats",
@@ -396,7 +407,7 @@ mod tests {
     fn declares_every_operation_once() {
         let d = GitLab::describe();
         let names = d.operation_names();
-        assert_eq!(names.len(), 29);
+        assert_eq!(names.len(), 30);
         let mut unique = names.clone();
         unique.sort_unstable();
         unique.dedup();
