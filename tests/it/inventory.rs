@@ -498,3 +498,77 @@ fn a_429_met_by_one_rotation_holds_back_the_next_one_on_that_plugin_instance() {
         "the second rotation's change came {gap} ms after the first met the limit"
     );
 }
+
+#[test]
+fn discover_lists_the_tokens_nobody_rotates() {
+    let sim = GitLabSim::start();
+    let ws = inventory(&sim, 30, 200);
+    let trigger = sim.seed_trigger("deploy from Zendesk");
+    let project_token = sim.seed_project_token();
+    let args = ["discover", "gitlab", "--project", "acme/api"];
+    let run = ws.run(&[&args[..], &["--output", "json"]].concat());
+    run.assert_ok();
+    let found = run.json();
+    let find = |kind: &str, id: u64| {
+        found
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["kind"] == kind && f["id"] == id.to_string())
+            .unwrap_or_else(|| panic!("no {kind} {id} in {found}"))
+            .clone()
+    };
+    // The plugin's own token and the project's token and trigger are
+    // in no inventory entry.
+    let own = find("personal_access_token", sim.ops_token.id);
+    assert_eq!(own["covered_by"], serde_json::json!([]), "{own}");
+    let t = find("project_access_token", project_token.id);
+    assert_eq!(t["owner"], "acme/api");
+    assert_eq!(t["runbook"], "gitlab-project-token");
+    assert_eq!(t["params"]["token_id"], project_token.id.to_string());
+    let trig = find("pipeline_trigger", trigger.id);
+    assert_eq!(trig["expires_at"], serde_json::Value::Null);
+    assert_eq!(trig["params"]["trigger_id"], trigger.id.to_string());
+    // The inventory's ci-bot token is covered, by its entry.
+    let bots: Vec<&serde_json::Value> = found
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["name"] == "ci-bot")
+        .collect();
+    assert_eq!(bots.len(), 1);
+    assert_eq!(bots[0]["covered_by"], serde_json::json!(["gitlab-ci-bot"]));
+    assert!(bots[0]["expires_at"].is_string());
+
+    // The table shows only what nothing covers.
+    let table = ws.run(&args);
+    table.assert_ok();
+    assert!(
+        table.stdout.contains("pipeline_trigger"),
+        "{}",
+        table.stdout
+    );
+    assert!(!table.stdout.contains("ci-bot"), "{}", table.stdout);
+    // `--toml` writes sections that, added to the inventory, cover them.
+    let toml = ws.run(&[&args[..], &["--toml"]].concat());
+    toml.assert_ok();
+    let config = std::fs::read_to_string(ws.path().join("keycycle.toml")).unwrap();
+    std::fs::write(
+        ws.path().join("keycycle.toml"),
+        format!("{config}\n{}", toml.stdout),
+    )
+    .unwrap();
+    let after = ws.run(&[&args[..], &["--output", "json"]].concat());
+    after.assert_ok();
+    let left: Vec<serde_json::Value> = after
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["covered_by"] == serde_json::json!([]))
+        .cloned()
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    // Values never appear; the run output is checked for planted ones too.
+    assert!(!toml.stdout.contains("glpat-") && !toml.stdout.contains("glptt-"));
+}

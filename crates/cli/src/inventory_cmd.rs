@@ -969,3 +969,216 @@ async fn metrics_now(
         .collect();
     Ok(metrics_text(&verdicts, &records, checked_at))
 }
+
+pub struct DiscoverArgs {
+    pub plugin: String,
+    pub env: Option<String>,
+    pub projects: Vec<String>,
+    pub groups: Vec<String>,
+    /// Also list what the inventory already covers.
+    pub all: bool,
+    /// Print inventory sections for what nothing covers.
+    pub toml: bool,
+    pub json: bool,
+}
+
+/// One credential the provider has.
+#[derive(serde::Serialize)]
+struct Found {
+    kind: String,
+    id: String,
+    name: String,
+    owner: String,
+    expires_at: Option<String>,
+    last_used_at: Option<String>,
+    runbook: String,
+    params: BTreeMap<String, String>,
+    /// Inventory credentials that rotate it.
+    covered_by: Vec<String>,
+}
+
+/// `keycycle discover PLUGIN`: the credentials a provider has that the
+/// inventory does not cover, with their expiry: the tokens nobody rotates.
+/// The plugin's read-only `discover` operation lists them, each with the
+/// runbook and parameters that would rotate it; a credential is covered
+/// when an inventory credential uses that runbook with those parameters.
+pub async fn discover(config: &Config, args: DiscoverArgs) -> Result<()> {
+    if !config.plugins.contains_key(&args.plugin) {
+        return Err(anyhow!(
+            "no plugin `{}` is configured (configured: {})",
+            args.plugin,
+            config
+                .plugins
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .context(Code::Config);
+    }
+    if let Some(env) = &args.env {
+        config.check_env(env).context(Code::Config)?;
+    }
+    let store = Arc::new(StoreAccess::new(config));
+    store.check_key()?;
+    let only = BTreeSet::from([args.plugin.clone()]);
+    let (_pool, plugins) = load_plugins_cached(
+        config,
+        args.env.as_deref(),
+        store,
+        Some(config.cache_dir.clone()),
+        None,
+        Some(&only),
+    )
+    .await?;
+    let plugin = match plugins.get(&args.plugin) {
+        Some(LoadedPlugin::Ready { plugin, .. }) => plugin.clone(),
+        Some(LoadedPlugin::Refused { message, denied }) => {
+            let code = if *denied { Code::Denied } else { Code::Config };
+            return Err(anyhow!("plugin `{}` did not load: {message}", args.plugin)).context(code);
+        }
+        None => {
+            return Err(anyhow!("plugin `{}` is not configured", args.plugin)).context(Code::Config);
+        }
+    };
+    match plugin.description().operation("discover") {
+        None => {
+            return Err(anyhow!(
+                "plugin `{}` ({}) has no `discover` operation, so it cannot list what its \
+                 provider holds",
+                args.plugin,
+                keycycle_host::one_line(&plugin.description().name)
+            ))
+            .context(Code::Config);
+        }
+        Some(spec) if spec.mutates => {
+            return Err(anyhow!(
+                "{}.discover changes things at the provider; discovery only reads",
+                args.plugin
+            ))
+            .context(Code::Config);
+        }
+        Some(_) => {}
+    }
+    let input = Value::from_json(json!({ "projects": args.projects, "groups": args.groups }));
+    let ctx = CallContext {
+        run_id: "discover".to_owned(),
+        idempotency_key: "discover".to_owned(),
+    };
+    let answer = plugin
+        .invoke("discover", &input, &ctx)
+        .await
+        .map_err(|e| anyhow!("{}", keycycle_host::one_line(&e.to_string())))
+        .context(Code::RunbookFailed)?
+        .to_redacted_json();
+    let state = open_state(config)?;
+    let records: BTreeMap<String, CredentialRecord> = state
+        .credentials()
+        .context(Code::Config)?
+        .into_iter()
+        .map(|r| (r.id.clone(), r))
+        .collect();
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(keycycle_host::one_line(s)),
+        other => Some(other.to_string()),
+    };
+    let mut found: Vec<Found> = Vec::new();
+    for item in answer["credentials"].as_array().into_iter().flatten() {
+        let params: BTreeMap<String, String> = item["params"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| text(v).map(|v| (k.clone(), v)))
+            .collect();
+        let runbook = text(&item["runbook"]).unwrap_or_default();
+        let covered_by = config
+            .credentials
+            .iter()
+            .filter(|(id, c)| {
+                let have = c.params(records.get(*id));
+                c.runbook == runbook
+                    && !params.is_empty()
+                    && params.iter().all(|(k, v)| have.get(k) == Some(v))
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        found.push(Found {
+            kind: text(&item["kind"]).unwrap_or_default(),
+            id: text(&item["id"]).unwrap_or_default(),
+            name: text(&item["name"]).unwrap_or_default(),
+            owner: text(&item["owner"]).unwrap_or_default(),
+            expires_at: text(&item["expires_at"]),
+            last_used_at: text(&item["last_used_at"]),
+            runbook,
+            params,
+            covered_by,
+        });
+    }
+    let uncovered = found.iter().filter(|f| f.covered_by.is_empty()).count();
+    if args.json {
+        outln!("{}", serde_json::to_string_pretty(&found)?);
+    } else if args.toml {
+        for f in found.iter().filter(|f| f.covered_by.is_empty()) {
+            outln!("{}", inventory_section(&args.plugin, f));
+        }
+    } else {
+        outln!("KIND  ID  NAME  OWNER  EXPIRES  LAST_USED  COVERED_BY");
+        for f in found.iter().filter(|f| args.all || f.covered_by.is_empty()) {
+            outln!(
+                "{}  {}  {}  {}  {}  {}  {}",
+                f.kind,
+                f.id,
+                f.name,
+                f.owner,
+                f.expires_at.as_deref().unwrap_or("never"),
+                f.last_used_at.as_deref().unwrap_or("never"),
+                if f.covered_by.is_empty() {
+                    "-".to_owned()
+                } else {
+                    f.covered_by.join(",")
+                }
+            );
+        }
+    }
+    note!(
+        "discover: {} credential(s) at {}, {uncovered} not in the inventory{}",
+        found.len(),
+        args.plugin,
+        if uncovered > 0 && !args.toml {
+            " (`--toml` prints sections to add)"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
+/// A `[credentials.ID]` section that would rotate `f`.
+fn inventory_section(plugin: &str, f: &Found) -> String {
+    let id: String = format!("{plugin}-{}-{}", f.kind.replace('_', "-"), f.id)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let quote = |s: &str| toml::Value::String(s.to_owned()).to_string();
+    let params = f
+        .params
+        .iter()
+        .map(|(k, v)| format!("{k} = {}", quote(v)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "# {} {} of {}, expires {}\n[credentials.{id}]\nrunbook = {}\nparams = {{ {params} }}\n",
+        f.kind.replace('_', " "),
+        quote(&f.name),
+        if f.owner.is_empty() { "-" } else { &f.owner },
+        f.expires_at.as_deref().unwrap_or("never"),
+        quote(&f.runbook),
+    )
+}

@@ -213,6 +213,29 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = 8)]
         concurrency: usize,
     },
+    /// List the credentials a provider has that the inventory does not rotate
+    #[command(
+        after_help = "Examples:\n  keycycle discover gitlab --project acme/deploy --group acme\n  keycycle discover gitlab --all --output json\n  keycycle discover gitlab --project acme/deploy --toml >> credentials.toml"
+    )]
+    Discover {
+        /// The plugin instance to ask (it needs a `discover` operation)
+        plugin: String,
+        /// Use the plugin's overlay for this environment
+        #[arg(long)]
+        env: Option<String>,
+        /// Also list the tokens and triggers of this project (repeatable)
+        #[arg(long = "project", value_name = "PROJECT")]
+        projects: Vec<String>,
+        /// Also list the access tokens of this group (repeatable)
+        #[arg(long = "group", value_name = "GROUP")]
+        groups: Vec<String>,
+        /// Also list what the inventory already covers
+        #[arg(long)]
+        all: bool,
+        /// Print [credentials.ID] sections for what nothing covers
+        #[arg(long)]
+        toml: bool,
+    },
     /// Check every inventory credential's expiry: ok, due, warning or critical
     #[command(after_help = CHECK_HELP)]
     Check(CheckArgs),
@@ -597,6 +620,28 @@ async fn dispatch(cli: Cli) -> Result<()> {
                     listen,
                     interval,
                     concurrency,
+                },
+            )
+            .await
+        }
+        Command::Discover {
+            plugin,
+            env,
+            projects,
+            groups,
+            all,
+            toml,
+        } => {
+            inventory_cmd::discover(
+                &load_config()?,
+                inventory_cmd::DiscoverArgs {
+                    plugin,
+                    env,
+                    projects,
+                    groups,
+                    all,
+                    toml,
+                    json,
                 },
             )
             .await
