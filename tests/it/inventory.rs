@@ -514,7 +514,7 @@ fn discover_lists_the_tokens_nobody_rotates() {
             .as_array()
             .unwrap()
             .iter()
-            .find(|f| f["kind"] == kind && f["id"] == id.to_string())
+            .find(|f| f["kind"] == kind && f["id"] == serde_json::json!(id.to_string()))
             .unwrap_or_else(|| panic!("no {kind} {id} in {found}"))
             .clone()
     };

@@ -1038,7 +1038,8 @@ pub async fn discover(config: &Config, args: DiscoverArgs) -> Result<()> {
             return Err(anyhow!("plugin `{}` did not load: {message}", args.plugin)).context(code);
         }
         None => {
-            return Err(anyhow!("plugin `{}` is not configured", args.plugin)).context(Code::Config);
+            return Err(anyhow!("plugin `{}` is not configured", args.plugin))
+                .context(Code::Config);
         }
     };
     match plugin.description().operation("discover") {

@@ -500,7 +500,7 @@ pub async fn run(
         store,
         policy: policy.clone(),
         approval_rules: crate::approvals::Rules::from_config(
-            &config,
+            config,
             identity.as_deref().unwrap_or_default(),
         ),
         inputs: Inputs::new(req.inputs.clone()),

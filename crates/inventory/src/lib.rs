@@ -308,7 +308,11 @@ fn field<'a>(value: &'a serde_json::Value, path: &str) -> Option<&'a serde_json:
             Some((key, wanted)) => v.as_array()?.iter().find(|item| {
                 item.get(key).is_some_and(|k| match k {
                     serde_json::Value::String(s) => s == wanted,
-                    other => other.to_string() == wanted,
+                    serde_json::Value::Number(n) => {
+                        wanted.parse::<serde_json::Number>().ok().as_ref() == Some(n)
+                    }
+                    serde_json::Value::Bool(b) => wanted.parse::<bool>().ok() == Some(*b),
+                    _ => false,
                 })
             }),
         }
