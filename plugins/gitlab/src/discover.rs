@@ -28,10 +28,8 @@ pub(crate) fn discover(api: &Api, input: &Value) -> Result<Value, Error> {
     }
     for (owner_type, key) in [("project", "projects"), ("group", "groups")] {
         for owner in fields::string_list_opt(input, key)? {
-            let listed = access_tokens::list(
-                api,
-                &json!({ "owner": owner, "owner_type": owner_type }),
-            )?;
+            let listed =
+                access_tokens::list(api, &json!({ "owner": owner, "owner_type": owner_type }))?;
             for t in listed["tokens"].as_array().into_iter().flatten() {
                 if t["active"] == json!(false) || t["revoked"] == json!(true) {
                     continue;

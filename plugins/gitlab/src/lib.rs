@@ -152,8 +152,16 @@ fn operations() -> Vec<Operation> {
              groups named: {credentials: [{kind, id, name, owner, expires_at, last_used_at, \
              runbook, params}]}",
         )
-        .input("projects", "projects (paths or ids) whose tokens and triggers to list", false)
-        .input("groups", "groups (paths or ids) whose access tokens to list", false),
+        .input(
+            "projects",
+            "projects (paths or ids) whose tokens and triggers to list",
+            false,
+        )
+        .input(
+            "groups",
+            "groups (paths or ids) whose access tokens to list",
+            false,
+        ),
         Operation::new("get_pat", "A personal access token by id").input("id", "token id", true),
         Operation::new(
             "list_pats",
