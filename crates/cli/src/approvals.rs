@@ -13,63 +13,22 @@ use crate::config::Config;
 use crate::exit::Code;
 use crate::{durable, out};
 
-/// Who may decide the gates of one runbook, from the config: the runbook's
-/// own list (or the `[approvals]` default), and one list per environment.
-#[derive(Debug, Clone, Default)]
-pub struct Rules {
-    pub runbook: Option<Vec<String>>,
-    pub default: Vec<String>,
-    pub environments: std::collections::BTreeMap<String, Vec<String>>,
-}
+pub use keycycle_engine::approvals::{Rules, where_text};
 
-impl Rules {
-    pub fn from_config(config: &Config, runbook: &str) -> Rules {
-        Rules {
-            runbook: config
-                .runbooks
-                .get(runbook)
-                .and_then(|r| r.approvers.clone()),
-            default: config.approvals.approvers.clone(),
-            environments: config
-                .approvals
-                .environments
-                .iter()
-                .map(|(env, a)| (env.clone(), a.approvers.clone()))
-                .collect(),
-        }
-    }
-
-    /// The requirements a decider must meet, each a set of alternatives
-    /// joined by `|`: one for the runbook (the config's list for it, else
-    /// the gate's own, else the default), and one per named environment the
-    /// config lists approvers for. Recorded with the request, so the
-    /// decision is checked against the rules of the day it was asked.
-    pub fn requirements(&self, gate: &[String], environments: &[String]) -> Vec<String> {
-        let mut out = Vec::new();
-        let runbook = self
-            .runbook
-            .clone()
-            .filter(|l| !l.is_empty())
-            .or_else(|| (!gate.is_empty()).then(|| gate.to_vec()))
-            .or_else(|| (!self.default.is_empty()).then(|| self.default.clone()));
-        if let Some(list) = runbook {
-            out.push(list.join("|"));
-        }
-        for env in environments {
-            if let Some(list) = self.environments.get(env).filter(|l| !l.is_empty()) {
-                out.push(list.join("|"));
-            }
-        }
-        out
-    }
-}
-
-/// "in stage, prod", or "" with no environments.
-pub fn where_text(environments: &[String]) -> String {
-    if environments.is_empty() {
-        "no environment named".to_owned()
-    } else {
-        format!("in {}", environments.join(", "))
+/// The approval rules of runbook `runbook` (its identity), from the config.
+pub fn rules_from_config(config: &Config, runbook: &str) -> Rules {
+    Rules {
+        runbook: config
+            .runbooks
+            .get(runbook)
+            .and_then(|r| r.approvers.clone()),
+        default: config.approvals.approvers.clone(),
+        environments: config
+            .approvals
+            .environments
+            .iter()
+            .map(|(env, a)| (env.clone(), a.approvers.clone()))
+            .collect(),
     }
 }
 
@@ -133,11 +92,11 @@ fn record_json(r: &ApprovalRecord) -> serde_json::Value {
         "approvers": r.request.approvers,
         "requested_by": r.request.requested_by,
         "requested_host": r.request.requested_host,
-        "requested_at": crate::journal::rfc3339(r.request.requested_at),
+        "requested_at": keycycle_engine::journal::rfc3339(r.request.requested_at),
         "state": r.state.as_str(),
         "decided_by": r.decided_by,
         "decided_host": r.decided_host,
-        "decided_at": r.decided_at.map(crate::journal::rfc3339),
+        "decided_at": r.decided_at.map(keycycle_engine::journal::rfc3339),
         "comment": r.comment,
     })
 }

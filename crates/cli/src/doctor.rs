@@ -20,11 +20,11 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::config::{self, Config};
-use crate::effects::LoadedPlugin;
 use crate::exit::Code;
 use crate::plugins_cmd;
 use crate::run::load_plugins_cached;
 use crate::store::{KEY_ENV, StoreAccess};
+use keycycle_engine::LoadedPlugin;
 
 /// How bad one finding is. Plain words, so logs and CI output stay
 /// readable without a font that has check marks.

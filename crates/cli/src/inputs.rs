@@ -358,6 +358,12 @@ fn to_answer(prompt: &Prompt, text: &str) -> Result<Answer, String> {
     prompt.kind.parse_answer(text)
 }
 
+impl keycycle_engine::Answers for Inputs {
+    fn answer(&self, prompt: &Prompt) -> Result<Answer, EffectError> {
+        Inputs::answer(self, prompt)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,10 +19,10 @@ use serde_json::json;
 
 use crate::config::Config;
 use crate::durable::open_state;
-use crate::effects::LoadedPlugin;
 use crate::exit::Code;
 use crate::run::load_plugins_cached;
 use crate::store::StoreAccess;
+use keycycle_engine::LoadedPlugin;
 
 /// Which credentials a command works on.
 pub struct Selection {

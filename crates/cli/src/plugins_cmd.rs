@@ -11,10 +11,10 @@ use keycycle_host::{
 use serde_json::{Value, json};
 
 use crate::config::Config;
-use crate::effects::LoadedPlugin;
 use crate::exit::Code;
 use crate::run::load_plugins;
 use crate::store::StoreAccess;
+use keycycle_engine::LoadedPlugin;
 
 pub async fn list(config: &Config, as_json: bool) -> Result<()> {
     let store = Arc::new(StoreAccess::new(config));

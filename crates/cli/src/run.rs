@@ -16,11 +16,11 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::durable;
-use crate::effects::{HostEffects, LoadedPlugin, Step};
 use crate::exit::Code;
 use crate::inputs::{Given, Inputs, Source};
-use crate::journal::{Journal, JournaledEffects};
 use crate::store::StoreAccess;
+use keycycle_engine::{HostEffects, LoadedPlugin, Step};
+use keycycle_engine::{Journal, JournaledEffects};
 use keycycle_store::state::{NewRun, PluginInfo};
 
 /// Resuming an earlier run instead of starting a new one.
@@ -494,16 +494,17 @@ pub async fn run(
             .entry("env".to_owned())
             .or_insert_with(|| env.clone());
     }
+    let inputs = Arc::new(Inputs::new(req.inputs.clone()));
     let host_effects = Arc::new(HostEffects {
         rt: tokio::runtime::Handle::current(),
         plugins,
-        store,
+        store: store.clone(),
         policy: policy.clone(),
-        approval_rules: crate::approvals::Rules::from_config(
+        approval_rules: crate::approvals::rules_from_config(
             config,
             identity.as_deref().unwrap_or_default(),
         ),
-        inputs: Inputs::new(req.inputs.clone()),
+        inputs: inputs.clone(),
         dry_run: req.dry_run,
         run_id: run_id.clone(),
         seq: AtomicU64::new(0),
@@ -517,7 +518,7 @@ pub async fn run(
         None
     } else {
         let state = durable::open_state(config)?;
-        let key = effects.store.master_key()?;
+        let key = store.master_key()?;
         let prior = match &req.resume {
             Some(_) => state.effects(&run_id).context(Code::Config)?,
             None => Vec::new(),
@@ -546,7 +547,7 @@ pub async fn run(
     // The policy sits above the journal: a resumed run meets every rule
     // again, under today's config, as it replays.
     let runbook_effects: Arc<dyn keycycle_runbook::Effects> = Arc::new(
-        crate::policy::PolicyEffects::new(runbook_effects, policy.clone()),
+        keycycle_engine::PolicyEffects::new(runbook_effects, policy.clone()),
     );
 
     if req.dry_run {
@@ -621,7 +622,7 @@ pub async fn run(
                         user: durable::user(),
                         host: durable::host(),
                         plugins: plugin_infos,
-                        started_at: crate::journal::now_ms(),
+                        started_at: keycycle_engine::journal::now_ms(),
                     })
                     .context("cannot record the run in the state database")
                     .context(Code::Config)?;
@@ -692,7 +693,7 @@ pub async fn run(
             // A journaled run that stopped for an answer keeps its locks and
             // waits to be resumed; a new run would only hit those locks.
             // So the way on is the exact resume line, not "pass --input".
-            let stranded = match (&durable, effects.inputs.unanswered()) {
+            let stranded = match (&durable, inputs.unanswered()) {
                 (Some((state, _, _)), Some(prompt)) if e.kind == ErrorKind::MissingInput => {
                     let locks: Vec<String> = state
                         .locks()

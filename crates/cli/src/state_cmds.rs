@@ -17,11 +17,11 @@ use serde_json::json;
 
 use crate::config::Config;
 use crate::durable::{hold_run_file, host, open_existing_state, user};
-use crate::effects::LoadedPlugin;
 use crate::exit::Code;
-use crate::journal::{now_ms, open_deferred_input, rfc3339};
 use crate::run::load_plugins;
 use crate::store::StoreAccess;
+use keycycle_engine::LoadedPlugin;
+use keycycle_engine::journal::{now_ms, open_deferred_input, rfc3339};
 
 /// How long a cleanup process may hold an action before another may take
 /// it over (it is assumed dead).

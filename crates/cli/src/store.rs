@@ -87,6 +87,17 @@ impl StoreAccess {
     }
 }
 
+impl keycycle_engine::SecretStoreAccess for StoreAccess {
+    fn get(&self, name: &str) -> Result<Option<SecretValue>, String> {
+        StoreAccess::get(self, name).map_err(|e| format!("{e:#}"))
+    }
+
+    fn set(&self, name: &str, value: &SecretValue) -> Result<(), String> {
+        self.with(|s| Ok(s.set(name, value)?))
+            .map_err(|e| format!("{e:#}"))
+    }
+}
+
 impl keycycle_host::SecretSource for StoreAccess {
     fn get(&self, store_name: &str) -> Result<Option<SecretValue>, String> {
         StoreAccess::get(self, store_name).map_err(|e| format!("{e:#}"))

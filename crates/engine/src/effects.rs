@@ -15,8 +15,20 @@ use rand::RngCore;
 use serde::Serialize;
 use tokio::runtime::Handle;
 
-use crate::inputs::Inputs;
-use crate::store::StoreAccess;
+/// The operator's secrets store, as a run reads and writes it. The CLI's
+/// store (a local encrypted file) implements it; so can a shared one.
+pub trait SecretStoreAccess: Send + Sync {
+    /// The value stored under `name`, if any.
+    fn get(&self, name: &str) -> Result<Option<SecretValue>, String>;
+    /// Stores `value` under `name`, durably, before it returns.
+    fn set(&self, name: &str, value: &SecretValue) -> Result<(), String>;
+}
+
+/// Where answers to a runbook's prompts come from: `--input`, a terminal,
+/// or nowhere (a [`EffectError::MissingInput`]).
+pub trait Answers: Send + Sync {
+    fn answer(&self, prompt: &Prompt) -> Result<Answer, EffectError>;
+}
 
 /// Retries of a non-mutating call that the plugin says may be retried.
 const READ_RETRIES: u32 = 3;
@@ -60,13 +72,13 @@ pub struct Step {
 pub struct HostEffects {
     pub rt: Handle,
     pub plugins: BTreeMap<String, LoadedPlugin>,
-    pub store: Arc<StoreAccess>,
+    pub store: Arc<dyn SecretStoreAccess>,
     /// Who may use what in this run; the store names it may read and
     /// write among them.
     pub policy: keycycle_policy::RunPolicy,
     /// Who may approve this runbook's gates, from the config.
     pub approval_rules: crate::approvals::Rules,
-    pub inputs: Inputs,
+    pub inputs: Arc<dyn Answers>,
     pub dry_run: bool,
     pub run_id: String,
     pub seq: AtomicU64,
@@ -251,7 +263,7 @@ impl Effects for HostEffects {
             Ok(None) => Err(EffectError::Failed(format!(
                 "secret `{name}` is not in the store; add it with `keycycle secrets set {name}`"
             ))),
-            Err(e) => Err(EffectError::Failed(format!("{e:#}"))),
+            Err(e) => Err(EffectError::Failed(e)),
         }
     }
 
@@ -270,8 +282,8 @@ impl Effects for HostEffects {
             return Ok(());
         }
         self.store
-            .with(|s| Ok(s.set(name, value)?))
-            .map_err(|e| EffectError::Failed(format!("cannot store secret `{name}`: {e:#}")))?;
+            .set(name, value)
+            .map_err(|e| EffectError::Failed(format!("cannot store secret `{name}`: {e}")))?;
         tracing::info!(target: "keycycle", "stored a new value for secret `{name}`");
         Ok(())
     }

@@ -492,14 +492,14 @@ impl JournaledEffects {
                         Some(who) => format!("{who} (through {call})"),
                         None => call.clone(),
                     },
-                    host: crate::durable::host(),
+                    host: crate::who::host(),
                     at: now_ms(),
                     comment,
                 }),
                 _ if overdue => Some(keycycle_store::state::ApprovalDecision {
                     approved: false,
                     by: "the deadline".to_owned(),
-                    host: crate::durable::host(),
+                    host: crate::who::host(),
                     at: now_ms(),
                     comment: Some(format!(
                         "{call} gave no decision within {} s of the request",
@@ -882,7 +882,7 @@ impl Effects for JournaledEffects {
             .run(&run)
             .map_err(storage)?
             .map(|r| r.user)
-            .unwrap_or_else(crate::durable::user);
+            .unwrap_or_else(crate::who::user);
         let new = NewApproval {
             id: id.clone(),
             run_id: run.clone(),
@@ -894,7 +894,7 @@ impl Effects for JournaledEffects {
                 .approval_rules
                 .requirements(&request.approvers, &request.environments),
             requested_by: requester,
-            requested_host: crate::durable::host(),
+            requested_host: crate::who::host(),
             requested_at: now_ms(),
         };
         let mut record = self.journal.state.request_approval(&new).map_err(storage)?;

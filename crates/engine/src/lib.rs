@@ -1,0 +1,25 @@
+//! How a run happens, below the command line: the host's side of a
+//! runbook's effects (`HostEffects`: plugin calls in the sandbox, granted
+//! secrets, prompts, time, randomness, the dry run), the journal that makes
+//! a run durable and resumable (`JournaledEffects`), the run's policy
+//! (`PolicyEffects`), and the rate limits the runs of one process share
+//! (`RateGate`). The CLI builds a run from these three decorators and
+//! prints what comes out; a batch of runs in one process shares them.
+//!
+//! The engine reads no config file and prints nothing: what it needs from
+//! the operator's side (the secrets store, answers to prompts, who may
+//! approve) comes in through [`SecretStoreAccess`], [`Answers`] and
+//! [`approvals::Rules`].
+
+pub mod approvals;
+pub mod debug;
+mod effects;
+pub mod journal;
+mod policy;
+mod ratelimit;
+pub mod who;
+
+pub use effects::{Answers, HostEffects, LoadedPlugin, SecretStoreAccess, Step};
+pub use journal::{Journal, JournaledEffects, now_ms, rfc3339};
+pub use policy::PolicyEffects;
+pub use ratelimit::{MAX_HOLD, RateGate};
