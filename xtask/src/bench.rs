@@ -133,8 +133,21 @@ fn measure_once(env: &DemoEnv, runbook: &Path, stderr_file: &Path) -> Result<Sam
 /// size in bytes. `wait4` reports the usage of that one process, unlike
 /// `getrusage(RUSAGE_CHILDREN)`, which would also count the cargo builds
 /// and the simulator this program started.
-#[allow(unsafe_code)]
 fn wait_with_peak_rss(child: Child) -> Result<(ExitStatus, u64)> {
+    wait_with_usage(child).map(|(status, usage)| (status, usage.peak_rss_bytes))
+}
+
+/// What one child process used.
+pub struct Usage {
+    pub peak_rss_bytes: u64,
+    /// User and system CPU time.
+    pub cpu: Duration,
+}
+
+/// Waits for `child` and returns its exit status and what it used, for
+/// that one process (see [`wait_with_peak_rss`]).
+#[allow(unsafe_code)]
+pub fn wait_with_usage(child: Child) -> Result<(ExitStatus, Usage)> {
     let pid =
         libc::pid_t::try_from(child.id()).context("the child's process id is out of range")?;
     let mut status: libc::c_int = 0;
@@ -161,7 +174,17 @@ fn wait_with_peak_rss(child: Child) -> Result<(ExitStatus, u64)> {
     } else {
         max_rss * 1024
     };
-    Ok((ExitStatus::from_raw(status), bytes))
+    let time = |t: libc::timeval| {
+        Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
+            + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
+    };
+    Ok((
+        ExitStatus::from_raw(status),
+        Usage {
+            peak_rss_bytes: bytes,
+            cpu: time(usage.ru_utime) + time(usage.ru_stime),
+        },
+    ))
 }
 
 /// The value below which `q` of the sorted samples fall (nearest rank).

@@ -3,6 +3,7 @@
 //! the demo and measure the CLI.
 
 mod bench;
+mod bench_fleet;
 mod bench_journal;
 mod cmd;
 mod demo;
@@ -35,6 +36,9 @@ commands:
   bench-journal [--runs N]
                      a full GitLab rotation with the journal on disk vs in memory,
                      alternating; reports the on-disk overhead
+  bench-fleet [--credentials N]
+                     N rotations (default 50) as one `keycycle run` each against one
+                     `keycycle rotate`; reports CPU time per credential
   help               show this text";
 
 fn main() -> ExitCode {
@@ -80,6 +84,13 @@ fn dispatch(args: &[String]) -> Result<()> {
         }
         "bench-run" => bench::run(&parse_bench_options(rest)?),
         "bench-journal" => bench_journal::run(parse_bench_options(rest)?.runs),
+        "bench-fleet" => bench_fleet::run(match rest {
+            [] => 50,
+            [flag, n] if flag == "--credentials" => n
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--credentials takes a number, not `{n}`"))?,
+            other => anyhow::bail!("bench-fleet takes --credentials N, not {other:?}"),
+        }),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())
