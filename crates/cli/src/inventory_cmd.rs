@@ -70,12 +70,7 @@ pub fn select<'c>(config: &'c Config, selection: &Selection) -> Result<Vec<Entry
         if !config.credentials.contains_key(id) {
             return Err(anyhow!(
                 "no credential `{id}` in the inventory (known: {})",
-                config
-                    .credentials
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                names(config.credentials.keys())
             ))
             .context(Code::Config);
         }
@@ -99,6 +94,16 @@ pub fn select<'c>(config: &'c Config, selection: &Selection) -> Result<Vec<Entry
         })
         .filter(|e| selection.team.is_none() || e.team == selection.team)
         .collect())
+}
+
+/// Names for a message: `a, b, c`, or `none`.
+fn names<'a>(list: impl Iterator<Item = &'a String>) -> String {
+    let all: Vec<&str> = list.map(String::as_str).collect();
+    if all.is_empty() {
+        "none".to_owned()
+    } else {
+        all.join(", ")
+    }
 }
 
 /// Reads the expiry of every entry that has a plugin source, at most
@@ -1007,12 +1012,7 @@ pub async fn discover(config: &Config, args: DiscoverArgs) -> Result<()> {
         return Err(anyhow!(
             "no plugin `{}` is configured (configured: {})",
             args.plugin,
-            config
-                .plugins
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
+            names(config.plugins.keys())
         ))
         .context(Code::Config);
     }

@@ -41,6 +41,20 @@ impl MemoryState {
         MemoryState::default()
     }
 
+    /// Changes one credential's record, creating it first if need be.
+    fn update_credential(
+        &self,
+        id: &str,
+        change: impl FnOnce(CredentialRecord) -> CredentialRecord,
+    ) {
+        let mut inner = self.inner();
+        let record = inner
+            .credentials
+            .remove(id)
+            .unwrap_or_else(|| CredentialRecord::new(id));
+        inner.credentials.insert(id.to_owned(), change(record));
+    }
+
     fn inner(&self) -> MutexGuard<'_, Inner> {
         // Every change below is made in full or not at all, so a panic
         // elsewhere while the lock was held cannot leave half a change.
@@ -491,32 +505,12 @@ impl StateStore for MemoryState {
     }
 
     fn record_rotation(&self, id: &str, outcome: &RotationOutcome) -> Result<(), StateError> {
-        let mut inner = self.inner();
-        let record = inner
-            .credentials
-            .remove(id)
-            .unwrap_or_else(|| CredentialRecord {
-                id: id.to_owned(),
-                ..CredentialRecord::default()
-            });
-        inner
-            .credentials
-            .insert(id.to_owned(), record.rotated(outcome));
+        self.update_credential(id, |r| r.rotated(outcome));
         Ok(())
     }
 
     fn record_check(&self, id: &str, outcome: &CheckOutcome) -> Result<(), StateError> {
-        let mut inner = self.inner();
-        let record = inner
-            .credentials
-            .remove(id)
-            .unwrap_or_else(|| CredentialRecord {
-                id: id.to_owned(),
-                ..CredentialRecord::default()
-            });
-        inner
-            .credentials
-            .insert(id.to_owned(), record.checked(outcome));
+        self.update_credential(id, |r| r.checked(outcome));
         Ok(())
     }
 

@@ -293,6 +293,14 @@ pub struct CheckOutcome {
 }
 
 impl CredentialRecord {
+    /// A credential nothing is known of yet.
+    pub fn new(id: &str) -> CredentialRecord {
+        CredentialRecord {
+            id: id.to_owned(),
+            ..CredentialRecord::default()
+        }
+    }
+
     fn rotated(mut self, outcome: &RotationOutcome) -> CredentialRecord {
         self.last_run_id = Some(outcome.run_id.clone());
         self.last_run_state = Some(outcome.state);

@@ -1345,24 +1345,16 @@ impl StateStore for SqliteState {
 
     fn record_rotation(&self, id: &str, outcome: &RotationOutcome) -> Result<(), StateError> {
         self.write("record a credential's rotation", |tx| {
-            let record = self
-                .load_credential(tx, id)?
-                .unwrap_or_else(|| CredentialRecord {
-                    id: id.to_owned(),
-                    ..CredentialRecord::default()
-                });
+            let record = self.load_credential(tx, id)?;
+            let record = record.unwrap_or_else(|| CredentialRecord::new(id));
             self.save_credential(tx, &record.rotated(outcome))
         })
     }
 
     fn record_check(&self, id: &str, outcome: &CheckOutcome) -> Result<(), StateError> {
         self.write("record a credential's check", |tx| {
-            let record = self
-                .load_credential(tx, id)?
-                .unwrap_or_else(|| CredentialRecord {
-                    id: id.to_owned(),
-                    ..CredentialRecord::default()
-                });
+            let record = self.load_credential(tx, id)?;
+            let record = record.unwrap_or_else(|| CredentialRecord::new(id));
             self.save_credential(tx, &record.checked(outcome))
         })
     }
