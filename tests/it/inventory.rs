@@ -572,3 +572,63 @@ fn discover_lists_the_tokens_nobody_rotates() {
     // Values never appear; the run output is checked for planted ones too.
     assert!(!toml.stdout.contains("glpat-") && !toml.stdout.contains("glptt-"));
 }
+
+#[test]
+fn zendesk_api_tokens_are_judged_by_idle_deactivation_and_the_cut_off() {
+    let zd = crate::zendesk::ZendeskSim::start();
+    let today = time::OffsetDateTime::now_utc().date();
+    let seed = |what: &str, used_days_ago: i64| {
+        let mut seed = keycycle_sim::ApiTokenSeed::new(zd.admin_user, what);
+        seed.last_used = Some(today - time::Duration::days(used_days_ago));
+        zd.state.add_api_token(seed).unwrap().id
+    };
+    let (idle, busy) = (seed("idle integration", 20), seed("busy integration", 0));
+    let ws = Workspace::new();
+    let credential = |name: &str, id: u64| {
+        format!(
+            "\n[credentials.{name}]\nrunbook = \"zendesk-api-token-migrate\"\nprovider = \"zendesk\"\n\
+             expiry = {{ from = \"plugin\", plugin = \"zendesk\", operation = \"list_api_tokens\", \
+             last_used_field = \"api_tokens[id={id}].last_used\", idle_days = 30, hard_end = \"2027-04-30\" }}\n"
+        )
+    };
+    ws.config(&format!(
+        "runbooks_dir = \"{}\"\n[plugins.zendesk]\npath = \"{}\"\nhosts = [\"{o}\"]\n\
+         secrets = {{ token = \"zendesk/admin\" }}\nconfig = {{ base_url = \"{o}\" }}\n{}{}",
+        repo_root().join("runbooks").display(),
+        wasm("zendesk").display(),
+        credential("zd-idle", idle),
+        credential("zd-busy", busy),
+        o = zd.origin
+    ));
+    ws.set_secret("zendesk/admin", &zd.admin_token);
+    let run = ws.run(&["check", "--output", "json"]);
+    run.assert_code(12);
+    let report = run.json();
+    let idle = by_id(&report, "zd-idle");
+    assert_eq!(idle["state"], "critical", "{idle}");
+    assert!(
+        (9..=10).contains(&idle["days_left"].as_i64().unwrap()),
+        "deactivated 30 days after its last use, 20 days ago: {idle}"
+    );
+    assert!(
+        idle["reason"]
+            .as_str()
+            .unwrap()
+            .contains("deactivation after 30 days unused"),
+        "{idle}"
+    );
+    // In use: its end is the cut-off, and the idle date is still shown.
+    let busy = by_id(&report, "zd-busy");
+    assert_eq!(busy["expires_at"], "2027-04-30", "{busy}");
+    assert!(
+        busy["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the end of every token of its kind"),
+        "{busy}"
+    );
+    assert_eq!(
+        busy["idle_until"],
+        (today + time::Duration::days(30)).to_string()
+    );
+}
