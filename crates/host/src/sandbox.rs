@@ -155,6 +155,15 @@ impl Sandbox {
         })
     }
 
+    /// The engine every plugin of this sandbox runs on. For the invoke
+    /// bench's floor, which calls a component on this same engine with
+    /// nothing of the sandbox around it; not for plugins, which go through
+    /// [`Sandbox::load`] and its checks.
+    #[doc(hidden)]
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     /// Reads, checks, compiles (or loads from the cache) and describes a
     /// plugin, then computes its effective grants.
     pub async fn load(
