@@ -81,6 +81,16 @@ impl Drop for Ticker {
 fn engine_config(pooling: bool) -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
+    // The contract is synchronous: a plugin's exports and the host's imports
+    // are plain component functions, which the sandbox calls on a fiber
+    // (`call_async`) so host functions can wait on the network. Wasmtime's
+    // support for the component model's own concurrency (async lifts and
+    // lowers, streams, futures, `run_concurrent`) is not used, and with it
+    // on, every call went through its task machinery: a worker fiber per
+    // store, disposed of (an error built, a backtrace walked when
+    // RUST_BACKTRACE is set) when the store drops. Off, it costs nothing
+    // per call, and a component that uses those features is refused at load.
+    config.concurrency_support(false);
     config.epoch_interruption(true);
     config.max_wasm_stack(512 << 10);
     if pooling {
