@@ -14,7 +14,9 @@ use keycycle_contract::{
 };
 use sha2::{Digest, Sha256};
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+};
 
 use crate::bindings::{self, PluginPre, types};
 use crate::cache::Cache;
@@ -37,6 +39,16 @@ const OUTER_GRACE: Duration = Duration::from_millis(500);
 /// Bytes of a pooled table reset with memset rather than madvise (8192
 /// funcref elements).
 const TABLE_KEEP_RESIDENT: usize = 64 << 10;
+
+/// Bytes at the top of a pooled fiber stack (where a call's frames are)
+/// zeroed with memset when its call ends; the rest of the 2 MiB stack is
+/// zeroed with madvise, which is cheap for pages a call never touched. A
+/// memset of the whole stack would cost more than the call itself, and
+/// madvise alone would make every call fault its frames in again. The
+/// trivial call's frames fit in a few KiB; 64 KiB leaves room for a call
+/// that reaches the network from its host functions, for under a
+/// microsecond.
+const STACK_KEEP_RESIDENT: usize = 64 << 10;
 
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
@@ -97,6 +109,17 @@ fn engine_config(pooling: bool) -> Config {
     config.concurrency_support(false);
     config.epoch_interruption(true);
     config.max_wasm_stack(512 << 10);
+    // A pooled fiber stack goes from one call to the next, whichever
+    // plugin, and whichever team, that next call belongs to, and wasmtime
+    // does not clear it by default: compiled wasm never reads a stack slot
+    // it has not written, so only a wasmtime or Cranelift bug could show a
+    // guest the frames left there. But the host's code runs on that stack
+    // too (the `secret` import, an HTTP response, the lowering of what the
+    // guest is handed), so such a bug would hand one call's secrets to the
+    // next. Zeroing every stack before its slot is reused rules that out
+    // whatever the compiler does. On-demand stacks are fresh mappings, zero
+    // already. See `STACK_KEEP_RESIDENT` for what it costs.
+    config.async_stack_zeroing(true);
     if pooling {
         let mut pool = PoolingAllocationConfig::default();
         // A CLI runs a handful of calls at once; keep the reservation small.
@@ -115,6 +138,19 @@ fn engine_config(pooling: bool) -> Config {
         // the whole table is memset. What lies past it is still reset with
         // madvise: either way nothing survives from one call to the next.
         pool.table_keep_resident(TABLE_KEEP_RESIDENT);
+        pool.async_stack_keep_resident(STACK_KEEP_RESIDENT);
+        // Linear memories are reset with madvise (wasmtime's default), and
+        // kept off the two faster ways. A memset of the first N bytes
+        // (`linear_memory_keep_resident`) costs more than it saves: a Rust
+        // plugin's memory starts with its 1 MiB shadow stack, used from the
+        // top, so the pages a call dirties lie past the first megabyte.
+        // PAGEMAP_SCAN (`pagemap_scan`) would reset only the dirtied pages
+        // and keep the image's pages mapped, but in wasmtime 48 it skips a
+        // dirtied page that is not present when the scan runs (swapped out,
+        // or mid-migration) without dropping it either, so the next call in
+        // the slot could read it: an open bug (wasmtime#14357), and one call
+        // reading another's memory is what this sandbox exists to prevent.
+        pool.pagemap_scan(Enabled::No);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     config
@@ -672,5 +708,24 @@ fn explain_trap(
                 format!("it failed: {}", text::bounded(&cause, text::MESSAGE_CHARS))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a call sees of the call before it in a pooled slot is decided
+    /// by the engine's configuration: these settings keep it to nothing.
+    #[test]
+    fn pooled_slots_are_cleared_for_the_next_call() {
+        let engine = Engine::new(&engine_config(true)).expect("a pooling engine");
+        assert!(engine.get_async_stack_zeroing(), "fiber stacks are zeroed");
+        let pool = engine.get_pooling_config().expect("the pooling allocator");
+        assert_eq!(
+            pool.get_pagemap_scan(),
+            Enabled::No,
+            "PAGEMAP_SCAN can leave a dirtied page in place (wasmtime#14357)"
+        );
     }
 }
