@@ -130,6 +130,10 @@ fn engine_config(pooling: bool) -> Config {
         pool.max_memories_per_component(4);
         pool.max_tables_per_component(8);
         pool.max_core_instances_per_component(32);
+        // One fiber stack per call in flight, as many as component
+        // instances. Wasmtime's default (1000) reserved 2 GiB of stacks and
+        // took 1000 mprotects, about 3 ms of every process's start.
+        pool.total_stacks(64);
         // A slot's table is reset when its store drops: by default with
         // madvise, which drops the pages, so the next call faults them in
         // again (a page fault in a VM is microseconds). Resetting with a
