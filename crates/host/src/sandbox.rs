@@ -44,11 +44,12 @@ const TABLE_KEEP_RESIDENT: usize = 64 << 10;
 /// zeroed with memset when its call ends; the rest of the 2 MiB stack is
 /// zeroed with madvise, which is cheap for pages a call never touched. A
 /// memset of the whole stack would cost more than the call itself, and
-/// madvise alone would make every call fault its frames in again. The
-/// trivial call's frames fit in a few KiB; 64 KiB leaves room for a call
-/// that reaches the network from its host functions, for under a
-/// microsecond.
-const STACK_KEEP_RESIDENT: usize = 64 << 10;
+/// madvise alone would make every call fault its frames in again. A memset
+/// costs about a microsecond per 64 KiB here, and a trivial call's frames
+/// fit in 8 KiB (keeping 8 KiB resident adds no page fault to keeping the
+/// whole stack); a call deep enough to pass 16 KiB is one that waits on the
+/// network, next to which faulting in its deeper pages again is nothing.
+const STACK_KEEP_RESIDENT: usize = 16 << 10;
 
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
