@@ -3,6 +3,16 @@
 //! with the pooling allocator and without, and loading a plugin with a warm
 //! precompile cache versus compiling it.
 //!
+//! Beside the invoke figures is wasmtime's floor for the same work: the same
+//! component instantiated and called through wasmtime alone (its imports
+//! defined as traps, a `Store<()>`, no limiter, timeout or WASI context), on
+//! the sandbox's own engine, so what keycycle adds per call can be read off,
+//! and on an engine with wasmtime's defaults, for what the engine's
+//! configuration buys.
+//!
+//! `RUST_BACKTRACE` matters: wasmtime builds an error for each fiber it
+//! disposes of, and with backtraces on, each such error walks the stack.
+//!
 //! Needs the plugins built: `cargo xtask plugins`.
 
 use std::collections::BTreeMap;
@@ -15,6 +25,8 @@ use keycycle_contract::{CallContext, Value};
 use keycycle_host::{Grants, Plugin, Sandbox, SandboxConfig, SecretSource};
 use keycycle_secret::SecretValue;
 use tokio::runtime::Runtime;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, Store};
 
 /// The operation measured: no input, no network, no secrets.
 const PING: &str = "ping";
@@ -102,6 +114,69 @@ fn invoke(c: &mut Criterion) {
     group.finish();
 }
 
+/// Bindings of the same world, generated here so that nothing of
+/// keycycle-host is on the floor's path.
+mod floor_bindings {
+    wasmtime::component::bindgen!({
+        world: "plugin",
+        path: "../../wit",
+        exports: { default: async },
+    });
+}
+
+/// The floor: a bare `Store<()>`, instantiate and call `ping` (async, as the
+/// sandbox calls), on the sandbox's own engine and on an engine with
+/// wasmtime's defaults and its default pool.
+fn floor(c: &mut Criterion) {
+    let rt = runtime();
+    let path = wasm("example");
+    let ctx = floor_bindings::keycycle::plugin::types::CallContext {
+        run_id: "bench".to_owned(),
+        idempotency_key: "bench-1".to_owned(),
+        config: Vec::new(),
+    };
+    let mut defaults = Config::new();
+    defaults.allocation_strategy(InstanceAllocationStrategy::pooling());
+    let engines = [
+        ("pooling", sandbox(true, None).engine().clone()),
+        ("on-demand", sandbox(false, None).engine().clone()),
+        (
+            "wasmtime defaults",
+            Engine::new(&defaults).expect("an engine with wasmtime's defaults"),
+        ),
+    ];
+    let mut group = c.benchmark_group("floor");
+    for (label, engine) in engines {
+        let component = Component::from_file(&engine, &path).expect("example.wasm compiles");
+        let mut linker = Linker::<()>::new(&engine);
+        // `ping` calls no import: a trap would fail the check below.
+        linker
+            .define_unknown_imports_as_traps(&component)
+            .expect("the imports are defined");
+        let pre = linker
+            .instantiate_pre(&component)
+            .and_then(floor_bindings::PluginPre::new)
+            .expect("the component has the world's exports");
+        let call = || async {
+            let mut store = Store::new(&engine, ());
+            // The sandbox's engine counts epochs, and a store's deadline
+            // starts at zero; a far one keeps the floor free of traps.
+            store.set_epoch_deadline(1 << 40);
+            let instance = pre.instantiate_async(&mut store).await?;
+            instance.call_invoke(&mut store, &ctx, PING, "{}").await
+        };
+        let pong = rt.block_on(call()).expect("the call succeeds");
+        assert!(
+            pong.as_ref().is_ok_and(|p| p.contains("pong")),
+            "example.{PING} answered {pong:?}"
+        );
+        group.bench_function(format!("example.{PING}, {label}"), |b| {
+            b.iter(|| rt.block_on(call()).expect("the call succeeds"));
+        });
+    }
+    group.finish();
+}
+
 fn load_plugin(c: &mut Criterion) {
     let rt = runtime();
     let mut group = c.benchmark_group("load example");
@@ -135,5 +210,5 @@ fn load_plugin(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, invoke, load_plugin);
+criterion_group!(benches, invoke, floor, load_plugin);
 criterion_main!(benches);

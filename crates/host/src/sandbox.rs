@@ -14,7 +14,9 @@ use keycycle_contract::{
 };
 use sha2::{Digest, Sha256};
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+};
 
 use crate::bindings::{self, PluginPre, types};
 use crate::cache::Cache;
@@ -33,6 +35,21 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Epochs stop guest code; the outer timeout stops a call stuck in a host
 /// function, which epochs cannot interrupt.
 const OUTER_GRACE: Duration = Duration::from_millis(500);
+
+/// Bytes of a pooled table reset with memset rather than madvise (8192
+/// funcref elements).
+const TABLE_KEEP_RESIDENT: usize = 64 << 10;
+
+/// Bytes at the top of a pooled fiber stack (where a call's frames are)
+/// zeroed with memset when its call ends; the rest of the 2 MiB stack is
+/// zeroed with madvise, which is cheap for pages a call never touched. A
+/// memset of the whole stack would cost more than the call itself, and
+/// madvise alone would make every call fault its frames in again. A memset
+/// costs about a microsecond per 64 KiB here, and a trivial call's frames
+/// fit in 8 KiB (keeping 8 KiB resident adds no page fault to keeping the
+/// whole stack); a call deep enough to pass 16 KiB is one that waits on the
+/// network, next to which faulting in its deeper pages again is nothing.
+const STACK_KEEP_RESIDENT: usize = 16 << 10;
 
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
@@ -81,8 +98,29 @@ impl Drop for Ticker {
 fn engine_config(pooling: bool) -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
+    // The contract is synchronous: a plugin's exports and the host's imports
+    // are plain component functions, which the sandbox calls on a fiber
+    // (`call_async`) so host functions can wait on the network. Wasmtime's
+    // support for the component model's own concurrency (async lifts and
+    // lowers, streams, futures, `run_concurrent`) is not used, and with it
+    // on, every call went through its task machinery: a worker fiber per
+    // store, disposed of (an error built, a backtrace walked when
+    // RUST_BACKTRACE is set) when the store drops. Off, it costs nothing
+    // per call, and a component that uses those features is refused at load.
+    config.concurrency_support(false);
     config.epoch_interruption(true);
     config.max_wasm_stack(512 << 10);
+    // A pooled fiber stack goes from one call to the next, whichever
+    // plugin, and whichever team, that next call belongs to, and wasmtime
+    // does not clear it by default: compiled wasm never reads a stack slot
+    // it has not written, so only a wasmtime or Cranelift bug could show a
+    // guest the frames left there. But the host's code runs on that stack
+    // too (the `secret` import, an HTTP response, the lowering of what the
+    // guest is handed), so such a bug would hand one call's secrets to the
+    // next. Zeroing every stack before its slot is reused rules that out
+    // whatever the compiler does. On-demand stacks are fresh mappings, zero
+    // already. See `STACK_KEEP_RESIDENT` for what it costs.
+    config.async_stack_zeroing(true);
     if pooling {
         let mut pool = PoolingAllocationConfig::default();
         // A CLI runs a handful of calls at once; keep the reservation small.
@@ -93,6 +131,31 @@ fn engine_config(pooling: bool) -> Config {
         pool.max_memories_per_component(4);
         pool.max_tables_per_component(8);
         pool.max_core_instances_per_component(32);
+        // One fiber stack per call in flight, as many as component
+        // instances. Wasmtime's default (1000) reserved 2 GiB of stacks and
+        // took 1000 mprotects, about 3 ms of every process's start.
+        pool.total_stacks(64);
+        // A slot's table is reset when its store drops: by default with
+        // madvise, which drops the pages, so the next call faults them in
+        // again (a page fault in a VM is microseconds). Resetting with a
+        // memset of up to this many bytes of the table's current size does
+        // the same job without either; a plugin's tables are a few KiB, so
+        // the whole table is memset. What lies past it is still reset with
+        // madvise: either way nothing survives from one call to the next.
+        pool.table_keep_resident(TABLE_KEEP_RESIDENT);
+        pool.async_stack_keep_resident(STACK_KEEP_RESIDENT);
+        // Linear memories are reset with madvise (wasmtime's default), and
+        // kept off the two faster ways. A memset of the first N bytes
+        // (`linear_memory_keep_resident`) costs more than it saves: a Rust
+        // plugin's memory starts with its 1 MiB shadow stack, used from the
+        // top, so the pages a call dirties lie past the first megabyte.
+        // PAGEMAP_SCAN (`pagemap_scan`) would reset only the dirtied pages
+        // and keep the image's pages mapped, but in wasmtime 48 it skips a
+        // dirtied page that is not present when the scan runs (swapped out,
+        // or mid-migration) without dropping it either, so the next call in
+        // the slot could read it: an open bug (wasmtime#14357), and one call
+        // reading another's memory is what this sandbox exists to prevent.
+        pool.pagemap_scan(Enabled::No);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     config
@@ -153,6 +216,15 @@ impl Sandbox {
                 handle: Some(handle),
             },
         })
+    }
+
+    /// The engine every plugin of this sandbox runs on. For the invoke
+    /// bench's floor, which calls a component on this same engine with
+    /// nothing of the sandbox around it; not for plugins, which go through
+    /// [`Sandbox::load`] and its checks.
+    #[doc(hidden)]
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// Reads, checks, compiles (or loads from the cache) and describes a
@@ -641,5 +713,24 @@ fn explain_trap(
                 format!("it failed: {}", text::bounded(&cause, text::MESSAGE_CHARS))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a call sees of the call before it in a pooled slot is decided
+    /// by the engine's configuration: these settings keep it to nothing.
+    #[test]
+    fn pooled_slots_are_cleared_for_the_next_call() {
+        let engine = Engine::new(&engine_config(true)).expect("a pooling engine");
+        assert!(engine.get_async_stack_zeroing(), "fiber stacks are zeroed");
+        let pool = engine.get_pooling_config().expect("the pooling allocator");
+        assert_eq!(
+            pool.get_pagemap_scan(),
+            Enabled::No,
+            "PAGEMAP_SCAN can leave a dirtied page in place (wasmtime#14357)"
+        );
     }
 }
