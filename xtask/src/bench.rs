@@ -49,18 +49,7 @@ struct Sample {
 }
 
 pub fn run(options: &Options) -> Result<()> {
-    setup::run()?;
-    plugins::build()?;
-    cmd::say("Building the keycycle command line (release build, as operators run it)");
-    let keycycle = demo::build_cli(Profile::Release)?;
-
-    cmd::say("Starting the demo token service and a throw-away keycycle folder");
-    let sim = Sim::start(&keycycle)?;
-    let admin_token = demo::random_token();
-    sim.seed_token("admin", &admin_token)?;
-    let env = DemoEnv::create(&keycycle, sim.url())?;
-    env.init_secrets()?;
-    env.set_secret(ADMIN_SECRET, &admin_token)?;
+    let (sim, env) = demo_service()?;
     let runbook = env.dir().join("bench-whoami.rhai");
     std::fs::write(&runbook, RUNBOOK)
         .with_context(|| format!("cannot write {}", runbook.display()))?;
@@ -96,6 +85,24 @@ pub fn run(options: &Options) -> Result<()> {
     sim.stop()?;
     report(&samples, options);
     Ok(())
+}
+
+/// The release build of keycycle, the demo token service with an admin
+/// token, and a throw-away keycycle folder holding that token: what every
+/// benchmark against the demo measures in.
+pub fn demo_service() -> Result<(Sim, DemoEnv)> {
+    setup::run()?;
+    plugins::build()?;
+    cmd::say("Building the keycycle command line (release build, as operators run it)");
+    let keycycle = demo::build_cli(Profile::Release)?;
+    cmd::say("Starting the demo token service and a throw-away keycycle folder");
+    let sim = Sim::start(&keycycle)?;
+    let admin_token = demo::random_token();
+    sim.seed_token("admin", &admin_token)?;
+    let env = DemoEnv::create(&keycycle, sim.url())?;
+    env.init_secrets()?;
+    env.set_secret(ADMIN_SECRET, &admin_token)?;
+    Ok((sim, env))
 }
 
 /// Runs the runbook once, as an operator would, and measures it.

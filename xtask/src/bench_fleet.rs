@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::bench::{Usage, wait_with_usage};
-use crate::demo::{self, ADMIN_SECRET, DemoEnv, Profile};
-use crate::sim::Sim;
-use crate::{cmd, plugins, setup};
+use crate::cmd;
+use crate::demo::{self, DemoEnv};
 
 /// A rotation as the fleet runs it: mint a token, check the new one works.
 const RUNBOOK: &str = "\
@@ -28,16 +27,7 @@ pub fn run(credentials: usize) -> Result<()> {
     if credentials == 0 {
         bail!("bench-fleet needs at least one credential");
     }
-    setup::run()?;
-    plugins::build()?;
-    cmd::say("Building the keycycle command line (release build, as operators run it)");
-    let keycycle = demo::build_cli(Profile::Release)?;
-    let sim = Sim::start(&keycycle)?;
-    let admin_token = demo::random_token();
-    sim.seed_token("admin", &admin_token)?;
-    let env = DemoEnv::create(&keycycle, sim.url())?;
-    env.init_secrets()?;
-    env.set_secret(ADMIN_SECRET, &admin_token)?;
+    let (sim, env) = crate::bench::demo_service()?;
     let runbook = env.dir().join("bench-rotate.rhai");
     std::fs::write(&runbook, RUNBOOK)
         .with_context(|| format!("cannot write {}", runbook.display()))?;

@@ -96,6 +96,16 @@ pub fn select<'c>(config: &'c Config, selection: &Selection) -> Result<Vec<Entry
         .collect())
 }
 
+/// Every credential's record, by id.
+fn records_by_id(state: &dyn StateStore) -> Result<BTreeMap<String, CredentialRecord>> {
+    Ok(state
+        .credentials()
+        .context(Code::Config)?
+        .into_iter()
+        .map(|r| (r.id.clone(), r))
+        .collect())
+}
+
 /// Names for a message: `a, b, c`, or `none`.
 fn names<'a>(list: impl Iterator<Item = &'a String>) -> String {
     let all: Vec<&str> = list.map(String::as_str).collect();
@@ -180,7 +190,10 @@ pub async fn read_expiries(
             None => {
                 readings.insert(
                     id,
-                    Err(format!("plugin `{plugin}` has no operation `{operation}`")),
+                    Err(format!(
+                        "plugin `{plugin}` has no operation `{operation}`; `keycycle plugins \
+                         inspect {plugin}` lists its operations, fix the expiry source"
+                    )),
                 );
                 continue;
             }
@@ -253,12 +266,7 @@ pub async fn judge<'c>(
     entries: Vec<Entry<'c>>,
     concurrency: usize,
 ) -> Result<Vec<Verdict<'c>>> {
-    let records: BTreeMap<String, CredentialRecord> = state
-        .credentials()
-        .context(Code::Config)?
-        .into_iter()
-        .map(|r| (r.id.clone(), r))
-        .collect();
+    let records = records_by_id(state)?;
     let readings = read_expiries(config, &entries, &records, concurrency).await?;
     let now = now_ms();
     Ok(entries
@@ -281,12 +289,7 @@ pub async fn check(config: &Config, args: CheckArgs) -> Result<()> {
     let checked_at = now_ms();
     let verdicts = judge(config, state.as_ref(), entries, args.concurrency).await?;
     record_checks(state.as_ref(), &verdicts, checked_at)?;
-    let records: BTreeMap<String, CredentialRecord> = state
-        .credentials()
-        .context(Code::Config)?
-        .into_iter()
-        .map(|r| (r.id.clone(), r))
-        .collect();
+    let records = records_by_id(state.as_ref())?;
     if let Some(path) = &args.prometheus {
         let text = metrics_text(&verdicts, &records, checked_at);
         write_metrics(path, &text)?;
@@ -967,11 +970,7 @@ async fn metrics_now(
     let checked_at = now_ms();
     let verdicts = judge(config, state, entries, concurrency).await?;
     record_checks(state, &verdicts, checked_at)?;
-    let records: BTreeMap<String, CredentialRecord> = state
-        .credentials()?
-        .into_iter()
-        .map(|r| (r.id.clone(), r))
-        .collect();
+    let records = records_by_id(state)?;
     Ok(metrics_text(&verdicts, &records, checked_at))
 }
 
@@ -1073,12 +1072,7 @@ pub async fn discover(config: &Config, args: DiscoverArgs) -> Result<()> {
         .context(Code::RunbookFailed)?
         .to_redacted_json();
     let state = open_state(config)?;
-    let records: BTreeMap<String, CredentialRecord> = state
-        .credentials()
-        .context(Code::Config)?
-        .into_iter()
-        .map(|r| (r.id.clone(), r))
-        .collect();
+    let records = records_by_id(state.as_ref())?;
     let text = |v: &serde_json::Value| match v {
         serde_json::Value::Null => None,
         serde_json::Value::String(s) => Some(keycycle_host::one_line(s)),
