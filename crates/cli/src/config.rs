@@ -583,7 +583,48 @@ impl PluginSection {
     }
 }
 
+/// The configured plugin instances as the engine loads them: each
+/// section, its trust, and its grants worked out per environment on
+/// demand (reading a `ca_cert` only for a plugin that is loaded).
+pub struct ConfigCatalog {
+    plugins: BTreeMap<String, (PluginSection, Trust)>,
+}
+
+impl keycycle_engine::Catalog for ConfigCatalog {
+    fn names(&self) -> Vec<String> {
+        self.plugins.keys().cloned().collect()
+    }
+
+    fn spec(&self, name: &str) -> Option<keycycle_engine::PluginSpec> {
+        self.plugins
+            .get(name)
+            .map(|(section, trust)| keycycle_engine::PluginSpec {
+                path: section.path.clone(),
+                trust: trust.clone(),
+            })
+    }
+
+    fn grants(&self, name: &str, env: Option<&str>) -> Result<Grants, String> {
+        let (section, _) = self
+            .plugins
+            .get(name)
+            .ok_or_else(|| format!("no plugin `{name}` is configured"))?;
+        section.grants(name, env).map_err(|e| format!("{e:#}"))
+    }
+}
+
 impl Config {
+    /// The plugin instances, for the engine's plugin pool.
+    pub fn catalog(&self) -> ConfigCatalog {
+        ConfigCatalog {
+            plugins: self
+                .plugins
+                .iter()
+                .map(|(name, section)| (name.clone(), (section.clone(), self.trust(name))))
+                .collect(),
+        }
+    }
+
     /// What the operator trusts of a plugin's file: its pin, and the keys
     /// that may have signed it. A plugin that names `signed_by` must be
     /// signed by that team; under `require_signed`, one that names none

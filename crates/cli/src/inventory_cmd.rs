@@ -121,6 +121,7 @@ fn names<'a>(list: impl Iterator<Item = &'a String>) -> String {
 /// only those the entries read through.
 pub async fn read_expiries(
     config: &Config,
+    pool: Option<&Arc<keycycle_engine::PluginPool>>,
     entries: &[Entry<'_>],
     records: &BTreeMap<String, CredentialRecord>,
     concurrency: usize,
@@ -138,20 +139,21 @@ pub async fn read_expiries(
     if by_env.is_empty() {
         return Ok(readings);
     }
-    let store = Arc::new(StoreAccess::new(config));
-    store.check_key()?;
+    let pool = match pool {
+        Some(pool) => pool.clone(),
+        None => {
+            let store = Arc::new(StoreAccess::new(config));
+            store.check_key()?;
+            crate::run::plugin_pool(config, store, Some(config.cache_dir.clone()))?
+        }
+    };
     let mut loaded = BTreeMap::new();
     for (env, names) in &by_env {
-        let (sandbox, plugins) = load_plugins_cached(
-            config,
-            env.as_deref(),
-            store.clone(),
-            Some(config.cache_dir.clone()),
-            None,
-            Some(names),
-        )
-        .await?;
-        loaded.insert(env.clone(), (sandbox, plugins));
+        let plugins = pool
+            .all(env.as_deref(), None, Some(names))
+            .await
+            .context(Code::Config)?;
+        loaded.insert(env.clone(), plugins);
     }
     let limit = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
@@ -172,7 +174,7 @@ pub async fn read_expiries(
             readings.insert(id, Err(denied.0));
             continue;
         }
-        let (loaded_plugin, gate) = match loaded[&e.section.env].1.get(plugin.as_str()) {
+        let (loaded_plugin, gate) = match loaded[&e.section.env].get(plugin.as_str()) {
             Some(LoadedPlugin::Ready { plugin, gate, .. }) => (plugin.clone(), gate.clone()),
             Some(LoadedPlugin::Refused { message, .. }) => {
                 readings.insert(
@@ -262,12 +264,13 @@ pub struct Verdict<'c> {
 /// Judges every entry now, reading expiries as configured.
 pub async fn judge<'c>(
     config: &Config,
+    pool: Option<&Arc<keycycle_engine::PluginPool>>,
     state: &dyn StateStore,
     entries: Vec<Entry<'c>>,
     concurrency: usize,
 ) -> Result<Vec<Verdict<'c>>> {
     let records = records_by_id(state)?;
-    let readings = read_expiries(config, &entries, &records, concurrency).await?;
+    let readings = read_expiries(config, pool, &entries, &records, concurrency).await?;
     let now = now_ms();
     Ok(entries
         .into_iter()
@@ -287,7 +290,7 @@ pub async fn check(config: &Config, args: CheckArgs) -> Result<()> {
     let entries = select(config, &args.selection).context(Code::Config)?;
     let state = open_state(config)?;
     let checked_at = now_ms();
-    let verdicts = judge(config, state.as_ref(), entries, args.concurrency).await?;
+    let verdicts = judge(config, None, state.as_ref(), entries, args.concurrency).await?;
     record_checks(state.as_ref(), &verdicts, checked_at)?;
     let records = records_by_id(state.as_ref())?;
     if let Some(path) = &args.prometheus {
@@ -487,13 +490,16 @@ pub async fn rotate(config: Config, args: RotateArgs) -> Result<()> {
     let state = open_state(&config)?;
     let store = Arc::new(StoreAccess::new(&config));
     store.check_key()?;
-    let pool = Arc::new(crate::run::PluginPool::new(
-        &config,
-        store,
-        Some(config.cache_dir.clone()),
-    )?);
+    let pool = Arc::new(crate::run::runner(&config, store, Some(state.clone()))?);
     let chosen: Vec<(String, CredentialSection)> = if args.due {
-        let verdicts = judge(&config, state.as_ref(), entries, args.concurrency).await?;
+        let verdicts = judge(
+            &config,
+            Some(&pool.plugins),
+            state.as_ref(),
+            entries,
+            args.concurrency,
+        )
+        .await?;
         for v in verdicts.iter().filter(|v| v.status.state == State::Error) {
             tracing::warn!(target: "keycycle", "{}: not rotated, its expiry could not be read: {}", v.entry.id, v.status.reason);
         }
@@ -580,7 +586,7 @@ pub async fn rotate(config: Config, args: RotateArgs) -> Result<()> {
 
 async fn rotate_one(
     config: &Config,
-    pool: &crate::run::PluginPool,
+    pool: &keycycle_engine::Runner,
     state: &dyn StateStore,
     id: &str,
     section: &CredentialSection,
@@ -750,7 +756,7 @@ pub async fn resume_all(
     if !runs.is_empty() {
         let store = Arc::new(StoreAccess::new(config));
         store.check_key()?;
-        let pool = crate::run::PluginPool::new(config, store, Some(config.cache_dir.clone()))?;
+        let pool = crate::run::runner(config, store, Some(state.clone()))?;
         // Oldest first: the order they were started in.
         for record in runs.iter().rev() {
             let request = crate::run::RunRequest {
@@ -890,13 +896,31 @@ pub async fn exporter(config: Config, args: ExporterArgs) -> Result<()> {
     )
     .context(Code::Config)?;
     let state = open_state(&config)?;
+    // Loaded once and kept for every check: a scrape-driven process must
+    // not recompile or re-describe its plugins each interval.
+    let pool = if config
+        .credentials
+        .values()
+        .any(|c| c.expiry_plugin().is_some())
+    {
+        let store = Arc::new(StoreAccess::new(&config));
+        store.check_key()?;
+        Some(crate::run::plugin_pool(
+            &config,
+            store,
+            Some(config.cache_dir.clone()),
+        )?)
+    } else {
+        None
+    };
     let text = Arc::new(tokio::sync::RwLock::new(String::new()));
     let refresh = {
-        let (config, state, text) = (config.clone(), state.clone(), text.clone());
+        let (config, state, text, pool) = (config.clone(), state.clone(), text.clone(), pool);
         move || {
-            let (config, state, text) = (config.clone(), state.clone(), text.clone());
+            let (config, state, text, pool) =
+                (config.clone(), state.clone(), text.clone(), pool.clone());
             async move {
-                match metrics_now(&config, state.as_ref(), args.concurrency).await {
+                match metrics_now(&config, pool.as_ref(), state.as_ref(), args.concurrency).await {
                     Ok(metrics) => *text.write().await = metrics,
                     Err(e) => {
                         tracing::error!(target: "keycycle", "the check failed: {}", crate::exit::causes(&e).join(": "));
@@ -957,6 +981,7 @@ pub async fn exporter(config: Config, args: ExporterArgs) -> Result<()> {
 /// One check of every credential, recorded, as metrics.
 async fn metrics_now(
     config: &Config,
+    pool: Option<&Arc<keycycle_engine::PluginPool>>,
     state: &dyn StateStore,
     concurrency: usize,
 ) -> Result<String> {
@@ -968,7 +993,7 @@ async fn metrics_now(
         },
     )?;
     let checked_at = now_ms();
-    let verdicts = judge(config, state, entries, concurrency).await?;
+    let verdicts = judge(config, pool, state, entries, concurrency).await?;
     record_checks(state, &verdicts, checked_at)?;
     let records = records_by_id(state)?;
     Ok(metrics_text(&verdicts, &records, checked_at))

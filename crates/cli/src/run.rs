@@ -1,16 +1,18 @@
-//! `keycycle run`: load the configured plugins into the sandbox, compile the
-//! runbook whole, then run it with the host's effects.
+//! `keycycle run` and `keycycle resume`: find the runbook, work out whose
+//! it is, check the operator's `--input`s against it, and print how the
+//! engine's run went. The run itself is `keycycle_engine::Runner`'s.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow};
-use keycycle_host::{Sandbox, SandboxConfig};
+use keycycle_engine::liveness::LivenessError;
+use keycycle_engine::{Durability, LoadedPlugin, RunError, RunSpec, Runner, Step};
+use keycycle_host::SandboxConfig;
 use keycycle_policy::RunPolicy;
 use keycycle_runbook::{ErrorKind, Limits, PromptKind, Runbook, RunbookError};
+use keycycle_store::state::StateStore;
 use rand::RngCore;
 use serde::Serialize;
 
@@ -19,18 +21,8 @@ use crate::durable;
 use crate::exit::Code;
 use crate::inputs::{Given, Inputs, Source};
 use crate::store::StoreAccess;
-use keycycle_engine::{HostEffects, LoadedPlugin, Step};
-use keycycle_engine::{Journal, JournaledEffects};
-use keycycle_store::state::{NewRun, PluginInfo};
 
-/// Resuming an earlier run instead of starting a new one.
-pub struct Resume {
-    pub run_id: String,
-    /// Run even though the runbook changed since the run started.
-    pub force: bool,
-    /// Send again a mutating call that was in flight when the run died.
-    pub retry_in_flight: bool,
-}
+pub use keycycle_engine::Resume;
 
 pub struct RunRequest {
     pub resume: Option<Resume>,
@@ -104,12 +96,15 @@ pub fn resolve_runbook(config: &Config, given: &Path) -> Result<PathBuf> {
 }
 
 /// Loads every configured plugin. A plugin that cannot be loaded does not
-/// stop the run; the runbook gets its error if it uses it.
+/// stop the command; the caller reports its error.
 pub async fn load_plugins(
     config: &Config,
     env: Option<&str>,
     store: Arc<StoreAccess>,
-) -> Result<(PluginPool, BTreeMap<String, LoadedPlugin>)> {
+) -> Result<(
+    Arc<keycycle_engine::PluginPool>,
+    BTreeMap<String, LoadedPlugin>,
+)> {
     load_plugins_cached(
         config,
         env,
@@ -132,107 +127,60 @@ pub async fn load_plugins_cached(
     cache_dir: Option<PathBuf>,
     policy: Option<&RunPolicy>,
     only: Option<&std::collections::BTreeSet<String>>,
-) -> Result<(PluginPool, BTreeMap<String, LoadedPlugin>)> {
-    let pool = PluginPool::new(config, store, cache_dir)?;
-    let plugins = pool.plugins_for(config, env, policy, only).await?;
+) -> Result<(
+    Arc<keycycle_engine::PluginPool>,
+    BTreeMap<String, LoadedPlugin>,
+)> {
+    let pool = plugin_pool(config, store, cache_dir)?;
+    let plugins = pool.all(env, policy, only).await.context(Code::Config)?;
     Ok((pool, plugins))
 }
 
-/// One sandbox, and each plugin loaded once per `--env`, for every run a
-/// process makes: `keycycle rotate` runs many credentials on one wasmtime
-/// engine and one compiled copy of each plugin.
-pub struct PluginPool {
-    sandbox: Sandbox,
+/// One sandbox for the process, and the configured plugins, each loaded
+/// when first asked for.
+pub fn plugin_pool(
+    config: &Config,
     store: Arc<StoreAccess>,
-    loaded: tokio::sync::Mutex<BTreeMap<(String, Option<String>), LoadedPlugin>>,
-}
-
-impl PluginPool {
-    pub fn new(
-        config: &Config,
-        store: Arc<StoreAccess>,
-        cache_dir: Option<PathBuf>,
-    ) -> Result<PluginPool> {
-        let sandbox = Sandbox::new(&SandboxConfig {
+    cache_dir: Option<PathBuf>,
+) -> Result<Arc<keycycle_engine::PluginPool>> {
+    let pool = keycycle_engine::PluginPool::new(
+        &SandboxConfig {
             cache_dir,
             cache_key_file: Some(config.cache_key_file.clone()),
             pooling: true,
-        })
-        .context(Code::Config)?;
-        Ok(PluginPool {
-            sandbox,
-            store,
-            loaded: tokio::sync::Mutex::new(BTreeMap::new()),
-        })
-    }
+        },
+        Arc::new(config.catalog()),
+        store,
+    )
+    .context(Code::Config)?;
+    Ok(Arc::new(pool))
+}
 
-    /// The plugins of one run: each configured plugin (or each in
-    /// `only`), loaded with the `env` overlay's grants the first time any
-    /// run asks for it. A plugin the policy does not let the run call is
-    /// not loaded for it: it gets no grants, and the runbook meets the
-    /// denial if it names it. A plugin that cannot be loaded does not stop
-    /// the run either; the runbook gets its error if it uses it.
-    pub async fn plugins_for(
-        &self,
-        config: &Config,
-        env: Option<&str>,
-        policy: Option<&RunPolicy>,
-        only: Option<&std::collections::BTreeSet<String>>,
-    ) -> Result<BTreeMap<String, LoadedPlugin>> {
-        let mut plugins = BTreeMap::new();
-        for (name, section) in &config.plugins {
-            if only.is_some_and(|names| !names.contains(name)) {
-                continue;
-            }
-            if let Some(Err(denied)) = policy.map(|p| p.may_call(name)) {
-                plugins.insert(
-                    name.clone(),
-                    LoadedPlugin::Refused {
-                        message: denied.0,
-                        denied: true,
-                    },
-                );
-                continue;
-            }
-            let key = (name.clone(), env.map(str::to_owned));
-            let mut loaded = self.loaded.lock().await;
-            if let Some(plugin) = loaded.get(&key) {
-                plugins.insert(name.clone(), plugin.clone());
-                continue;
-            }
-            let grants = section.grants(name, env).context(Code::Config)?;
-            let plugin = match self
-                .sandbox
-                .load_trusted(
-                    name,
-                    &section.path,
-                    &grants,
-                    &config.trust(name),
-                    self.store.clone(),
-                )
-                .await
-            {
-                Ok(plugin) => {
-                    let description = Arc::new(plugin.description().clone());
-                    LoadedPlugin::Ready {
-                        plugin: Arc::new(plugin),
-                        description,
-                        gate: Arc::default(),
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!(plugin = %name, "plugin not loaded: {e}");
-                    LoadedPlugin::Refused {
-                        denied: e.is_denied(),
-                        message: e.to_string(),
-                    }
-                }
-            };
-            loaded.insert(key, plugin.clone());
-            plugins.insert(name.clone(), plugin);
-        }
-        Ok(plugins)
-    }
+/// What the runs of this process share: the plugin pool, the secrets
+/// store, and (for runs that are not dry runs) the state database.
+pub fn runner(
+    config: &Config,
+    store: Arc<StoreAccess>,
+    state: Option<Arc<dyn StateStore>>,
+) -> Result<Runner> {
+    store.check_key()?;
+    let durable = match state {
+        Some(state) => Some(Durability {
+            state,
+            key: store.master_key()?,
+            run_files: durable::runs_dir(config),
+        }),
+        None => None,
+    };
+    Ok(Runner {
+        plugins: plugin_pool(config, store.clone(), Some(config.cache_dir.clone()))?,
+        store,
+        durable,
+        limits: Limits {
+            memory_in_use: Some(crate::heap_in_use),
+            ..Limits::default()
+        },
+    })
 }
 
 fn code_for(kind: &ErrorKind) -> Code {
@@ -278,25 +226,11 @@ fn check_input_sources(inputs: &Given) -> Result<()> {
 }
 
 /// What can be known before the first effect, checked before the run is
-/// recorded or takes a lock: every plugin the runbook names has loaded,
-/// every `--input` answers a prompt the runbook has, in a form that prompt
+/// recorded (the engine has checked that every plugin the runbook names
+/// has loaded): every `--input` answers a prompt the runbook has, in a form that prompt
 /// takes (a secret's form for a `prompt()` whose answer will be a secret),
 /// and every `--plain-input` and `--secret-input` names a `prompt()` it has.
-fn check_before_start(
-    runbook: &Runbook,
-    plugins: &BTreeMap<String, LoadedPlugin>,
-    inputs: &Given,
-) -> Result<()> {
-    for name in runbook.plugins_used() {
-        if let Some(LoadedPlugin::Refused { denied, message }) = plugins.get(name) {
-            let code = if *denied { Code::Denied } else { Code::Config };
-            return Err(anyhow!(
-                "the runbook uses plugin `{name}`, which did not load: {message}; \
-                 `keycycle doctor` checks every plugin"
-            ))
-            .context(code);
-        }
-    }
+fn check_before_start(runbook: &Runbook, inputs: &Given) -> Result<()> {
     let prompts = runbook.prompts();
     let mut known: Vec<&str> = prompts.iter().filter_map(|p| p.name.as_deref()).collect();
     known.sort_unstable();
@@ -406,14 +340,22 @@ pub struct RunSummary {
     pub outcome: Result<serde_json::Value>,
 }
 
-/// Runs (or resumes) a runbook. `pool` shares plugins with the other runs
-/// of this process; without it the run loads its own.
-pub async fn run(
-    config: &Config,
-    req: RunRequest,
-    pool: Option<&PluginPool>,
-) -> Result<RunSummary> {
-    let started = Instant::now();
+/// The exit code of a run that did not start.
+fn code_for_run_error(e: &RunError) -> Code {
+    match e {
+        RunError::Runbook(e) => code_for(&e.kind),
+        RunError::PluginNotLoaded { denied: true, .. } => Code::Denied,
+        RunError::Liveness(LivenessError::Running(_)) => Code::Locked,
+        RunError::Rejected { .. } => Code::Rejected,
+        RunError::Thread => Code::Internal,
+        _ => Code::Config,
+    }
+}
+
+/// Runs (or resumes) a runbook. `runner` shares plugins and the state
+/// database with the other runs of this process; without it the run
+/// makes its own.
+pub async fn run(config: &Config, req: RunRequest, runner: Option<&Runner>) -> Result<RunSummary> {
     check_input_sources(&req.inputs)?;
     if let Some(env) = &req.env {
         config.check_env(env).context(Code::Config)?;
@@ -447,20 +389,19 @@ pub async fn run(
         _ => {}
     }
 
-    let own_pool;
-    let pool = match pool {
-        Some(pool) => pool,
+    let own_runner;
+    let runner = match runner {
+        Some(runner) => runner,
         None => {
             let store = Arc::new(StoreAccess::new(config));
-            store.check_key()?;
-            own_pool = PluginPool::new(config, store, Some(config.cache_dir.clone()))?;
-            &own_pool
+            let state = match req.dry_run {
+                true => None,
+                false => Some(durable::open_state(config)?),
+            };
+            own_runner = self::runner(config, store, state)?;
+            &own_runner
         }
     };
-    let store = pool.store.clone();
-    let plugins = pool
-        .plugins_for(config, req.env.as_deref(), Some(&policy), None)
-        .await?;
 
     let run_id = match (&req.resume, &req.run_id) {
         (Some(r), _) => r.run_id.clone(),
@@ -471,126 +412,53 @@ pub async fn run(
             hex::encode(id)
         }
     };
-    let plugin_infos: Vec<PluginInfo> = plugins
-        .iter()
-        .filter_map(|(name, p)| match p {
-            LoadedPlugin::Ready {
-                plugin,
-                description,
-                ..
-            } => Some(PluginInfo {
-                name: name.clone(),
-                plugin: description.name.clone(),
-                version: description.version.clone(),
-                sha256: plugin.sha256().to_owned(),
-            }),
-            LoadedPlugin::Refused { .. } => None,
-        })
-        .collect();
-
-    let mut params = req.params.clone();
-    if let Some(env) = &req.env {
-        params
-            .entry("env".to_owned())
-            .or_insert_with(|| env.clone());
-    }
     let inputs = Arc::new(Inputs::new(req.inputs.clone()));
-    let host_effects = Arc::new(HostEffects {
-        rt: tokio::runtime::Handle::current(),
-        plugins,
-        store: store.clone(),
-        policy: policy.clone(),
-        approval_rules: crate::approvals::rules_from_config(
-            config,
-            identity.as_deref().unwrap_or_default(),
-        ),
-        inputs: inputs.clone(),
-        dry_run: req.dry_run,
-        run_id: run_id.clone(),
-        seq: AtomicU64::new(0),
-        steps: Mutex::new(Vec::new()),
-    });
-    let effects = host_effects.clone();
-
-    // Dry runs change nothing, so they are not journaled; every other run
-    // is, and holds a lock file so a resume can tell it is still alive.
-    let durable = if req.dry_run {
-        None
-    } else {
-        let state = durable::open_state(config)?;
-        let key = store.master_key()?;
-        let prior = match &req.resume {
-            Some(_) => state.effects(&run_id).context(Code::Config)?,
-            None => Vec::new(),
-        };
-        let alive = durable::hold_run_file(config, &run_id)?;
-        let journal = Journal::new(
-            state.clone(),
-            key,
-            run_id.clone(),
-            prior,
-            req.resume.as_ref().is_some_and(|r| r.retry_in_flight),
-        );
-        Some((
-            state,
-            alive,
-            Arc::new(JournaledEffects {
-                inner: host_effects.clone(),
-                journal,
-            }),
-        ))
-    };
-    let runbook_effects: Arc<dyn keycycle_runbook::Effects> = match &durable {
-        Some((_, _, journaled)) => journaled.clone(),
-        None => host_effects.clone(),
-    };
-    // The policy sits above the journal: a resumed run meets every rule
-    // again, under today's config, as it replays.
-    let runbook_effects: Arc<dyn keycycle_runbook::Effects> = Arc::new(
-        keycycle_engine::PolicyEffects::new(runbook_effects, policy.clone()),
-    );
-
     if req.dry_run {
         tracing::info!(target: "keycycle", "dry run: operations that change anything will be shown, not sent");
     }
     let shown_path = path.display().to_string();
-    let compiled = {
-        let effects = runbook_effects.clone();
-        let params = params.clone();
-        let root = root.clone();
-        let path = path.clone();
-        tokio::task::spawn_blocking(move || {
-            Runbook::compile(
-                &path,
-                &root,
-                &params,
-                effects,
-                Limits {
-                    memory_in_use: Some(crate::heap_in_use),
-                    ..Limits::default()
-                },
-            )
-        })
-        .await
-        .context("the runbook thread stopped unexpectedly")?
+    let spec = RunSpec {
+        run_id: run_id.clone(),
+        resume: req.resume.clone(),
+        path: path.clone(),
+        canonical,
+        import_root: root,
+        params: req.params.clone(),
+        env: req.env.clone(),
+        dry_run: req.dry_run,
+        policy,
+        approval_rules: crate::approvals::rules_from_config(
+            config,
+            identity.as_deref().unwrap_or_default(),
+        ),
+        answers: inputs.clone(),
     };
-    let runbook = match compiled {
-        Ok(r) => r,
-        Err(e) => {
-            let code = code_for(&e.kind);
-            if req.json && !req.quiet {
-                // Nothing ran, and no run was recorded: no run id, no steps.
-                print_json(&serde_json::json!({
-                    "ok": false,
-                    "runbook": shown_path,
-                    "dry_run": req.dry_run,
-                    "error": error_report(&e, code),
-                }))?;
-            }
-            return Err(anyhow::Error::new(e).context(code));
+    let not_started = |e: RunError| -> Result<anyhow::Error> {
+        let code = code_for_run_error(&e);
+        if req.json && !req.quiet {
+            // Nothing ran, and no run was recorded: no run id, no steps.
+            let error = match &e {
+                RunError::Runbook(e) => serde_json::to_value(error_report(e, code))?,
+                other => serde_json::json!({
+                    "kind": code.word(),
+                    "exit_code": code.exit_code(),
+                    "message": other.to_string(),
+                }),
+            };
+            print_json(&serde_json::json!({
+                "ok": false,
+                "runbook": shown_path,
+                "dry_run": req.dry_run,
+                "error": error,
+            }))?;
         }
+        Ok(anyhow::Error::new(e).context(code))
     };
-    if let Err(e) = check_before_start(&runbook, &host_effects.plugins, &req.inputs) {
+    let prepared = match runner.prepare(spec).await {
+        Ok(prepared) => prepared,
+        Err(e) => return Err(not_started(e)?),
+    };
+    if let Err(e) = check_before_start(prepared.runbook(), &req.inputs) {
         if req.json && !req.quiet {
             let code = crate::exit::code_of(&e);
             print_json(&serde_json::json!({
@@ -606,53 +474,15 @@ pub async fn run(
         }
         return Err(e);
     }
-    if let Some((state, _, _)) = &durable {
-        let hash = runbook.source_sha256_hex();
-        match &req.resume {
-            Some(resume) => durable::check_resumable(state.as_ref(), resume, &hash)?,
-            None => {
-                state
-                    .create_run(&NewRun {
-                        run_id: run_id.clone(),
-                        runbook_path: canonical.display().to_string(),
-                        runbook_sha256: hash,
-                        params: req.params.clone(),
-                        env: req.env.clone(),
-                        dry_run: false,
-                        user: durable::user(),
-                        host: durable::host(),
-                        plugins: plugin_infos,
-                        started_at: keycycle_engine::journal::now_ms(),
-                    })
-                    .context("cannot record the run in the state database")
-                    .context(Code::Config)?;
-                tracing::info!(target: "keycycle", "run {run_id} started; if it is interrupted, finish it with `keycycle resume {run_id}`");
-            }
-        }
-    }
-    let outcome: Result<keycycle_contract::Value, RunbookError> =
-        tokio::task::spawn_blocking(move || runbook.run())
-            .await
-            .context("the runbook thread stopped unexpectedly")?;
-    // A runbook's error can quote what a plugin or provider said (a pod's
-    // termination message in `fail(...)`, say): one escaped line, so it
-    // cannot forge a line of keycycle's own on the terminal or in the log.
-    let outcome = outcome.map_err(|mut e| {
-        e.message = keycycle_host::one_line(&e.message);
-        e
-    });
-    if let Some((state, _, _)) = &durable {
-        durable::record_end(state.as_ref(), &run_id, &outcome);
-    }
+    let end = match runner.start(prepared).await {
+        Ok(end) => end,
+        Err(e) => return Err(not_started(e)?),
+    };
 
-    let steps = effects
-        .steps
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let steps = end.steps;
     let changes = steps.iter().filter(|s| s.mutates && !s.skipped).count();
-    let duration_ms = started.elapsed().as_millis() as u64;
-    match outcome {
+    let duration_ms = end.duration.as_millis() as u64;
+    match end.outcome {
         Ok(value) => {
             let result = value.to_redacted_json();
             if req.quiet {
@@ -693,8 +523,13 @@ pub async fn run(
             // A journaled run that stopped for an answer keeps its locks and
             // waits to be resumed; a new run would only hit those locks.
             // So the way on is the exact resume line, not "pass --input".
-            let stranded = match (&durable, inputs.unanswered()) {
-                (Some((state, _, _)), Some(prompt)) if e.kind == ErrorKind::MissingInput => {
+            let state = runner
+                .durable
+                .as_ref()
+                .filter(|_| !req.dry_run)
+                .map(|d| &d.state);
+            let stranded = match (state, inputs.unanswered()) {
+                (Some(state), Some(prompt)) if e.kind == ErrorKind::MissingInput => {
                     let locks: Vec<String> = state
                         .locks()
                         .unwrap_or_default()

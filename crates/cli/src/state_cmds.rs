@@ -656,10 +656,11 @@ pub async fn cleanup(config: &Config, as_json: bool) -> Result<()> {
     // Each action runs with the plugins of the environment (`--env`) its
     // run had: a staging run's deferred deletion must never reach
     // production. Loaded once per environment, when first needed.
-    let mut loaded: BTreeMap<
-        Option<String>,
-        (crate::run::PluginPool, BTreeMap<String, LoadedPlugin>),
-    > = BTreeMap::new();
+    type Loaded = (
+        Arc<keycycle_engine::PluginPool>,
+        BTreeMap<String, LoadedPlugin>,
+    );
+    let mut loaded: BTreeMap<Option<String>, Loaded> = BTreeMap::new();
     let claimer = format!("{}@{}:{}", user(), host(), std::process::id());
     reclaim_from_dead_cleanups(state.as_ref())?;
     let mut report = Vec::new();

@@ -71,7 +71,8 @@ pub struct Step {
 
 pub struct HostEffects {
     pub rt: Handle,
-    pub plugins: BTreeMap<String, LoadedPlugin>,
+    /// Loaded as the run names them.
+    pub plugins: crate::PluginSet,
     pub store: Arc<dyn SecretStoreAccess>,
     /// Who may use what in this run; the store names it may read and
     /// write among them.
@@ -110,7 +111,7 @@ impl HostEffects {
         input: Value,
     ) -> Result<Value, EffectError> {
         let (plugin, gate) = match self.plugins.get(plugin_name) {
-            Some(LoadedPlugin::Ready { plugin, gate, .. }) => (plugin.clone(), gate.clone()),
+            Some(LoadedPlugin::Ready { plugin, gate, .. }) => (plugin, gate),
             _ => {
                 return Err(self.describe(plugin_name).err().unwrap_or_else(|| {
                     EffectError::Failed(format!("plugin `{plugin_name}` is not loaded"))
@@ -226,22 +227,20 @@ fn to_effect_error(e: InvokeError) -> EffectError {
 
 impl Effects for HostEffects {
     fn plugin_names(&self) -> Vec<String> {
-        self.plugins.keys().cloned().collect()
+        self.plugins.names()
     }
 
     fn describe(&self, plugin: &str) -> Result<Arc<PluginDescription>, EffectError> {
         match self.plugins.get(plugin) {
-            Some(LoadedPlugin::Ready { description, .. }) => Ok(description.clone()),
+            Some(LoadedPlugin::Ready { description, .. }) => Ok(description),
             Some(LoadedPlugin::Refused {
                 message,
                 denied: true,
-            }) => Err(EffectError::Denied(message.clone())),
-            Some(LoadedPlugin::Refused { message, .. }) => {
-                Err(EffectError::Failed(message.clone()))
-            }
+            }) => Err(EffectError::Denied(message)),
+            Some(LoadedPlugin::Refused { message, .. }) => Err(EffectError::Failed(message)),
             None => Err(EffectError::Failed(format!(
                 "no plugin `{plugin}` is configured (configured: {})",
-                self.plugins.keys().cloned().collect::<Vec<_>>().join(", ")
+                self.plugins.names().join(", ")
             ))),
         }
     }

@@ -15,11 +15,16 @@ pub mod approvals;
 pub mod debug;
 mod effects;
 pub mod journal;
+pub mod liveness;
+pub mod plugins;
 mod policy;
 mod ratelimit;
+pub mod run;
 pub mod who;
 
 pub use effects::{Answers, HostEffects, LoadedPlugin, SecretStoreAccess, Step};
 pub use journal::{Journal, JournaledEffects, now_ms, rfc3339};
+pub use plugins::{Catalog, PluginPool, PluginSet, PluginSpec};
 pub use policy::PolicyEffects;
 pub use ratelimit::{MAX_HOLD, RateGate};
+pub use run::{Durability, Prepared, Resume, RunEnd, RunError, RunSpec, Runner};
