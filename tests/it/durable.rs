@@ -473,3 +473,61 @@ fn a_grant_withdrawn_while_a_run_was_stopped_is_not_used_by_its_resume() {
         "nothing reached the service"
     );
 }
+
+/// A run loads the plugins its runbook names, and no others: a runner
+/// configured with many plugins pays only for the ones a runbook calls.
+/// The other instance here is a FIFO nobody writes to, so reading it
+/// would hang the run; a misconfigured one would be refused. Neither is
+/// touched, and the run's record names only the plugin it used.
+#[test]
+fn a_run_loads_and_records_only_the_plugins_its_runbook_names() {
+    let sim = DemoSim::start();
+    let (ws, _) = demo_workspace(&sim, "whoami");
+    let fifo = ws.path().join("never-read.wasm");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    ws.config(&format!(
+        "{}\n[runbooks.whoami]\nsecrets = [\"demo/admin\"]\n\n[plugins.hanging]\npath = \"{}\"\n\n[plugins.missing]\npath = \"{}\"\n",
+        example_plugin_config(&sim),
+        fifo.display(),
+        ws.path().join("no-such.wasm").display()
+    ));
+    ws.runbook("whoami", "plugin(\"example\").whoami()");
+    let run = ws.run(&["run", "whoami", "--output", "json"]);
+    run.assert_ok();
+    let run_id = run.json()["run_id"].as_str().unwrap().to_owned();
+    let show = ws.run(&["show", &run_id, "--output", "json"]);
+    show.assert_ok();
+    let doc = show.json();
+    let names: Vec<&str> = doc["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["example"]);
+
+    // A runbook that computes a plugin's name may ask for any of them, so
+    // all are loaded before it runs (the FIFO would hang it: gone now).
+    ws.config(&format!(
+        "{}\n[runbooks.computed]\nsecrets = [\"demo/admin\"]\n\n[plugins.missing]\npath = \"{}\"\n",
+        example_plugin_config(&sim),
+        ws.path().join("no-such.wasm").display()
+    ));
+    ws.runbook(
+        "computed",
+        "let name = \"exam\" + \"ple\"; plugin(name).whoami()",
+    );
+    ws.run(&["run", "computed"]).assert_ok();
+    // A computed name that did not load fails at its call, with why.
+    ws.runbook(
+        "computed",
+        "let name = \"miss\" + \"ing\"; plugin(name).whoami()",
+    );
+    ws.run(&["run", "computed"])
+        .assert_code(5)
+        .stderr_has("no-such.wasm");
+}

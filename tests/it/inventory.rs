@@ -167,6 +167,76 @@ fn check_writes_metrics_for_the_textfile_collector_and_records_what_it_found() {
         .stdout
         .contains("keycycle_credential_status{credential=\"vendor-key\",provider=\"vendor\",team=\"\",state=\"ok\"} 1"));
     assert!(!run.stdout.contains("CREDENTIAL"));
+
+    // Prometheus's own parser reads the file whole, with the types and
+    // values the table showed.
+    let families = parse_prometheus(&text);
+    let family = |name: &str| {
+        families
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap_or_else(|| panic!("no family {name} in {families:?}"))
+    };
+    let sample = |family: &serde_json::Value, labels: &[(&str, &str)]| -> f64 {
+        family["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| labels.iter().all(|(k, v)| s["labels"][*k] == *v))
+            .unwrap_or_else(|| panic!("no sample {labels:?} in {family}"))["value"]
+            .as_f64()
+            .unwrap()
+    };
+    let expiry_family = family("keycycle_credential_expiry_timestamp_seconds");
+    assert_eq!(expiry_family["type"], "gauge");
+    assert_eq!(
+        sample(expiry_family, &[("credential", "gitlab-ci-bot")]),
+        expected as f64
+    );
+    let status = family("keycycle_credential_status");
+    assert_eq!(
+        sample(status, &[("credential", "gitlab-ci-bot"), ("state", "warning")]),
+        1.0
+    );
+    assert_eq!(
+        sample(status, &[("credential", "gitlab-ci-bot"), ("state", "ok")]),
+        0.0
+    );
+    assert_eq!(
+        sample(status, &[("credential", "vendor-key"), ("state", "ok")]),
+        1.0
+    );
+    let checked = family("keycycle_check_timestamp_seconds");
+    assert!(sample(checked, &[]) > 1.7e9);
+}
+
+/// Parses metrics with `tests/clients/prometheus_parse.py`, which uses
+/// prometheus_client's parser (installed by `cargo xtask setup`; missing,
+/// the test fails rather than skips).
+pub fn parse_prometheus(text: &str) -> Vec<serde_json::Value> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("python3")
+        .arg(repo_root().join("tests/clients/prometheus_parse.py"))
+        .env("PYTHONPATH", repo_root().join("target/python-clients"))
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client refused the metrics (run `cargo xtask setup` if it is missing):\n{}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// Two of ops's own tokens, one expiring in 10 days and one in 200, in an
@@ -416,6 +486,14 @@ fn the_exporter_serves_the_checks_metrics_and_refreshes_them() {
             "keycycle_credential_status{credential=\"gitlab-ci-bot\",provider=\"gitlab\",team=\"\",state=\"warning\"} 1"
         ),
         "{first}"
+    );
+    // What Prometheus scrapes, it can parse.
+    let families = parse_prometheus(&first);
+    assert!(
+        families
+            .iter()
+            .any(|f| f["name"] == "keycycle_credential_status" && f["type"] == "gauge"),
+        "{families:?}"
     );
     let stamp = |text: &str| -> f64 {
         text.lines()

@@ -52,6 +52,13 @@ const REQUIREMENTS: &[Requirement] = &[
         version: "37.0.2",
         module: "kubernetes",
     },
+    // tests/it/inventory.rs parses `keycycle check --prometheus` output
+    // with Prometheus's own Python parser.
+    Requirement::PythonPackage {
+        package: "prometheus_client",
+        version: "0.26.0",
+        module: "prometheus_client",
+    },
     // The Kubernetes simulator's tests run the real kubectl, Debian's.
     Requirement::DebianPackage {
         package: "kubernetes-client",
@@ -105,12 +112,17 @@ impl Requirement {
                 Ok(sysroot()?.join("lib/rustlib").join(target).is_dir())
             }
             Requirement::PythonPackage {
-                version, module, ..
+                package,
+                version,
+                module,
             } => {
                 // The installed version must be the pinned one: an older
-                // copy left in the folder would test another client.
+                // copy left in the folder would test another client. The
+                // distribution's metadata says it (not every module has a
+                // `__version__`).
                 let check = format!(
-                    "import sys, {module}; sys.exit(0 if {module}.__version__ == {version:?} else 1)"
+                    "import sys, importlib.metadata as m, {module}; \
+                     sys.exit(0 if m.version({package:?}) == {version:?} else 1)"
                 );
                 let status = Command::new("python3")
                     .env("PYTHONPATH", python_clients())

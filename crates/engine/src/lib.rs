@@ -1,10 +1,12 @@
-//! How a run happens, below the command line: the host's side of a
+//! How a run happens, below the command line: the `Runner` that prepares,
+//! starts and records each run, the plugin pool that loads a plugin when a
+//! run first names it, the host's side of a
 //! runbook's effects (`HostEffects`: plugin calls in the sandbox, granted
 //! secrets, prompts, time, randomness, the dry run), the journal that makes
 //! a run durable and resumable (`JournaledEffects`), the run's policy
 //! (`PolicyEffects`), and the rate limits the runs of one process share
-//! (`RateGate`). The CLI builds a run from these three decorators and
-//! prints what comes out; a batch of runs in one process shares them.
+//! (`RateGate`). The CLI describes a run as a `RunSpec` and prints what
+//! comes out; a batch of runs in one process shares one `Runner`.
 //!
 //! The engine reads no config file and prints nothing: what it needs from
 //! the operator's side (the secrets store, answers to prompts, who may

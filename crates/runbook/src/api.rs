@@ -2,7 +2,7 @@
 //! touches the world does so through [`Effects`]; failures become Rhai
 //! runtime errors whose value is an object map a runbook can `catch`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use keycycle_contract::{PluginDescription, PluginError, Value};
@@ -29,15 +29,28 @@ pub(crate) const SECRET_AS_TEXT: &str =
 /// Method names a plugin operation cannot take, because the engine gives
 /// them a meaning on every plugin handle. Such operations are still
 /// reachable with `invoke(p, "name", #{..})`.
-pub(crate) const RESERVED_METHODS: &[&str] = &["to_string", "to_debug", "invoke", "defer"];
+pub(crate) const RESERVED_METHODS: &[&str] = &[
+    "to_string",
+    "to_debug",
+    "invoke",
+    "defer",
+    "type_of",
+    "is_shared",
+];
 
 /// What the registered functions share.
 pub(crate) struct Host {
     pub effects: Arc<dyn Effects>,
     pub params: BTreeMap<String, String>,
     /// Every configured plugin, described before the runbook compiled, or
-    /// the error that loading it ended with.
+    /// the error that loading it ended with (or that it was not loaded,
+    /// for one the runbook does not name).
     pub plugins: BTreeMap<String, Result<Arc<PluginDescription>, EffectError>>,
+    /// The method names the runbook's files call. Each may be an
+    /// operation of a plugin that is not described (a handle passed to a
+    /// function), so each gets a method on a plugin handle; the call
+    /// checks that the handle's plugin has it.
+    pub methods: BTreeSet<String>,
 }
 
 /// The input name a prompt's text stands for, when the runbook gives none:
@@ -843,6 +856,7 @@ fn register_plugins(engine: &mut Engine, host: &Arc<Host>) {
         .values()
         .filter_map(|d| d.as_ref().ok())
         .flat_map(|d| d.operations.iter().map(|op| op.name.clone()))
+        .chain(host.methods.iter().cloned())
         .filter(|name| !RESERVED_METHODS.contains(&name.as_str()))
         .collect();
     operations.sort();

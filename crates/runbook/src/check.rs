@@ -133,6 +133,56 @@ pub(crate) fn check_file(
     }
 }
 
+/// The plugins the files name with `plugin("...")`, or `None` when one
+/// computes the name (or could, through a function pointer): then any
+/// configured plugin may be asked for. Only the named ones need to be
+/// loaded and described before the run.
+pub(crate) fn literal_plugins<'a>(
+    asts: impl IntoIterator<Item = &'a AST>,
+) -> Option<BTreeSet<String>> {
+    let mut names = BTreeSet::new();
+    let mut computed = false;
+    for ast in asts {
+        ast.walk(&mut |path: &[ASTNode]| {
+            // A call is an expression, or a statement of its own.
+            let call = match path.last() {
+                Some(ASTNode::Expr(Expr::FnCall(call, _) | Expr::MethodCall(call, _)))
+                | Some(ASTNode::Stmt(Stmt::FnCall(call, _))) => call,
+                _ => return true,
+            };
+            let method = matches!(path.last(), Some(ASTNode::Expr(Expr::MethodCall(..))));
+            match call.name.as_str() {
+                "plugin" if !method && call.namespace.is_empty() => match call.args.as_slice() {
+                    [Expr::StringConstant(name, _)] => {
+                        names.insert(name.to_string());
+                    }
+                    _ => computed = true,
+                },
+                // `x.plugin()`, a namespaced one, and `Fn("plugin")` or any
+                // pointer whose target is computed.
+                "plugin" | "Fn" => computed = true,
+                _ => {}
+            }
+            true
+        });
+    }
+    (!computed).then_some(names)
+}
+
+/// Every method name the files call (`x.name(...)`).
+pub(crate) fn method_names<'a>(asts: impl IntoIterator<Item = &'a AST>) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for ast in asts {
+        ast.walk(&mut |path: &[ASTNode]| {
+            if let Some(ASTNode::Expr(Expr::MethodCall(call, _))) = path.last() {
+                names.insert(call.name.to_string());
+            }
+            true
+        });
+    }
+    names
+}
+
 /// Every name assigned to anywhere in the file (`x = …`, `x += …`). A
 /// variable that is reassigned may hold another plugin by the time a call
 /// runs (a loop, a closure), so calls on it are not checked.

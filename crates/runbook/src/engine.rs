@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::EffectError;
 use keycycle_contract::Value;
 use keycycle_secret::redact;
 use rhai::packages::{
@@ -255,11 +256,20 @@ impl Runbook {
             }
         }
 
+        // Describing a plugin loads it; a runbook that names its plugins
+        // literally pays only for those.
+        let named =
+            check::literal_plugins(std::iter::once(&ast).chain(modules.values().map(|m| &m.ast)));
         let plugins = effects
             .plugin_names()
             .into_iter()
             .map(|name| {
-                let described = effects.describe(&name);
+                let described = match &named {
+                    Some(named) if !named.contains(&name) => Err(EffectError::Failed(format!(
+                        "plugin `{name}` is not loaded: the runbook does not name it"
+                    ))),
+                    _ => effects.describe(&name),
+                };
                 (name, described)
             })
             .collect();
@@ -267,6 +277,9 @@ impl Runbook {
             effects,
             params: params.clone(),
             plugins,
+            methods: check::method_names(
+                std::iter::once(&ast).chain(modules.values().map(|m| &m.ast)),
+            ),
         });
         api::register(&mut engine, &host);
 
