@@ -5,6 +5,7 @@
 mod bench;
 mod bench_fleet;
 mod bench_journal;
+mod bench_plugins;
 mod cmd;
 mod demo;
 mod demo_github;
@@ -39,6 +40,9 @@ commands:
   bench-fleet [--credentials N]
                      N rotations (default 50) as one `keycycle run` each against one
                      `keycycle rotate`; reports CPU time per credential
+  bench-plugins [--runs N]
+                     a one-call runbook with only its plugin configured against ten
+                     more configured; reports CPU, wall and peak RSS of each
   help               show this text";
 
 fn main() -> ExitCode {
@@ -84,6 +88,7 @@ fn dispatch(args: &[String]) -> Result<()> {
         }
         "bench-run" => bench::run(&parse_bench_options(rest)?),
         "bench-journal" => bench_journal::run(parse_bench_options(rest)?.runs),
+        "bench-plugins" => bench_plugins::run(parse_bench_options(rest)?.runs),
         "bench-fleet" => bench_fleet::run(match rest {
             [] => 50,
             [flag, n] if flag == "--credentials" => n
