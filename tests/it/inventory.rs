@@ -214,7 +214,6 @@ fn check_writes_metrics_for_the_textfile_collector_and_records_what_it_found() {
 /// prometheus_client's parser (installed by `cargo xtask setup`; missing,
 /// the test fails rather than skips).
 pub fn parse_prometheus(text: &str) -> Vec<serde_json::Value> {
-    use std::io::Write as _;
     let mut child = std::process::Command::new("python3")
         .arg(repo_root().join("tests/clients/prometheus_parse.py"))
         .env("PYTHONPATH", repo_root().join("target/python-clients"))
@@ -224,12 +223,7 @@ pub fn parse_prometheus(text: &str) -> Vec<serde_json::Value> {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("run python3");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
+    feed(&mut child, text);
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),

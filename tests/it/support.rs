@@ -438,13 +438,7 @@ impl Workspace {
         });
         let mut child = cmd.spawn().expect("start keycycle");
         if let Some(text) = stdin {
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(text.as_bytes())
-                .unwrap();
+            feed(&mut child, text);
         }
         let out = wait_or_kill(child, &format!("keycycle {args:?}"));
         let run = Run {
@@ -961,6 +955,17 @@ impl Workspace {
 }
 
 /// The planted secrets, for scanning files byte by byte.
+/// Writes `text` to the child's standard input and closes it.
+pub fn feed(child: &mut std::process::Child, text: &str) {
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("the child's standard input is piped")
+        .write_all(text.as_bytes())
+        .expect("write to the child's standard input");
+}
+
 pub fn planted() -> Vec<String> {
     canaries()
 }
