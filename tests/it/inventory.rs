@@ -195,7 +195,10 @@ fn check_writes_metrics_for_the_textfile_collector_and_records_what_it_found() {
     );
     let status = family("keycycle_credential_status");
     assert_eq!(
-        sample(status, &[("credential", "gitlab-ci-bot"), ("state", "warning")]),
+        sample(
+            status,
+            &[("credential", "gitlab-ci-bot"), ("state", "warning")]
+        ),
         1.0
     );
     assert_eq!(

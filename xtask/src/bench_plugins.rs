@@ -47,7 +47,9 @@ pub fn run(runs: usize) -> Result<()> {
     std::fs::write(&load_all, LOAD_ALL)
         .with_context(|| format!("cannot write {}", load_all.display()))?;
 
-    cmd::say(&format!("{runs} runs with only the example plugin configured"));
+    cmd::say(&format!(
+        "{runs} runs with only the example plugin configured"
+    ));
     measure(&env, &load_all)?;
     let alone = series(&env, &runbook, runs)?;
 

@@ -225,20 +225,16 @@ pub async fn read_expiries(
             };
             // A 429 holds back every read through this instance, and the
             // read is asked again, as a runbook's reads are.
-            let mut attempt = 0;
-            let answer = loop {
-                attempt += 1;
-                gate.wait().await;
-                match loaded_plugin.invoke(&operation, &input, &ctx).await {
-                    Err(keycycle_host::InvokeError::Plugin {
-                        error: keycycle_contract::PluginError::Retryable { delay_ms, .. },
-                        ..
-                    }) if attempt <= 3 => {
-                        gate.hold(std::time::Duration::from_millis(delay_ms));
-                    }
-                    other => break other,
-                }
-            };
+            let answer = keycycle_engine::invoke_through(
+                &gate,
+                &loaded_plugin,
+                &plugin,
+                &operation,
+                &input,
+                &ctx,
+                3,
+            )
+            .await;
             let reading = match answer {
                 Ok(answer) => ExpiryReading::from_answer(&section, &answer.to_redacted_json())
                     .map_err(|e| format!("{plugin}.{operation}: {e}")),

@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use keycycle_contract::{CallContext, PluginDescription, PluginError, Value};
+use keycycle_contract::{CallContext, PluginDescription, Value};
 use keycycle_host::{InvokeError, Plugin};
 use keycycle_runbook::{Answer, EffectError, Effects, LogLevel, Prompt};
 use keycycle_secret::SecretValue;
@@ -32,8 +32,6 @@ pub trait Answers: Send + Sync {
 
 /// Retries of a non-mutating call that the plugin says may be retried.
 const READ_RETRIES: u32 = 3;
-/// The longest single wait for a retryable error.
-const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
 
 /// A plugin as the run sees it: loaded, or the reason it is not.
 #[derive(Clone)]
@@ -144,27 +142,18 @@ impl HostEffects {
             run_id: self.run_id.clone(),
             idempotency_key: format!("{}-{seq}", self.run_id),
         };
-        let mut attempt = 0;
-        let result = loop {
-            attempt += 1;
-            // A limit another run of this process met holds this call too.
-            gate.wait_blocking();
-            let result = self.rt.block_on(plugin.invoke(operation, &input, &ctx));
-            match &result {
-                Err(InvokeError::Plugin {
-                    error: PluginError::Retryable { delay_ms, message },
-                    ..
-                }) => {
-                    let wait = Duration::from_millis(*delay_ms).min(MAX_RETRY_WAIT);
-                    gate.hold(wait);
-                    if mutates || attempt > READ_RETRIES {
-                        break result;
-                    }
-                    tracing::warn!(target: "keycycle", "{plugin_name}.{operation} asked to retry ({message}); waiting {wait:?}, attempt {attempt} of {READ_RETRIES}");
-                }
-                _ => break result,
-            }
-        };
+        // A limit another run of this process met holds this call too;
+        // a read is asked again after the wait, a change is not.
+        let retries = if mutates { 0 } else { READ_RETRIES };
+        let result = self.rt.block_on(crate::ratelimit::invoke_through(
+            &gate,
+            &plugin,
+            plugin_name,
+            operation,
+            &input,
+            &ctx,
+            retries,
+        ));
         let duration_ms = started.elapsed().as_millis() as u64;
         let error_kind = match &result {
             Ok(_) => None,

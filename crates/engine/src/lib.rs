@@ -28,5 +28,5 @@ pub use effects::{Answers, HostEffects, LoadedPlugin, SecretStoreAccess, Step};
 pub use journal::{Journal, JournaledEffects, now_ms, rfc3339};
 pub use plugins::{Catalog, PluginPool, PluginSet, PluginSpec};
 pub use policy::PolicyEffects;
-pub use ratelimit::{MAX_HOLD, RateGate};
+pub use ratelimit::{MAX_HOLD, RateGate, invoke_through};
 pub use run::{Durability, Prepared, Resume, RunEnd, RunError, RunSpec, Runner};

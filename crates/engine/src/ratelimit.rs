@@ -7,9 +7,15 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use keycycle_contract::{CallContext, PluginError, Value};
+use keycycle_host::{InvokeError, Plugin};
+
 /// The longest hold a provider can ask for; a larger `Retry-After` is
 /// taken as this (a run would rather fail than sleep for an hour).
 pub const MAX_HOLD: Duration = Duration::from_secs(60);
+
+/// The longest wait before a read is asked again.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Default)]
 pub struct RateGate {
@@ -46,6 +52,41 @@ impl RateGate {
         while let Some(left) = self.remaining() {
             tokio::time::sleep(left).await;
         }
+    }
+}
+
+/// Calls `operation` of `plugin` (the instance `name`) through its gate:
+/// waits out any hold first, and when the plugin answers that the call may
+/// be retried (a 429, say), holds every caller of the instance for the
+/// delay it asks and asks again, at most `retries` times. A mutating call
+/// gets no retries: the hold still applies to everyone else.
+pub async fn invoke_through(
+    gate: &RateGate,
+    plugin: &Plugin,
+    name: &str,
+    operation: &str,
+    input: &Value,
+    ctx: &CallContext,
+    retries: u32,
+) -> Result<Value, InvokeError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        gate.wait().await;
+        let result = plugin.invoke(operation, input, ctx).await;
+        let Err(InvokeError::Plugin {
+            error: PluginError::Retryable { delay_ms, message },
+            ..
+        }) = &result
+        else {
+            return result;
+        };
+        let wait = Duration::from_millis(*delay_ms).min(MAX_RETRY_WAIT);
+        gate.hold(wait);
+        if attempt > retries {
+            return result;
+        }
+        tracing::warn!(target: "keycycle", "{name}.{operation} asked to retry ({}); waiting {wait:?}, attempt {attempt} of {retries}", keycycle_host::one_line(message));
     }
 }
 
