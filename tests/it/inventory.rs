@@ -560,6 +560,20 @@ fn a_429_met_by_one_rotation_holds_back_the_next_one_on_that_plugin_instance() {
         summary.to_string().contains("429 Too Many Requests"),
         "{summary}"
     );
+    // Each log line of a batch says whose run it is.
+    let logged: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("example.create_token"))
+        .collect();
+    assert!(
+        logged.len() >= 2
+            && logged
+                .iter()
+                .all(|l| l.contains("credential{id=a}") || l.contains("credential{id=b}")),
+        "{}",
+        run.stderr
+    );
     let posts: Vec<keycycle_sim::RequestRecord> = sim
         .state
         .requests()

@@ -16,6 +16,7 @@ use keycycle_store::state::{
     CheckOutcome, CredentialRecord, RotationOutcome, RunState, StateStore, now_ms,
 };
 use serde_json::json;
+use tracing::Instrument as _;
 
 use crate::config::Config;
 use crate::durable::open_state;
@@ -528,11 +529,17 @@ pub async fn rotate(config: Config, args: RotateArgs) -> Result<()> {
         let (config, pool, limit, state) =
             (config.clone(), pool.clone(), limit.clone(), state.clone());
         let dry_run = args.dry_run;
-        tasks.spawn(async move {
-            let _permit = limit.acquire_owned().await;
-            let rotated = rotate_one(&config, &pool, state.as_ref(), &id, &section, dry_run).await;
-            (id, rotated)
-        });
+        // Runs go side by side: each log line says whose it is.
+        let span = tracing::info_span!("credential", id = %id);
+        tasks.spawn(
+            async move {
+                let _permit = limit.acquire_owned().await;
+                let rotated =
+                    rotate_one(&config, &pool, state.as_ref(), &id, &section, dry_run).await;
+                (id, rotated)
+            }
+            .instrument(span),
+        );
     }
     let mut summary = Vec::new();
     while let Some(done) = tasks.join_next().await {
@@ -770,7 +777,11 @@ pub async fn resume_all(
                 quiet: true,
                 run_id: None,
             };
-            let (outcome, error) = match crate::run::run(config, request, Some(&pool)).await {
+            let span = tracing::info_span!("run", id = %record.run_id);
+            let (outcome, error) = match crate::run::run(config, request, Some(&pool))
+                .instrument(span)
+                .await
+            {
                 Ok(summary) => {
                     after_resume(config, &record.run_id, &summary);
                     match &summary.outcome {

@@ -67,7 +67,8 @@ pub fn init(verbosity: i8, color: Color, format: Format) {
         // timestamp, the level, the target and the fields.
         Format::Json => builder
             .json()
-            .with_current_span(false)
+            // A batch's runs log in a span naming their credential.
+            .with_current_span(true)
             .with_span_list(false)
             .try_init(),
         Format::Text => builder

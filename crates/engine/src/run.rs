@@ -201,7 +201,11 @@ impl Runner {
             let path = spec.path.clone();
             let root = spec.import_root.clone();
             let limits = self.limits.clone();
+            // The runbook's thread logs in the caller's span (a batch
+            // names the credential).
+            let span = tracing::Span::current();
             tokio::task::spawn_blocking(move || {
+                let _in = span.enter();
                 Runbook::compile(&path, &root, &params, effects, limits)
             })
             .await
@@ -267,9 +271,13 @@ impl Runner {
                 }
             }
         }
-        let outcome = tokio::task::spawn_blocking(move || runbook.run())
-            .await
-            .map_err(|_| RunError::Thread)?;
+        let span = tracing::Span::current();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let _in = span.enter();
+            runbook.run()
+        })
+        .await
+        .map_err(|_| RunError::Thread)?;
         // A runbook's error can quote what a plugin or provider said (a
         // pod's termination message in `fail(...)`, say): one escaped
         // line, so it cannot forge a line of keycycle's own on the
