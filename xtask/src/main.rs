@@ -12,6 +12,7 @@ mod demo_github;
 mod demo_gitlab;
 mod demo_signon;
 mod demo_zendesk;
+mod fleet_client;
 mod plugins;
 mod setup;
 mod sim;
@@ -37,9 +38,11 @@ commands:
   bench-journal [--runs N]
                      a full GitLab rotation with the journal on disk vs in memory,
                      alternating; reports the on-disk overhead
-  bench-fleet [--credentials N]
-                     N rotations (default 50) as one `keycycle run` each against one
-                     `keycycle rotate`; reports CPU time per credential
+  bench-fleet [N [C]]
+                     N GitLab project-token rotations (default 1000), each with a masked
+                     variable, in one `keycycle rotate --concurrency C` (default 16), and
+                     the same requests from a plain reqwest client; reports CPU per
+                     rotation and per request, wall, peak RSS, and one `keycycle run`
   bench-plugins [--runs N]
                      a one-call runbook with only its plugin configured against ten
                      more configured; reports CPU, wall and peak RSS of each
@@ -89,13 +92,15 @@ fn dispatch(args: &[String]) -> Result<()> {
         "bench-run" => bench::run(&parse_bench_options(rest)?),
         "bench-journal" => bench_journal::run(parse_bench_options(rest)?.runs),
         "bench-plugins" => bench_plugins::run(parse_bench_options(rest)?.runs),
-        "bench-fleet" => bench_fleet::run(match rest {
-            [] => 50,
-            [flag, n] if flag == "--credentials" => n
-                .parse()
-                .map_err(|_| anyhow::anyhow!("--credentials takes a number, not `{n}`"))?,
-            other => anyhow::bail!("bench-fleet takes --credentials N, not {other:?}"),
-        }),
+        "bench-fleet" => {
+            let (n, c) = parse_fleet_options(rest)?;
+            bench_fleet::run(n, c)
+        }
+        // The plain client bench-fleet runs as a child process.
+        "fleet-client" => match rest {
+            [spec] => fleet_client::run(spec),
+            _ => bail!("fleet-client takes one spec file"),
+        },
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())
@@ -179,6 +184,21 @@ fn man(rest: &[String]) -> Result<()> {
     cmd::run(cmd::cargo().args(["build", "--quiet", "--bin", "keycycle"]))?;
     let bin = cmd::host_target_dir().join("debug/keycycle");
     cmd::run(std::process::Command::new(bin).arg("man").arg(&dir))
+}
+
+/// `N [C]` positionally, or the older `--credentials N`.
+fn parse_fleet_options(rest: &[String]) -> Result<(usize, usize)> {
+    let number = |what: &str, text: &str| -> Result<usize> {
+        text.parse()
+            .with_context(|| format!("bench-fleet: {what} `{text}` is not a whole number"))
+    };
+    match rest {
+        [] => Ok((1000, 16)),
+        [flag, n] if flag == "--credentials" => Ok((number("N", n)?, 16)),
+        [n] => Ok((number("N", n)?, 16)),
+        [n, c] => Ok((number("N", n)?, number("C", c)?)),
+        other => bail!("bench-fleet takes N and C (or --credentials N), not {other:?}"),
+    }
 }
 
 fn parse_bench_options(rest: &[String]) -> Result<bench::Options> {

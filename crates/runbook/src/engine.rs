@@ -199,8 +199,7 @@ impl Runbook {
         scope.push("params", params_map.clone());
 
         let main_name = source_name(path);
-        let mut ast = engine
-            .compile_with_scope(&scope, &source)
+        let mut ast = parse(&engine, &scope, &source, &limits)
             .map_err(|err| errors.parse_error(&err, path))?;
         ast.set_source(main_name.as_str());
         let mut hasher = Sha256::new();
@@ -235,8 +234,7 @@ impl Runbook {
                     err
                 })?;
                 let name = source_name(&located.display);
-                let mut module_ast = engine
-                    .compile_with_scope(&scope, &text)
+                let mut module_ast = parse(&engine, &scope, &text, &limits)
                     .map_err(|err| errors.parse_error(&err, &located.display))?;
                 module_ast.set_source(name.as_str());
                 pending.push_back((located.display.clone(), resolver::imports_of(&module_ast)));
@@ -437,6 +435,48 @@ impl Runbook {
     }
 }
 
+/// Parsed files of this process, by what decides the AST: the text and
+/// the expression depth limit. `keycycle rotate` compiles the same runbook
+/// and imports once per credential; parsing them again each time was a
+/// sixth of a rotation's CPU. The text is read and hashed every time, so an
+/// edited file is parsed again; everything after parsing (plugin
+/// descriptions, checks, the engine a run uses) is still per compile.
+static PARSED: Mutex<Option<std::collections::HashMap<[u8; 32], AST>>> = Mutex::new(None);
+
+/// Distinct files kept parsed; past this the cache starts over, which only
+/// costs a parse.
+const PARSED_MAX: usize = 256;
+
+/// `text` compiled as [`new_engine`] with `params` in scope compiles it.
+/// Only successes are kept: an error is reported from a fresh parse.
+fn parse(
+    engine: &Engine,
+    scope: &Scope<'_>,
+    text: &str,
+    limits: &Limits,
+) -> Result<AST, rhai::ParseError> {
+    let mut hasher = Sha256::new();
+    hasher.update(limits.max_expr_depth.to_le_bytes());
+    hasher.update(text.as_bytes());
+    let key: [u8; 32] = hasher.finalize().into();
+    if let Some(ast) = PARSED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_ref()
+        .and_then(|parsed| parsed.get(&key))
+    {
+        return Ok(ast.clone());
+    }
+    let ast = engine.compile_with_scope(scope, text)?;
+    let mut parsed = PARSED.lock().unwrap_or_else(PoisonError::into_inner);
+    let parsed = parsed.get_or_insert_with(Default::default);
+    if parsed.len() >= PARSED_MAX {
+        parsed.clear();
+    }
+    parsed.insert(key, ast.clone());
+    Ok(ast)
+}
+
 fn read_source(path: &Path) -> Result<String, RunbookError> {
     std::fs::read_to_string(path).map_err(|err| {
         RunbookError::new(
@@ -460,21 +500,33 @@ fn params_scope(params: &rhai::Map) -> Scope<'static> {
     scope
 }
 
+/// The standard packages runbooks get. They hold only pure functions and
+/// no state, so one copy serves every engine of the process; building them
+/// for each compile, and freeing them after each run, cost a rotation
+/// about as much as parsing it.
+fn packages() -> &'static [rhai::Shared<rhai::Module>] {
+    static PACKAGES: std::sync::OnceLock<Vec<rhai::Shared<rhai::Module>>> =
+        std::sync::OnceLock::new();
+    PACKAGES.get_or_init(|| {
+        vec![
+            CorePackage::new().as_shared_module(),
+            LogicPackage::new().as_shared_module(),
+            BitFieldPackage::new().as_shared_module(),
+            BasicMathPackage::new().as_shared_module(),
+            BasicArrayPackage::new().as_shared_module(),
+            BasicMapPackage::new().as_shared_module(),
+            MoreStringPackage::new().as_shared_module(),
+        ]
+    })
+}
+
 /// A raw engine with only what runbooks need. `Engine::new()` would add a
 /// file module resolver that reads any path, stdout printing, and the
 /// clock-reading `timestamp()`.
 fn new_engine(limits: &Limits, effects: &Arc<dyn Effects>, clock: &Arc<Clock>) -> Engine {
     let mut engine = Engine::new_raw();
-    for package in [
-        CorePackage::new().as_shared_module(),
-        LogicPackage::new().as_shared_module(),
-        BitFieldPackage::new().as_shared_module(),
-        BasicMathPackage::new().as_shared_module(),
-        BasicArrayPackage::new().as_shared_module(),
-        BasicMapPackage::new().as_shared_module(),
-        MoreStringPackage::new().as_shared_module(),
-    ] {
-        engine.register_global_module(package);
+    for package in packages() {
+        engine.register_global_module(package.clone());
     }
 
     engine

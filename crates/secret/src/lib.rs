@@ -70,7 +70,91 @@ impl fmt::Display for SecretValue {
     }
 }
 
-static REDACTOR: RwLock<Vec<Arc<Zeroizing<String>>>> = RwLock::new(Vec::new());
+/// Every registered spelling of every secret, indexed by its first
+/// [`MIN_MASKED_LEN`] bytes. A batch of rotations registers thousands of
+/// values (each old and new token, each escaped spelling), and every log
+/// line and outgoing header is redacted: trying each value against each
+/// text made redaction grow with the batch. With the index, a text is
+/// scanned once and only values that start where it matches are compared.
+struct Redactor {
+    /// Registered spellings, each once.
+    values: Vec<Arc<Zeroizing<String>>>,
+    /// Indices into `values` by their first four bytes.
+    by_prefix: std::collections::HashMap<[u8; MIN_MASKED_LEN], Vec<usize>>,
+    /// One bit per two-byte start of a registered value: most positions of
+    /// a text are passed over with one bit test, no hashing.
+    starts: Vec<u64>,
+}
+
+impl Redactor {
+    fn new() -> Redactor {
+        Redactor {
+            values: Vec::new(),
+            by_prefix: std::collections::HashMap::new(),
+            starts: vec![0; (1 << 16) / 64],
+        }
+    }
+
+    fn start_bit(bytes: &[u8]) -> usize {
+        usize::from(bytes[0]) << 8 | usize::from(bytes[1])
+    }
+
+    fn insert(&mut self, form: String) {
+        let bytes = form.as_bytes();
+        let Ok(prefix) = <[u8; MIN_MASKED_LEN]>::try_from(&bytes[..MIN_MASKED_LEN]) else {
+            return;
+        };
+        let same = self.by_prefix.entry(prefix).or_default();
+        if same.iter().any(|&i| self.values[i].as_str() == form) {
+            return;
+        }
+        same.push(self.values.len());
+        let bit = Redactor::start_bit(bytes);
+        self.starts[bit / 64] |= 1 << (bit % 64);
+        self.values.push(Arc::new(Zeroizing::new(form)));
+    }
+
+    /// The byte ranges of `text` that any registered value covers, merged
+    /// where they overlap or touch, in order.
+    fn covered(&self, text: &str) -> Vec<(usize, usize)> {
+        let bytes = text.as_bytes();
+        let mut ranges: Vec<(usize, usize)> = Vec::new();
+        if self.values.is_empty() || bytes.len() < MIN_MASKED_LEN {
+            return ranges;
+        }
+        for at in 0..=bytes.len() - MIN_MASKED_LEN {
+            let bit = Redactor::start_bit(&bytes[at..]);
+            if self.starts[bit / 64] & (1 << (bit % 64)) == 0 {
+                continue;
+            }
+            let Some(candidates) =
+                <[u8; MIN_MASKED_LEN]>::try_from(&bytes[at..at + MIN_MASKED_LEN])
+                    .ok()
+                    .and_then(|prefix| self.by_prefix.get(&prefix))
+            else {
+                continue;
+            };
+            // Every value that starts here, so one that contains another
+            // is masked whole whichever is found first.
+            let end = candidates
+                .iter()
+                .map(|&i| self.values[i].as_bytes())
+                .filter(|value| bytes[at..].starts_with(value))
+                .map(|value| at + value.len())
+                .max();
+            if let Some(end) = end {
+                match ranges.last_mut() {
+                    Some(last) if at <= last.1 => last.1 = last.1.max(end),
+                    _ => ranges.push((at, end)),
+                }
+            }
+        }
+        ranges
+    }
+}
+
+static REDACTOR: std::sync::LazyLock<RwLock<Redactor>> =
+    std::sync::LazyLock::new(|| RwLock::new(Redactor::new()));
 
 /// Registers `value` so that [`redact`] masks it from now on. Registering a
 /// value twice is harmless.
@@ -91,31 +175,36 @@ pub fn register(value: &str) {
         .write()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     for form in forms {
-        if !known.iter().any(|k| k.as_str() == form) {
-            known.push(Arc::new(Zeroizing::new(form)));
-        }
+        known.insert(form);
     }
-    // Longest first, so a secret that contains another is masked whole.
-    known.sort_by_key(|k| std::cmp::Reverse(k.len()));
 }
 
-/// `text` with every registered secret value replaced by [`MASK`].
+/// `text` with every registered secret value replaced by [`MASK`]. Where
+/// values overlap, the whole stretch they cover becomes one mask.
 pub fn redact(text: &str) -> Cow<'_, str> {
-    let known = REDACTOR
+    let ranges = REDACTOR
         .read()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let mut out = Cow::Borrowed(text);
-    for secret in known.iter() {
-        if out.contains(secret.as_str()) {
-            out = Cow::Owned(out.replace(secret.as_str(), MASK));
-        }
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .covered(text);
+    if ranges.is_empty() {
+        return Cow::Borrowed(text);
     }
-    out
+    let mut out = String::with_capacity(text.len());
+    let mut from = 0;
+    for (start, end) in ranges {
+        // A range may start or end inside a character only if a value
+        // does, and values are `str`s, so both ends are boundaries.
+        out.push_str(&text[from..start]);
+        out.push_str(MASK);
+        from = end;
+    }
+    out.push_str(&text[from..]);
+    Cow::Owned(out)
 }
 
 /// The number of distinct spellings the redactor masks; for diagnostics.
 pub fn registered_count() -> usize {
-    REDACTOR.read().map(|k| k.len()).unwrap_or(0)
+    REDACTOR.read().map(|k| k.values.len()).unwrap_or(0)
 }
 
 /// `value` as serde_json spells it inside a JSON string.
@@ -170,6 +259,29 @@ mod tests {
         let _a = SecretValue::new("abcdef");
         let _b = SecretValue::new("abcdefghij");
         assert_eq!(redact("x abcdefghij y"), "x *** y");
+    }
+
+    #[test]
+    fn overlapping_values_are_masked_as_one_stretch() {
+        let _a = SecretValue::new("XYabcd-overlap");
+        let _b = SecretValue::new("abcd-overlapQRST");
+        assert_eq!(redact("<XYabcd-overlapQRST>"), "<***>");
+        assert_eq!(redact("XYabcd-overlap XYabcd-overlap"), "*** ***");
+        // Multi-byte characters around and inside a value.
+        let _c = SecretValue::new("éclair-Ω-secret");
+        assert_eq!(redact("ü éclair-Ω-secret ü"), "ü *** ü");
+    }
+
+    #[test]
+    fn many_values_are_all_masked() {
+        let values: Vec<SecretValue> = (0..2000)
+            .map(|i| SecretValue::new(format!("glpat-many-{i:05}-xxxxxxxx")))
+            .collect();
+        for v in values.iter().step_by(97) {
+            let line = format!("token {} here", v.expose());
+            assert_eq!(redact(&line), "token *** here");
+        }
+        assert_eq!(redact("glpat-many-nothing"), "glpat-many-nothing");
     }
 
     #[test]
