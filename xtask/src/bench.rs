@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Child, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -192,6 +192,40 @@ pub fn wait_with_usage(child: Child) -> Result<(ExitStatus, Usage)> {
             cpu: time(usage.ru_utime) + time(usage.ru_stime),
         },
     ))
+}
+
+/// Runs `command`, its stderr to `log` and its stdout next to it, and
+/// returns what it used.
+pub fn measure_command(mut command: Command, log: &Path) -> Result<Usage> {
+    let out_log = log.with_extension("stdout");
+    let create = |path: &Path| {
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))
+    };
+    command
+        .stdin(Stdio::null())
+        .stdout(create(&out_log)?)
+        .stderr(create(log)?);
+    let child = command
+        .spawn()
+        .with_context(|| format!("cannot start `{}`", cmd::shown(&command)))?;
+    let (status, used) = wait_with_usage(child)?;
+    if !status.success() {
+        // What went wrong, not the thousands of lines that went right.
+        let stdout = std::fs::read_to_string(&out_log).unwrap_or_default();
+        let stderr = std::fs::read_to_string(log).unwrap_or_default();
+        let said: Vec<&str> = stdout
+            .lines()
+            .filter(|l| !l.contains("succeeded"))
+            .chain(stderr.lines().filter(|l| !l.starts_with(" INFO")))
+            .take(40)
+            .collect();
+        bail!(
+            "`{}` failed ({status}):\n{}",
+            cmd::shown(&command).chars().take(300).collect::<String>(),
+            said.join("\n")
+        );
+    }
+    Ok(used)
 }
 
 /// The value below which `q` of the sorted samples fall (nearest rank).

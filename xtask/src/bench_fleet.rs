@@ -12,13 +12,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use crate::bench::{Usage, median, ms, wait_with_usage};
+use crate::bench::{Usage, median, ms};
 use crate::demo::{self, DemoEnv, Profile};
 use crate::fleet_client::REQUESTS_PER_ROTATION;
 use crate::sim::Sim;
@@ -110,7 +110,7 @@ pub fn run(credentials: usize, concurrency: usize) -> Result<()> {
             command.args(words).arg(env.keycycle().get_program());
             command.args(env.keycycle().get_args()).args(&args);
             command.current_dir(env.dir());
-            measure_command(command, &env.dir().join("bench-fleet.stderr"))?
+            crate::bench::measure_command(command, &env.dir().join("bench-fleet.stderr"))?
         }
         _ => measure(&env, &args)?,
     };
@@ -127,7 +127,8 @@ pub fn run(credentials: usize, concurrency: usize) -> Result<()> {
     let mut command = Command::new(&client);
     command.arg("fleet-client").arg(&spec);
     let started = Instant::now();
-    let plain_used = measure_command(command, &env.dir().join("fleet-client.stderr"))?;
+    let plain_used =
+        crate::bench::measure_command(command, &env.dir().join("fleet-client.stderr"))?;
     let plain_wall = started.elapsed();
     let plain_requests = requests(&sim_p)?;
     check_rotated(&sim_p, credentials, "the plain client")?;
@@ -340,41 +341,7 @@ fn token_value(v: &Value) -> Result<String> {
 fn measure(env: &DemoEnv, args: &[&str]) -> Result<Usage> {
     let mut command = env.keycycle();
     command.args(args);
-    measure_command(command, &env.dir().join("bench-fleet.stderr"))
-}
-
-/// Runs `command`, its stderr to `log` and its stdout next to it, and
-/// returns what it used.
-fn measure_command(mut command: Command, log: &Path) -> Result<Usage> {
-    let out_log = log.with_extension("stdout");
-    let create = |path: &Path| {
-        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))
-    };
-    command
-        .stdin(Stdio::null())
-        .stdout(create(&out_log)?)
-        .stderr(create(log)?);
-    let child = command
-        .spawn()
-        .with_context(|| format!("cannot start `{}`", cmd::shown(&command)))?;
-    let (status, used) = wait_with_usage(child)?;
-    if !status.success() {
-        // What went wrong, not the thousands of lines that went right.
-        let stdout = std::fs::read_to_string(&out_log).unwrap_or_default();
-        let stderr = std::fs::read_to_string(log).unwrap_or_default();
-        let said: Vec<&str> = stdout
-            .lines()
-            .filter(|l| !l.contains("succeeded"))
-            .chain(stderr.lines().filter(|l| !l.starts_with(" INFO")))
-            .take(40)
-            .collect();
-        bail!(
-            "`{}` failed ({status}):\n{}",
-            cmd::shown(&command).chars().take(300).collect::<String>(),
-            said.join("\n")
-        );
-    }
-    Ok(used)
+    crate::bench::measure_command(command, &env.dir().join("bench-fleet.stderr"))
 }
 
 fn us(d: Duration) -> String {

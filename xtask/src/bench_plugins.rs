@@ -8,12 +8,11 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::bench::{Usage, median, ms, wait_with_usage};
+use crate::bench::{Usage, median, ms};
 use crate::demo::{self, DemoEnv};
 use crate::{cmd, plugins};
 
@@ -140,26 +139,7 @@ fn series(env: &DemoEnv, runbook: &Path, runs: usize) -> Result<Series> {
 
 /// Runs the runbook once with `keycycle run` and returns what it used.
 fn measure(env: &DemoEnv, runbook: &Path) -> Result<Usage> {
-    let log = env.dir().join("bench-plugins.stderr");
-    let stderr =
-        std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
     let mut command = env.keycycle();
-    command
-        .arg("run")
-        .arg(runbook)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr);
-    let child = command
-        .spawn()
-        .with_context(|| format!("cannot start `{}`", cmd::shown(&command)))?;
-    let (status, used) = wait_with_usage(child)?;
-    if !status.success() {
-        bail!(
-            "`{}` failed ({status}):\n{}",
-            cmd::shown(&command),
-            std::fs::read_to_string(&log).unwrap_or_default().trim_end()
-        );
-    }
-    Ok(used)
+    command.arg("run").arg(runbook);
+    crate::bench::measure_command(command, &env.dir().join("bench-plugins.stderr"))
 }
