@@ -403,10 +403,12 @@ impl Core {
         }
     }
 
-    /// A failed answer on a KV path as an error.
-    async fn failure(&self, doing: &str, path: &str, answer: &Answer) -> VaultError {
+    /// A failed answer on a KV path (`KIND/PATH`, KIND `data` or
+    /// `metadata`) as an error; a denial names the path as a policy
+    /// spells it.
+    async fn failure(&self, doing: &str, kind: &str, path: &str, answer: &Answer) -> VaultError {
         if answer.status == StatusCode::FORBIDDEN {
-            self.forbidden(doing, &format!("{}/…/{path}", self.loc.mount), answer)
+            self.forbidden(doing, &format!("{}/{kind}/{path}", self.loc.mount), answer)
                 .await
         } else {
             self.server_error(doing, answer)
@@ -461,7 +463,7 @@ impl Core {
                 self.remember(name, version);
                 Ok(None)
             }
-            _ => Err(self.failure(&doing, &path, &answer).await),
+            _ => Err(self.failure(&doing, "data", &path, &answer).await),
         }
     }
 
@@ -513,7 +515,7 @@ impl Core {
                 expected: cas,
             });
         }
-        Err(self.failure(&doing, &path, &answer).await)
+        Err(self.failure(&doing, "data", &path, &answer).await)
     }
 
     /// The metadata of secret `name`, `None` when there is none.
@@ -556,7 +558,7 @@ impl Core {
                 }))
             }
             StatusCode::NOT_FOUND => Ok(None),
-            _ => Err(self.failure(&doing, &path, &answer).await),
+            _ => Err(self.failure(&doing, "metadata", &path, &answer).await),
         }
     }
 
@@ -579,7 +581,7 @@ impl Core {
             match answer.status {
                 StatusCode::OK => {}
                 StatusCode::NOT_FOUND => continue,
-                _ => return Err(self.failure(&doing, &path, &answer).await),
+                _ => return Err(self.failure(&doing, "metadata", &path, &answer).await),
             }
             let json = answer
                 .json()
@@ -615,7 +617,7 @@ impl Core {
             )
             .await?;
         if !answer.status.is_success() {
-            return Err(self.failure(&doing, &path, &answer).await);
+            return Err(self.failure(&doing, "metadata", &path, &answer).await);
         }
         self.versions().remove(name);
         Ok(true)

@@ -153,7 +153,8 @@ impl ServerSummary {
             .unwrap_or_default()
             .iter()
             .filter_map(|e| e.as_str())
-            .filter(|e| !e.trim().is_empty())
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
             .take(MAX_ERRORS)
             .map(one_line)
             .collect();
