@@ -449,6 +449,15 @@ fn approle_logs_in_from_files_and_again_when_its_token_expires() {
         "{:?}",
         status.policies
     );
+    // The policy covers deleting too.
+    assert!(store.remove("ci/deploy").unwrap());
+    assert_eq!(bao.kv_read("keycycle/ci/deploy"), None);
+    // And it is the policy the operations guide gives.
+    let guide = std::fs::read_to_string(repo_root().join("docs/operations.md")).unwrap();
+    assert!(
+        guide.contains(POLICY.trim()),
+        "docs/operations.md no longer gives the policy this test uses"
+    );
 }
 
 #[test]
