@@ -20,6 +20,7 @@ mod ibm_sm;
 mod inputs;
 mod inventory;
 mod kubernetes;
+mod openbao;
 mod operator;
 mod plugin_files;
 mod python_gitlab;

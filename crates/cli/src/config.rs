@@ -98,10 +98,153 @@ pub struct TrustSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretsSection {
-    /// The master key file; `KEYCYCLE_MASTER_KEY` takes precedence.
+    /// The master key file; `KEYCYCLE_MASTER_KEY` takes precedence. The
+    /// master key stays local whatever the backend: it seals the journal.
     pub key_file: Option<PathBuf>,
     /// The encrypted store file.
     pub store: Option<PathBuf>,
+    /// Where secrets live: `local` (the encrypted file, the default), or
+    /// `openbao` / `vault` (a KV v2 mount of OpenBao or HashiCorp Vault).
+    pub backend: Option<String>,
+    /// The server, `https://HOST:PORT` (backend `openbao`/`vault`).
+    pub address: Option<String>,
+    /// The KV v2 mount; `secret` by default.
+    pub mount: Option<String>,
+    /// Prepended to every secret name to make its KV path (`keycycle/`).
+    pub prefix: Option<String>,
+    /// A PEM file of CA certificates that replace the public roots.
+    pub ca_cert: Option<PathBuf>,
+    /// `token` (the default) or `approle`.
+    pub auth: Option<String>,
+    /// The token, when VAULT_TOKEN and BAO_TOKEN are not set.
+    pub token_file: Option<PathBuf>,
+    /// The AppRole role id, when VAULT_ROLE_ID and BAO_ROLE_ID are not set.
+    pub role_id_file: Option<PathBuf>,
+    /// The AppRole secret id, when VAULT_SECRET_ID and BAO_SECRET_ID are not
+    /// set.
+    pub secret_id_file: Option<PathBuf>,
+    /// Where the AppRole auth method is mounted; `approle` by default.
+    pub approle_mount: Option<String>,
+}
+
+/// Where the secrets live.
+#[derive(Debug, Clone)]
+pub enum SecretsBackend {
+    /// The encrypted file `store_file`.
+    Local,
+    /// A KV v2 mount of OpenBao or Vault.
+    Kv(Box<KvSettings>),
+}
+
+/// `[secrets]` of a KV backend, paths made absolute. Credentials from the
+/// environment are looked up when the backend is first used.
+#[derive(Debug, Clone)]
+pub struct KvSettings {
+    /// `openbao` or `vault`, as written: it names the server in messages.
+    pub kind: String,
+    pub address: String,
+    pub mount: String,
+    pub prefix: String,
+    pub ca_cert: Option<PathBuf>,
+    pub auth: KvAuth,
+    pub token_file: Option<PathBuf>,
+    pub role_id_file: Option<PathBuf>,
+    pub secret_id_file: Option<PathBuf>,
+    pub approle_mount: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvAuth {
+    Token,
+    AppRole,
+}
+
+impl SecretsSection {
+    /// The backend this section chooses, checked: settings of one backend
+    /// given to another are a mistake, not something to ignore.
+    fn backend(&self, abs: &dyn Fn(&Path) -> PathBuf) -> Result<SecretsBackend> {
+        let kind = self.backend.as_deref().unwrap_or("local");
+        let kv_settings = [
+            ("address", self.address.is_some()),
+            ("mount", self.mount.is_some()),
+            ("prefix", self.prefix.is_some()),
+            ("ca_cert", self.ca_cert.is_some()),
+            ("auth", self.auth.is_some()),
+            ("token_file", self.token_file.is_some()),
+            ("role_id_file", self.role_id_file.is_some()),
+            ("secret_id_file", self.secret_id_file.is_some()),
+            ("approle_mount", self.approle_mount.is_some()),
+        ];
+        match kind {
+            "local" => {
+                if let Some((name, _)) = kv_settings.iter().find(|(_, given)| *given) {
+                    bail!(
+                        "[secrets] {name} is a setting of backend \"openbao\" or \"vault\", and the \
+                         backend is \"local\"; set backend = \"openbao\" or remove {name}"
+                    );
+                }
+                Ok(SecretsBackend::Local)
+            }
+            "openbao" | "vault" => {
+                if self.store.is_some() {
+                    bail!(
+                        "[secrets] store is the local store's file, and the backend is \"{kind}\"; \
+                         remove store (the master key stays local: it seals the journal)"
+                    );
+                }
+                let Some(address) = self.address.clone().filter(|a| !a.trim().is_empty()) else {
+                    bail!(
+                        "[secrets] backend = \"{kind}\" needs address = \"https://HOST:PORT\" (the \
+                         address is never taken from the environment, so a stray VAULT_ADDR cannot \
+                         send secrets elsewhere)"
+                    );
+                };
+                let auth = match self.auth.as_deref().unwrap_or("token") {
+                    "token" => KvAuth::Token,
+                    "approle" => KvAuth::AppRole,
+                    other => bail!(
+                        "[secrets] auth = \"{other}\" is not known; use \"token\" or \"approle\""
+                    ),
+                };
+                match auth {
+                    KvAuth::Token
+                        if self.role_id_file.is_some() || self.secret_id_file.is_some() =>
+                    {
+                        bail!(
+                            "[secrets] role_id_file and secret_id_file are for auth = \"approle\", and \
+                             auth is \"token\""
+                        )
+                    }
+                    KvAuth::AppRole if self.token_file.is_some() => bail!(
+                        "[secrets] token_file is for auth = \"token\", and auth is \"approle\""
+                    ),
+                    _ => {}
+                }
+                Ok(SecretsBackend::Kv(Box::new(KvSettings {
+                    kind: kind.to_owned(),
+                    address,
+                    mount: self
+                        .mount
+                        .clone()
+                        .unwrap_or_else(|| keycycle_vault::DEFAULT_MOUNT.to_owned()),
+                    prefix: self.prefix.clone().unwrap_or_default(),
+                    ca_cert: self.ca_cert.as_deref().map(abs),
+                    auth,
+                    token_file: self.token_file.as_deref().map(abs),
+                    role_id_file: self.role_id_file.as_deref().map(abs),
+                    secret_id_file: self.secret_id_file.as_deref().map(abs),
+                    approle_mount: self
+                        .approle_mount
+                        .clone()
+                        .unwrap_or_else(|| keycycle_vault::DEFAULT_APPROLE_MOUNT.to_owned()),
+                })))
+            }
+            other => bail!(
+                "[secrets] backend = \"{other}\" is not known; use \"local\" (the encrypted file), \
+                 \"openbao\" or \"vault\""
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -182,6 +325,8 @@ pub struct Config {
     pub cache_key_file: PathBuf,
     pub key_file: PathBuf,
     pub store_file: PathBuf,
+    /// Where secrets live: the file `store_file`, or OpenBao/Vault.
+    pub secrets_backend: SecretsBackend,
     pub plugins: BTreeMap<String, PluginSection>,
     pub runbooks: BTreeMap<String, RunbookSection>,
     pub approvals: ApprovalsSection,
@@ -312,6 +457,7 @@ pub fn load(explicit: Option<&Path>) -> Result<Config> {
         Some(f) => anyhow::anyhow!("{}: {e:#}", f.display()),
         None => e,
     };
+    let secrets_backend = parsed.secrets.backend(&abs).map_err(in_file)?;
     let mut trust_keys = BTreeMap::new();
     for (team, value) in &parsed.trust.keys {
         let key = trust_key(team, value, &abs).map_err(in_file)?;
@@ -426,6 +572,7 @@ pub fn load(explicit: Option<&Path>) -> Result<Config> {
     Ok(Config {
         policy,
         credentials,
+        secrets_backend,
         runbooks_dir: parsed
             .runbooks_dir
             .as_deref()

@@ -122,7 +122,11 @@ async fn examine(config: &Config, report: &mut Report) {
     policy_section(config, report);
     process_section(report);
     let store = Arc::new(StoreAccess::new(config));
-    let names = key_and_store(config, &store, report);
+    let names = if store.kv_settings().is_some() {
+        key_and_kv(config, &store, report)
+    } else {
+        key_and_store(config, &store, report)
+    };
     let cache = cache_section(&config.cache_dir, report)
         // Loading through the cache would create its key: a doctor creates
         // nothing.
@@ -298,6 +302,180 @@ fn process_section(report: &mut Report) {
             "master_key_from_environment": h.key_taken_from_env,
         }),
     );
+}
+
+/// With the secrets in OpenBao or Vault: the master key (it still seals
+/// the journal), and the server: reachable, taking the credentials, KV v2
+/// at the mount. Returns the stored names when they could be listed. Reads
+/// only: no secret value is fetched, and the token is shown by where it
+/// came from.
+fn key_and_kv(
+    config: &Config,
+    store: &StoreAccess,
+    report: &mut Report,
+) -> Option<BTreeSet<String>> {
+    const S: &str = "secrets backend";
+    let from_env = crate::hardening::env_master_key().is_some();
+    let source = if from_env {
+        KEY_ENV.to_owned()
+    } else {
+        format!("key file {}", config.key_file.display())
+    };
+    match store.master_key() {
+        Ok(_) => report.add(
+            "master key",
+            Level::Ok,
+            format!("from {source}; it seals the journal (the secrets are not in a local file)"),
+        ),
+        Err(e) => report.add(
+            "master key",
+            Level::Error,
+            format!(
+                "{}; runs need it to seal the journal even with the secrets in a server",
+                describe(&e)
+            ),
+        ),
+    }
+    let where_ = store.describe();
+    let settings = store.kv_settings().expect("a KV backend");
+    let mut facts = json!({
+        "backend": settings.kind,
+        "address": settings.address,
+        "mount": settings.mount,
+        "prefix": settings.prefix,
+        "auth": match settings.auth {
+            crate::config::KvAuth::Token => "token",
+            crate::config::KvAuth::AppRole => "approle",
+        },
+        "reachable": Value::Null,
+        "authenticated": Value::Null,
+        "kv_v2": Value::Null,
+        "secrets": Value::Null,
+    });
+    let kv = match store.kv() {
+        Ok(Some(kv)) => kv,
+        Ok(None) => unreachable!("a KV backend"),
+        Err(e) => {
+            report.add(S, Level::Error, format!("{where_}: {}", describe(&e)));
+            facts["error"] = json!(describe(&e));
+            report.facts.insert("secrets_backend".into(), facts);
+            return None;
+        }
+    };
+    let status = match kv.status() {
+        Ok(status) => status,
+        Err(e) => {
+            let reachable = !matches!(e, keycycle_vault::VaultError::Unreachable { .. });
+            facts["reachable"] = json!(reachable);
+            if reachable {
+                facts["authenticated"] = json!(false);
+            }
+            let e = crate::store::kv_error(e);
+            report.add(S, Level::Error, format!("{where_}: {}", describe(&e)));
+            facts["error"] = json!(describe(&e));
+            report.facts.insert("secrets_backend".into(), facts);
+            return None;
+        }
+    };
+    facts["reachable"] = json!(true);
+    facts["authenticated"] = json!(true);
+    facts["server_version"] = json!(status.server_version);
+    facts["sealed"] = json!(status.sealed);
+    facts["credential"] = json!(status.credential);
+    facts["token_ttl_secs"] = json!(status.ttl_secs);
+    facts["policies"] = json!(status.policies);
+    report.add(
+        S,
+        if status.sealed {
+            Level::Error
+        } else {
+            Level::Ok
+        },
+        format!(
+            "{where_}: reachable ({}{})",
+            status
+                .server_version
+                .as_deref()
+                .map_or("version unknown".to_owned(), |v| format!("version {v}")),
+            if status.sealed {
+                ", SEALED: unseal it"
+            } else {
+                ""
+            }
+        ),
+    );
+    report.add(
+        S,
+        Level::Ok,
+        format!(
+            "authenticated with the {} (policies: {}; {})",
+            status.credential,
+            if status.policies.is_empty() {
+                "none".to_owned()
+            } else {
+                status.policies.join(", ")
+            },
+            match status.ttl_secs {
+                Some(ttl) => format!("the token expires in {ttl} s"),
+                None => "the token does not expire".to_owned(),
+            }
+        ),
+    );
+    match &status.mount {
+        keycycle_vault::MountKind::KvV2 => {
+            facts["kv_v2"] = json!(true);
+            report.add(
+                S,
+                Level::Ok,
+                format!("mount `{}` is KV version 2", settings.mount),
+            );
+        }
+        keycycle_vault::MountKind::Other(what) => {
+            facts["kv_v2"] = json!(false);
+            report.add(
+                S,
+                Level::Error,
+                format!(
+                    "mount `{}` is {what}, not KV version 2; point [secrets] mount at a KV v2 mount",
+                    settings.mount
+                ),
+            );
+        }
+        keycycle_vault::MountKind::Unknown(why) => report.add(
+            S,
+            Level::Warn,
+            format!(
+                "cannot tell whether mount `{}` is KV version 2: {why}",
+                settings.mount
+            ),
+        ),
+    }
+    let names = match kv.list() {
+        Ok(names) => names,
+        Err(e) => {
+            let e = crate::store::kv_error(e);
+            report.add(
+                S,
+                Level::Error,
+                format!("cannot list the secrets: {}", describe(&e)),
+            );
+            facts["error"] = json!(describe(&e));
+            report.facts.insert("secrets_backend".into(), facts);
+            return None;
+        }
+    };
+    report.add(
+        S,
+        Level::Ok,
+        format!(
+            "{} secret{} below the prefix",
+            names.len(),
+            if names.len() == 1 { "" } else { "s" }
+        ),
+    );
+    facts["secrets"] = json!(names.len());
+    report.facts.insert("secrets_backend".into(), facts);
+    Some(names.into_iter().collect())
 }
 
 /// The master key, and the store it must open. Returns the stored names

@@ -1,4 +1,5 @@
-//! `keycycle secrets`: create the master key and manage stored secrets.
+//! `keycycle secrets`: create the master key and manage stored secrets, in
+//! the local encrypted file or in OpenBao/Vault (`[secrets] backend`).
 //! Values come from stdin, a file or an environment variable, never from
 //! the command line, where every user of the machine can read them.
 //!
@@ -16,7 +17,7 @@ use zeroize::Zeroizing;
 
 use crate::config::Config;
 use crate::exit::Code;
-use crate::store::{KEY_ENV, StoreAccess};
+use crate::store::{KEY_ENV, StoreAccess, kv_error};
 
 pub fn init(config: &Config) -> Result<()> {
     let store = StoreAccess::new(config);
@@ -101,7 +102,7 @@ pub fn set(
     }
     let value = SecretValue::new(value);
     let store = StoreAccess::new(config);
-    store.with(|s| s.set(name, &value).context(Code::Config))?;
+    store.set(name, &value)?;
     crate::out::done(
         serde_json::json!({"ok": true, "stored": name}),
         format_args!("stored secret `{name}`"),
@@ -111,6 +112,9 @@ pub fn set(
 
 pub fn list(config: &Config, json: bool) -> Result<()> {
     let store = StoreAccess::new(config);
+    if let Some(kv) = store.kv()? {
+        return list_kv(&store, &kv, json);
+    }
     let items = store.with(|s| Ok(s.list()))?;
     if json {
         let rows: Vec<_> = items
@@ -148,6 +152,58 @@ pub fn list(config: &Config, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// `list` on OpenBao/Vault: the names below the prefix, each with its
+/// metadata (times, and whether someone deleted its current version).
+fn list_kv(store: &StoreAccess, kv: &keycycle_vault::KvStore, json: bool) -> Result<()> {
+    let names = kv.list().map_err(kv_error)?;
+    let mut items = Vec::with_capacity(names.len());
+    for name in &names {
+        // A key deleted between the list and this read is left out, as it
+        // would be from a list made a moment later.
+        if let Some(info) = kv.info(name).map_err(kv_error)? {
+            items.push(info);
+        }
+    }
+    if json {
+        let rows: Vec<_> = items
+            .iter()
+            .map(|i| {
+                serde_json::json!({
+                    "name": i.name,
+                    "created_at": i.created_at.map(rfc3339),
+                    "updated_at": i.updated_at.map(rfc3339),
+                    "version": i.current_version,
+                    "deleted": i.current_deleted,
+                })
+            })
+            .collect();
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
+    } else if items.is_empty() {
+        note!("no secrets in {}", store.describe());
+    } else {
+        for i in &items {
+            let when = i
+                .updated_at
+                .map(rfc3339)
+                .unwrap_or_else(|| "unknown".to_owned());
+            if i.current_deleted {
+                outln!(
+                    "{}\t(version {} deleted {when}; reading it finds nothing)",
+                    i.name,
+                    i.current_version
+                );
+            } else {
+                outln!(
+                    "{}\t(updated {when}, version {})",
+                    i.name,
+                    i.current_version
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 fn updated(info: &SecretInfo) -> String {
     info.updated_at
         .map(rfc3339)
@@ -155,16 +211,22 @@ fn updated(info: &SecretInfo) -> String {
 }
 
 pub fn rm(config: &Config, name: &str) -> Result<()> {
+    validate_name(name).context(Code::Config)?;
     let store = StoreAccess::new(config);
-    if store.with(|s| s.remove(name).context(Code::Config))? {
+    if store.remove(name)? {
         crate::out::done(
             serde_json::json!({"ok": true, "removed": name}),
             format_args!("removed secret `{name}`"),
         );
         Ok(())
     } else {
+        let place = if store.kv_settings().is_some() {
+            store.describe()
+        } else {
+            "the store".to_owned()
+        };
         Err(anyhow!(
-            "there is no secret `{name}` in the store; see the stored names with `keycycle secrets list`"
+            "there is no secret `{name}` in {place}; see the stored names with `keycycle secrets list`"
         ))
         .context(Code::Config)
     }
