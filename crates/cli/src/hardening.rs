@@ -1,6 +1,8 @@
 //! Hardening of the keycycle process itself, applied first thing in
 //! `main`: no core dumps and no ptrace by other processes of the same
-//! user, and the master key taken out of the environment.
+//! user, and the master key and the secrets backend's credentials
+//! (`VAULT_TOKEN`, `VAULT_SECRET_ID`, ...) taken out of the environment,
+//! so no child process or later reader of the environment sees them.
 //!
 //! What stays exposed (docs/operations.md, "Shared runners"): root can
 //! still read the process's memory; `/proc/PID/environ` shows the
@@ -8,11 +10,12 @@
 //! only root can read once the process is not dumpable; and the key is in
 //! the memory of the process that started keycycle (a shell, a CI agent).
 
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use zeroize::Zeroizing;
 
-use crate::store::KEY_ENV;
+use crate::store::{KEY_ENV, ROLE_ID_ENV, SECRET_ID_ENV, TOKEN_ENV};
 
 /// What [`apply`] achieved, for `keycycle doctor`.
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +30,8 @@ pub struct Hardening {
 
 static APPLIED: OnceLock<Hardening> = OnceLock::new();
 static ENV_KEY: OnceLock<Option<Zeroizing<String>>> = OnceLock::new();
+/// The secrets backend's credentials as the environment gave them.
+static ENV_CREDENTIALS: OnceLock<BTreeMap<&'static str, Zeroizing<String>>> = OnceLock::new();
 
 /// Hardens the process. Call it before any other thread starts: removing
 /// an environment variable is sound only while no thread reads the
@@ -46,6 +51,18 @@ pub fn apply() {
         }
     }
     let _ = ENV_KEY.set(key.map(|k| Zeroizing::new(k.to_string_lossy().into_owned())));
+    let mut credentials = BTreeMap::new();
+    for var in TOKEN_ENV.iter().chain(&ROLE_ID_ENV).chain(&SECRET_ID_ENV) {
+        if let Some(value) = std::env::var_os(var) {
+            credentials.insert(*var, Zeroizing::new(value.to_string_lossy().into_owned()));
+            // SAFETY: as above, no other thread exists yet.
+            #[allow(unsafe_code)]
+            unsafe {
+                std::env::remove_var(var);
+            }
+        }
+    }
+    let _ = ENV_CREDENTIALS.set(credentials);
     let _ = APPLIED.set(Hardening {
         not_dumpable,
         key_taken_from_env,
@@ -56,6 +73,16 @@ pub fn apply() {
 /// started, if it did.
 pub fn env_master_key() -> Option<&'static str> {
     ENV_KEY.get().and_then(|k| k.as_deref().map(String::as_str))
+}
+
+/// A secrets-backend credential the environment gave when the process
+/// started (`VAULT_TOKEN`, say): taken out of the environment by
+/// [`apply`]; read from it directly before `apply` ran (unit tests).
+pub fn env_credential(var: &str) -> Option<Zeroizing<String>> {
+    match ENV_CREDENTIALS.get() {
+        Some(taken) => taken.get(var).cloned(),
+        None => std::env::var(var).ok().map(Zeroizing::new),
+    }
 }
 
 /// What [`apply`] achieved; `None` before it ran (unit tests).

@@ -229,8 +229,7 @@ pub fn kv_error(e: VaultError) -> anyhow::Error {
 /// The first of `vars` that is set and not empty, as a credential.
 fn from_env(vars: &[&str]) -> Option<Credential> {
     vars.iter().find_map(|var| {
-        std::env::var(var)
-            .ok()
+        crate::hardening::env_credential(var)
             .filter(|v| !v.trim().is_empty())
             .map(|v| Credential::Given {
                 // Registered for masking before anything could print it.
