@@ -27,6 +27,10 @@
 //!   again. So is the result of a call that changes the provider and is not
 //!   `idempotent` (a resume could not simply send it again to find out how
 //!   it went), and a prompt's answer (a person would have to give it again).
+//! - **A resume makes what it found durable before it acts on it.** An
+//!   attempt killed between a write and its barrier leaves a record that is
+//!   in the store but not on disk; the first step a resume takes from the
+//!   journal (replayed or in flight) is preceded by a barrier.
 //! - **Everything else is grouped** ([`Durability::Grouped`]): the intents
 //!   and results of read-only calls, secrets read from the store, the time,
 //!   randomness, and the results of idempotent changes and secret writes;
@@ -80,6 +84,12 @@ pub struct Journal {
     /// after the operator checked that it did not happen.
     retry_in_flight: bool,
     next: Mutex<u64>,
+    /// Whether the records of the attempts before this one are known to be
+    /// durable. An attempt killed before a barrier leaves records that are
+    /// written but not yet on disk; a resume makes them durable before it
+    /// acts on any of them (sends an in-flight change again, or goes on
+    /// with a replayed minted value).
+    prior_durable: std::sync::atomic::AtomicBool,
 }
 
 /// How one effect goes, given the journal.
@@ -127,6 +137,7 @@ impl Journal {
         prior: Vec<EffectRecord>,
         retry_in_flight: bool,
     ) -> Journal {
+        let prior_durable = std::sync::atomic::AtomicBool::new(prior.is_empty());
         Journal {
             state,
             key,
@@ -134,6 +145,7 @@ impl Journal {
             prior,
             retry_in_flight,
             next: Mutex::new(0),
+            prior_durable,
         }
     }
 
@@ -182,6 +194,7 @@ impl Journal {
                     self.run_id, was.name, was.request_summary, self.run_id
                 )));
             }
+            self.make_prior_durable()?;
             return Ok(match &record.outcome {
                 Some(outcome) => (seq, Step::Replay(outcome.clone())),
                 None => (seq, Step::InFlight),
@@ -203,6 +216,17 @@ impl Journal {
         self.barrier_if(durability)?;
         crate::debug::abort_after(|| seq.to_string());
         Ok((seq, Step::Fresh))
+    }
+
+    /// One barrier before the first step a resume takes from the journal
+    /// of an earlier attempt (see `prior_durable`).
+    fn make_prior_durable(&self) -> Result<(), EffectError> {
+        use std::sync::atomic::Ordering;
+        if !self.prior_durable.load(Ordering::Acquire) {
+            self.state.sync().map_err(storage)?;
+            self.prior_durable.store(true, Ordering::Release);
+        }
+        Ok(())
     }
 
     /// The store's barrier, when `durability` asks for one. A write and its
@@ -1267,7 +1291,73 @@ pub fn open_value(
 
 #[cfg(test)]
 mod tests {
-    use super::with_run_id;
+    use super::{Durability, EffectError, Value, call_outcome_durability, with_run_id};
+    use keycycle_contract::OperationSpec;
+    use keycycle_secret::SecretValue;
+
+    fn spec(mutates: bool, idempotent: bool) -> OperationSpec {
+        OperationSpec {
+            name: "op".to_owned(),
+            doc: String::new(),
+            inputs: Vec::new(),
+            secret_outputs: Vec::new(),
+            mutates,
+            recover_with: None,
+            idempotent,
+            if_interrupted: None,
+        }
+    }
+
+    #[test]
+    fn a_call_outcome_is_a_barrier_when_minted_unsettled_or_unknown() {
+        let plain = Ok(Value::Map(
+            [("id".to_owned(), Value::Int(7))].into_iter().collect(),
+        ));
+        let minted = Ok(Value::Map(
+            [(
+                "token".to_owned(),
+                Value::Secret(SecretValue::new("glpat-minted-0123456789")),
+            )]
+            .into_iter()
+            .collect(),
+        ));
+        let failed = Err(EffectError::Failed("no".to_owned()));
+        let read = spec(false, false);
+        let idempotent = spec(true, true);
+        let change = spec(true, false);
+        assert_eq!(
+            call_outcome_durability(Some(&read), &plain),
+            Durability::Grouped
+        );
+        assert_eq!(
+            call_outcome_durability(Some(&read), &failed),
+            Durability::Grouped
+        );
+        assert_eq!(
+            call_outcome_durability(Some(&idempotent), &plain),
+            Durability::Grouped
+        );
+        // A secret in the answer: nothing could make it again.
+        assert_eq!(
+            call_outcome_durability(Some(&read), &minted),
+            Durability::Durable
+        );
+        assert_eq!(
+            call_outcome_durability(Some(&idempotent), &minted),
+            Durability::Durable
+        );
+        // A change a resume could not send again, whatever its answer.
+        assert_eq!(
+            call_outcome_durability(Some(&change), &plain),
+            Durability::Durable
+        );
+        assert_eq!(
+            call_outcome_durability(Some(&change), &failed),
+            Durability::Durable
+        );
+        // Nothing known of the operation: conservative.
+        assert_eq!(call_outcome_durability(None, &plain), Durability::Durable);
+    }
 
     #[test]
     fn advice_gets_the_run_id_in_place_of_the_placeholder() {
