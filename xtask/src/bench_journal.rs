@@ -1,8 +1,13 @@
 //! `cargo xtask bench-journal`: what durability costs. Runs the full
 //! `gitlab-personal-token` rotation against the GitLab simulator, each run
-//! journaled either on disk (SQLite, every result fsynced before the
-//! runbook sees it) or in memory, alternating in the same session so both
-//! see the same machine, and compares the wall times.
+//! journaled either on disk (SQLite, with group commit: an fsync before
+//! every externally visible effect and after every minted value) or in
+//! memory, alternating in the same session so both see the same machine,
+//! and compares the wall times.
+//!
+//! `KEYCYCLE_BENCH_BINARY=PATH` measures that keycycle binary instead of
+//! building this tree's, so an older build can be measured beside a newer
+//! one on the same machine and simulator.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -14,11 +19,22 @@ use crate::demo::{self, DemoEnv, Profile};
 use crate::sim::Sim;
 use crate::{cmd, demo_gitlab, plugins, setup};
 
+/// A keycycle binary to measure instead of this tree's release build.
+const BINARY_ENV: &str = "KEYCYCLE_BENCH_BINARY";
+
 pub fn run(runs: usize) -> Result<()> {
     setup::run()?;
     plugins::build()?;
-    cmd::say("Building the keycycle command line (release build, as operators run it)");
-    let keycycle = demo::build_cli(Profile::Release)?;
+    let keycycle = match std::env::var_os(BINARY_ENV) {
+        Some(path) => {
+            cmd::say(&format!("Measuring {} ({BINARY_ENV})", path.display()));
+            std::path::PathBuf::from(path)
+        }
+        None => {
+            cmd::say("Building the keycycle command line (release build, as operators run it)");
+            demo::build_cli(Profile::Release)?
+        }
+    };
     let demo_sim = Sim::start(&keycycle)?;
     let env = DemoEnv::create(&keycycle, demo_sim.url())?;
     env.init_secrets()?;
