@@ -158,7 +158,10 @@ pub trait StateStore: Send + Sync {
     /// store before the call, grouped or not, by any run of the process, is
     /// durable. Callers that ask while another barrier's fsync is under way
     /// wait for it and share the next one. Cheap when nothing is waiting
-    /// to be made durable.
+    /// to be made durable. A change whose barrier fails is reported as
+    /// failed, although it is in the store: nothing can be said of its
+    /// durability, so the caller must not act on it, and the next barrier
+    /// that succeeds covers it.
     fn sync(&self) -> Result<(), StateError>;
 
     /// A run's journal by sequence number. An effect whose `outcome` is
