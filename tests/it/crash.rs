@@ -655,7 +655,9 @@ fn webhook_recreate_survives_a_crash_at_every_boundary() {
 /// One durable write of a clean run, which the debug build's
 /// `KEYCYCLE_DEBUG_ABORT_AFTER` can stop the process right after.
 struct Point {
-    /// The switch's value: `N`, `N:result` or `end`.
+    /// The switch's value: `N`, `N:result` or `end` (after the write and
+    /// its barrier, if it has one), or `N:unsynced` (after the write,
+    /// before its barrier).
     label: String,
     /// What it is, for failure messages.
     what: String,
@@ -663,6 +665,78 @@ struct Point {
     /// twice and cannot be looked up: a resume cannot know whether it
     /// happened, and must stop for an operator (exit 9).
     needs_operator: bool,
+    /// Under a power cut: whether every journal write before this point is
+    /// durable (a barrier just ran), `Some(false)` where grouped writes
+    /// must be waiting for one, `None` where the test does not say.
+    durable: Option<bool>,
+}
+
+/// How the process stopped at a point leaves the state database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// The process dies: the kernel keeps everything it wrote.
+    Abort,
+    /// The machine loses power as the process dies: every journal write
+    /// that no barrier made durable is gone (the debug build's
+    /// `KEYCYCLE_DEBUG_POWER_CUT` records what the last barrier covered,
+    /// and the test cuts the write-ahead log back to it).
+    PowerCut,
+}
+
+/// Runs keycycle until it aborts at `point`, then, for a power cut, throws
+/// away what was not durable. Returns the run and how many bytes of the
+/// write-ahead log the power cut took.
+fn stop_at(ws: &Workspace, args: &[&str], point: &str, stop: Stop) -> (Run, u64) {
+    match stop {
+        Stop::Abort => (ws.run_aborting(args, point), 0),
+        Stop::PowerCut => {
+            let run = ws.run_env(
+                args,
+                &[
+                    ("KEYCYCLE_DEBUG_ABORT_AFTER", point),
+                    ("KEYCYCLE_DEBUG_POWER_CUT", "1"),
+                ],
+            );
+            assert_eq!(
+                run.signal,
+                Some(SIGABRT),
+                "keycycle {args:?} was to abort after {point}, but it exited with {}; stderr:\n{}",
+                run.code,
+                run.stderr
+            );
+            let lost = cut_power(ws);
+            (run, lost)
+        }
+    }
+}
+
+/// What a power cut does to the state database of a dead process: its
+/// write-ahead log keeps what the last barrier made durable and loses the
+/// rest (SQLite's recovery then ends at the last whole commit there). The
+/// shared-memory index goes too, as it would with the machine's memory.
+/// Returns how many bytes were lost.
+fn cut_power(ws: &Workspace) -> u64 {
+    let state = ws.path().join("state");
+    let wal = state.join("state.db-wal");
+    let record = state.join("state.db-wal.synced");
+    let synced: u64 = std::fs::read_to_string(&record)
+        .expect("the killed process recorded what its last barrier covered")
+        .trim()
+        .parse()
+        .expect("a length");
+    std::fs::remove_file(&record).unwrap();
+    let written = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        synced <= written,
+        "the last barrier covered {synced} bytes of a {written}-byte log"
+    );
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&wal)
+        .and_then(|f| f.set_len(synced))
+        .unwrap();
+    let _ = std::fs::remove_file(state.join("state.db-shm"));
+    written - synced
 }
 
 /// The gitlab operations a resume cannot settle on its own, from the
@@ -684,7 +758,13 @@ fn unsettleable_operations(ws: &Workspace) -> Vec<String> {
 
 /// A clean run's durable points: each journal step's intent, then its
 /// result, then the run's end; read from `keycycle show RUN -o json`.
-fn journal_points(setup: fn(&GitLabSim) -> Case, kinds: &[&str]) -> Vec<Point> {
+///
+/// For a power cut, also the point between each intent and its barrier,
+/// and what must be durable at each point: nothing may be waiting for a
+/// barrier right after the intent of a change or after the result of a
+/// call that minted a secret or cannot be sent twice, and the intent of a
+/// change must be waiting for its barrier just before it.
+fn journal_points(setup: fn(&GitLabSim) -> Case, kinds: &[&str], stop: Stop) -> Vec<Point> {
     let sim = GitLabSim::start();
     let ws = gitlab_workspace(&sim);
     let case = setup(&sim);
@@ -705,21 +785,40 @@ fn journal_points(setup: fn(&GitLabSim) -> Case, kinds: &[&str]) -> Vec<Point> {
         // An error the runbook handles (a store probe, a failed delete it
         // defers) is a result like any other.
         assert_ne!(step["outcome"], "in-flight", "a clean run's step: {step:#}");
+        let unsettled = step["kind"] == "plugin" && unsettleable.iter().any(|u| u == name);
+        // What the journal's rule makes a barrier (engine::journal): the
+        // intent of a plugin call that changes the provider, a secret
+        // write and a prompt; the result of a rotation (a minted token,
+        // and not safe to send twice).
+        let visible = (step["kind"] == "plugin" && step["mutates"] == true)
+            || step["kind"] == "store_secret"
+            || step["kind"] == "prompt";
+        if stop == Stop::PowerCut {
+            points.push(Point {
+                label: format!("{seq}:unsynced"),
+                what: format!("the intent of step {seq} ({name}), before its barrier"),
+                needs_operator: false,
+                durable: visible.then_some(false),
+            });
+        }
         points.push(Point {
             label: seq.to_string(),
             what: format!("the intent of step {seq} ({name})"),
-            needs_operator: step["kind"] == "plugin" && unsettleable.iter().any(|u| u == name),
+            needs_operator: unsettled,
+            durable: visible.then_some(true),
         });
         points.push(Point {
             label: format!("{seq}:result"),
             what: format!("the result of step {seq} ({name})"),
             needs_operator: false,
+            durable: (unsettled || name.contains("rotate")).then_some(true),
         });
     }
     points.push(Point {
         label: "end".into(),
         what: "the end of the run, before the one write that ends it and releases its locks".into(),
         needs_operator: false,
+        durable: None,
     });
     for kind in kinds {
         assert!(
@@ -745,15 +844,28 @@ fn locks_of(ws: &Workspace, run_id: &str) -> Vec<serde_json::Value> {
 /// must stop for an operator there, aborts the resume after the next point
 /// too; resumes to the end and checks the true state, the locks, the
 /// pending actions and every file.
-fn abort_and_resume(setup: fn(&GitLabSim) -> Case, points: &[Point], i: usize) {
+fn abort_and_resume(setup: fn(&GitLabSim) -> Case, points: &[Point], i: usize, stop: Stop) {
     let sim = GitLabSim::start();
     let ws = gitlab_workspace(&sim);
     let case = setup(&sim);
     sim.state.clear_requests();
     let mut transcript = Transcript::default();
 
-    let aborted = ws.run_aborting(&case.args(), &points[i].label);
+    let (aborted, lost) = stop_at(&ws, &case.args(), &points[i].label, stop);
     transcript.run("the aborted run", &aborted);
+    if stop == Stop::PowerCut {
+        match points[i].durable {
+            Some(true) => assert_eq!(
+                lost, 0,
+                "a barrier made every journal write durable before this point"
+            ),
+            Some(false) => assert!(
+                lost > 0,
+                "the intent is grouped until its barrier, so a power cut here takes it"
+            ),
+            None => {}
+        }
+    }
     // What the dead process left, before any keycycle opens it again.
     ws.assert_files_clean_including(&["state/state.db", "state/secrets.json"]);
     let run_id = ws.only_unfinished_run();
@@ -763,7 +875,7 @@ fn abort_and_resume(setup: fn(&GitLabSim) -> Case, points: &[Point], i: usize) {
     if !points[i].needs_operator
         && let Some(next) = points.get(i + 1)
     {
-        let second = ws.run_aborting(&["resume", &run_id], &next.label);
+        let (second, _) = stop_at(&ws, &["resume", &run_id], &next.label, stop);
         transcript.run("the aborted resume", &second);
         assert_eq!(ws.only_unfinished_run(), run_id);
         at = i + 1;
@@ -824,11 +936,24 @@ fn rotations(sim: &GitLabSim) -> usize {
 /// Aborts the runbook after each durable point of its clean run in turn,
 /// and reports every scenario that went wrong.
 fn abort_at_every_step(setup: fn(&GitLabSim) -> Case, kinds: &[&str]) {
-    let points = journal_points(setup, kinds);
+    stop_at_every_step(setup, kinds, Stop::Abort)
+}
+
+/// Cuts the power as the runbook passes each durable point of its clean
+/// run, and before each barrier, in turn: group commit must lose nothing
+/// that a resume cannot do again.
+fn power_cut_at_every_step(setup: fn(&GitLabSim) -> Case, kinds: &[&str]) {
+    stop_at_every_step(setup, kinds, Stop::PowerCut)
+}
+
+fn stop_at_every_step(setup: fn(&GitLabSim) -> Case, kinds: &[&str], stop: Stop) {
+    let points = journal_points(setup, kinds, stop);
     let mut failures = Vec::new();
     for (i, point) in points.iter().enumerate() {
-        eprintln!("abort {}: after {} ({})", i + 1, point.label, point.what);
-        let outcome = catch_unwind(AssertUnwindSafe(|| abort_and_resume(setup, &points, i)));
+        eprintln!("{stop:?} {}: after {} ({})", i + 1, point.label, point.what);
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            abort_and_resume(setup, &points, i, stop)
+        }));
         if let Err(panic) = outcome {
             let message = panic
                 .downcast_ref::<String>()
@@ -889,6 +1014,30 @@ fn webhook_recreate_survives_an_abort_after_every_journaled_step() {
     abort_at_every_step(
         webhook_recreate,
         &["plugin", "lock", "random", "store_secret"],
+    );
+}
+
+#[test]
+fn personal_token_self_rotation_survives_a_power_cut_at_every_journaled_step() {
+    power_cut_at_every_step(
+        personal_token_self_rotation,
+        &["plugin", "lock", "store_secret"],
+    );
+}
+
+#[test]
+fn webhook_secret_survives_a_power_cut_at_every_journaled_step() {
+    power_cut_at_every_step(
+        webhook_secret,
+        &["plugin", "lock", "random", "store_secret"],
+    );
+}
+
+#[test]
+fn a_deferred_trigger_deletion_survives_a_power_cut_at_every_journaled_step() {
+    power_cut_at_every_step(
+        trigger_token_with_deferred_deletion,
+        &["plugin", "lock", "defer"],
     );
 }
 

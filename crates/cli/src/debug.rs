@@ -6,13 +6,20 @@
 //!   `std::process::abort()` right after the durable write named `POINT`,
 //!   so a crash test can stop a run at every journaled step
 //!   deterministically instead of racing a `kill`. The points:
-//!   - `N`: the intent of journal step `N` is on disk, and nothing of the
-//!     step has been carried out yet;
-//!   - `N:result`: step `N` was carried out and its result is on disk;
+//!   - `N:unsynced`: the intent of journal step `N` is written, and not
+//!     yet made durable by the barrier it may need (group commit);
+//!   - `N`: the intent of journal step `N` is written, and on disk if the
+//!     step is a barrier; nothing of the step has been carried out yet;
+//!   - `N:result:unsynced`, `N:result`: the same for step `N`'s result,
+//!     once the step was carried out;
 //!   - `end`: the run is about to end (one write ends it and releases its locks);
 //!   - `cleanup:claimed`: `keycycle cleanup` claimed a due action and has
 //!     not run it yet;
 //!   - `cleanup:ran`: the action ran and its outcome is not recorded yet.
+//! - `KEYCYCLE_DEBUG_POWER_CUT=1` makes the state database emulate what
+//!   a power cut could lose: it never checkpoints by itself, and after
+//!   each barrier records in `state.db-wal.synced` how much of its log is
+//!   on disk, so a crash test can cut the log back to that after an abort.
 //! - `KEYCYCLE_DEBUG_NOW_OFFSET_SECS=S` moves the clock `keycycle cleanup`
 //!   reads S seconds ahead (or back, when negative), so a test can reach
 //!   an action's eighth attempt without waiting out its backoff.

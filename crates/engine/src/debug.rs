@@ -4,7 +4,8 @@
 //! module); these are the ones a run itself reads.
 //!
 //! - `KEYCYCLE_DEBUG_ABORT_AFTER=POINT` aborts the process right after the
-//!   durable write named `POINT` (`N`, `N:result`, `end`, ...).
+//!   journal write named `POINT` (`N:unsynced`, `N`, `N:result:unsynced`,
+//!   `N:result`, `end`, ...; `:unsynced` is before the write's barrier).
 //! - `KEYCYCLE_DEBUG_USER=NAME` is who keycycle takes the user to be.
 
 #[cfg(debug_assertions)]

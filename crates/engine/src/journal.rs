@@ -1,9 +1,53 @@
 //! The run journal: every effect a runbook has gets a sequence number, its
-//! intent is written before it happens and its result after, both on disk
-//! before the runbook sees the result. A resumed run replays journaled
-//! results instead of sending anything again, and an effect that was in
-//! flight when the run died is settled through the plugin's own way of
-//! finding out, or reported to the operator in plain words.
+//! intent is written before it happens and its result after, both in the
+//! state store before the runbook sees the result. A resumed run replays
+//! journaled results instead of sending anything again, and an effect that
+//! was in flight when the run died is settled through the plugin's own way
+//! of finding out, or reported to the operator in plain words.
+//!
+//! # Group commit: when a journal write is on disk
+//!
+//! Every write is in the store, and survives the death of the process,
+//! before the run goes on. Not every write is fsynced at once: an fsync
+//! costs milliseconds, and most effects are seen by nobody outside the
+//! process. The rule:
+//!
+//! - **A barrier comes before every externally visible effect.** Before a
+//!   plugin call that may change the provider (its operation `mutates`, or
+//!   the plugin does not describe it), a write to the secrets store, and a
+//!   prompt, the effect's intent is written and the store's barrier
+//!   ([`StateStore::sync`]) makes it durable together with every record
+//!   before it. The end of a run is recorded by a durable write of the
+//!   store (`end_run`, `finish_run`, `append_event`), which is a barrier
+//!   too; dropping the journal asks for one more, which costs nothing when
+//!   that is done.
+//! - **A minted value is durable before the runbook continues.** The result
+//!   of a plugin call that holds a secret (a new token, a secret read) is
+//!   made durable before the runbook sees it: nothing could make that value
+//!   again. So is the result of a call that changes the provider and is not
+//!   `idempotent` (a resume could not simply send it again to find out how
+//!   it went), and a prompt's answer (a person would have to give it again).
+//! - **A resume makes what it found durable before it acts on it.** An
+//!   attempt killed between a write and its barrier leaves a record that is
+//!   in the store but not on disk; the first step a resume takes from the
+//!   journal (replayed or in flight) is preceded by a barrier.
+//! - **Everything else is grouped** ([`Durability::Grouped`]): the intents
+//!   and results of read-only calls, secrets read from the store, the time,
+//!   randomness, and the results of idempotent changes and secret writes;
+//!   and the records of locks, deferred actions and approval gates, whose
+//!   own changes in the store are durable writes, which are barriers.
+//!
+//! Why this loses nothing: the store makes writes durable in order, so a
+//! power cut loses at most the grouped writes since the last barrier. None
+//! of them was followed by anything visible outside the process (that
+//! would have been preceded by a barrier), so a resume that does those
+//! steps again is a run that got there a little later: it sends reads
+//! again, which is safe, draws a new random value nobody saw, and finds an
+//! idempotent change or a secret write in flight and does it again, which
+//! is the same as once. The steps a resume could not do again (a minted
+//! value, a change it could not settle, an answer) are durable before the
+//! runbook goes on. Concurrent runs of one process share their fsyncs
+//! (`keycycle_store::state`'s group commit).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -15,8 +59,8 @@ use keycycle_runbook::{
 use keycycle_secret::SecretValue;
 use keycycle_store::MasterKey;
 use keycycle_store::state::{
-    ApprovalState, DeferredRecord, EffectIntent, EffectOutcome, EffectRecord, LockAttempt,
-    NewApproval, NewDeferred, StateStore,
+    ApprovalState, DeferredRecord, Durability, EffectIntent, EffectOutcome, EffectRecord,
+    LockAttempt, NewApproval, NewDeferred, StateStore,
 };
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -40,6 +84,12 @@ pub struct Journal {
     /// after the operator checked that it did not happen.
     retry_in_flight: bool,
     next: Mutex<u64>,
+    /// Whether the records of the attempts before this one are known to be
+    /// durable. An attempt killed before a barrier leaves records that are
+    /// written but not yet on disk; a resume makes them durable before it
+    /// acts on any of them (sends an in-flight change again, or goes on
+    /// with a replayed minted value).
+    prior_durable: std::sync::atomic::AtomicBool,
 }
 
 /// How one effect goes, given the journal.
@@ -87,6 +137,7 @@ impl Journal {
         prior: Vec<EffectRecord>,
         retry_in_flight: bool,
     ) -> Journal {
+        let prior_durable = std::sync::atomic::AtomicBool::new(prior.is_empty());
         Journal {
             state,
             key,
@@ -94,6 +145,7 @@ impl Journal {
             prior,
             retry_in_flight,
             next: Mutex::new(0),
+            prior_durable,
         }
     }
 
@@ -110,6 +162,8 @@ impl Journal {
         hex::encode(h.finalize())
     }
 
+    /// Journals an effect's intent, `durability` saying whether it is a
+    /// barrier (see the module docs), unless an earlier attempt did.
     fn begin(
         &self,
         kind: &str,
@@ -117,6 +171,7 @@ impl Journal {
         request: &str,
         summary: String,
         mutates: bool,
+        durability: Durability,
     ) -> Result<(u64, Step), EffectError> {
         let seq = {
             let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
@@ -139,6 +194,7 @@ impl Journal {
                     self.run_id, was.name, was.request_summary, self.run_id
                 )));
             }
+            self.make_prior_durable()?;
             return Ok(match &record.outcome {
                 Some(outcome) => (seq, Step::Replay(outcome.clone())),
                 None => (seq, Step::InFlight),
@@ -154,13 +210,43 @@ impl Journal {
             started_at: now_ms(),
         };
         self.state
-            .begin_effect(&self.run_id, &intent)
+            .begin_effect_with(&self.run_id, &intent, Durability::Grouped)
             .map_err(storage)?;
+        crate::debug::abort_after(|| format!("{seq}:unsynced"));
+        self.barrier_if(durability)?;
         crate::debug::abort_after(|| seq.to_string());
         Ok((seq, Step::Fresh))
     }
 
-    fn finish(&self, seq: u64, result: &Result<Value, EffectError>) -> Result<(), EffectError> {
+    /// One barrier before the first step a resume takes from the journal
+    /// of an earlier attempt (see `prior_durable`).
+    fn make_prior_durable(&self) -> Result<(), EffectError> {
+        use std::sync::atomic::Ordering;
+        if !self.prior_durable.load(Ordering::Acquire) {
+            self.state.sync().map_err(storage)?;
+            self.prior_durable.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// The store's barrier, when `durability` asks for one. A write and its
+    /// barrier are two calls rather than one durable write so that a test
+    /// can stop the process between them (the `N:unsynced` points).
+    fn barrier_if(&self, durability: Durability) -> Result<(), EffectError> {
+        match durability {
+            Durability::Durable => self.state.sync().map_err(storage),
+            Durability::Grouped => Ok(()),
+        }
+    }
+
+    /// Journals an effect's outcome, `durability` saying whether it must
+    /// be durable before the runbook sees it (see the module docs).
+    fn finish(
+        &self,
+        seq: u64,
+        result: &Result<Value, EffectError>,
+        durability: Durability,
+    ) -> Result<(), EffectError> {
         let outcome = match result {
             Ok(value) => EffectOutcome {
                 ok: true,
@@ -178,8 +264,10 @@ impl Journal {
             },
         };
         self.state
-            .finish_effect(&self.run_id, seq, &outcome)
+            .finish_effect_with(&self.run_id, seq, &outcome, Durability::Grouped)
             .map_err(storage)?;
+        crate::debug::abort_after(|| format!("{seq}:result:unsynced"));
+        self.barrier_if(durability)?;
         crate::debug::abort_after(|| format!("{seq}:result"));
         Ok(())
     }
@@ -201,6 +289,52 @@ impl Journal {
         }
         Err(error_from_detail(&json, outcome))
     }
+}
+
+impl Drop for Journal {
+    /// The end of a run is a barrier. The write that records the end is
+    /// one already; this covers a run whose end could not be recorded, and
+    /// costs nothing when everything is durable.
+    fn drop(&mut self) {
+        if let Err(e) = self.state.sync() {
+            tracing::warn!(target: "keycycle", "the journal of run {} may not be on disk: {e}", self.run_id);
+        }
+    }
+}
+
+/// A barrier when `barrier` holds.
+fn barrier_when(barrier: bool) -> Durability {
+    if barrier {
+        Durability::Durable
+    } else {
+        Durability::Grouped
+    }
+}
+
+/// Whether a value holds a secret anywhere: a secret, or text with a known
+/// secret in it (which the journal seals as well).
+fn holds_secret(value: &Value) -> bool {
+    match value {
+        Value::Secret(_) => true,
+        Value::String(text) => keycycle_secret::redact(text) != text.as_str(),
+        Value::Map(m) => m.values().any(holds_secret),
+        Value::Array(items) => items.iter().any(holds_secret),
+        _ => false,
+    }
+}
+
+/// How durable a plugin call's outcome must be before the runbook sees
+/// it: a barrier when it holds a secret (a minted value), or when the
+/// call changes the provider and is not idempotent, so a resume that lost
+/// the outcome could not send it again; and when the operation is not
+/// described, since then nothing is known.
+fn call_outcome_durability(
+    spec: Option<&keycycle_contract::OperationSpec>,
+    result: &Result<Value, EffectError>,
+) -> Durability {
+    let unsettled = spec.is_none_or(|s| s.mutates && !s.idempotent);
+    let minted = matches!(result, Ok(value) if holds_secret(value));
+    barrier_when(unsettled || minted)
 }
 
 /// Enough of an error to give the runbook the same error on replay.
@@ -655,14 +789,18 @@ impl Effects for JournaledEffects {
     }
 
     fn invoke(&self, plugin: &str, operation: &str, input: Value) -> Result<Value, EffectError> {
-        let mutates = self.spec(plugin, operation).is_none_or(|s| s.mutates);
+        let spec = self.spec(plugin, operation);
+        let mutates = spec.as_ref().is_none_or(|s| s.mutates);
         let name = format!("{plugin}.{operation}");
+        // A call that may change the provider is externally visible: its
+        // intent, and everything before it, is durable before it is sent.
         let (seq, step) = self.journal.begin(
             "plugin",
             &name,
             &input.to_plugin_json(),
             input.to_redacted_json().to_string(),
             mutates,
+            barrier_when(mutates),
         )?;
         let result = match step {
             Step::Replay(outcome) => return self.journal.replay(seq, &outcome),
@@ -675,7 +813,8 @@ impl Effects for JournaledEffects {
         // An interrupted step stays in flight in the journal: the next
         // resume must face the same question.
         if !matches!(result, Err(EffectError::Interrupted(_))) {
-            self.journal.finish(seq, &result)?;
+            let durability = call_outcome_durability(spec.as_ref(), &result);
+            self.journal.finish(seq, &result, durability)?;
         }
         result
     }
@@ -687,12 +826,15 @@ impl Effects for JournaledEffects {
             name,
             name.to_owned(),
             false,
+            // A read of the local store: seen by nobody, and a resume that
+            // lost it reads it again.
+            Durability::Grouped,
         )?;
         let result = match step {
             Step::Replay(outcome) => self.journal.replay(seq, &outcome),
             Step::Fresh | Step::InFlight => {
                 let r = self.inner.secret(name).map(Value::Secret);
-                self.journal.finish(seq, &r)?;
+                self.journal.finish(seq, &r, Durability::Grouped)?;
                 r
             }
         };
@@ -713,13 +855,17 @@ impl Effects for JournaledEffects {
             &request,
             name.to_owned(),
             true,
+            // A secret write is externally visible.
+            Durability::Durable,
         )?;
         match step {
             Step::Replay(outcome) => self.journal.replay(seq, &outcome).map(|_| ()),
             // Writing the same value again is harmless.
             Step::Fresh | Step::InFlight => {
                 let r = self.inner.store_secret(name, value).map(|()| Value::Null);
-                self.journal.finish(seq, &r)?;
+                // Lost, the step is in flight on resume and the same value
+                // is written again.
+                self.journal.finish(seq, &r, Durability::Grouped)?;
                 r.map(|_| ())
             }
         }
@@ -737,6 +883,8 @@ impl Effects for JournaledEffects {
             &format!("{kind}\0{}", prompt.text),
             prompt.text.clone(),
             false,
+            // A person sees the prompt and may act on it.
+            Durability::Durable,
         )?;
         let value = match step {
             Step::Replay(outcome) => self.journal.replay(seq, &outcome)?,
@@ -747,8 +895,10 @@ impl Effects for JournaledEffects {
                     Answer::Confirm(b) => Value::Bool(b),
                 });
                 // A missing answer is not recorded: the resume may bring it.
+                // A given one is durable at once: the person (or what they
+                // pasted: a token they made) cannot be asked twice.
                 if !matches!(r, Err(EffectError::MissingInput { .. })) {
-                    self.journal.finish(seq, &r)?;
+                    self.journal.finish(seq, &r, Durability::Durable)?;
                 }
                 r?
             }
@@ -762,12 +912,14 @@ impl Effects for JournaledEffects {
     }
 
     fn now(&self) -> Result<i64, EffectError> {
-        let (seq, step) = self.journal.begin("now", "now", "", String::new(), false)?;
+        let (seq, step) =
+            self.journal
+                .begin("now", "now", "", String::new(), false, Durability::Grouped)?;
         let value = match step {
             Step::Replay(outcome) => self.journal.replay(seq, &outcome)?,
             Step::Fresh | Step::InFlight => {
                 let r = self.inner.now().map(Value::Int);
-                self.journal.finish(seq, &r)?;
+                self.journal.finish(seq, &r, Durability::Grouped)?;
                 r?
             }
         };
@@ -786,12 +938,16 @@ impl Effects for JournaledEffects {
             &bytes.to_string(),
             bytes.to_string(),
             false,
+            Durability::Grouped,
         )?;
         let value = match step {
             Step::Replay(outcome) => self.journal.replay(seq, &outcome)?,
             Step::Fresh | Step::InFlight => {
                 let r = self.inner.random_secret(bytes).map(Value::Secret);
-                self.journal.finish(seq, &r)?;
+                // Grouped: nobody has seen the value yet, and whatever
+                // shows it (a change, a secret write) is a barrier first. A
+                // resume that lost it draws another.
+                self.journal.finish(seq, &r, Durability::Grouped)?;
                 r?
             }
         };
@@ -818,6 +974,8 @@ impl Effects for JournaledEffects {
             credential,
             credential.to_owned(),
             false,
+            // Taking the lock is a durable write of its own.
+            Durability::Grouped,
         )?;
         // Replayed or not, the lock is taken again: a crashed run keeps its
         // locks until it is resumed, so the resume finds them its own.
@@ -851,7 +1009,7 @@ impl Effects for JournaledEffects {
             Err(e) => Err(storage(e)),
         };
         if !matches!(step, Step::Replay(_)) {
-            self.journal.finish(seq, &result)?;
+            self.journal.finish(seq, &result, Durability::Grouped)?;
         }
         result.map(|_| ())
     }
@@ -872,6 +1030,10 @@ impl Effects for JournaledEffects {
             ),
             format!("{}, {place}", request.title),
             false,
+            // The change request and its decision are durable writes of
+            // their own; a resume that lost this step asks for the same
+            // request and finds its decision.
+            Durability::Grouped,
         )?;
         if let Step::Replay(outcome) = &step {
             return self.journal.replay(seq, outcome);
@@ -945,7 +1107,7 @@ impl Effects for JournaledEffects {
                     .collect(),
                 );
                 let result = Ok(decision);
-                self.journal.finish(seq, &result)?;
+                self.journal.finish(seq, &result, Durability::Grouped)?;
                 result
             }
             ApprovalState::Rejected => {
@@ -957,7 +1119,7 @@ impl Effects for JournaledEffects {
                         format!(": {comment}")
                     }
                 )));
-                self.journal.finish(seq, &result)?;
+                self.journal.finish(seq, &result, Durability::Grouped)?;
                 result
             }
         }
@@ -981,6 +1143,9 @@ impl Effects for JournaledEffects {
                 input.to_redacted_json()
             ),
             true,
+            // Scheduling is a durable write of its own, and idempotent on
+            // the action's id, which the step's number names.
+            Durability::Grouped,
         )?;
         let id = deferred_action_id(&self.journal.run_id, seq);
         if let Step::Replay(outcome) = &step {
@@ -1005,7 +1170,7 @@ impl Effects for JournaledEffects {
             .schedule(&action)
             .map(|_| Value::String(id.clone()))
             .map_err(storage);
-        self.journal.finish(seq, &result)?;
+        self.journal.finish(seq, &result, Durability::Grouped)?;
         tracing::info!(target: "keycycle", "scheduled {description} ({plugin}.{operation}) to run in {delay_secs} s as action {id}");
         result.map(|_| id)
     }
@@ -1126,7 +1291,73 @@ pub fn open_value(
 
 #[cfg(test)]
 mod tests {
-    use super::with_run_id;
+    use super::{Durability, EffectError, Value, call_outcome_durability, with_run_id};
+    use keycycle_contract::OperationSpec;
+    use keycycle_secret::SecretValue;
+
+    fn spec(mutates: bool, idempotent: bool) -> OperationSpec {
+        OperationSpec {
+            name: "op".to_owned(),
+            doc: String::new(),
+            inputs: Vec::new(),
+            secret_outputs: Vec::new(),
+            mutates,
+            recover_with: None,
+            idempotent,
+            if_interrupted: None,
+        }
+    }
+
+    #[test]
+    fn a_call_outcome_is_a_barrier_when_minted_unsettled_or_unknown() {
+        let plain = Ok(Value::Map(
+            [("id".to_owned(), Value::Int(7))].into_iter().collect(),
+        ));
+        let minted = Ok(Value::Map(
+            [(
+                "token".to_owned(),
+                Value::Secret(SecretValue::new("glpat-minted-0123456789")),
+            )]
+            .into_iter()
+            .collect(),
+        ));
+        let failed = Err(EffectError::Failed("no".to_owned()));
+        let read = spec(false, false);
+        let idempotent = spec(true, true);
+        let change = spec(true, false);
+        assert_eq!(
+            call_outcome_durability(Some(&read), &plain),
+            Durability::Grouped
+        );
+        assert_eq!(
+            call_outcome_durability(Some(&read), &failed),
+            Durability::Grouped
+        );
+        assert_eq!(
+            call_outcome_durability(Some(&idempotent), &plain),
+            Durability::Grouped
+        );
+        // A secret in the answer: nothing could make it again.
+        assert_eq!(
+            call_outcome_durability(Some(&read), &minted),
+            Durability::Durable
+        );
+        assert_eq!(
+            call_outcome_durability(Some(&idempotent), &minted),
+            Durability::Durable
+        );
+        // A change a resume could not send again, whatever its answer.
+        assert_eq!(
+            call_outcome_durability(Some(&change), &plain),
+            Durability::Durable
+        );
+        assert_eq!(
+            call_outcome_durability(Some(&change), &failed),
+            Durability::Durable
+        );
+        // Nothing known of the operation: conservative.
+        assert_eq!(call_outcome_durability(None, &plain), Durability::Durable);
+    }
 
     #[test]
     fn advice_gets_the_run_id_in_place_of_the_placeholder() {

@@ -1,7 +1,10 @@
 //! What durability costs: journaling one effect (its intent, then its
 //! outcome) in the SQLite state database on disk against the in-memory
-//! store, next to the cost of one fsync on the same disk, which bounds the
-//! database from below (each journal write is one fsynced commit).
+//! store, next to the cost of one fsync on the same disk, which bounds a
+//! durable journal write from below (each is one commit and one fsync).
+//! Grouped writes (`journal/sqlite_grouped`: a read's intent and result,
+//! no barrier) show what group commit saves; `journal/sqlite_8_runs` is
+//! eight runs journaling durably at once, sharing their fsyncs.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -13,7 +16,8 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use keycycle_store::state::now_ms;
 use keycycle_store::{
-    EffectIntent, EffectOutcome, MasterKey, MemoryState, NewRun, SqliteState, StateStore,
+    Durability, EffectIntent, EffectOutcome, MasterKey, MemoryState, NewRun, SqliteState,
+    StateStore,
 };
 
 /// The benchmark's files go under the build directory rather than the
@@ -39,7 +43,7 @@ fn run(run_id: &str) -> NewRun {
 
 /// Journals effects one after another, each with a result the size of a
 /// real plugin call's (a sealed token and a few fields).
-fn journal_effects(c: &mut Criterion, name: &str, store: &dyn StateStore) {
+fn journal_effects(c: &mut Criterion, name: &str, store: &dyn StateStore, how: Durability) {
     let key = MasterKey::generate();
     store.create_run(&run("bench")).expect("create the run");
     let sealed = key.seal("glpat-0123456789abcdefghij", "journal:bench:1:token");
@@ -50,39 +54,92 @@ fn journal_effects(c: &mut Criterion, name: &str, store: &dyn StateStore) {
         b.iter(|| {
             let next = seq.get() + 1;
             seq.set(next);
-            let intent = EffectIntent {
-                seq: next,
-                kind: "plugin".to_owned(),
-                name: "gitlab.rotate_self".to_owned(),
-                request_fingerprint: "0f".repeat(32),
-                request_summary: r#"{"token":"***","expires_in_days":30}"#.to_owned(),
-                mutates: true,
-                started_at: 1,
-            };
-            store.begin_effect("bench", &intent).expect("begin");
-            let outcome = EffectOutcome {
-                ok: true,
-                result: result.clone(),
-                error_kind: None,
-                error: None,
-                finished_at: 2,
-            };
-            store
-                .finish_effect("bench", next, &outcome)
-                .expect("finish");
-            black_box(next)
+            black_box(journal_one(store, "bench", next, &result, how))
         })
     });
+}
+
+/// One effect's intent and outcome, each written as `how` says.
+fn journal_one(store: &dyn StateStore, run: &str, seq: u64, result: &str, how: Durability) -> u64 {
+    let intent = EffectIntent {
+        seq,
+        kind: "plugin".to_owned(),
+        name: "gitlab.rotate_self".to_owned(),
+        request_fingerprint: "0f".repeat(32),
+        request_summary: r#"{"token":"***","expires_in_days":30}"#.to_owned(),
+        mutates: true,
+        started_at: 1,
+    };
+    store.begin_effect_with(run, &intent, how).expect("begin");
+    let outcome = EffectOutcome {
+        ok: true,
+        result: result.to_owned(),
+        error_kind: None,
+        error: None,
+        finished_at: 2,
+    };
+    store
+        .finish_effect_with(run, seq, &outcome, how)
+        .expect("finish");
+    seq
 }
 
 fn journal_sqlite(c: &mut Criterion) {
     let dir = scratch_dir();
     let state = SqliteState::open_in_dir(dir.path()).expect("open the state database");
-    journal_effects(c, "journal/sqlite_on_disk", &state);
+    journal_effects(c, "journal/sqlite_on_disk", &state, Durability::Durable);
+}
+
+fn journal_sqlite_grouped(c: &mut Criterion) {
+    let dir = scratch_dir();
+    let state = SqliteState::open_in_dir(dir.path()).expect("open the state database");
+    journal_effects(c, "journal/sqlite_grouped", &state, Durability::Grouped);
+}
+
+/// Eight runs, each on its own handle as `keycycle rotate` opens them,
+/// journal one durable effect each at the same time; one iteration is the
+/// time until all eight are durable.
+fn journal_sqlite_concurrent(c: &mut Criterion) {
+    const RUNS: usize = 8;
+    let dir = scratch_dir();
+    let handles: Vec<SqliteState> = (0..RUNS)
+        .map(|i| {
+            let state = SqliteState::open_in_dir(dir.path()).expect("open the state database");
+            state
+                .create_run(&run(&format!("bench-{i}")))
+                .expect("create the run");
+            state
+        })
+        .collect();
+    let seq = Cell::new(0u64);
+    c.bench_function("journal/sqlite_8_runs", |b| {
+        b.iter(|| {
+            let next = seq.get() + 1;
+            seq.set(next);
+            std::thread::scope(|s| {
+                for (i, state) in handles.iter().enumerate() {
+                    s.spawn(move || {
+                        journal_one(
+                            state,
+                            &format!("bench-{i}"),
+                            next,
+                            "{}",
+                            Durability::Durable,
+                        )
+                    });
+                }
+            });
+        })
+    });
 }
 
 fn journal_memory(c: &mut Criterion) {
-    journal_effects(c, "journal/memory", &MemoryState::new());
+    journal_effects(
+        c,
+        "journal/memory",
+        &MemoryState::new(),
+        Durability::Durable,
+    );
 }
 
 /// One small overwrite made durable with `File::sync_all`, the floor under
@@ -130,6 +187,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = journal_sqlite, journal_memory, fsync
+    targets = journal_sqlite, journal_sqlite_grouped, journal_sqlite_concurrent, journal_memory, fsync
 }
 criterion_main!(benches);

@@ -26,8 +26,8 @@ pub use error::{EntryDamage, KeyProblem, SealProblem, StoreError};
 pub use key::{KEY_LEN, MASTER_KEY_ENV, MasterKey, SEALED_PREFIX};
 pub use secrets::{FORMAT_VERSION, MAX_NAME_LEN, SecretInfo, SecretStore, validate_name};
 pub use state::{
-    CheckOutcome, CredentialRecord, DeferredFilter, DeferredRecord, DeferredState, EffectIntent,
-    EffectOutcome, EffectRecord, LockAttempt, LockRecord, MemoryState, NewDeferred, NewRun,
-    PluginInfo, RotationOutcome, RunEvent, RunFilter, RunRecord, RunState, SqliteState, StateError,
-    StateStore,
+    CheckOutcome, CredentialRecord, DeferredFilter, DeferredRecord, DeferredState, Durability,
+    EffectIntent, EffectOutcome, EffectRecord, LockAttempt, LockRecord, MemoryState, NewDeferred,
+    NewRun, PluginInfo, RotationOutcome, RunEvent, RunFilter, RunRecord, RunState, SqliteState,
+    StateError, StateStore,
 };

@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
     ApprovalDecision, ApprovalRecord, ApprovalState, CheckOutcome, CredentialRecord,
-    DeferredFilter, DeferredRecord, DeferredState, EffectIntent, EffectOutcome, EffectRecord,
-    FIRST_SEQ, LockAttempt, LockRecord, NewApproval, NewDeferred, NewRun, RotationOutcome,
-    RunEvent, RunFilter, RunRecord, RunState, StateError, StateStore, action_id, check_claim,
-    expired_lease_note, now_ms, require,
+    DeferredFilter, DeferredRecord, DeferredState, Durability, EffectIntent, EffectOutcome,
+    EffectRecord, FIRST_SEQ, LockAttempt, LockRecord, NewApproval, NewDeferred, NewRun,
+    RotationOutcome, RunEvent, RunFilter, RunRecord, RunState, StateError, StateStore, action_id,
+    check_claim, expired_lease_note, now_ms, require,
 };
 
 const LOCATION: &str = "in-memory state";
@@ -179,7 +179,14 @@ impl StateStore for MemoryState {
         Ok(self.inner().run(run_id)?.events.clone())
     }
 
-    fn begin_effect(&self, run_id: &str, intent: &EffectIntent) -> Result<(), StateError> {
+    // Nothing here outlives the process, so every write is as durable as it
+    // will ever be when it is made, and a barrier has nothing to wait for.
+    fn begin_effect_with(
+        &self,
+        run_id: &str,
+        intent: &EffectIntent,
+        _durability: Durability,
+    ) -> Result<(), StateError> {
         let mut inner = self.inner();
         let journal = &mut inner.run_mut(run_id)?.journal;
         let expected = journal.last().map_or(FIRST_SEQ, |e| e.intent.seq + 1);
@@ -198,11 +205,12 @@ impl StateStore for MemoryState {
         Ok(())
     }
 
-    fn finish_effect(
+    fn finish_effect_with(
         &self,
         run_id: &str,
         seq: u64,
         outcome: &EffectOutcome,
+        _durability: Durability,
     ) -> Result<(), StateError> {
         let mut inner = self.inner();
         let journal = &mut inner.run_mut(run_id)?.journal;
@@ -226,6 +234,10 @@ impl StateStore for MemoryState {
             });
         }
         effect.outcome = Some(outcome.clone());
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<(), StateError> {
         Ok(())
     }
 

@@ -9,11 +9,24 @@
 //!
 //! - [`SqliteState`]: the file `state.db` next to the secrets store. Every
 //!   change is a transaction that is on disk (fsynced) before the call
-//!   returns, and the decisions that must have exactly one winner across
-//!   processes (taking a lock, claiming an action) are made inside a single
-//!   write transaction.
+//!   returns, but for the journal writes a caller marks
+//!   [`Durability::Grouped`], and the decisions that must have exactly one
+//!   winner across processes (taking a lock, claiming an action) are made
+//!   inside a single write transaction.
 //! - [`MemoryState`]: the same behaviour inside one process, for tests and
 //!   for measuring what durability costs.
+//!
+//! Group commit: an fsync costs milliseconds, and a run journals two
+//! writes per effect, most of them for effects nobody outside the process
+//! can see (a read, the time, a secret from the store). So a journal write
+//! may be [`Durability::Grouped`]: committed and visible at once, kept if
+//! the process dies, but on disk only at the next *barrier*: a
+//! [`StateStore::sync`] or any durable change, by any run of the process.
+//! Writes become durable in the order they were made, so a power cut loses
+//! at most a suffix of grouped writes, never one from the middle. Concurrent
+//! runs that ask for a barrier while an fsync is under way wait for it and
+//! share the next one. Which writes the journal groups, and why that keeps
+//! its promise, is the engine's rule (`keycycle_engine::journal`).
 //!
 //! Secret values never reach this module in the clear: callers seal them
 //! with [`crate::MasterKey::seal`] first.
@@ -24,6 +37,7 @@
 //! an action's `created_at` and `finished_at`) come from [`now_ms`].
 
 mod error;
+mod group;
 mod memory;
 mod sqlite;
 #[cfg(test)]
@@ -38,6 +52,8 @@ use serde::{Deserialize, Serialize};
 pub use error::StateError;
 pub use memory::MemoryState;
 pub use sqlite::{DEFAULT_BUSY_TIMEOUT, SCHEMA_VERSION, STATE_FILE_NAME, SqliteState};
+#[cfg(debug_assertions)]
+pub use sqlite::{POWER_CUT_ENV, SYNCED_SUFFIX};
 
 /// The sequence number of a run's first effect; each later effect takes the
 /// next integer.
@@ -56,9 +72,11 @@ pub fn now_ms() -> i64 {
 /// journal, credential locks and deferred actions.
 ///
 /// Every method that changes something has made the change durable when it
-/// returns `Ok`. Implementations are safe to share between threads, and
-/// [`SqliteState`] handles on one file are safe to use from many processes
-/// at once.
+/// returns `Ok`, and with it every change made before it (see
+/// [`Durability`]); only a journal write the caller marks
+/// [`Durability::Grouped`] may wait for a later barrier. Implementations
+/// are safe to share between threads, and [`SqliteState`] handles on one
+/// file are safe to use from many processes at once.
 pub trait StateStore: Send + Sync {
     /// What this store is, for messages: a database path, or
     /// `in-memory state`.
@@ -96,23 +114,55 @@ pub trait StateStore: Send + Sync {
 
     // ---- the effect journal ----
 
-    /// Records that an effect is about to happen. `intent.seq` must be the
-    /// run's next sequence number ([`FIRST_SEQ`] for its first effect, then
-    /// one more than the last begun), else [`StateError::SeqOutOfOrder`].
-    /// The previous effect need not be finished: a resumed run may finish an
-    /// effect it finds in flight before or after beginning the next.
-    fn begin_effect(&self, run_id: &str, intent: &EffectIntent) -> Result<(), StateError>;
+    /// Records that an effect is about to happen, durably. `intent.seq`
+    /// must be the run's next sequence number ([`FIRST_SEQ`] for its first
+    /// effect, then one more than the last begun), else
+    /// [`StateError::SeqOutOfOrder`]. The previous effect need not be
+    /// finished: a resumed run may finish an effect it finds in flight
+    /// before or after beginning the next.
+    fn begin_effect(&self, run_id: &str, intent: &EffectIntent) -> Result<(), StateError> {
+        self.begin_effect_with(run_id, intent, Durability::Durable)
+    }
 
-    /// Records how an effect begun with [`StateStore::begin_effect`] ended.
-    /// Fails with [`StateError::EffectNotFound`] when no such effect was
-    /// begun and [`StateError::EffectFinished`] when it already has an
-    /// outcome: an outcome is written once and never replaced.
+    /// [`StateStore::begin_effect`], on disk as `durability` says.
+    fn begin_effect_with(
+        &self,
+        run_id: &str,
+        intent: &EffectIntent,
+        durability: Durability,
+    ) -> Result<(), StateError>;
+
+    /// Records how an effect begun with [`StateStore::begin_effect`] ended,
+    /// durably. Fails with [`StateError::EffectNotFound`] when no such
+    /// effect was begun and [`StateError::EffectFinished`] when it already
+    /// has an outcome: an outcome is written once and never replaced.
     fn finish_effect(
         &self,
         run_id: &str,
         seq: u64,
         outcome: &EffectOutcome,
+    ) -> Result<(), StateError> {
+        self.finish_effect_with(run_id, seq, outcome, Durability::Durable)
+    }
+
+    /// [`StateStore::finish_effect`], on disk as `durability` says.
+    fn finish_effect_with(
+        &self,
+        run_id: &str,
+        seq: u64,
+        outcome: &EffectOutcome,
+        durability: Durability,
     ) -> Result<(), StateError>;
+
+    /// The barrier: when it returns `Ok`, every change made through this
+    /// store before the call, grouped or not, by any run of the process, is
+    /// durable. Callers that ask while another barrier's fsync is under way
+    /// wait for it and share the next one. Cheap when nothing is waiting
+    /// to be made durable. A change whose barrier fails is reported as
+    /// failed, although it is in the store: nothing can be said of its
+    /// durability, so the caller must not act on it, and the next barrier
+    /// that succeeds covers it.
+    fn sync(&self) -> Result<(), StateError>;
 
     /// A run's journal by sequence number. An effect whose `outcome` is
     /// `None` was in flight when the run stopped.
@@ -239,6 +289,24 @@ pub trait StateStore: Send + Sync {
 
     /// Every credential's record, by id.
     fn credentials(&self) -> Result<Vec<CredentialRecord>, StateError>;
+}
+
+/// How soon a journal write must be on disk: the one choice
+/// [`StateStore`] leaves to its caller.
+///
+/// Whatever is chosen, a write is visible at once to every handle and
+/// process, survives the death of the process that made it, and becomes
+/// durable no later than the next barrier ([`StateStore::sync`], or any
+/// durable change). Writes become durable in the order they were made: a
+/// power cut or a kernel crash loses at most the grouped writes made since
+/// the last barrier, as a suffix, never one write without those after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Durability {
+    /// On disk, with every write before it, when the call returns.
+    Durable,
+    /// On disk at the next barrier; until then a power cut may take it.
+    /// For records that nothing outside the process has acted on yet.
+    Grouped,
 }
 
 /// What keycycle has learnt of one inventory credential. The config says

@@ -801,6 +801,36 @@ fn credential_records_follow_rotations_and_checks(store: &dyn StateStore) {
     assert_eq!(ids, ["gl-deploy", "zd-api"]);
 }
 
+/// A grouped journal write is a write like any other to every reader: the
+/// same checks, the same records, at once; only its fsync waits.
+fn grouped_writes_read_back_at_once(store: &dyn StateStore) {
+    store.create_run(&new_run("r1", 1)).unwrap();
+    store
+        .begin_effect_with("r1", &intent(1, false), Durability::Grouped)
+        .unwrap();
+    store
+        .finish_effect_with("r1", 1, &outcome("read"), Durability::Grouped)
+        .unwrap();
+    store
+        .begin_effect_with("r1", &intent(2, true), Durability::Durable)
+        .unwrap();
+    assert!(matches!(
+        store.begin_effect_with("r1", &intent(4, false), Durability::Grouped),
+        Err(StateError::SeqOutOfOrder { expected: 3, .. })
+    ));
+    assert!(matches!(
+        store.finish_effect_with("r1", 1, &outcome("again"), Durability::Grouped),
+        Err(StateError::EffectFinished { seq: 1, .. })
+    ));
+    store.sync().unwrap();
+    // A barrier with nothing new to cover is fine too.
+    store.sync().unwrap();
+    let journal = store.effects("r1").unwrap();
+    assert_eq!(journal.len(), 2);
+    assert_eq!(journal[0].outcome, Some(outcome("read")));
+    assert_eq!(journal[1].outcome, None, "step 2 is in flight");
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -974,6 +1004,7 @@ fn approvals_are_requested_once_and_decided_once(store: &dyn StateStore) {
 }
 
 suite!(
+    grouped_writes_read_back_at_once,
     credential_records_follow_rotations_and_checks,
     approvals_are_requested_once_and_decided_once,
     end_run_finishes_and_releases_together,
