@@ -11,6 +11,7 @@ mod canary;
 mod cli;
 mod config;
 mod crash;
+mod deploy;
 mod doctor;
 mod durable;
 mod github;
