@@ -609,6 +609,14 @@ fn assert_rotation_needs_attention(
             let retried = ws.run(&["resume", run_id, "--retry-in-flight"]);
             transcript.run("keycycle resume --retry-in-flight", &retried);
             retried.assert_ok();
+            // The rotate is not safe to send twice: the log says it goes
+            // again on the operator's word, not that it is safe.
+            retried.stderr_has("--retry-in-flight says it did not happen");
+            assert!(
+                !retried.stderr.contains("it is safe to send again"),
+                "{}",
+                retried.stderr
+            );
             let new = assert_rotated_once(sim, ws, &case.expect);
             transcript.assert_lacks(&new);
             assert_secrets_kept(ws, &new);

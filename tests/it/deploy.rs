@@ -52,7 +52,8 @@ fn assert_accepted(ws: &Workspace, words: &[String], from: &str) {
     args.push("--help");
     let run = ws.run(&args);
     assert_eq!(
-        run.code, 0,
+        run.code,
+        0,
         "{from}: `{}` is not a command keycycle accepts:\n{}",
         words.join(" "),
         run.stderr
@@ -63,7 +64,13 @@ fn assert_accepted(ws: &Workspace, words: &[String], from: &str) {
 /// cannot reach the example's servers, which is not the config's fault).
 fn assert_config_parses(ws: &Workspace, toml: &str, from: &str) {
     let path = ws.file("deployed.toml", toml);
-    let run = ws.run(&["--config", path.to_str().unwrap(), "doctor", "--output", "json"]);
+    let run = ws.run(&[
+        "--config",
+        path.to_str().unwrap(),
+        "doctor",
+        "--output",
+        "json",
+    ]);
     let report = run.json();
     assert!(
         report["config"].get("error").is_none(),
@@ -88,7 +95,14 @@ fn the_kubernetes_manifests_run_commands_and_settings_keycycle_accepts() {
     let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
     assert_eq!(
         kinds,
-        ["Namespace", "ConfigMap", "CronJob", "CronJob", "CronJob", "Deployment"]
+        [
+            "Namespace",
+            "ConfigMap",
+            "CronJob",
+            "CronJob",
+            "CronJob",
+            "Deployment"
+        ]
     );
     let mut commands = 0;
     for doc in &docs {
@@ -123,7 +137,10 @@ fn the_kubernetes_manifests_run_commands_and_settings_keycycle_accepts() {
             }
         }
     }
-    assert_eq!(commands, 5, "rotate (resume, rotate), cleanup, check, exporter");
+    assert_eq!(
+        commands, 5,
+        "rotate (resume, rotate), cleanup, check, exporter"
+    );
     let toml = docs[1]["data"]["keycycle.toml"].as_str().unwrap();
     assert_config_parses(&ws, toml, "the ConfigMap");
 }

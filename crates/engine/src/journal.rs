@@ -426,8 +426,13 @@ impl JournaledEffects {
         let idempotent = spec.as_ref().is_some_and(|s| s.idempotent);
         let call = format!("{plugin}.{operation}");
         let run = &self.journal.run_id;
-        if !mutates || idempotent || self.journal.retry_in_flight {
+        if !mutates || idempotent {
             tracing::warn!(target: "keycycle", "step {seq} ({call}) was under way when the run stopped; it is safe to send again, so it is being sent again");
+            return self.inner.call(seq, plugin, operation, input);
+        }
+        if self.journal.retry_in_flight {
+            // The operator vouched for it; say so, not that it is safe.
+            tracing::warn!(target: "keycycle", "step {seq} ({call}) was under way when the run stopped; it changes the provider and is not safe to send twice, but --retry-in-flight says it did not happen, so it is being sent again");
             return self.inner.call(seq, plugin, operation, input);
         }
         if let Some(finder) = spec.as_ref().and_then(|s| s.recover_with.clone()) {

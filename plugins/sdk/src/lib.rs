@@ -52,6 +52,7 @@ pub use serde_json::{self, Value, json};
 pub mod prelude {
     pub use crate::{
         Context, Description, Error, Input, Operation, Plugin, Value, http, json, log, secret,
+        serde_json,
     };
 }
 
