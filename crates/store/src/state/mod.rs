@@ -13,6 +13,8 @@
 //!   [`Durability::Grouped`], and the decisions that must have exactly one
 //!   winner across processes (taking a lock, claiming an action) are made
 //!   inside a single write transaction.
+//! - [`PostgresState`]: a PostgreSQL database several runners share, with
+//!   the same semantics (`postgres.rs` says how).
 //! - [`MemoryState`]: the same behaviour inside one process, for tests and
 //!   for measuring what durability costs.
 //!
@@ -39,6 +41,7 @@
 mod error;
 mod group;
 mod memory;
+pub mod postgres;
 mod sqlite;
 #[cfg(test)]
 mod tests;
@@ -51,6 +54,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::StateError;
 pub use memory::MemoryState;
+pub use postgres::{PG_SCHEMA_VERSION, PgOptions, PostgresState, is_postgres_url, mask_url};
 pub use sqlite::{DEFAULT_BUSY_TIMEOUT, SCHEMA_VERSION, STATE_FILE_NAME, SqliteState};
 #[cfg(debug_assertions)]
 pub use sqlite::{POWER_CUT_ENV, SYNCED_SUFFIX};

@@ -858,6 +858,45 @@ macro_rules! suite {
             }
         }
 
+        mod postgres {
+            use super::{PgOptions, PostgresState};
+            use crate::pg_test_server::{PASSWORD, TestServer};
+
+            /// A handle on a new database of the shared test server: each
+            /// test has a database of its own.
+            fn open_db(db: &str) -> PostgresState {
+                let server = TestServer::shared();
+                PostgresState::open(&PgOptions::new(&server.url(db), Some(PASSWORD.to_owned())))
+                    .unwrap()
+            }
+
+            fn open() -> PostgresState {
+                open_db(&TestServer::shared().create_database())
+            }
+
+            fn handles(n: usize) -> Vec<Box<dyn super::StateStore>> {
+                let db = TestServer::shared().create_database();
+                (0..n).map(|_| Box::new(open_db(&db)) as Box<dyn super::StateStore>).collect()
+            }
+
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(&open());
+                }
+            )*
+
+            #[test]
+            fn lock_race() {
+                super::lock_race(handles(8));
+            }
+
+            #[test]
+            fn claim_race() {
+                super::claim_race(handles(4));
+            }
+        }
+
         mod sqlite {
             use super::SqliteState;
 

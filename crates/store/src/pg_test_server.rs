@@ -1,0 +1,318 @@
+//! A throwaway PostgreSQL server for tests: the distribution's binaries,
+//! a temporary data directory, 127.0.0.1 on a free port, unix sockets in
+//! the same directory, and password (SCRAM) authentication so the tests
+//! pass the password the way keycycle does. Run as root, the server runs
+//! as the `postgres` user (PostgreSQL refuses to run as root).
+//!
+//! Missing binaries fail the test with how to install them; they are never
+//! a reason to skip.
+
+use std::net::TcpListener;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The superuser the tests connect as.
+pub const USER: &str = "keycycle";
+/// Its password.
+pub const PASSWORD: &str = "keycycle-test-password";
+
+/// A running server, stopped (`pg_ctl stop -m immediate`) and its data
+/// removed when dropped.
+#[derive(Debug)]
+pub struct TestServer {
+    bin: PathBuf,
+    /// The temporary directory: the data directory and the sockets.
+    dir: PathBuf,
+    pub port: u16,
+    owner: Option<(u32, u32)>,
+    databases: AtomicU64,
+}
+
+/// Where the PostgreSQL server binaries are: `pg_config --bindir`, else
+/// the newest `/usr/lib/postgresql/*/bin` that has `initdb`.
+pub fn bin_dir() -> Result<PathBuf, String> {
+    let has_initdb = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output()
+        && out.status.success()
+    {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if has_initdb(&dir) {
+            return Ok(dir);
+        }
+    }
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            has_initdb(&bin).then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, bin)| bin).ok_or_else(|| {
+        "the PostgreSQL server binaries (initdb, pg_ctl, postgres) are not installed; the \
+         PostgreSQL tests need them: install them with `apt-get install postgresql` (Debian, \
+         Ubuntu), then run the tests again"
+            .to_owned()
+    })
+}
+
+/// The uid and gid of the `postgres` user, from /etc/passwd.
+fn postgres_user() -> Result<(u32, u32), String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").map_err(|e| e.to_string())?;
+    passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.first() == Some(&"postgres") && f.len() > 3)
+        .and_then(|f| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
+        .ok_or_else(|| {
+            "tests run as root, and PostgreSQL refuses to run as root, but there is no \
+             `postgres` user to run it as; `apt-get install postgresql` creates one"
+                .to_owned()
+        })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("cannot find a free port on 127.0.0.1")
+}
+
+impl TestServer {
+    /// Starts a new server. Panics with what to do if it cannot.
+    pub fn start() -> TestServer {
+        match TestServer::try_start() {
+            Ok(server) => server,
+            Err(e) => panic!("cannot start a PostgreSQL server for the tests: {e}"),
+        }
+    }
+
+    /// One server for the whole test process, started on first use and
+    /// stopped by a watcher when the process ends (statics are never
+    /// dropped).
+    pub fn shared() -> &'static TestServer {
+        static SHARED: OnceLock<TestServer> = OnceLock::new();
+        SHARED.get_or_init(TestServer::start)
+    }
+
+    fn try_start() -> Result<TestServer, String> {
+        let bin = bin_dir()?;
+        let root = std::fs::metadata("/proc/self")
+            .map(|m| m.uid())
+            .unwrap_or(1)
+            == 0;
+        let owner = if root { Some(postgres_user()?) } else { None };
+        let dir = std::env::temp_dir().join(format!(
+            "keycycle-pg-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let pwfile = dir.join("pw");
+        std::fs::write(&pwfile, PASSWORD).map_err(|e| e.to_string())?;
+        if let Some((uid, gid)) = owner {
+            for p in [&dir, &pwfile] {
+                std::os::unix::fs::chown(p, Some(uid), Some(gid))
+                    .map_err(|e| format!("cannot give {} to postgres: {e}", p.display()))?;
+            }
+        }
+        let mut server = TestServer {
+            bin,
+            dir,
+            port: 0,
+            owner,
+            databases: AtomicU64::new(0),
+        };
+        let data = server.dir.join("data");
+        server.run(
+            "initdb",
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-U".as_ref(),
+                USER.as_ref(),
+                "--auth=scram-sha-256".as_ref(),
+                format!("--pwfile={}", pwfile.display()).as_ref(),
+                "--no-sync".as_ref(),
+                "-E".as_ref(),
+                "UTF8".as_ref(),
+                "--locale=C".as_ref(),
+            ],
+        )?;
+        // A port found free may be taken before the server binds it: try
+        // a few.
+        let mut last = String::new();
+        for _ in 0..5 {
+            server.port = free_port();
+            let options = format!(
+                "-c listen_addresses=127.0.0.1 -p {} -c unix_socket_directories={} \
+                 -c max_connections=200 -c shared_buffers=16MB",
+                server.port,
+                server.dir.display()
+            );
+            let log = server.dir.join("log");
+            match server.run(
+                "pg_ctl",
+                &[
+                    "-D".as_ref(),
+                    data.as_os_str(),
+                    "-l".as_ref(),
+                    log.as_os_str(),
+                    "-o".as_ref(),
+                    options.as_ref(),
+                    "-w".as_ref(),
+                    "-t".as_ref(),
+                    "60".as_ref(),
+                    "start".as_ref(),
+                ],
+            ) {
+                Ok(()) => {
+                    server.watch();
+                    return Ok(server);
+                }
+                Err(e) => {
+                    last = format!("{e}\n{}", std::fs::read_to_string(&log).unwrap_or_default())
+                }
+            }
+        }
+        Err(last)
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(self.bin.join(program));
+        if let Some((uid, gid)) = self.owner {
+            cmd.uid(uid).gid(gid);
+        }
+        cmd.current_dir(&self.dir).env_remove("PGPASSWORD");
+        cmd
+    }
+
+    fn run(&self, program: &str, args: &[&std::ffi::OsStr]) -> Result<(), String> {
+        let out = self
+            .command(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run {program}: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{program} failed ({}): {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    /// Stops the server once this process is gone, however it ends: a
+    /// shared server is never dropped, and a test that aborts drops
+    /// nothing.
+    fn watch(&self) {
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+             '{pg_ctl}' -D '{dir}/data' stop -m immediate >/dev/null 2>&1; rm -rf '{dir}'",
+            pid = std::process::id(),
+            pg_ctl = self.bin.join("pg_ctl").display(),
+            dir = self.dir.display(),
+        );
+        let _ = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn();
+    }
+
+    /// A URL for database `db` (no password: it goes apart).
+    pub fn url(&self, db: &str) -> String {
+        format!(
+            "postgres://{USER}@127.0.0.1:{}/{db}?sslmode=disable",
+            self.port
+        )
+    }
+
+    /// Creates a new, empty database and returns its name.
+    pub fn create_database(&self) -> String {
+        let n = self.databases.fetch_add(1, Ordering::SeqCst);
+        let name = format!(
+            "t{}_{n}_{:06x}",
+            std::process::id(),
+            rand::random::<u32>() & 0xff_ffff
+        );
+        let out = self
+            .command("createdb")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                USER,
+                &name,
+            ])
+            .env("PGPASSWORD", PASSWORD)
+            .output()
+            .expect("cannot run createdb");
+        assert!(
+            out.status.success(),
+            "createdb {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        name
+    }
+
+    /// Runs SQL in database `db` with psql, for tests that set up what a
+    /// store would not write.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let out = self
+            .command("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                USER,
+                "-d",
+                db,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-tA",
+                "-c",
+                sql,
+            ])
+            .env("PGPASSWORD", PASSWORD)
+            .output()
+            .expect("cannot run psql");
+        assert!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        let _ = self
+            .command("pg_ctl")
+            .args(["-D".as_ref(), data.as_os_str()])
+            .args(["stop", "-m", "immediate"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
