@@ -217,11 +217,15 @@ impl TestServer {
     /// shared server is never dropped, and a test that aborts drops
     /// nothing.
     fn watch(&self) {
+        // SIGQUIT to the postmaster is `pg_ctl stop -m immediate`; pg_ctl
+        // itself refuses to run as root, which this watcher may be.
         let script = format!(
             "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
-             '{pg_ctl}' -D '{dir}/data' stop -m immediate >/dev/null 2>&1; rm -rf '{dir}'",
+             pm=$(head -n 1 '{dir}/data/postmaster.pid' 2>/dev/null); \
+             if [ -n \"$pm\" ]; then kill -QUIT \"$pm\"; \
+             while kill -0 \"$pm\" 2>/dev/null; do sleep 0.2; done; fi; \
+             rm -rf '{dir}'",
             pid = std::process::id(),
-            pg_ctl = self.bin.join("pg_ctl").display(),
             dir = self.dir.display(),
         );
         let _ = Command::new("sh")
