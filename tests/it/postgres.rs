@@ -187,12 +187,101 @@ fn the_password_comes_from_a_private_file_never_the_url_and_doctor_reports_the_b
     let doctor = ws.run(&["doctor", "--output", "json"]);
     let report = doctor.json();
     assert_eq!(report["state"]["backend"], "postgres", "{report}");
-    assert_eq!(report["state"]["schema_version"], 1, "{report}");
+    assert_eq!(
+        report["state"]["schema_version"],
+        keycycle_store::state::PG_SCHEMA_VERSION,
+        "{report}"
+    );
     assert!(
         report["state"]["url"]
             .as_str()
             .unwrap()
             .contains(&format!("127.0.0.1:{}", server.port)),
         "{report}"
+    );
+}
+
+/// A runner that died is seen alive by the other runners until its lease
+/// runs out, not by a lock file they cannot see; then another runner
+/// resumes its run.
+#[test]
+fn a_dead_runners_run_is_refused_elsewhere_until_its_lease_runs_out() {
+    const LEASE_MS: u64 = 4_000;
+    let server = TestServer::start();
+    let db = server.create_database();
+    let sim = DemoSim::start();
+    let a = workspace(&sim, &server, &db);
+    // Runner b: the same runbooks and master key (as runners that share a
+    // state share their runbooks and keys), a state folder of its own, so
+    // none of runner a's lock files.
+    let config = std::fs::read_to_string(a.path().join("keycycle.toml")).unwrap();
+    let b_config = config.replacen("state_dir = \"state\"", "state_dir = \"state-b\"", 1);
+    assert_ne!(config, b_config);
+    a.file("b.toml", &b_config);
+    std::fs::create_dir_all(a.path().join("state-b")).unwrap();
+    std::fs::copy(
+        a.path().join("state/secrets.json"),
+        a.path().join("state-b/secrets.json"),
+    )
+    .unwrap();
+    let lease = LEASE_MS.to_string();
+    let mut with_lease = env().to_vec();
+    with_lease.push(("KEYCYCLE_DEBUG_RUN_LEASE_MS", &lease));
+
+    // Runner a dies after taking the credential's lock (step 2).
+    let mut aborting = with_lease.clone();
+    aborting.push(("KEYCYCLE_DEBUG_ABORT_AFTER", "2"));
+    let died = a.run_env(&["run", "rotate", "--input", "label=x"], &aborting);
+    assert_eq!(
+        died.signal,
+        Some(6),
+        "runner a was to abort: {}",
+        died.stderr
+    );
+    let run_id = server.psql(&db, "SELECT run_id FROM runs");
+    let lease_until: i64 = server
+        .psql(&db, "SELECT lease_until FROM run_leases")
+        .parse()
+        .unwrap();
+
+    // Runner b has no lock file for it, but the lease stands.
+    let refused = a.run_env(
+        &[
+            "--config", "b.toml", "resume", &run_id, "--input", "label=x",
+        ],
+        &with_lease,
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!(
+        now < lease_until,
+        "the check came too late to see the lease"
+    );
+    refused
+        .assert_code(8)
+        .stderr_has(&format!("run {run_id} is still running"))
+        .stderr_has("lease");
+
+    // Once the lease has run out, b resumes the run and finishes it.
+    let wait = u64::try_from(lease_until - now).unwrap_or(0) + 300;
+    std::thread::sleep(std::time::Duration::from_millis(wait));
+    a.run_env(
+        &[
+            "--config", "b.toml", "resume", &run_id, "--input", "label=x",
+        ],
+        &with_lease,
+    )
+    .assert_ok();
+    assert_eq!(
+        server.psql(&db, "SELECT state FROM runs"),
+        "succeeded",
+        "the run was finished by runner b"
+    );
+    assert_eq!(
+        server.psql(&db, "SELECT count(*) FROM run_leases"),
+        "0",
+        "b gave the lease up when it finished"
     );
 }

@@ -30,7 +30,11 @@ pub fn open_state(config: &Config) -> Result<Arc<dyn StateStore>> {
         return Ok(Arc::new(keycycle_store::state::MemoryState::new()));
     }
     if let StateLocation::Postgres { url, password_file } = &config.state {
-        return Ok(Arc::new(open_postgres(url, password_file.as_deref())?));
+        let state: Arc<dyn StateStore> = Arc::new(open_postgres(url, password_file.as_deref())?);
+        // Runners on other hosts cannot see this host's run lock files:
+        // runs hold a lease in the shared state too.
+        liveness::share_liveness(state.clone(), run_lease());
+        return Ok(state);
     }
     let path = config.state_dir.join("state.db");
     if !config.state_dir.exists() {
@@ -55,6 +59,23 @@ pub fn open_postgres(url: &str, password_file: Option<&std::path::Path>) -> Resu
     PostgresState::open(&options)
         .with_context(|| format!("cannot open the state database {}", options.display()))
         .context(Code::Config)
+}
+
+/// Debug builds only: how long a run's lease lasts, in milliseconds, so a
+/// test sees a dead runner's lease run out in a second or two.
+#[cfg(debug_assertions)]
+pub const RUN_LEASE_ENV: &str = "KEYCYCLE_DEBUG_RUN_LEASE_MS";
+
+/// How long a run's lease in the shared state lasts without renewal.
+fn run_lease() -> std::time::Duration {
+    #[cfg(debug_assertions)]
+    if let Some(ms) = std::env::var(RUN_LEASE_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        return std::time::Duration::from_millis(ms);
+    }
+    liveness::DEFAULT_LEASE
 }
 
 /// The PostgreSQL password: `KEYCYCLE_STATE_PASSWORD`, else `PGPASSWORD`,

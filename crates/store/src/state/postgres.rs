@@ -53,21 +53,23 @@ use postgres::{Client, IsolationLevel, NoTls, Row, Transaction};
 use super::{
     ApprovalDecision, ApprovalRecord, ApprovalState, CheckOutcome, CredentialRecord,
     DEFAULT_BUSY_TIMEOUT, DeferredFilter, DeferredRecord, DeferredState, Durability, EffectIntent,
-    EffectOutcome, EffectRecord, FIRST_SEQ, LockAttempt, LockRecord, NewApproval, NewDeferred,
-    NewRun, PluginInfo, RotationOutcome, RunEvent, RunFilter, RunRecord, RunState, StateError,
-    StateStore, action_id, check_claim, expired_lease_note, now_ms, require,
+    EffectOutcome, EffectRecord, FIRST_SEQ, LeaseAttempt, LockAttempt, LockRecord, NewApproval,
+    NewDeferred, NewRun, PluginInfo, RotationOutcome, RunEvent, RunFilter, RunLease, RunRecord,
+    RunState, StateError, StateStore, action_id, check_claim, expired_lease_note, lease_lost,
+    lease_stands, now_ms, require,
 };
 use tls::{RootCert, SslMode};
 
 /// The newest schema version this keycycle writes in PostgreSQL (its own
 /// sequence; SQLite's is [`super::SCHEMA_VERSION`]).
-pub const PG_SCHEMA_VERSION: i64 = 1;
+pub const PG_SCHEMA_VERSION: i64 = 2;
 
 /// The advisory lock key migrations are applied under: "kcyc" in ASCII.
 const MIGRATION_LOCK: i64 = 0x6b63_7963;
 
 /// Every migration, in order: version `i + 1` is `MIGRATIONS[i]`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE runs (
     run_id         TEXT PRIMARY KEY,
     runbook_path   TEXT NOT NULL,
@@ -179,7 +181,18 @@ CREATE TABLE barriers (
     backend_pid INTEGER PRIMARY KEY,
     n           BIGINT NOT NULL
 );
-"#];
+"#,
+    // 2: run leases, so a runner on another host sees that a run is alive.
+    r#"
+CREATE TABLE run_leases (
+    run_id      TEXT PRIMARY KEY,
+    holder      TEXT NOT NULL,
+    host        TEXT NOT NULL,
+    pid         BIGINT NOT NULL,
+    lease_until BIGINT NOT NULL
+);
+"#,
+];
 
 const RUN_COLUMNS: &str = "run_id, runbook_path, runbook_sha256, params, env, dry_run, \"user\", \
      host, plugins, started_at, state, finished_at, detail";
@@ -964,6 +977,23 @@ fn lock_held(tx: &mut Transaction<'_>, credential: &str) -> Res<Option<LockRecor
         .transpose()?)
 }
 
+fn load_lease(tx: &mut Transaction<'_>, run_id: &str) -> Res<Option<RunLease>> {
+    tx.query_opt(
+        "SELECT holder, host, pid, lease_until FROM run_leases WHERE run_id = $1",
+        &[&run_id],
+    )?
+    .map(|r| -> Res<RunLease> {
+        Ok(RunLease {
+            run_id: run_id.to_owned(),
+            holder: r.try_get(0)?,
+            host: r.try_get(1)?,
+            pid: u32::try_from(r.try_get::<_, i64>(2)?).unwrap_or(0),
+            lease_until: r.try_get(3)?,
+        })
+    })
+    .transpose()
+}
+
 fn seq_param(ctx: &Ctx, operation: &'static str, seq: u64) -> Res<i64> {
     i64::try_from(seq).map_err(|_| {
         StateError::Invalid {
@@ -1676,6 +1706,67 @@ impl StateStore for PostgresState {
         self.read("read a credential's record", move |tx, ctx| {
             load_credential(ctx, tx, &id)
         })
+    }
+
+    fn take_run_lease(&self, lease: &RunLease, now_ms: i64) -> Result<LeaseAttempt, StateError> {
+        let lease = lease.clone();
+        self.write("take a run's lease", move |tx, _| {
+            if let Some(existing) = load_lease(tx, &lease.run_id)?
+                && lease_stands(&existing, &lease.holder, now_ms)
+            {
+                return Ok(LeaseAttempt::HeldBy(existing));
+            }
+            tx.execute(
+                "INSERT INTO run_leases (run_id, holder, host, pid, lease_until) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (run_id) DO UPDATE SET \
+                 holder = excluded.holder, host = excluded.host, pid = excluded.pid, \
+                 lease_until = excluded.lease_until",
+                &[
+                    &lease.run_id,
+                    &lease.holder,
+                    &lease.host,
+                    &i64::from(lease.pid),
+                    &lease.lease_until,
+                ],
+            )?;
+            Ok(LeaseAttempt::Taken)
+        })
+    }
+
+    fn renew_run_lease(
+        &self,
+        run_id: &str,
+        holder: &str,
+        lease_until: i64,
+    ) -> Result<(), StateError> {
+        let (run_id, holder) = (run_id.to_owned(), holder.to_owned());
+        self.write("renew a run's lease", move |tx, ctx| {
+            let changed = tx.execute(
+                "UPDATE run_leases SET lease_until = $3 WHERE run_id = $1 AND holder = $2",
+                &[&run_id, &holder, &lease_until],
+            )?;
+            if changed == 0 {
+                let now = load_lease(tx, &run_id)?;
+                return Err(lease_lost(&ctx.db, &run_id, &holder, now.as_ref()).into());
+            }
+            Ok(())
+        })
+    }
+
+    fn drop_run_lease(&self, run_id: &str, holder: &str) -> Result<(), StateError> {
+        let (run_id, holder) = (run_id.to_owned(), holder.to_owned());
+        self.write("give a run's lease up", move |tx, _| {
+            tx.execute(
+                "DELETE FROM run_leases WHERE run_id = $1 AND holder = $2",
+                &[&run_id, &holder],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn run_lease(&self, run_id: &str) -> Result<Option<RunLease>, StateError> {
+        let run_id = run_id.to_owned();
+        self.read("read a run's lease", move |tx, _| load_lease(tx, &run_id))
     }
 
     fn credentials(&self) -> Result<Vec<CredentialRecord>, StateError> {
