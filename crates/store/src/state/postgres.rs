@@ -38,11 +38,12 @@
 
 pub mod tls;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -205,10 +206,27 @@ const APPROVAL_COLUMNS: &str = "id, run_id, title, summary, environments, approv
      requested_by, requested_host, requested_at, state, decided_by, decided_host, decided_at, \
      comment";
 
-/// Grouped commits made by this process, and how many of them a barrier
-/// has covered: a barrier with nothing new to cover costs nothing.
-static GROUPED: AtomicU64 = AtomicU64::new(0);
-static SYNCED: AtomicU64 = AtomicU64::new(0);
+/// Grouped commits made by this process's handles on one database, and
+/// how many of them a barrier has covered: a barrier with nothing new to
+/// cover costs nothing. Shared by the handles with the same URL (as
+/// `keycycle rotate` opens one per run); a barrier on one database says
+/// nothing of another's.
+#[derive(Debug, Default)]
+struct Counters {
+    grouped: AtomicU64,
+    synced: AtomicU64,
+}
+
+impl Counters {
+    fn for_url(url: &str) -> Arc<Counters> {
+        static ALL: OnceLock<Mutex<HashMap<String, Arc<Counters>>>> = OnceLock::new();
+        let mut all = ALL
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        all.entry(url.to_owned()).or_default().clone()
+    }
+}
 
 /// Where and how to connect: a libpq URL without a password, and the
 /// password apart.
@@ -550,6 +568,7 @@ type Job = Box<dyn FnOnce(&mut Conn) + Send>;
 /// documentation for how concurrency and durability work.
 pub struct PostgresState {
     db: String,
+    counters: Arc<Counters>,
     jobs: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -606,6 +625,7 @@ impl PostgresState {
                 source,
             })?;
         let state = PostgresState {
+            counters: Counters::for_url(&options.url),
             db,
             jobs: Some(jobs),
             thread: Some(thread),
@@ -654,16 +674,16 @@ impl PostgresState {
     ) -> Result<R, StateError> {
         // Every grouped commit counted before this durable one is in the
         // WAL before it, so its synchronous commit covers them.
-        let covers = GROUPED.load(Ordering::SeqCst);
+        let covers = self.counters.grouped.load(Ordering::SeqCst);
         let result = self.call(move |conn| {
             conn.transaction(IsolationLevel::Serializable, durability, operation, &work)
         })?;
         match durability {
             Durability::Grouped => {
-                GROUPED.fetch_add(1, Ordering::SeqCst);
+                self.counters.grouped.fetch_add(1, Ordering::SeqCst);
             }
             Durability::Durable => {
-                SYNCED.fetch_max(covers, Ordering::SeqCst);
+                self.counters.synced.fetch_max(covers, Ordering::SeqCst);
             }
         }
         Ok(result)
@@ -1275,8 +1295,8 @@ impl StateStore for PostgresState {
     }
 
     fn sync(&self) -> Result<(), StateError> {
-        let covers = GROUPED.load(Ordering::SeqCst);
-        if SYNCED.load(Ordering::SeqCst) >= covers {
+        let covers = self.counters.grouped.load(Ordering::SeqCst);
+        if self.counters.synced.load(Ordering::SeqCst) >= covers {
             return Ok(());
         }
         // A synchronous commit that writes WAL: flushing the WAL up to it
@@ -1289,7 +1309,7 @@ impl StateStore for PostgresState {
             )?;
             Ok(())
         })?;
-        SYNCED.fetch_max(covers, Ordering::SeqCst);
+        self.counters.synced.fetch_max(covers, Ordering::SeqCst);
         Ok(())
     }
 
@@ -1966,12 +1986,19 @@ mod server_tests {
                 .begin_effect_with("r1", &intent(seq), Durability::Grouped)
                 .unwrap();
         }
-        // Other tests of this process write at the same time, so only
-        // what holds whatever they do is checked: the barrier covers every
-        // grouped commit made before it.
-        let grouped = GROUPED.load(Ordering::SeqCst);
+        // The database is this test's alone, so its counters are too.
+        assert_eq!(state.counters.grouped.load(Ordering::SeqCst), 3);
+        assert!(state.counters.synced.load(Ordering::SeqCst) < 3);
         state.sync().unwrap();
-        assert!(SYNCED.load(Ordering::SeqCst) >= grouped);
+        assert_eq!(state.counters.synced.load(Ordering::SeqCst), 3);
+        let barriers = TestServer::shared().psql(&db, "SELECT count(*) FROM barriers");
+        assert_eq!(barriers, "1", "the barrier was one synchronous write");
+        state.sync().unwrap();
+        assert_eq!(
+            TestServer::shared().psql(&db, "SELECT sum(n) FROM barriers"),
+            "1",
+            "nothing new to cover, no barrier"
+        );
         assert_eq!(state.effects("r1").unwrap().len(), 3);
     }
 }
