@@ -102,7 +102,25 @@ impl TestServer {
         SHARED.get_or_init(TestServer::start)
     }
 
+    /// A new server that also speaks TLS, with a certificate for
+    /// 127.0.0.1 only (not `localhost`) signed by a CA made now; returns
+    /// the server and the CA's PEM file.
+    #[cfg(test)]
+    pub fn start_tls() -> (TestServer, PathBuf) {
+        match TestServer::try_start_with(true) {
+            Ok(server) => {
+                let ca = server.dir.join("ca.pem");
+                (server, ca)
+            }
+            Err(e) => panic!("cannot start a PostgreSQL server for the tests: {e}"),
+        }
+    }
+
     fn try_start() -> Result<TestServer, String> {
+        TestServer::try_start_with(false)
+    }
+
+    fn try_start_with(tls: bool) -> Result<TestServer, String> {
         let bin = bin_dir()?;
         let root = std::fs::metadata("/proc/self")
             .map(|m| m.uid())
@@ -117,8 +135,11 @@ impl TestServer {
         std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let pwfile = dir.join("pw");
         std::fs::write(&pwfile, PASSWORD).map_err(|e| e.to_string())?;
+        let (tls_files, ssl_options) = tls_setup(&dir, tls)?;
+        let mut owned = vec![dir.clone(), pwfile.clone()];
+        owned.extend(tls_files);
         if let Some((uid, gid)) = owner {
-            for p in [&dir, &pwfile] {
+            for p in &owned {
                 std::os::unix::fs::chown(p, Some(uid), Some(gid))
                     .map_err(|e| format!("cannot give {} to postgres: {e}", p.display()))?;
             }
@@ -153,7 +174,7 @@ impl TestServer {
             server.port = free_port();
             let options = format!(
                 "-c listen_addresses=127.0.0.1 -p {} -c unix_socket_directories={} \
-                 -c max_connections=200 -c shared_buffers=16MB",
+                 -c max_connections=200 -c shared_buffers=16MB{ssl_options}",
                 server.port,
                 server.dir.display()
             );
@@ -319,4 +340,74 @@ impl Drop for TestServer {
             .status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The files and server options of TLS, when asked for.
+#[cfg(test)]
+fn tls_setup(dir: &Path, tls: bool) -> Result<(Vec<PathBuf>, String), String> {
+    if !tls {
+        return Ok((Vec::new(), String::new()));
+    }
+    let (cert, key) = write_tls_files(dir)?;
+    let options = format!(
+        " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+        cert.display(),
+        key.display()
+    );
+    Ok((vec![cert, key], options))
+}
+
+/// Outside the store's own tests there is no certificate maker (rcgen is
+/// a dev-dependency), so no TLS server either.
+#[cfg(not(test))]
+fn tls_setup(_dir: &Path, tls: bool) -> Result<(Vec<PathBuf>, String), String> {
+    if tls {
+        return Err("TLS test servers are made by the store's own tests only".to_owned());
+    }
+    Ok((Vec::new(), String::new()))
+}
+
+/// Writes `ca.pem`, and `server.crt` (the leaf for 127.0.0.1 and the CA)
+/// and `server.key` (0600), into `dir`; returns the last two.
+#[cfg(test)]
+fn write_tls_files(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    use std::os::unix::fs::PermissionsExt;
+    let failed = |e: rcgen::Error| format!("cannot make a certificate: {e}");
+    let ca_key = KeyPair::generate().map_err(failed)?;
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(failed)?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.distinguished_name
+        .push(DnType::CommonName, "keycycle test PostgreSQL CA");
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_cert = ca.self_signed(&ca_key).map_err(failed)?;
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf_key = KeyPair::generate().map_err(failed)?;
+    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()]).map_err(failed)?;
+    leaf.distinguished_name
+        .push(DnType::CommonName, "keycycle test PostgreSQL");
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    leaf.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).map_err(failed)?;
+    let write = |name: &str, text: String, mode: u32| -> Result<PathBuf, String> {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|e| format!("cannot write {name}: {e}"))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("cannot chmod {name}: {e}"))?;
+        Ok(path)
+    };
+    write("ca.pem", ca_cert.pem(), 0o644)?;
+    let cert = write(
+        "server.crt",
+        format!("{}{}", leaf_cert.pem(), ca_cert.pem()),
+        0o644,
+    )?;
+    let key = write("server.key", leaf_key.serialize_pem(), 0o600)?;
+    Ok((cert, key))
 }

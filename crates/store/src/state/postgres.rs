@@ -2001,4 +2001,53 @@ mod server_tests {
         );
         assert_eq!(state.effects("r1").unwrap().len(), 3);
     }
+
+    /// Whether `state`'s connection is encrypted, as the server sees it.
+    fn encrypted(state: &PostgresState) -> bool {
+        state
+            .call(|conn| {
+                let client = conn.client()?;
+                Ok(client
+                    .query_one(
+                        "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                        &[],
+                    )
+                    .map(|r| r.get::<_, bool>(0))
+                    .unwrap_or(false))
+            })
+            .unwrap()
+    }
+
+    /// libpq's sslmodes against a server with a certificate for
+    /// 127.0.0.1 (not `localhost`) from a CA of its own.
+    #[test]
+    fn tls_follows_libpqs_sslmodes() {
+        let (server, ca) = TestServer::start_tls();
+        let db = server.create_database();
+        let open = |host: &str, params: &str| {
+            let url = format!(
+                "postgres://{}@{host}:{}/{db}?hostaddr=127.0.0.1&{params}",
+                crate::pg_test_server::USER,
+                server.port
+            );
+            PostgresState::open(&PgOptions::new(&url, Some(PASSWORD.to_owned())))
+        };
+        let ca = ca.display().to_string();
+        assert!(!encrypted(&open("127.0.0.1", "sslmode=disable").unwrap()));
+        assert!(encrypted(&open("127.0.0.1", "sslmode=prefer").unwrap()));
+        // require checks nothing without a root certificate, as in libpq.
+        assert!(encrypted(&open("localhost", "sslmode=require").unwrap()));
+        let full = format!("sslmode=verify-full&sslrootcert={ca}");
+        assert!(encrypted(&open("127.0.0.1", &full).unwrap()));
+        // The certificate does not name `localhost`: verify-full refuses,
+        // verify-ca (the chain only) accepts.
+        let err = open("localhost", &full).unwrap_err();
+        assert!(matches!(err, StateError::Backend { .. }), "{err}");
+        let ca_only = format!("sslmode=verify-ca&sslrootcert={ca}");
+        assert!(encrypted(&open("localhost", &ca_only).unwrap()));
+        // A CA that did not sign it: refused, whatever the name.
+        let (_other, other_ca) = TestServer::start_tls();
+        let wrong = format!("sslmode=verify-ca&sslrootcert={}", other_ca.display());
+        assert!(open("127.0.0.1", &wrong).is_err());
+    }
 }
