@@ -17,6 +17,13 @@ use serde::Deserialize;
 pub struct ConfigFile {
     /// Journal, secrets store and master key live here.
     pub state_dir: Option<PathBuf>,
+    /// The run state in PostgreSQL, shared by several runners:
+    /// `postgres://USER@HOST:PORT/DB?sslmode=…` (libpq's URL, without a
+    /// password). By default the run state is `STATE_DIR/state.db`.
+    pub state: Option<String>,
+    /// A file (0600) holding the PostgreSQL password, when neither
+    /// KEYCYCLE_STATE_PASSWORD nor PGPASSWORD is set.
+    pub state_password_file: Option<PathBuf>,
     /// Runbooks are looked up here, and imports may not leave it.
     pub runbooks_dir: Option<PathBuf>,
     /// Precompiled plugins are cached here.
@@ -320,6 +327,8 @@ pub struct Config {
     pub found_by: FoundBy,
     /// Holds the master key, secrets store and run state by default.
     pub state_dir: PathBuf,
+    /// Where the run state is: `STATE_DIR/state.db` or PostgreSQL.
+    pub state: StateLocation,
     pub runbooks_dir: PathBuf,
     pub cache_dir: PathBuf,
     pub cache_key_file: PathBuf,
@@ -337,6 +346,57 @@ pub struct Config {
     pub policy: std::sync::Arc<Policy>,
     /// The inventory, from the config and `credentials_file`, by id.
     pub credentials: BTreeMap<String, CredentialSection>,
+}
+
+/// Where the run state (runs, journal, locks, deferred actions, approvals,
+/// the inventory's records) is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateLocation {
+    /// `STATE_DIR/state.db`, this runner's own.
+    Local,
+    /// A PostgreSQL database several runners share.
+    Postgres {
+        /// libpq's URL form, without a password (one is refused).
+        url: String,
+        /// Where the password is when the environment has none.
+        password_file: Option<PathBuf>,
+    },
+}
+
+/// The `state` setting, checked: a `postgres://` URL without a password.
+fn state_location(state: Option<&str>, password_file: Option<PathBuf>) -> Result<StateLocation> {
+    let Some(url) = state else {
+        if password_file.is_some() {
+            bail!(
+                "state_password_file is set but state is not a postgres:// URL; the local \
+                 state database needs no password"
+            );
+        }
+        return Ok(StateLocation::Local);
+    };
+    if !keycycle_store::state::is_postgres_url(url) {
+        bail!(
+            "state = {:?} is not a postgres:// URL; for the local state database leave state \
+             out and set state_dir instead",
+            keycycle_store::state::mask_url(url)
+        );
+    }
+    let masked = keycycle_store::state::mask_url(url);
+    if masked != url || url.contains("password=") {
+        bail!(
+            "state = \"{}\" holds a password; take it out of the config and give it in \
+             KEYCYCLE_STATE_PASSWORD or PGPASSWORD, or in a file named by state_password_file",
+            if masked != url {
+                masked
+            } else {
+                "postgres://…?password=***".to_owned()
+            }
+        );
+    }
+    Ok(StateLocation::Postgres {
+        url: url.to_owned(),
+        password_file,
+    })
 }
 
 /// How the config file was found, for `-v` and `keycycle doctor`.
@@ -458,6 +518,11 @@ pub fn load(explicit: Option<&Path>) -> Result<Config> {
         None => e,
     };
     let secrets_backend = parsed.secrets.backend(&abs).map_err(in_file)?;
+    let state = state_location(
+        parsed.state.as_deref(),
+        parsed.state_password_file.as_deref().map(abs),
+    )
+    .map_err(in_file)?;
     let mut trust_keys = BTreeMap::new();
     for (team, value) in &parsed.trust.keys {
         let key = trust_key(team, value, &abs).map_err(in_file)?;
@@ -598,6 +663,7 @@ pub fn load(explicit: Option<&Path>) -> Result<Config> {
         file,
         found_by,
         state_dir,
+        state,
         cache_dir,
         trust_keys,
         require_signed: parsed.trust.require_signed,

@@ -19,7 +19,8 @@ use keycycle_store::SecretStore;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, StateLocation};
+use crate::durable;
 use crate::exit::Code;
 use crate::plugins_cmd;
 use crate::run::load_plugins_cached;
@@ -119,6 +120,7 @@ pub async fn doctor(explicit_config: Option<&Path>, as_json: bool) -> Result<()>
 
 async fn examine(config: &Config, report: &mut Report) {
     config_section(config, report);
+    state_section(config, report);
     policy_section(config, report);
     process_section(report);
     let store = Arc::new(StoreAccess::new(config));
@@ -200,6 +202,66 @@ fn config_section(config: &Config, report: &mut Report) {
             "runbooks_dir": { "path": config.runbooks_dir.display().to_string(), "exists": runbooks_exist },
         }),
     );
+}
+
+/// Where the run state is, and for PostgreSQL whether it answers and at
+/// which schema version. The URL shown holds no password (the config
+/// refuses one).
+fn state_section(config: &Config, report: &mut Report) {
+    const S: &str = "state";
+    match &config.state {
+        StateLocation::Local => {
+            let path = config
+                .state_dir
+                .join(keycycle_store::state::STATE_FILE_NAME);
+            report.add(
+                S,
+                Level::Ok,
+                format!(
+                    "run state in the local database {}{}",
+                    path.display(),
+                    if path.is_file() {
+                        ""
+                    } else {
+                        " (not created yet)"
+                    }
+                ),
+            );
+            report.facts.insert(
+                "state".into(),
+                json!({ "backend": "sqlite", "path": path.display().to_string() }),
+            );
+        }
+        StateLocation::Postgres { url, password_file } => {
+            let masked = keycycle_store::state::mask_url(url);
+            match durable::open_postgres(url, password_file.as_deref()) {
+                Ok(state) => {
+                    let version = state.schema_version().ok();
+                    report.add(
+                        S,
+                        Level::Ok,
+                        format!(
+                            "run state in PostgreSQL {masked} (schema version {}); the locks, \
+                             journal and deferred actions there are shared by every runner \
+                             configured with it",
+                            version.map_or_else(|| "unknown".to_owned(), |v| v.to_string())
+                        ),
+                    );
+                    report.facts.insert(
+                        "state".into(),
+                        json!({ "backend": "postgres", "url": masked, "schema_version": version }),
+                    );
+                }
+                Err(e) => {
+                    report.add(S, Level::Error, describe(&e));
+                    report.facts.insert(
+                        "state".into(),
+                        json!({ "backend": "postgres", "url": masked, "error": describe(&e) }),
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// Teams, and grants that can never apply: a plugin no run may call, a

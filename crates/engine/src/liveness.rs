@@ -1,9 +1,18 @@
 //! The per-run lock file that tells a live run from a dead one:
 //! `RUNS_DIR/RUN_ID.lock`, held exclusively while the run's process lives.
+//! When runners share their state ([`share_liveness`], PostgreSQL), the
+//! run also holds a lease in that state, renewed while it lives, so a
+//! runner on another host, which cannot see the file, sees the run alive
+//! until the lease runs out.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock, mpsc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use keycycle_store::state::{LeaseAttempt, RunLease, StateError, StateStore};
 
 use crate::journal::{now_ms, rfc3339};
 use crate::who::host;
@@ -20,6 +29,14 @@ pub enum LivenessError {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    /// The shared state could not record the run's lease.
+    #[error("cannot take the lease of run {run_id} in the shared state: {source}")]
+    Lease {
+        run_id: String,
+        // Boxed: the store's errors are large, and this one is rare.
+        #[source]
+        source: Box<StateError>,
     },
     #[error(
         "cannot take the lock file {} of run {run_id}: it kept being replaced while being locked; \
@@ -63,6 +80,131 @@ impl Holder {
 pub struct RunFile {
     file: File,
     path: PathBuf,
+    /// The run's lease in the shared state, when runners share one; held
+    /// for its renewals and given up when dropped.
+    _lease: Option<Lease>,
+}
+
+/// How long a run's lease lasts without renewal, by default. A runner that
+/// dies is seen dead by other hosts this long after its last renewal.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+/// The state runners share, and how long a lease lasts in it.
+static SHARED: OnceLock<(Arc<dyn StateStore>, Duration)> = OnceLock::new();
+
+/// Runs of this process take a lease in `state` too (see the module
+/// documentation), lasting `lease` unless renewed; they renew it every
+/// third of that. Called once, when the shared state is opened; later
+/// calls change nothing.
+pub fn share_liveness(state: Arc<dyn StateStore>, lease: Duration) {
+    let _ = SHARED.set((state, lease));
+}
+
+/// A run's lease in the shared state, renewed by a thread while held and
+/// given up when dropped.
+struct Lease {
+    state: Arc<dyn StateStore>,
+    run_id: String,
+    holder: String,
+    /// Closed to stop the renewals.
+    stop: Option<mpsc::Sender<()>>,
+    renewer: Option<JoinHandle<()>>,
+}
+
+impl Lease {
+    fn take(
+        state: &Arc<dyn StateStore>,
+        ttl: Duration,
+        run_id: &str,
+    ) -> Result<Lease, LivenessError> {
+        let pid = std::process::id();
+        let host = host();
+        let holder = format!("{host}:{pid}:{:08x}", rand::random::<u32>());
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        let now = now_ms();
+        let lease = RunLease {
+            run_id: run_id.to_owned(),
+            holder: holder.clone(),
+            host,
+            pid,
+            lease_until: now.saturating_add(ttl_ms),
+        };
+        let lease_error = |source| LivenessError::Lease {
+            run_id: run_id.to_owned(),
+            source: Box::new(source),
+        };
+        match state.take_run_lease(&lease, now).map_err(lease_error)? {
+            LeaseAttempt::Taken => {}
+            LeaseAttempt::HeldBy(l) => {
+                return Err(LivenessError::Running(format!(
+                    "run {run_id} is still running as process {} on host {}: its lease in the \
+                     shared state runs until {} and is renewed while it runs; wait for it, or \
+                     stop that process and wait for the lease to run out",
+                    l.pid,
+                    l.host,
+                    rfc3339(l.lease_until)
+                )));
+            }
+        }
+        let (stop, stopped) = mpsc::channel::<()>();
+        let renewer = {
+            let (state, run, holder) = (state.clone(), run_id.to_owned(), holder.clone());
+            std::thread::Builder::new()
+                .name("keycycle-lease".to_owned())
+                .spawn(move || {
+                    // Renewing every third of the lease leaves two chances
+                    // to get through before it runs out.
+                    while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(ttl / 3)
+                    {
+                        let until = now_ms().saturating_add(ttl_ms);
+                        match state.renew_run_lease(&run, &holder, until) {
+                            Ok(()) => {}
+                            Err(e @ StateError::RunLeaseLost { .. }) => {
+                                tracing::error!(target: "keycycle", "{e}");
+                                return;
+                            }
+                            Err(e) => {
+                                tracing::warn!(target: "keycycle", "could not renew the lease of run {run}: {e}; trying again");
+                            }
+                        }
+                    }
+                })
+                .map_err(|source| LivenessError::Io {
+                    what: "start the lease renewal of",
+                    path: PathBuf::from(run_id),
+                    source,
+                })?
+        };
+        Ok(Lease {
+            state: state.clone(),
+            run_id: run_id.to_owned(),
+            holder,
+            stop: Some(stop),
+            renewer: Some(renewer),
+        })
+    }
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("run_id", &self.run_id)
+            .field("holder", &self.holder)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(renewer) = self.renewer.take() {
+            let _ = renewer.join();
+        }
+        // A lease that cannot be given up runs out by itself.
+        if let Err(e) = self.state.drop_run_lease(&self.run_id, &self.holder) {
+            tracing::warn!(target: "keycycle", "could not give up the lease of run {}: {e}", self.run_id);
+        }
+    }
 }
 
 impl Drop for RunFile {
@@ -131,7 +273,17 @@ pub fn hold_run_file(runs_dir: &Path, run_id: &str) -> Result<RunFile, LivenessE
             .and_then(|()| file.seek(SeekFrom::Start(0)))
             .and_then(|_| file.write_all(holder.as_bytes()))
             .map_err(io("write", &path))?;
-        return Ok(RunFile { file, path });
+        // The file says this host's processes may not run it; the lease
+        // says so to the other hosts' too.
+        let lease = match SHARED.get() {
+            Some((state, ttl)) => Some(Lease::take(state, *ttl, run_id)?),
+            None => None,
+        };
+        return Ok(RunFile {
+            file,
+            path,
+            _lease: lease,
+        });
     }
     Err(LivenessError::Replaced {
         run_id: run_id.to_owned(),

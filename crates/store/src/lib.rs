@@ -19,6 +19,8 @@
 mod error;
 mod fs;
 mod key;
+#[cfg(any(test, feature = "test-server"))]
+pub mod pg_test_server;
 mod secrets;
 pub mod state;
 

@@ -159,6 +159,20 @@ pub enum StateError {
     )]
     ApprovalNotFound { db: String, id: String },
 
+    /// A run's lease was taken over (it expired) or given up.
+    #[error(
+        "the lease of run `{run_id}` in {db} is no longer held by {holder}{by}; its renewals \
+         stopped for longer than the lease, so another runner may have taken the run over: \
+         stop this process",
+        by = by.as_ref().map(|h| format!(" (it is {h}'s)")).unwrap_or_default()
+    )]
+    RunLeaseLost {
+        db: String,
+        run_id: String,
+        holder: String,
+        by: Option<String>,
+    },
+
     /// A change request is decided once.
     #[error("change request `{id}` in {db} was already {state} by {by}; a decision is final")]
     AlreadyDecided {

@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::{
     ApprovalDecision, ApprovalRecord, ApprovalState, CheckOutcome, CredentialRecord,
     DeferredFilter, DeferredRecord, DeferredState, Durability, EffectIntent, EffectOutcome,
-    EffectRecord, FIRST_SEQ, LockAttempt, LockRecord, NewApproval, NewDeferred, NewRun,
-    RotationOutcome, RunEvent, RunFilter, RunRecord, RunState, StateError, StateStore, action_id,
-    check_claim, expired_lease_note, now_ms, require,
+    EffectRecord, FIRST_SEQ, LeaseAttempt, LockAttempt, LockRecord, NewApproval, NewDeferred,
+    NewRun, RotationOutcome, RunEvent, RunFilter, RunLease, RunRecord, RunState, StateError,
+    StateStore, action_id, check_claim, expired_lease_note, lease_lost, lease_stands, now_ms,
+    require,
 };
 
 const LOCATION: &str = "in-memory state";
@@ -28,6 +29,7 @@ struct Inner {
     deferred: BTreeMap<String, DeferredRecord>,
     approvals: Vec<ApprovalRecord>,
     credentials: BTreeMap<String, CredentialRecord>,
+    leases: BTreeMap<String, RunLease>,
 }
 
 struct Run {
@@ -532,5 +534,44 @@ impl StateStore for MemoryState {
 
     fn credentials(&self) -> Result<Vec<CredentialRecord>, StateError> {
         Ok(self.inner().credentials.values().cloned().collect())
+    }
+
+    fn take_run_lease(&self, lease: &RunLease, now_ms: i64) -> Result<LeaseAttempt, StateError> {
+        let mut inner = self.inner();
+        if let Some(existing) = inner.leases.get(&lease.run_id)
+            && lease_stands(existing, &lease.holder, now_ms)
+        {
+            return Ok(LeaseAttempt::HeldBy(existing.clone()));
+        }
+        inner.leases.insert(lease.run_id.clone(), lease.clone());
+        Ok(LeaseAttempt::Taken)
+    }
+
+    fn renew_run_lease(
+        &self,
+        run_id: &str,
+        holder: &str,
+        lease_until: i64,
+    ) -> Result<(), StateError> {
+        let mut inner = self.inner();
+        match inner.leases.get_mut(run_id) {
+            Some(lease) if lease.holder == holder => {
+                lease.lease_until = lease_until;
+                Ok(())
+            }
+            other => Err(lease_lost(LOCATION, run_id, holder, other.as_deref())),
+        }
+    }
+
+    fn drop_run_lease(&self, run_id: &str, holder: &str) -> Result<(), StateError> {
+        let mut inner = self.inner();
+        if inner.leases.get(run_id).is_some_and(|l| l.holder == holder) {
+            inner.leases.remove(run_id);
+        }
+        Ok(())
+    }
+
+    fn run_lease(&self, run_id: &str) -> Result<Option<RunLease>, StateError> {
+        Ok(self.inner().leases.get(run_id).cloned())
     }
 }

@@ -13,6 +13,8 @@
 //!   [`Durability::Grouped`], and the decisions that must have exactly one
 //!   winner across processes (taking a lock, claiming an action) are made
 //!   inside a single write transaction.
+//! - [`PostgresState`]: a PostgreSQL database several runners share, with
+//!   the same semantics (`postgres.rs` says how).
 //! - [`MemoryState`]: the same behaviour inside one process, for tests and
 //!   for measuring what durability costs.
 //!
@@ -39,6 +41,7 @@
 mod error;
 mod group;
 mod memory;
+pub mod postgres;
 mod sqlite;
 #[cfg(test)]
 mod tests;
@@ -51,6 +54,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::StateError;
 pub use memory::MemoryState;
+pub use postgres::{PG_SCHEMA_VERSION, PgOptions, PostgresState, is_postgres_url, mask_url};
 pub use sqlite::{DEFAULT_BUSY_TIMEOUT, SCHEMA_VERSION, STATE_FILE_NAME, SqliteState};
 #[cfg(debug_assertions)]
 pub use sqlite::{POWER_CUT_ENV, SYNCED_SUFFIX};
@@ -289,6 +293,68 @@ pub trait StateStore: Send + Sync {
 
     /// Every credential's record, by id.
     fn credentials(&self) -> Result<Vec<CredentialRecord>, StateError>;
+
+    // Run leases: which process runs a run, seen from every runner that
+    // shares the store (a run's lock file is seen on its own host only).
+
+    /// Takes the lease of run `lease.run_id` for `lease.holder` until
+    /// `lease.lease_until`: when nobody holds it, when `lease.holder`
+    /// holds it already, or when the lease that stands ended at or before
+    /// `now_ms` (its holder died or stalled). Otherwise returns the lease
+    /// that stands. No two callers, in any processes, both take it.
+    fn take_run_lease(&self, lease: &RunLease, now_ms: i64) -> Result<LeaseAttempt, StateError>;
+
+    /// Extends `holder`'s lease of `run_id` to `lease_until`. Fails with
+    /// [`StateError::RunLeaseLost`] when `holder` no longer holds it.
+    fn renew_run_lease(
+        &self,
+        run_id: &str,
+        holder: &str,
+        lease_until: i64,
+    ) -> Result<(), StateError>;
+
+    /// Gives `holder`'s lease of `run_id` up; nothing when `holder` does
+    /// not hold it.
+    fn drop_run_lease(&self, run_id: &str, holder: &str) -> Result<(), StateError>;
+
+    /// The lease of `run_id` as recorded, expired or not.
+    fn run_lease(&self, run_id: &str) -> Result<Option<RunLease>, StateError>;
+}
+
+/// A process's claim to be running a run, until `lease_until` unless it
+/// renews it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunLease {
+    pub run_id: String,
+    /// Unique per process and run: `HOST:PID:RANDOM`.
+    pub holder: String,
+    pub host: String,
+    pub pid: u32,
+    /// Unix milliseconds.
+    pub lease_until: i64,
+}
+
+/// What [`StateStore::take_run_lease`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseAttempt {
+    /// The lease is the caller's now.
+    Taken,
+    /// Another holder's lease stands.
+    HeldBy(RunLease),
+}
+
+/// Whether `existing` stands against `holder` at `now_ms`.
+fn lease_stands(existing: &RunLease, holder: &str, now_ms: i64) -> bool {
+    existing.holder != holder && existing.lease_until > now_ms
+}
+
+fn lease_lost(db: &str, run_id: &str, holder: &str, now: Option<&RunLease>) -> StateError {
+    StateError::RunLeaseLost {
+        db: db.to_owned(),
+        run_id: run_id.to_owned(),
+        holder: holder.to_owned(),
+        by: now.map(|l| l.holder.clone()),
+    }
 }
 
 /// How soon a journal write must be on disk: the one choice

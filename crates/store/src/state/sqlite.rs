@@ -38,9 +38,10 @@ use super::group::GroupCommit;
 use super::{
     ApprovalDecision, ApprovalRecord, ApprovalState, CheckOutcome, CredentialRecord,
     DeferredFilter, DeferredRecord, DeferredState, Durability, EffectIntent, EffectOutcome,
-    EffectRecord, FIRST_SEQ, LockAttempt, LockRecord, NewApproval, NewDeferred, NewRun, PluginInfo,
-    RotationOutcome, RunEvent, RunFilter, RunRecord, RunState, StateError, StateStore, action_id,
-    check_claim, expired_lease_note, now_ms, require,
+    EffectRecord, FIRST_SEQ, LeaseAttempt, LockAttempt, LockRecord, NewApproval, NewDeferred,
+    NewRun, PluginInfo, RotationOutcome, RunEvent, RunFilter, RunLease, RunRecord, RunState,
+    StateError, StateStore, action_id, check_claim, expired_lease_note, lease_lost, lease_stands,
+    now_ms, require,
 };
 use crate::fs::{parent_dir, private_file_options};
 
@@ -48,7 +49,7 @@ use crate::fs::{parent_dir, private_file_options};
 pub const STATE_FILE_NAME: &str = "state.db";
 
 /// The schema version this keycycle writes (SQLite's `user_version`).
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// How long a change waits for another process's transaction to end.
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -98,6 +99,18 @@ const CREDENTIALS_SCHEMA: &str = r#"
 CREATE TABLE credentials (
     id     TEXT PRIMARY KEY NOT NULL,
     record TEXT NOT NULL            -- JSON CredentialRecord
+) STRICT;
+"#;
+
+/// What version 4 adds: run leases, which runners sharing a database
+/// need and a local database keeps for the same behaviour.
+const LEASES_SCHEMA: &str = r#"
+CREATE TABLE run_leases (
+    run_id      TEXT PRIMARY KEY NOT NULL,
+    holder      TEXT NOT NULL,
+    host        TEXT NOT NULL,
+    pid         INTEGER NOT NULL,
+    lease_until INTEGER NOT NULL
 ) STRICT;
 "#;
 
@@ -376,12 +389,16 @@ impl SqliteState {
                 return Ok(());
             }
             // Version 1 had everything but approval gates, version 2
-            // everything but the inventory's records.
-            if version == 1 || version == 2 {
+            // everything but the inventory's records, version 3 all but
+            // run leases.
+            if (1..=3).contains(&version) {
                 if version == 1 {
                     tx.execute_batch(APPROVALS_SCHEMA)?;
                 }
-                tx.execute_batch(CREDENTIALS_SCHEMA)?;
+                if version <= 2 {
+                    tx.execute_batch(CREDENTIALS_SCHEMA)?;
+                }
+                tx.execute_batch(LEASES_SCHEMA)?;
                 tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
                 return Ok(());
             }
@@ -400,6 +417,7 @@ impl SqliteState {
             tx.execute_batch(SCHEMA)?;
             tx.execute_batch(APPROVALS_SCHEMA)?;
             tx.execute_batch(CREDENTIALS_SCHEMA)?;
+            tx.execute_batch(LEASES_SCHEMA)?;
             tx.pragma_update(None, "application_id", APPLICATION_ID)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             Ok(())
@@ -1499,6 +1517,33 @@ impl StateStore for SqliteState {
         })
     }
 
+    fn take_run_lease(&self, lease: &RunLease, now_ms: i64) -> Result<LeaseAttempt, StateError> {
+        self.take_run_lease_impl(lease, now_ms)
+    }
+
+    fn renew_run_lease(
+        &self,
+        run_id: &str,
+        holder: &str,
+        lease_until: i64,
+    ) -> Result<(), StateError> {
+        self.renew_run_lease_impl(run_id, holder, lease_until)
+    }
+
+    fn drop_run_lease(&self, run_id: &str, holder: &str) -> Result<(), StateError> {
+        self.write("give a run's lease up", |tx| {
+            tx.execute(
+                "DELETE FROM run_leases WHERE run_id = ?1 AND holder = ?2",
+                params![run_id, holder],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn run_lease(&self, run_id: &str) -> Result<Option<RunLease>, StateError> {
+        self.read("read a run's lease", |tx| Self::load_lease(tx, run_id))
+    }
+
     fn approvals(&self, pending_only: bool) -> Result<Vec<ApprovalRecord>, StateError> {
         self.read("list change requests", |tx| {
             let mut sql = format!("SELECT {APPROVAL_COLUMNS} FROM approvals");
@@ -1542,6 +1587,73 @@ impl StateStore for SqliteState {
                 ],
             )?;
             Ok(decided)
+        })
+    }
+}
+
+impl SqliteState {
+    fn load_lease(tx: &Transaction<'_>, run_id: &str) -> Res<Option<RunLease>> {
+        Ok(tx
+            .query_row(
+                "SELECT holder, host, pid, lease_until FROM run_leases WHERE run_id = ?1",
+                [run_id],
+                |r| {
+                    Ok(RunLease {
+                        run_id: run_id.to_owned(),
+                        holder: r.get(0)?,
+                        host: r.get(1)?,
+                        pid: r.get(2)?,
+                        lease_until: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    fn take_run_lease_impl(
+        &self,
+        lease: &RunLease,
+        now_ms: i64,
+    ) -> Result<LeaseAttempt, StateError> {
+        self.write("take a run's lease", |tx| {
+            if let Some(existing) = Self::load_lease(tx, &lease.run_id)?
+                && lease_stands(&existing, &lease.holder, now_ms)
+            {
+                return Ok(LeaseAttempt::HeldBy(existing));
+            }
+            tx.execute(
+                "INSERT INTO run_leases (run_id, holder, host, pid, lease_until) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (run_id) DO UPDATE SET \
+                 holder = excluded.holder, host = excluded.host, pid = excluded.pid, \
+                 lease_until = excluded.lease_until",
+                params![
+                    lease.run_id,
+                    lease.holder,
+                    lease.host,
+                    lease.pid,
+                    lease.lease_until
+                ],
+            )?;
+            Ok(LeaseAttempt::Taken)
+        })
+    }
+
+    fn renew_run_lease_impl(
+        &self,
+        run_id: &str,
+        holder: &str,
+        lease_until: i64,
+    ) -> Result<(), StateError> {
+        self.write("renew a run's lease", |tx| {
+            let changed = tx.execute(
+                "UPDATE run_leases SET lease_until = ?3 WHERE run_id = ?1 AND holder = ?2",
+                params![run_id, holder, lease_until],
+            )?;
+            if changed == 0 {
+                let now = Self::load_lease(tx, run_id)?;
+                return Err(lease_lost(&self.db, run_id, holder, now.as_ref()).into());
+            }
+            Ok(())
         })
     }
 }
@@ -1873,7 +1985,8 @@ mod tests {
         }
         // What the previous release wrote: no credentials table, version 2.
         let conn = Connection::open(&path).unwrap();
-        conn.execute_batch("DROP TABLE credentials;").unwrap();
+        conn.execute_batch("DROP TABLE credentials; DROP TABLE run_leases;")
+            .unwrap();
         conn.pragma_update(None, "user_version", 2).unwrap();
         drop(conn);
         let state = SqliteState::open(&path).unwrap();
@@ -1904,7 +2017,7 @@ mod tests {
         }
         // What the previous release wrote: no approvals table, version 1.
         let conn = Connection::open(&path).unwrap();
-        conn.execute_batch("DROP TABLE approvals; DROP TABLE credentials;")
+        conn.execute_batch("DROP TABLE approvals; DROP TABLE credentials; DROP TABLE run_leases;")
             .unwrap();
         conn.pragma_update(None, "user_version", 1).unwrap();
         drop(conn);

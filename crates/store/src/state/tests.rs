@@ -850,11 +850,63 @@ macro_rules! suite {
             }
 
             #[test]
+            fn lease_race() {
+                let shared = super::MemoryState::new();
+                super::lease_race(
+                    (0..8).map(|_| Box::new(shared.clone()) as Box<dyn super::StateStore>).collect(),
+                );
+            }
+
+            #[test]
             fn claim_race() {
                 let shared = super::MemoryState::new();
                 super::claim_race(
                     (0..4).map(|_| Box::new(shared.clone()) as Box<dyn super::StateStore>).collect(),
                 );
+            }
+        }
+
+        mod postgres {
+            use super::{PgOptions, PostgresState};
+            use crate::pg_test_server::{PASSWORD, TestServer};
+
+            /// A handle on a new database of the shared test server: each
+            /// test has a database of its own.
+            fn open_db(db: &str) -> PostgresState {
+                let server = TestServer::shared();
+                PostgresState::open(&PgOptions::new(&server.url(db), Some(PASSWORD.to_owned())))
+                    .unwrap()
+            }
+
+            fn open() -> PostgresState {
+                open_db(&TestServer::shared().create_database())
+            }
+
+            fn handles(n: usize) -> Vec<Box<dyn super::StateStore>> {
+                let db = TestServer::shared().create_database();
+                (0..n).map(|_| Box::new(open_db(&db)) as Box<dyn super::StateStore>).collect()
+            }
+
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(&open());
+                }
+            )*
+
+            #[test]
+            fn lock_race() {
+                super::lock_race(handles(8));
+            }
+
+            #[test]
+            fn claim_race() {
+                super::claim_race(handles(4));
+            }
+
+            #[test]
+            fn lease_race() {
+                super::lease_race(handles(6));
             }
         }
 
@@ -896,6 +948,12 @@ macro_rules! suite {
             fn claim_race() {
                 let (_dir, handles) = handles(4);
                 super::claim_race(handles);
+            }
+
+            #[test]
+            fn lease_race() {
+                let (_dir, handles) = handles(6);
+                super::lease_race(handles);
             }
 
             #[test]
@@ -1003,7 +1061,84 @@ fn approvals_are_requested_once_and_decided_once(store: &dyn StateStore) {
     ));
 }
 
+/// A run's lease has one holder until it expires; then anyone may take
+/// it over, and the old holder's renewals fail.
+fn run_leases_expire_and_are_taken_over(store: &dyn StateStore) {
+    let lease = |holder: &str, until: i64| RunLease {
+        run_id: "r1".to_owned(),
+        holder: holder.to_owned(),
+        host: format!("{holder}-host"),
+        pid: 42,
+        lease_until: until,
+    };
+    assert_eq!(store.run_lease("r1").unwrap(), None);
+    assert_eq!(
+        store.take_run_lease(&lease("a", 1_000), 0).unwrap(),
+        LeaseAttempt::Taken
+    );
+    // Taking it again is a renewal.
+    assert_eq!(
+        store.take_run_lease(&lease("a", 1_500), 10).unwrap(),
+        LeaseAttempt::Taken
+    );
+    assert_eq!(
+        store.take_run_lease(&lease("b", 2_000), 1_499).unwrap(),
+        LeaseAttempt::HeldBy(lease("a", 1_500))
+    );
+    store.renew_run_lease("r1", "a", 3_000).unwrap();
+    assert!(matches!(
+        store.renew_run_lease("r1", "b", 3_000),
+        Err(StateError::RunLeaseLost { .. })
+    ));
+    // Expired: b takes it over, and a has lost it.
+    assert_eq!(
+        store.take_run_lease(&lease("b", 9_000), 3_000).unwrap(),
+        LeaseAttempt::Taken
+    );
+    let err = store.renew_run_lease("r1", "a", 10_000).unwrap_err();
+    assert!(
+        matches!(&err, StateError::RunLeaseLost { by: Some(b), .. } if b == "b"),
+        "{err}"
+    );
+    // Giving up a lease one does not hold changes nothing.
+    store.drop_run_lease("r1", "a").unwrap();
+    assert_eq!(store.run_lease("r1").unwrap(), Some(lease("b", 9_000)));
+    store.drop_run_lease("r1", "b").unwrap();
+    assert_eq!(store.run_lease("r1").unwrap(), None);
+}
+
+/// Runners on several handles race for one run's lease: one takes it.
+fn lease_race(handles: Vec<Box<dyn StateStore>>) {
+    let barrier = Barrier::new(handles.len());
+    let taken: usize = std::thread::scope(|s| {
+        let threads: Vec<_> = handles
+            .iter()
+            .enumerate()
+            .map(|(i, store)| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    barrier.wait();
+                    let lease = RunLease {
+                        run_id: "raced".to_owned(),
+                        holder: format!("h{i}"),
+                        host: "h".to_owned(),
+                        pid: i as u32,
+                        lease_until: 60_000,
+                    };
+                    matches!(store.take_run_lease(&lease, 1), Ok(LeaseAttempt::Taken))
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| usize::from(t.join().unwrap()))
+            .sum()
+    });
+    assert_eq!(taken, 1);
+}
+
 suite!(
+    run_leases_expire_and_are_taken_over,
     grouped_writes_read_back_at_once,
     credential_records_follow_rotations_and_checks,
     approvals_are_requested_once_and_decided_once,

@@ -1,0 +1,287 @@
+//! The run state in PostgreSQL, through the real binary: a rotation
+//! journaled there and read back by `runs`, `show` and `history`; and two
+//! runners with state folders of their own racing on one database for
+//! one credential: one wins, the other is refused with the holder's run
+//! id and host.
+
+use keycycle_store::pg_test_server::{PASSWORD, TestServer};
+
+use crate::support::*;
+
+/// Rotates the demo admin token under a lock; stops at a prompt when no
+/// `label` is given, keeping the lock.
+const ROTATE: &str = r#"
+let ex = plugin("example");
+let me = ex.whoami();
+lock("demo:admin");
+let fresh = ex.create_token(#{ name: "rotated" });
+store_secret("demo/admin", fresh.token);
+let label = prompt("label", "Label for the change record");
+ex.revoke_token(#{ id: me.token_id });
+#{ old: me.token_id, label: label }
+"#;
+
+/// A demo workspace whose run state is database `db` of `server`.
+fn workspace(sim: &DemoSim, server: &TestServer, db: &str) -> Workspace {
+    let (ws, _) = demo_workspace(sim, "rotate");
+    ws.config(&format!(
+        "state = \"{}\"\n{}\n[runbooks.rotate]\nsecrets = [\"demo/admin\"]\n",
+        server.url(db),
+        example_plugin_config(sim)
+    ));
+    ws.runbook("rotate", ROTATE);
+    ws
+}
+
+/// The password reaches keycycle only through the environment; it is a
+/// canary, so no output or file may hold it.
+fn env() -> [(&'static str, &'static str); 1] {
+    plant(PASSWORD);
+    [("KEYCYCLE_STATE_PASSWORD", PASSWORD)]
+}
+
+#[test]
+fn a_rotation_is_journaled_in_postgres_and_read_back() {
+    let server = TestServer::start();
+    let db = server.create_database();
+    let sim = DemoSim::start();
+    let ws = workspace(&sim, &server, &db);
+
+    let run = ws.run_env(
+        &[
+            "run",
+            "rotate",
+            "--input",
+            "label=CHG-7",
+            "--output",
+            "json",
+        ],
+        &env(),
+    );
+    run.assert_ok();
+    assert_eq!(run.json()["result"]["label"], "CHG-7");
+    assert!(
+        !ws.path().join("state/state.db").exists(),
+        "the run state went to PostgreSQL, not to a local database"
+    );
+    let journaled: i64 = server
+        .psql(&db, "SELECT count(*) FROM journal")
+        .parse()
+        .unwrap();
+    assert!(journaled >= 5, "{journaled} journal entries");
+    let run_id = server.psql(&db, "SELECT run_id FROM runs");
+
+    let history = ws.run_env(&["history", "--output", "json"], &env());
+    history.assert_ok();
+    let runs = history.json();
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["run_id"], run_id.as_str());
+    assert_eq!(runs[0]["state"], "succeeded");
+
+    let show = ws.run_env(&["show", &run_id], &env());
+    show.assert_ok();
+    assert!(show.stdout.contains("create_token"), "{}", show.stdout);
+
+    let unfinished = ws.run_env(&["runs", "--output", "json"], &env());
+    unfinished.assert_ok();
+    assert_eq!(unfinished.json().as_array().unwrap().len(), 0);
+
+    // Without the password the database refuses, and says which one.
+    let refused = ws.run(&["history"]);
+    refused.assert_code(3);
+    assert!(
+        refused
+            .stderr
+            .contains(&format!("127.0.0.1:{}", server.port)),
+        "{}",
+        refused.stderr
+    );
+    ws.assert_files_clean();
+}
+
+#[test]
+fn two_runners_race_for_one_credential_and_one_wins() {
+    let server = TestServer::start();
+    let db = server.create_database();
+    let sim = DemoSim::start();
+    let a = workspace(&sim, &server, &db);
+    let b = workspace(&sim, &server, &db);
+
+    // Both start at once and stop at the prompt if they get the lock, so
+    // the winner keeps holding it.
+    let spawn = |ws: &Workspace| {
+        let mut cmd = ws.command(&["run", "rotate"]);
+        cmd.envs(env())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd.spawn().expect("start keycycle")
+    };
+    let (ca, cb) = (spawn(&a), spawn(&b));
+    let outs = [wait_or_kill(ca, "runner a"), wait_or_kill(cb, "runner b")];
+    let codes: Vec<Option<i32>> = outs.iter().map(|o| o.status.code()).collect();
+    let winner = match codes.as_slice() {
+        [Some(6), Some(8)] => 0,
+        [Some(8), Some(6)] => 1,
+        other => panic!(
+            "one runner must stop at the prompt holding the lock (6) and the other be refused \
+             (8): {other:?}\n{}\n{}",
+            String::from_utf8_lossy(&outs[0].stderr),
+            String::from_utf8_lossy(&outs[1].stderr)
+        ),
+    };
+    let loser_err = String::from_utf8_lossy(&outs[1 - winner].stderr).into_owned();
+    for out in &outs {
+        assert_clean("stderr", &String::from_utf8_lossy(&out.stderr));
+        assert_clean("stdout", &String::from_utf8_lossy(&out.stdout));
+    }
+
+    let holder = server.psql(
+        &db,
+        "SELECT run_id || ' ' || host FROM runs WHERE run_id IN (SELECT run_id FROM locks)",
+    );
+    let (run_id, host) = holder.split_once(' ').expect("one run holds the lock");
+    assert!(loser_err.contains(run_id), "{loser_err}");
+    assert!(loser_err.contains(&format!("@{host}")), "{loser_err}");
+    assert_eq!(server.psql(&db, "SELECT count(*) FROM locks"), "1");
+
+    // The other runner sees the same lock and runs: the state is shared.
+    let ws = [&a, &b][1 - winner];
+    let runs = ws.run_env(&["runs", "--output", "json"], &env());
+    runs.assert_ok();
+    assert!(runs.stdout.contains(run_id), "{}", runs.stdout);
+
+    // The winner finishes; then the other may rotate.
+    let winner_ws = [&a, &b][winner];
+    winner_ws
+        .run_env(&["resume", run_id, "--input", "label=first"], &env())
+        .assert_ok();
+    ws.run_env(&["run", "rotate", "--input", "label=second"], &env())
+        .assert_ok();
+}
+
+#[test]
+fn the_password_comes_from_a_private_file_never_the_url_and_doctor_reports_the_backend() {
+    let server = TestServer::start();
+    let db = server.create_database();
+    let ws = Workspace::new();
+    let secret = plant("pw-in-url-canary-5e1b");
+    let url = server.url(&db);
+    let with_password = url.replacen("keycycle@", &format!("keycycle:{secret}@"), 1);
+    ws.config(&format!("state = \"{with_password}\"\n"));
+    let refused = ws.run(&["history"]);
+    refused.assert_code(3).stderr_has("holds a password");
+
+    let file = ws.file("pgpass", &format!("{PASSWORD}\n"));
+    plant(PASSWORD);
+    ws.config(&format!(
+        "state = \"{url}\"\nstate_password_file = \"pgpass\"\n"
+    ));
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    ws.run(&["history"]).assert_code(3).stderr_has("chmod 600");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    ws.run(&["history"]).assert_ok();
+
+    let doctor = ws.run(&["doctor", "--output", "json"]);
+    let report = doctor.json();
+    assert_eq!(report["state"]["backend"], "postgres", "{report}");
+    assert_eq!(
+        report["state"]["schema_version"],
+        keycycle_store::state::PG_SCHEMA_VERSION,
+        "{report}"
+    );
+    assert!(
+        report["state"]["url"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("127.0.0.1:{}", server.port)),
+        "{report}"
+    );
+}
+
+/// A runner that died is seen alive by the other runners until its lease
+/// runs out, not by a lock file they cannot see; then another runner
+/// resumes its run.
+#[test]
+fn a_dead_runners_run_is_refused_elsewhere_until_its_lease_runs_out() {
+    const LEASE_MS: u64 = 4_000;
+    let server = TestServer::start();
+    let db = server.create_database();
+    let sim = DemoSim::start();
+    let a = workspace(&sim, &server, &db);
+    // Runner b: the same runbooks and master key (as runners that share a
+    // state share their runbooks and keys), a state folder of its own, so
+    // none of runner a's lock files.
+    let config = std::fs::read_to_string(a.path().join("keycycle.toml")).unwrap();
+    let b_config = config.replacen("state_dir = \"state\"", "state_dir = \"state-b\"", 1);
+    assert_ne!(config, b_config);
+    a.file("b.toml", &b_config);
+    std::fs::create_dir_all(a.path().join("state-b")).unwrap();
+    std::fs::copy(
+        a.path().join("state/secrets.json"),
+        a.path().join("state-b/secrets.json"),
+    )
+    .unwrap();
+    let lease = LEASE_MS.to_string();
+    let mut with_lease = env().to_vec();
+    with_lease.push(("KEYCYCLE_DEBUG_RUN_LEASE_MS", &lease));
+
+    // Runner a dies after taking the credential's lock (step 2).
+    let mut aborting = with_lease.clone();
+    aborting.push(("KEYCYCLE_DEBUG_ABORT_AFTER", "2"));
+    let died = a.run_env(&["run", "rotate", "--input", "label=x"], &aborting);
+    assert_eq!(
+        died.signal,
+        Some(6),
+        "runner a was to abort: {}",
+        died.stderr
+    );
+    let run_id = server.psql(&db, "SELECT run_id FROM runs");
+    let lease_until: i64 = server
+        .psql(&db, "SELECT lease_until FROM run_leases")
+        .parse()
+        .unwrap();
+
+    // Runner b has no lock file for it, but the lease stands.
+    let refused = a.run_env(
+        &[
+            "--config", "b.toml", "resume", &run_id, "--input", "label=x",
+        ],
+        &with_lease,
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!(
+        now < lease_until,
+        "the check came too late to see the lease"
+    );
+    refused
+        .assert_code(8)
+        .stderr_has(&format!("run {run_id} is still running"))
+        .stderr_has("lease");
+
+    // Once the lease has run out, b resumes the run and finishes it.
+    let wait = u64::try_from(lease_until - now).unwrap_or(0) + 300;
+    std::thread::sleep(std::time::Duration::from_millis(wait));
+    a.run_env(
+        &[
+            "--config", "b.toml", "resume", &run_id, "--input", "label=x",
+        ],
+        &with_lease,
+    )
+    .assert_ok();
+    assert_eq!(
+        server.psql(&db, "SELECT state FROM runs"),
+        "succeeded",
+        "the run was finished by runner b"
+    );
+    assert_eq!(
+        server.psql(&db, "SELECT count(*) FROM run_leases"),
+        "0",
+        "b gave the lease up when it finished"
+    );
+}
