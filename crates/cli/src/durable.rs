@@ -84,8 +84,9 @@ fn run_lease() -> std::time::Duration {
 /// any user's `ps` shows it.
 fn state_password(file: Option<&std::path::Path>) -> Result<Option<Zeroizing<String>>> {
     for var in STATE_PASSWORD_ENV {
-        if let Some(value) = std::env::var_os(var).filter(|v| !v.is_empty()) {
-            return Ok(Some(Zeroizing::new(value.to_string_lossy().into_owned())));
+        // Taken out of the environment at start (see `hardening`).
+        if let Some(value) = crate::hardening::env_credential(var).filter(|v| !v.is_empty()) {
+            return Ok(Some(value));
         }
     }
     let Some(file) = file else {

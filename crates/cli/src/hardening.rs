@@ -1,7 +1,8 @@
 //! Hardening of the keycycle process itself, applied first thing in
 //! `main`: no core dumps and no ptrace by other processes of the same
-//! user, and the master key and the secrets backend's credentials
-//! (`VAULT_TOKEN`, `VAULT_SECRET_ID`, ...) taken out of the environment,
+//! user, and the master key, the secrets backend's credentials
+//! (`VAULT_TOKEN`, `VAULT_SECRET_ID`, ...) and the state database's
+//! password (`KEYCYCLE_STATE_PASSWORD`, `PGPASSWORD`) taken out of the environment,
 //! so no child process or later reader of the environment sees them.
 //!
 //! What stays exposed (docs/operations.md, "Shared runners"): root can
@@ -15,6 +16,7 @@ use std::sync::OnceLock;
 
 use zeroize::Zeroizing;
 
+use crate::durable::STATE_PASSWORD_ENV;
 use crate::store::{KEY_ENV, ROLE_ID_ENV, SECRET_ID_ENV, TOKEN_ENV};
 
 /// What [`apply`] achieved, for `keycycle doctor`.
@@ -30,7 +32,8 @@ pub struct Hardening {
 
 static APPLIED: OnceLock<Hardening> = OnceLock::new();
 static ENV_KEY: OnceLock<Option<Zeroizing<String>>> = OnceLock::new();
-/// The secrets backend's credentials as the environment gave them.
+/// The secrets backend's credentials and the state database's password,
+/// as the environment gave them.
 static ENV_CREDENTIALS: OnceLock<BTreeMap<&'static str, Zeroizing<String>>> = OnceLock::new();
 
 /// Hardens the process. Call it before any other thread starts: removing
@@ -52,7 +55,12 @@ pub fn apply() {
     }
     let _ = ENV_KEY.set(key.map(|k| Zeroizing::new(k.to_string_lossy().into_owned())));
     let mut credentials = BTreeMap::new();
-    for var in TOKEN_ENV.iter().chain(&ROLE_ID_ENV).chain(&SECRET_ID_ENV) {
+    for var in TOKEN_ENV
+        .iter()
+        .chain(&ROLE_ID_ENV)
+        .chain(&SECRET_ID_ENV)
+        .chain(&STATE_PASSWORD_ENV)
+    {
         if let Some(value) = std::env::var_os(var) {
             credentials.insert(*var, Zeroizing::new(value.to_string_lossy().into_owned()));
             // SAFETY: as above, no other thread exists yet.
