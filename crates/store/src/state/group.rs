@@ -183,8 +183,11 @@ mod tests {
             });
             for _ in 0..CALLERS {
                 s.spawn(move || {
-                    let ticket = group.committed();
+                    // Committed once the first fsync is under way, so it
+                    // cannot cover them (committing before it started
+                    // would let it cover everyone, with one fsync).
                     started.wait();
+                    let ticket = group.committed();
                     group
                         .sync_through(ticket, || {
                             std::thread::sleep(Duration::from_millis(20));
