@@ -231,7 +231,7 @@ fn same_file(file: &File, path: &Path) -> bool {
 }
 
 /// The lock-file path of a run.
-pub fn run_file_path(runs_dir: &Path, run_id: &str) -> PathBuf {
+fn run_file_path(runs_dir: &Path, run_id: &str) -> PathBuf {
     runs_dir.join(format!("{run_id}.lock"))
 }
 

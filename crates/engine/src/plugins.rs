@@ -72,10 +72,6 @@ impl PluginPool {
         })
     }
 
-    pub fn catalog(&self) -> &dyn Catalog {
-        self.catalog.as_ref()
-    }
-
     /// `name` as a run under `policy` sees it, loaded with the `env`
     /// overlay's grants the first time any run asks for it; `None` when
     /// no such plugin is configured. A plugin the policy does not let the

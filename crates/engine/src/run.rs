@@ -93,7 +93,7 @@ pub enum RunError {
     Grants(#[from] GrantsError),
     #[error(transparent)]
     Liveness(#[from] LivenessError),
-    #[error("the state database: {0}")]
+    #[error("the state database: {0}; `keycycle doctor` checks it")]
     State(#[from] StateError),
     #[error("there is no run {0}; list unfinished runs with `keycycle runs`")]
     NoSuchRun(String),
@@ -128,10 +128,6 @@ pub struct Prepared {
 impl Prepared {
     pub fn runbook(&self) -> &Runbook {
         &self.runbook
-    }
-
-    pub fn run_id(&self) -> &str {
-        &self.spec.run_id
     }
 }
 
@@ -297,12 +293,6 @@ impl Runner {
             outcome,
             duration: started.elapsed(),
         })
-    }
-
-    /// [`Self::prepare`] then [`Self::start`].
-    pub async fn run(&self, spec: RunSpec) -> Result<RunEnd, RunError> {
-        let prepared = self.prepare(spec).await?;
-        self.start(prepared).await
     }
 }
 
