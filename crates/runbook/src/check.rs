@@ -138,8 +138,15 @@ pub(crate) fn check_file(
 /// configured plugin may be asked for. Only the named ones need to be
 /// loaded and described before the run.
 pub(crate) fn literal_plugins<'a>(
-    asts: impl IntoIterator<Item = &'a AST>,
+    asts: impl IntoIterator<Item = &'a AST> + Clone,
+    params: &BTreeMap<String, String>,
 ) -> Option<BTreeSet<String>> {
+    // A script's own `param` would shadow the host's, so its result is not
+    // known before the run.
+    let own_param = asts
+        .clone()
+        .into_iter()
+        .any(|ast| ast.iter_functions().any(|f| f.name == "param"));
     let mut names = BTreeSet::new();
     let mut computed = false;
     for ast in asts {
@@ -156,6 +163,17 @@ pub(crate) fn literal_plugins<'a>(
                     [Expr::StringConstant(name, _)] => {
                         names.insert(name.to_string());
                     }
+                    // `plugin(param("p", "gitlab"))`: a run's parameters
+                    // are fixed before it compiles, so the name is known.
+                    [Expr::FnCall(inner, _)] if !own_param => match param_value(inner, params) {
+                        Some(Some(name)) => {
+                            names.insert(name);
+                        }
+                        // A missing parameter without a default stops the
+                        // run at that call: no plugin is named.
+                        Some(None) => {}
+                        None => computed = true,
+                    },
                     _ => computed = true,
                 },
                 // `x.plugin()`, a namespaced one, and `Fn("plugin")` or any
@@ -167,6 +185,28 @@ pub(crate) fn literal_plugins<'a>(
         });
     }
     (!computed).then_some(names)
+}
+
+/// The value of `param("name")` or `param("name", "default")` with literal
+/// arguments under `params`: `Some(None)` when the parameter is missing and
+/// has no default, `None` when the call is anything else.
+fn param_value(
+    call: &FnCallExpr,
+    params: &BTreeMap<String, String>,
+) -> Option<Option<String>> {
+    if call.name != "param" || !call.namespace.is_empty() {
+        return None;
+    }
+    match call.args.as_slice() {
+        [Expr::StringConstant(name, _)] => Some(params.get(name.as_str()).cloned()),
+        [Expr::StringConstant(name, _), Expr::StringConstant(default, _)] => Some(Some(
+            params
+                .get(name.as_str())
+                .cloned()
+                .unwrap_or_else(|| default.to_string()),
+        )),
+        _ => None,
+    }
 }
 
 /// Every method name the files call (`x.name(...)`).

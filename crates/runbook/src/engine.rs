@@ -256,8 +256,10 @@ impl Runbook {
 
         // Describing a plugin loads it; a runbook that names its plugins
         // literally pays only for those.
-        let named =
-            check::literal_plugins(std::iter::once(&ast).chain(modules.values().map(|m| &m.ast)));
+        let named = check::literal_plugins(
+            std::iter::once(&ast).chain(modules.values().map(|m| &m.ast)),
+            params,
+        );
         let plugins = effects
             .plugin_names()
             .into_iter()

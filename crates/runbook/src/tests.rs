@@ -663,6 +663,60 @@ fn a_computed_plugin_name_describes_every_plugin() {
     assert_eq!(*fake.describes.lock().unwrap(), 3);
 }
 
+/// The plugins a compile described, by name.
+fn described_with(source: &str, params: &[(&str, &str)]) -> usize {
+    let dir = Dir::new();
+    dir.write("main.rhai", source);
+    let fake = Arc::new(Fake::new());
+    compile_with(&dir, "main.rhai", &fake, params, small_limits()).unwrap();
+    let n = *fake.describes.lock().unwrap();
+    n
+}
+
+#[test]
+fn a_plugin_named_by_a_parameter_describes_only_that_plugin() {
+    let source = "plugin(param(\"plugin\", \"gl\")).whoami();\n";
+    assert_eq!(described_with(source, &[]), 1, "the default names one plugin");
+    assert_eq!(described_with(source, &[("plugin", "gl")]), 1);
+    // `param("p")` with the parameter given names that plugin alone.
+    assert_eq!(
+        described_with("plugin(param(\"p\")).whoami();\n", &[("p", "gl")]),
+        1
+    );
+    // Missing without a default: the run stops at the call, nothing loads.
+    assert_eq!(
+        described_with("plugin(param(\"p\")).whoami();\n", &[]),
+        0
+    );
+    // A computed parameter name, and a script's own `param`, are not known
+    // before the run: every plugin is described.
+    assert_eq!(
+        described_with(
+            "let k = \"p\";\nplugin(param(k, \"gl\")).whoami();\n",
+            &[]
+        ),
+        3
+    );
+    assert_eq!(
+        described_with(
+            "fn param(a, b) { \"gl\" }\nplugin(param(\"p\", \"x\")).whoami();\n",
+            &[]
+        ),
+        3
+    );
+}
+
+#[test]
+fn a_parameter_named_plugin_is_the_one_called() {
+    let (result, fake) = run_with(
+        Fake::new(),
+        "plugin(param(\"plugin\", \"nope\")).whoami()",
+        &[("plugin", "gl")],
+    );
+    result.unwrap();
+    assert_eq!(fake.calls().len(), 1, "{:?}", fake.calls());
+}
+
 #[test]
 fn unknown_plugin_names_the_known_ones() {
     let (err, _) = run_err("let name = \"gitlab\";\nplugin(name)");
