@@ -14,7 +14,7 @@ use std::any::TypeId;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use keycycle_contract::PluginDescription;
 use rhai::{AST, ASTNode, Engine, Expr, FnCallExpr, Position, Stmt};
@@ -76,7 +76,22 @@ pub(crate) struct Findings {
 /// Functions known to the engine on values other than plugin handles, so a
 /// method call by one of these names on an unknown value is most likely not
 /// a plugin call. `engine` must have every runbook function registered.
-pub(crate) fn non_plugin_functions(engine: &Engine) -> BTreeSet<String> {
+///
+/// Every run's engine registers the same functions but for the methods of
+/// plugin handles, which this leaves out, so the set is built once per
+/// process: walking every registered function cost more than the checks.
+pub(crate) fn non_plugin_functions(engine: &Engine) -> &'static BTreeSet<String> {
+    static FUNCTIONS: OnceLock<BTreeSet<String>> = OnceLock::new();
+    let functions = FUNCTIONS.get_or_init(|| collect_non_plugin_functions(engine));
+    debug_assert_eq!(
+        functions,
+        &collect_non_plugin_functions(engine),
+        "a run's engine registered other functions than the first run's"
+    );
+    functions
+}
+
+fn collect_non_plugin_functions(engine: &Engine) -> BTreeSet<String> {
     let plugin = TypeId::of::<PluginHandle>();
     let mut names: BTreeSet<String> = engine
         .collect_fn_metadata(

@@ -346,6 +346,10 @@ impl SqliteState {
         let mut conn = self.conn();
         let setup = |conn: &mut Connection| -> Res<()> {
             conn.busy_timeout(self.busy_timeout)?;
+            // Every statement is prepared once per connection: a rotation
+            // runs a few dozen, and parsing them again cost more than
+            // running them.
+            conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
             // The first read of the file: a file that is not SQLite fails
             // here, with NOTADB.
             let app: i64 = conn.pragma_query_value(None, "application_id", |r| r.get(0))?;
@@ -404,7 +408,7 @@ impl SqliteState {
             }
             // Version 0: nothing of ours yet. Another program's tables
             // must not be mixed with ours.
-            let tables: i64 = tx.query_row(
+            let tables: i64 = query_one(&tx, 
                 "SELECT count(*) FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%'",
                 [],
                 |r| r.get(0),
@@ -562,8 +566,7 @@ impl SqliteState {
     }
 
     fn run_exists(&self, tx: &Transaction<'_>, run_id: &str) -> Res<()> {
-        let found = tx
-            .query_row("SELECT 1 FROM runs WHERE run_id = ?1", [run_id], |_| Ok(()))
+        let found = query_one(&tx, "SELECT 1 FROM runs WHERE run_id = ?1", [run_id], |_| Ok(()))
             .optional()?;
         match found {
             Some(()) => Ok(()),
@@ -576,8 +579,7 @@ impl SqliteState {
     }
 
     fn load_run(&self, tx: &Transaction<'_>, run_id: &str) -> Res<Option<RunRecord>> {
-        let row = tx
-            .query_row(
+        let row = query_one(&tx, 
                 &format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?1"),
                 [run_id],
                 raw_run,
@@ -597,7 +599,7 @@ impl SqliteState {
         state: RunState,
         detail: Option<&str>,
     ) -> Res<()> {
-        let changed = tx.execute(
+        let changed = exec(&tx, 
             "UPDATE runs SET state = ?2, finished_at = ?3, detail = ?4 WHERE run_id = ?1",
             params![
                 run_id,
@@ -622,7 +624,7 @@ impl SqliteState {
             .prepare("SELECT credential FROM locks WHERE run_id = ?1 ORDER BY credential")?
             .query_map([run_id], |r| r.get(0))?
             .collect::<Result<Vec<String>, _>>()?;
-        tx.execute("DELETE FROM locks WHERE run_id = ?1", [run_id])?;
+        exec(&tx, "DELETE FROM locks WHERE run_id = ?1", [run_id])?;
         Ok(credentials)
     }
 
@@ -663,8 +665,7 @@ impl SqliteState {
     }
 
     fn load_action(&self, tx: &Transaction<'_>, id: &str) -> Res<DeferredRecord> {
-        let raw = tx
-            .query_row(
+        let raw = query_one(&tx, 
                 &format!("SELECT {DEFERRED_COLUMNS} FROM deferred WHERE id = ?1"),
                 [id],
                 raw_deferred,
@@ -754,6 +755,23 @@ impl SqliteState {
 /// Turns an SQLite error into a [`StateError`] naming the database and the
 /// operation; a timed-out wait for another process becomes
 /// [`StateError::Busy`].
+/// Distinct statements the connection keeps prepared.
+const STATEMENT_CACHE: usize = 128;
+
+/// `execute` through the connection's statement cache.
+fn exec<P: rusqlite::Params>(conn: &Connection, sql: &str, params: P) -> Res<usize> {
+    Ok(conn.prepare_cached(sql)?.execute(params)?)
+}
+
+/// `query_row` through the connection's statement cache.
+fn query_one<P, T, F>(conn: &Connection, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+where
+    P: rusqlite::Params,
+    F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+{
+    conn.prepare_cached(sql)?.query_row(params, f)
+}
+
 fn sql_error(
     db: &str,
     operation: &'static str,
@@ -907,8 +925,7 @@ impl StateStore for SqliteState {
             problem: format!("its plugin list cannot be stored as JSON: {e}"),
         })?;
         self.write(operation, |tx| {
-            let exists = tx
-                .query_row(
+            let exists = query_one(&tx, 
                     "SELECT 1 FROM runs WHERE run_id = ?1",
                     [&run.run_id],
                     |_| Ok(()),
@@ -921,7 +938,7 @@ impl StateStore for SqliteState {
                 }
                 .into());
             }
-            tx.execute(
+            exec(&tx, 
                 &format!(
                     "INSERT INTO runs ({RUN_COLUMNS}) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, NULL, NULL)"
@@ -1018,7 +1035,7 @@ impl StateStore for SqliteState {
     fn append_event(&self, run_id: &str, event: &RunEvent) -> Result<(), StateError> {
         self.write("append a run event", |tx| {
             self.run_exists(tx, run_id)?;
-            tx.execute(
+            exec(&tx, 
                 "INSERT INTO run_events (run_id, at, kind, message) VALUES (?1, ?2, ?3, ?4)",
                 params![run_id, event.at, event.kind, event.message],
             )?;
@@ -1181,8 +1198,7 @@ impl StateStore for SqliteState {
         )?;
         self.write(operation, |tx| {
             self.run_exists(tx, run_id)?;
-            let held = tx
-                .query_row(
+            let held = query_one(&tx, 
                     "SELECT run_id, acquired_at FROM locks WHERE credential = ?1",
                     [credential],
                     |r| {
@@ -1202,11 +1218,11 @@ impl StateStore for SqliteState {
                 });
             }
             let now = now_ms();
-            tx.execute(
+            exec(&tx, 
                 "INSERT INTO locks (credential, run_id, acquired_at) VALUES (?1, ?2, ?3)",
                 params![credential, run_id, now],
             )?;
-            tx.execute(
+            exec(&tx, 
                 "INSERT INTO run_credentials (run_id, credential, first_locked_at) \
                  VALUES (?1, ?2, ?3) ON CONFLICT (run_id, credential) DO NOTHING",
                 params![run_id, credential, now],
@@ -1236,8 +1252,7 @@ impl StateStore for SqliteState {
 
     fn release_lock(&self, credential: &str) -> Result<Option<LockRecord>, StateError> {
         self.write("release a lock", |tx| {
-            let held = tx
-                .query_row(
+            let held = query_one(&tx, 
                     "SELECT run_id, acquired_at FROM locks WHERE credential = ?1",
                     [credential],
                     |r| {
@@ -1250,7 +1265,7 @@ impl StateStore for SqliteState {
                 )
                 .optional()?;
             if held.is_some() {
-                tx.execute("DELETE FROM locks WHERE credential = ?1", [credential])?;
+                exec(&tx, "DELETE FROM locks WHERE credential = ?1", [credential])?;
             }
             Ok(held)
         })
@@ -1276,7 +1291,7 @@ impl StateStore for SqliteState {
         let id = action_id(action);
         self.write("schedule a deferred action", |tx| {
             self.run_exists(tx, &action.run_id)?;
-            tx.execute(
+            exec(&tx, 
                 &format!(
                     "INSERT INTO deferred ({DEFERRED_COLUMNS}) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?8, NULL, NULL, NULL, ?10, \
@@ -1372,7 +1387,7 @@ impl StateStore for SqliteState {
                 before.last_error.clone()
             };
             let attempts = before.attempts.saturating_add(1);
-            tx.execute(
+            exec(&tx, 
                 "UPDATE deferred SET state = ?2, claimed_by = ?3, lease_until = ?4, \
                  attempts = ?5, last_error = ?6 WHERE id = ?1",
                 params![
@@ -1396,7 +1411,7 @@ impl StateStore for SqliteState {
     ) -> Result<(), StateError> {
         self.write("complete a deferred action", |tx| {
             self.claimed(tx, id, claimer)?;
-            tx.execute(
+            exec(&tx, 
                 "UPDATE deferred SET state = ?2, lease_until = NULL, finished_at = ?3, \
                  note = ?4 WHERE id = ?1",
                 params![id, DeferredState::Done.as_str(), now_ms(), note],
@@ -1415,12 +1430,12 @@ impl StateStore for SqliteState {
         self.write("record a failed deferred action", |tx| {
             self.claimed(tx, id, claimer)?;
             match retry_at_ms {
-                Some(at) => tx.execute(
+                Some(at) => exec(&tx, 
                     "UPDATE deferred SET state = ?2, next_attempt_at = ?3, claimed_by = NULL, \
                      lease_until = NULL, last_error = ?4 WHERE id = ?1",
                     params![id, DeferredState::Pending.as_str(), at, error],
                 )?,
-                None => tx.execute(
+                None => exec(&tx, 
                     "UPDATE deferred SET state = ?2, lease_until = NULL, finished_at = ?3, \
                      last_error = ?4 WHERE id = ?1",
                     params![id, DeferredState::Failed.as_str(), now_ms(), error],
@@ -1441,7 +1456,7 @@ impl StateStore for SqliteState {
                 }
                 .into());
             }
-            tx.execute(
+            exec(&tx, 
                 "UPDATE deferred SET state = ?2, claimed_by = NULL, finished_at = NULL \
                  WHERE id = ?1",
                 params![id, DeferredState::Pending.as_str()],
@@ -1453,7 +1468,7 @@ impl StateStore for SqliteState {
     fn request_approval(&self, request: &NewApproval) -> Result<ApprovalRecord, StateError> {
         self.write("record a change request", |tx| {
             self.run_exists(tx, &request.run_id)?;
-            tx.execute(
+            exec(&tx, 
                 &format!(
                     "INSERT INTO approvals ({APPROVAL_COLUMNS}) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, NULL, NULL, NULL) \
@@ -1532,7 +1547,7 @@ impl StateStore for SqliteState {
 
     fn drop_run_lease(&self, run_id: &str, holder: &str) -> Result<(), StateError> {
         self.write("give a run's lease up", |tx| {
-            tx.execute(
+            exec(&tx, 
                 "DELETE FROM run_leases WHERE run_id = ?1 AND holder = ?2",
                 params![run_id, holder],
             )?;
@@ -1574,7 +1589,7 @@ impl StateStore for SqliteState {
                         id: id.to_owned(),
                     })?;
             let decided = found.decided(&self.db, decision)?;
-            tx.execute(
+            exec(&tx, 
                 "UPDATE approvals SET state = ?2, decided_by = ?3, decided_host = ?4, \
                  decided_at = ?5, comment = ?6 WHERE id = ?1 AND state = 'pending'",
                 params![
@@ -1593,8 +1608,7 @@ impl StateStore for SqliteState {
 
 impl SqliteState {
     fn load_lease(tx: &Transaction<'_>, run_id: &str) -> Res<Option<RunLease>> {
-        Ok(tx
-            .query_row(
+        Ok(query_one(&tx, 
                 "SELECT holder, host, pid, lease_until FROM run_leases WHERE run_id = ?1",
                 [run_id],
                 |r| {
@@ -1621,7 +1635,7 @@ impl SqliteState {
             {
                 return Ok(LeaseAttempt::HeldBy(existing));
             }
-            tx.execute(
+            exec(&tx, 
                 "INSERT INTO run_leases (run_id, holder, host, pid, lease_until) \
                  VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (run_id) DO UPDATE SET \
                  holder = excluded.holder, host = excluded.host, pid = excluded.pid, \
@@ -1645,7 +1659,7 @@ impl SqliteState {
         lease_until: i64,
     ) -> Result<(), StateError> {
         self.write("renew a run's lease", |tx| {
-            let changed = tx.execute(
+            let changed = exec(&tx, 
                 "UPDATE run_leases SET lease_until = ?3 WHERE run_id = ?1 AND holder = ?2",
                 params![run_id, holder, lease_until],
             )?;
@@ -1703,8 +1717,7 @@ fn raw_approval(row: &Row<'_>) -> rusqlite::Result<RawApproval> {
 
 impl SqliteState {
     fn load_credential(&self, tx: &Transaction<'_>, id: &str) -> Res<Option<CredentialRecord>> {
-        let text: Option<String> = tx
-            .query_row("SELECT record FROM credentials WHERE id = ?1", [id], |r| {
+        let text: Option<String> = query_one(&tx, "SELECT record FROM credentials WHERE id = ?1", [id], |r| {
                 r.get(0)
             })
             .optional()?;
@@ -1717,7 +1730,7 @@ impl SqliteState {
     }
 
     fn save_credential(&self, tx: &Transaction<'_>, record: &CredentialRecord) -> Res<()> {
-        tx.execute(
+        exec(&tx, 
             "INSERT INTO credentials (id, record) VALUES (?1, ?2) \
              ON CONFLICT (id) DO UPDATE SET record = excluded.record",
             params![
@@ -1730,8 +1743,7 @@ impl SqliteState {
     }
 
     fn load_approval(&self, tx: &Transaction<'_>, id: &str) -> Res<Option<ApprovalRecord>> {
-        let raw = tx
-            .query_row(
+        let raw = query_one(&tx, 
                 &format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = ?1"),
                 [id],
                 raw_approval,
