@@ -74,6 +74,35 @@ impl Case {
     }
 }
 
+/// Where a scenario's run state lives.
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    /// `state/state.db`, the default.
+    Sqlite,
+    /// A database of its own on the shared PostgreSQL test server. The
+    /// scans then cover a dump of it instead of the database files.
+    Postgres,
+}
+
+impl Backend {
+    fn workspace(self, sim: &GitLabSim) -> Workspace {
+        match self {
+            Backend::Sqlite => gitlab_workspace(sim),
+            Backend::Postgres => gitlab_workspace_in(Workspace::on_postgres(), sim),
+        }
+    }
+
+    /// The files a scan must have covered: without the SQLite ones on
+    /// PostgreSQL.
+    fn files(self, files: &[&'static str]) -> Vec<&'static str> {
+        files
+            .iter()
+            .copied()
+            .filter(|f| matches!(self, Backend::Sqlite) || !f.starts_with("state/state.db"))
+            .collect()
+    }
+}
+
 fn argv(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
 }
@@ -479,12 +508,13 @@ impl Transcript {
 /// request go as `mode` says, resumes, and checks the outcome.
 fn crash_and_resume(
     setup: fn(&GitLabSim) -> Case,
+    backend: Backend,
     requests: &[RequestRecord],
     k: usize,
     mode: Release,
 ) {
     let sim = GitLabSim::start();
-    let ws = gitlab_workspace(&sim);
+    let ws = backend.workspace(&sim);
     let case = setup(&sim);
     sim.state.clear_requests();
     let target = &requests[k];
@@ -500,11 +530,11 @@ fn crash_and_resume(
     transcript.add("the killed run's stderr", &killed.stderr);
     // What the killed run left, before any keycycle opens the database
     // again: SQLite would fold the WAL into state.db and remove it.
-    ws.assert_files_clean_including(&[
+    ws.assert_files_clean_including(&backend.files(&[
         "state/state.db",
         "state/state.db-wal",
         "state/secrets.json",
-    ]);
+    ]));
     gate.release(mode);
     assert!(
         gate.wait_finished(ARRIVAL),
@@ -627,9 +657,13 @@ fn assert_rotation_needs_attention(
 /// Crashes the runbook at each of its boundaries in turn, both ways for a
 /// changing request, and reports every scenario that went wrong.
 fn crash_at_every_boundary(setup: fn(&GitLabSim) -> Case) {
+    crash_at_every_boundary_on(setup, Backend::Sqlite);
+}
+
+fn crash_at_every_boundary_on(setup: fn(&GitLabSim) -> Case, backend: Backend) {
     // One simulator, so one group of requests.
     crash_at_every_request(&[("GitLab", boundaries(setup))], |_, requests, k, mode| {
-        crash_and_resume(setup, requests, k, mode)
+        crash_and_resume(setup, backend, requests, k, mode)
     });
 }
 
@@ -658,6 +692,40 @@ fn webhook_secret_survives_a_crash_at_every_boundary() {
 #[test]
 fn webhook_recreate_survives_a_crash_at_every_boundary() {
     crash_at_every_boundary(webhook_recreate);
+}
+
+// The same crashes with the run state in PostgreSQL: the journal, locks and
+// deferred actions there must give the same guarantees. (The power cuts are
+// SQLite's: PostgreSQL makes a commit durable before answering it.)
+
+#[test]
+fn project_token_rotation_survives_a_crash_at_every_boundary_on_postgres() {
+    crash_at_every_boundary_on(project_token, Backend::Postgres);
+}
+
+#[test]
+fn webhook_recreate_survives_a_crash_at_every_boundary_on_postgres() {
+    crash_at_every_boundary_on(webhook_recreate, Backend::Postgres);
+}
+
+#[test]
+fn project_token_rotation_survives_an_abort_after_every_journaled_step_on_postgres() {
+    stop_at_every_step(
+        project_token,
+        Backend::Postgres,
+        &["plugin", "lock", "store_secret"],
+        Stop::Abort,
+    );
+}
+
+#[test]
+fn a_deferred_trigger_deletion_survives_an_abort_after_every_journaled_step_on_postgres() {
+    stop_at_every_step(
+        trigger_token_with_deferred_deletion,
+        Backend::Postgres,
+        &["plugin", "lock", "defer"],
+        Stop::Abort,
+    );
 }
 
 /// One durable write of a clean run, which the debug build's
@@ -852,9 +920,15 @@ fn locks_of(ws: &Workspace, run_id: &str) -> Vec<serde_json::Value> {
 /// must stop for an operator there, aborts the resume after the next point
 /// too; resumes to the end and checks the true state, the locks, the
 /// pending actions and every file.
-fn abort_and_resume(setup: fn(&GitLabSim) -> Case, points: &[Point], i: usize, stop: Stop) {
+fn abort_and_resume(
+    setup: fn(&GitLabSim) -> Case,
+    backend: Backend,
+    points: &[Point],
+    i: usize,
+    stop: Stop,
+) {
     let sim = GitLabSim::start();
-    let ws = gitlab_workspace(&sim);
+    let ws = backend.workspace(&sim);
     let case = setup(&sim);
     sim.state.clear_requests();
     let mut transcript = Transcript::default();
@@ -875,7 +949,7 @@ fn abort_and_resume(setup: fn(&GitLabSim) -> Case, points: &[Point], i: usize, s
         }
     }
     // What the dead process left, before any keycycle opens it again.
-    ws.assert_files_clean_including(&["state/state.db", "state/secrets.json"]);
+    ws.assert_files_clean_including(&backend.files(&["state/state.db", "state/secrets.json"]));
     let run_id = ws.only_unfinished_run();
 
     // A second crash, during the resume, at the next durable write.
@@ -944,23 +1018,23 @@ fn rotations(sim: &GitLabSim) -> usize {
 /// Aborts the runbook after each durable point of its clean run in turn,
 /// and reports every scenario that went wrong.
 fn abort_at_every_step(setup: fn(&GitLabSim) -> Case, kinds: &[&str]) {
-    stop_at_every_step(setup, kinds, Stop::Abort)
+    stop_at_every_step(setup, Backend::Sqlite, kinds, Stop::Abort)
 }
 
 /// Cuts the power as the runbook passes each durable point of its clean
 /// run, and before each barrier, in turn: group commit must lose nothing
 /// that a resume cannot do again.
 fn power_cut_at_every_step(setup: fn(&GitLabSim) -> Case, kinds: &[&str]) {
-    stop_at_every_step(setup, kinds, Stop::PowerCut)
+    stop_at_every_step(setup, Backend::Sqlite, kinds, Stop::PowerCut)
 }
 
-fn stop_at_every_step(setup: fn(&GitLabSim) -> Case, kinds: &[&str], stop: Stop) {
+fn stop_at_every_step(setup: fn(&GitLabSim) -> Case, backend: Backend, kinds: &[&str], stop: Stop) {
     let points = journal_points(setup, kinds, stop);
     let mut failures = Vec::new();
     for (i, point) in points.iter().enumerate() {
         eprintln!("{stop:?} {}: after {} ({})", i + 1, point.label, point.what);
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            abort_and_resume(setup, &points, i, stop)
+            abort_and_resume(setup, backend, &points, i, stop)
         }));
         if let Err(panic) = outcome {
             let message = panic

@@ -239,6 +239,13 @@ fn a_dead_runners_run_is_refused_elsewhere_until_its_lease_runs_out() {
         died.stderr
     );
     let run_id = server.psql(&db, "SELECT run_id FROM runs");
+    // As if runner a had run on another machine, whose processes this one
+    // cannot see.
+    server.psql(
+        &db,
+        "UPDATE run_leases SET host = 'runner-a.internal', \
+         holder = 'runner-a.internal:' || pid || ':0123456789abcdef:00000000'",
+    );
     let lease_until: i64 = server
         .psql(&db, "SELECT lease_until FROM run_leases")
         .parse()
@@ -262,6 +269,7 @@ fn a_dead_runners_run_is_refused_elsewhere_until_its_lease_runs_out() {
     refused
         .assert_code(8)
         .stderr_has(&format!("run {run_id} is still running"))
+        .stderr_has("on host runner-a.internal")
         .stderr_has("lease");
 
     // Once the lease has run out, b resumes the run and finishes it.
@@ -284,4 +292,58 @@ fn a_dead_runners_run_is_refused_elsewhere_until_its_lease_runs_out() {
         "0",
         "b gave the lease up when it finished"
     );
+}
+
+/// Runner b, on the same machine as runner a, but with a state folder of its
+/// own (none of a's lock files): the lease names a process of this machine
+/// that is gone, so b takes the run over at once instead of waiting for the
+/// lease to run out. A live runner's lease still stands (see the race
+/// above).
+#[test]
+fn a_runner_that_died_on_this_machine_is_taken_over_at_once() {
+    // Long enough that waiting for it would fail the test's timing.
+    const LEASE_MS: u64 = 600_000;
+    let server = TestServer::start();
+    let db = server.create_database();
+    let sim = DemoSim::start();
+    let a = workspace(&sim, &server, &db);
+    let config = std::fs::read_to_string(a.path().join("keycycle.toml")).unwrap();
+    a.file(
+        "b.toml",
+        &config.replacen("state_dir = \"state\"", "state_dir = \"state-b\"", 1),
+    );
+    std::fs::create_dir_all(a.path().join("state-b")).unwrap();
+    std::fs::copy(
+        a.path().join("state/secrets.json"),
+        a.path().join("state-b/secrets.json"),
+    )
+    .unwrap();
+    let lease = LEASE_MS.to_string();
+    let mut with_lease = env().to_vec();
+    with_lease.push(("KEYCYCLE_DEBUG_RUN_LEASE_MS", &lease));
+    let mut aborting = with_lease.clone();
+    aborting.push(("KEYCYCLE_DEBUG_ABORT_AFTER", "2"));
+    let died = a.run_env(&["run", "rotate", "--input", "label=x"], &aborting);
+    assert_eq!(
+        died.signal,
+        Some(6),
+        "runner a was to abort: {}",
+        died.stderr
+    );
+    let run_id = server.psql(&db, "SELECT run_id FROM runs");
+    let dead_pid = server.psql(&db, "SELECT pid FROM run_leases");
+
+    let mut logged = with_lease.clone();
+    logged.push(("KEYCYCLE_LOG", "info"));
+    let resumed = a.run_env(
+        &[
+            "--config", "b.toml", "resume", &run_id, "--input", "label=x",
+        ],
+        &logged,
+    );
+    resumed.assert_ok().stderr_has(&format!(
+        "process {dead_pid} that held it on this host is gone"
+    ));
+    assert_eq!(server.psql(&db, "SELECT state FROM runs"), "succeeded");
+    assert_eq!(server.psql(&db, "SELECT count(*) FROM run_leases"), "0");
 }

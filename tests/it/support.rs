@@ -321,6 +321,15 @@ pub const SIGABRT: i32 = 6;
 pub struct Workspace {
     pub dir: tempfile::TempDir,
     master_key: String,
+    /// The PostgreSQL database holding the run state, when not the local
+    /// `state/state.db`.
+    postgres: Option<PgState>,
+}
+
+/// A workspace's run state in a database of the shared test server.
+struct PgState {
+    server: &'static keycycle_store::pg_test_server::TestServer,
+    db: String,
 }
 
 impl Workspace {
@@ -334,7 +343,31 @@ impl Workspace {
         let mut key = [0u8; 32];
         rand::Rng::fill(&mut rand::rng(), &mut key[..]);
         let master_key = plant(&base64::engine::general_purpose::STANDARD.encode(key));
-        Workspace { dir, master_key }
+        Workspace {
+            dir,
+            master_key,
+            postgres: None,
+        }
+    }
+
+    /// A workspace whose run state lives in a new database of the shared
+    /// PostgreSQL test server; keycycle gets its password from the
+    /// environment, and the file scans cover a dump of the database.
+    pub fn on_postgres() -> Workspace {
+        use keycycle_store::pg_test_server::{PASSWORD, TestServer};
+        plant(PASSWORD);
+        let server = TestServer::shared();
+        let db = server.create_database();
+        Workspace {
+            postgres: Some(PgState { server, db }),
+            ..Workspace::new()
+        }
+    }
+
+    /// Every row of the workspace's PostgreSQL database, as `pg_dump`
+    /// writes them; empty for a local state database.
+    fn state_dump(&self) -> Option<String> {
+        self.postgres.as_ref().map(|pg| pg.server.dump(&pg.db))
     }
 
     pub fn path(&self) -> &Path {
@@ -353,8 +386,13 @@ impl Workspace {
 
     /// Writes keycycle.toml: the state and cache locations, then `rest`.
     pub fn config(&self, rest: &str) {
+        let state = self
+            .postgres
+            .as_ref()
+            .map(|pg| format!("state = \"{}\"\n", pg.server.url(&pg.db)))
+            .unwrap_or_default();
         let text = format!(
-            "state_dir = \"state\"\ncache_dir = \"{}\"\ncache_key_file = \"{}\"\n\n{rest}",
+            "state_dir = \"state\"\n{state}cache_dir = \"{}\"\ncache_key_file = \"{}\"\n\n{rest}",
             shared_cache().display(),
             shared_cache_key().display()
         );
@@ -392,6 +430,12 @@ impl Workspace {
             .env("HOME", self.home())
             .env("KEYCYCLE_MASTER_KEY", &self.master_key)
             .env("NO_COLOR", "1");
+        if self.postgres.is_some() {
+            cmd.env(
+                "KEYCYCLE_STATE_PASSWORD",
+                keycycle_store::pg_test_server::PASSWORD,
+            );
+        }
         cmd
     }
 
@@ -475,6 +519,11 @@ impl Workspace {
                     entry.display()
                 );
             }
+        }
+        if let Some(dump) = self.state_dump()
+            && let Some((start, form)) = canary_scanner().find(dump.as_bytes())
+        {
+            panic!("the PostgreSQL state database holds a planted secret ({form}) {start}…");
         }
         files
             .iter()
@@ -736,7 +785,11 @@ impl Drop for GitLabSim {
 /// A workspace with the gitlab plugin granted the simulator, the plugin's
 /// token stored as `gitlab/ops`, and the repository's runbooks.
 pub fn gitlab_workspace(sim: &GitLabSim) -> Workspace {
-    let ws = Workspace::new();
+    gitlab_workspace_in(Workspace::new(), sim)
+}
+
+/// [`gitlab_workspace`] set up in `ws` (one on PostgreSQL, say).
+pub fn gitlab_workspace_in(ws: Workspace, sim: &GitLabSim) -> Workspace {
     let o = sim.origin();
     let grants = "secrets = [\"gitlab/ops\", \"gitlab/kept\"]";
     ws.config(&format!(
@@ -892,6 +945,11 @@ impl Workspace {
             if let Some((start, form)) = scanner.find(&bytes) {
                 panic!("{} holds {what} {start}… ({form})", file.display());
             }
+        }
+        if let Some(dump) = self.state_dump()
+            && let Some((start, form)) = scanner.find(dump.as_bytes())
+        {
+            panic!("the PostgreSQL state database holds {what} {start}… ({form})");
         }
     }
 

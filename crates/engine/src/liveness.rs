@@ -13,6 +13,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use keycycle_store::state::{LeaseAttempt, RunLease, StateError, StateStore};
+use sha2::Digest as _;
 
 use crate::journal::{now_ms, rfc3339};
 use crate::who::host;
@@ -119,7 +120,11 @@ impl Lease {
     ) -> Result<Lease, LivenessError> {
         let pid = std::process::id();
         let host = host();
-        let holder = format!("{host}:{pid}:{:08x}", rand::random::<u32>());
+        let holder = format!(
+            "{host}:{pid}:{}:{:08x}",
+            process_space(),
+            rand::random::<u32>()
+        );
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
         let now = now_ms();
         let lease = RunLease {
@@ -133,7 +138,19 @@ impl Lease {
             run_id: run_id.to_owned(),
             source: Box::new(source),
         };
-        match state.take_run_lease(&lease, now).map_err(lease_error)? {
+        let mut attempt = state.take_run_lease(&lease, now).map_err(lease_error)?;
+        if let LeaseAttempt::HeldBy(l) = &attempt
+            && holder_is_dead(l)
+        {
+            // Its holder died on this machine: no need to wait for the
+            // lease to run out. Taking it "as of" the lease's end succeeds
+            // only if nobody renewed or took it since it was read.
+            tracing::info!(target: "keycycle", "run {run_id}: process {} that held it on this host is gone; taking its lease over", l.pid);
+            attempt = state
+                .take_run_lease(&lease, l.lease_until)
+                .map_err(lease_error)?;
+        }
+        match attempt {
             LeaseAttempt::Taken => {}
             LeaseAttempt::HeldBy(l) => {
                 return Err(LivenessError::Running(format!(
@@ -183,6 +200,47 @@ impl Lease {
             renewer: Some(renewer),
         })
     }
+}
+
+/// Which processes a pid names: this boot of this machine, in this pid
+/// namespace. A lease holder with the same space and a pid that does not
+/// exist is dead. Two containers may share a host name and still not see
+/// each other's processes, which the namespace tells apart.
+fn process_space() -> &'static str {
+    static SPACE: OnceLock<String> = OnceLock::new();
+    SPACE.get_or_init(|| {
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+        let ns = std::fs::read_link("/proc/self/ns/pid").unwrap_or_default();
+        let (boot, ns) = (boot.trim(), ns.to_string_lossy());
+        if boot.is_empty() || ns.is_empty() {
+            // Unknown: no other holder is ever judged dead from here.
+            return "unknown".to_owned();
+        }
+        let digest = sha2::Sha256::digest(format!("{boot}\0{ns}").as_bytes());
+        hex::encode(&digest[..8])
+    })
+}
+
+/// Whether the lease's holder is a process of this machine's boot and pid
+/// namespace that no longer exists. A reused pid keeps it "alive", which
+/// only means waiting for the lease to run out.
+fn holder_is_dead(lease: &RunLease) -> bool {
+    let mut parts = lease.holder.rsplitn(3, ':');
+    let (_random, space) = (parts.next(), parts.next());
+    let mine = process_space();
+    if space != Some(mine) || mine == "unknown" || lease.host != host() {
+        return false;
+    }
+    let Some(pid) = i32::try_from(lease.pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    matches!(
+        rustix::process::test_kill_process(pid),
+        Err(rustix::io::Errno::SRCH)
+    )
 }
 
 impl std::fmt::Debug for Lease {

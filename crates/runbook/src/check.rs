@@ -205,16 +205,16 @@ pub(crate) fn literal_plugins<'a>(
 /// The value of `param("name")` or `param("name", "default")` with literal
 /// arguments under `params`: `Some(None)` when the parameter is missing and
 /// has no default, `None` when the call is anything else.
-fn param_value(
-    call: &FnCallExpr,
-    params: &BTreeMap<String, String>,
-) -> Option<Option<String>> {
+fn param_value(call: &FnCallExpr, params: &BTreeMap<String, String>) -> Option<Option<String>> {
     if call.name != "param" || !call.namespace.is_empty() {
         return None;
     }
     match call.args.as_slice() {
         [Expr::StringConstant(name, _)] => Some(params.get(name.as_str()).cloned()),
-        [Expr::StringConstant(name, _), Expr::StringConstant(default, _)] => Some(Some(
+        [
+            Expr::StringConstant(name, _),
+            Expr::StringConstant(default, _),
+        ] => Some(Some(
             params
                 .get(name.as_str())
                 .cloned()

@@ -676,7 +676,11 @@ fn described_with(source: &str, params: &[(&str, &str)]) -> usize {
 #[test]
 fn a_plugin_named_by_a_parameter_describes_only_that_plugin() {
     let source = "plugin(param(\"plugin\", \"gl\")).whoami();\n";
-    assert_eq!(described_with(source, &[]), 1, "the default names one plugin");
+    assert_eq!(
+        described_with(source, &[]),
+        1,
+        "the default names one plugin"
+    );
     assert_eq!(described_with(source, &[("plugin", "gl")]), 1);
     // `param("p")` with the parameter given names that plugin alone.
     assert_eq!(
@@ -684,17 +688,11 @@ fn a_plugin_named_by_a_parameter_describes_only_that_plugin() {
         1
     );
     // Missing without a default: the run stops at the call, nothing loads.
-    assert_eq!(
-        described_with("plugin(param(\"p\")).whoami();\n", &[]),
-        0
-    );
+    assert_eq!(described_with("plugin(param(\"p\")).whoami();\n", &[]), 0);
     // A computed parameter name, and a script's own `param`, are not known
     // before the run: every plugin is described.
     assert_eq!(
-        described_with(
-            "let k = \"p\";\nplugin(param(k, \"gl\")).whoami();\n",
-            &[]
-        ),
+        described_with("let k = \"p\";\nplugin(param(k, \"gl\")).whoami();\n", &[]),
         3
     );
     assert_eq!(

@@ -296,6 +296,32 @@ impl TestServer {
         name
     }
 
+    /// Every row of database `db`, as `pg_dump --data-only` writes them:
+    /// for scanning what a store left there.
+    pub fn dump(&self, db: &str) -> String {
+        let out = self
+            .command("pg_dump")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                USER,
+                "--data-only",
+                db,
+            ])
+            .env("PGPASSWORD", PASSWORD)
+            .output()
+            .expect("cannot run pg_dump");
+        assert!(
+            out.status.success(),
+            "pg_dump {db} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Runs SQL in database `db` with psql, for tests that set up what a
     /// store would not write.
     pub fn psql(&self, db: &str, sql: &str) -> String {

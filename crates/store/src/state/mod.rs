@@ -326,7 +326,8 @@ pub trait StateStore: Send + Sync {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunLease {
     pub run_id: String,
-    /// Unique per process and run: `HOST:PID:RANDOM`.
+    /// Unique per process and run: `HOST:PID:SPACE:RANDOM`, SPACE naming
+    /// the boot and pid namespace the pid belongs to.
     pub holder: String,
     pub host: String,
     pub pid: u32,

@@ -408,7 +408,8 @@ impl SqliteState {
             }
             // Version 0: nothing of ours yet. Another program's tables
             // must not be mixed with ours.
-            let tables: i64 = query_one(&tx, 
+            let tables: i64 = query_one(
+                &tx,
                 "SELECT count(*) FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%'",
                 [],
                 |r| r.get(0),
@@ -566,8 +567,13 @@ impl SqliteState {
     }
 
     fn run_exists(&self, tx: &Transaction<'_>, run_id: &str) -> Res<()> {
-        let found = query_one(&tx, "SELECT 1 FROM runs WHERE run_id = ?1", [run_id], |_| Ok(()))
-            .optional()?;
+        let found = query_one(
+            &tx,
+            "SELECT 1 FROM runs WHERE run_id = ?1",
+            [run_id],
+            |_| Ok(()),
+        )
+        .optional()?;
         match found {
             Some(()) => Ok(()),
             None => Err(StateError::RunNotFound {
@@ -579,12 +585,13 @@ impl SqliteState {
     }
 
     fn load_run(&self, tx: &Transaction<'_>, run_id: &str) -> Res<Option<RunRecord>> {
-        let row = query_one(&tx, 
-                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?1"),
-                [run_id],
-                raw_run,
-            )
-            .optional()?;
+        let row = query_one(
+            &tx,
+            &format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?1"),
+            [run_id],
+            raw_run,
+        )
+        .optional()?;
         match row {
             None => Ok(None),
             Some(raw) => self.finish_run_record(tx, raw).map(Some),
@@ -599,7 +606,8 @@ impl SqliteState {
         state: RunState,
         detail: Option<&str>,
     ) -> Res<()> {
-        let changed = exec(&tx, 
+        let changed = exec(
+            &tx,
             "UPDATE runs SET state = ?2, finished_at = ?3, detail = ?4 WHERE run_id = ?1",
             params![
                 run_id,
@@ -665,12 +673,13 @@ impl SqliteState {
     }
 
     fn load_action(&self, tx: &Transaction<'_>, id: &str) -> Res<DeferredRecord> {
-        let raw = query_one(&tx, 
-                &format!("SELECT {DEFERRED_COLUMNS} FROM deferred WHERE id = ?1"),
-                [id],
-                raw_deferred,
-            )
-            .optional()?;
+        let raw = query_one(
+            &tx,
+            &format!("SELECT {DEFERRED_COLUMNS} FROM deferred WHERE id = ?1"),
+            [id],
+            raw_deferred,
+        )
+        .optional()?;
         match raw {
             Some(raw) => self.deferred_record(raw),
             None => Err(StateError::ActionNotFound {
@@ -925,12 +934,13 @@ impl StateStore for SqliteState {
             problem: format!("its plugin list cannot be stored as JSON: {e}"),
         })?;
         self.write(operation, |tx| {
-            let exists = query_one(&tx, 
-                    "SELECT 1 FROM runs WHERE run_id = ?1",
-                    [&run.run_id],
-                    |_| Ok(()),
-                )
-                .optional()?;
+            let exists = query_one(
+                &tx,
+                "SELECT 1 FROM runs WHERE run_id = ?1",
+                [&run.run_id],
+                |_| Ok(()),
+            )
+            .optional()?;
             if exists.is_some() {
                 return Err(StateError::RunExists {
                     db: self.db.clone(),
@@ -938,7 +948,8 @@ impl StateStore for SqliteState {
                 }
                 .into());
             }
-            exec(&tx, 
+            exec(
+                &tx,
                 &format!(
                     "INSERT INTO runs ({RUN_COLUMNS}) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, NULL, NULL)"
@@ -1035,7 +1046,8 @@ impl StateStore for SqliteState {
     fn append_event(&self, run_id: &str, event: &RunEvent) -> Result<(), StateError> {
         self.write("append a run event", |tx| {
             self.run_exists(tx, run_id)?;
-            exec(&tx, 
+            exec(
+                &tx,
                 "INSERT INTO run_events (run_id, at, kind, message) VALUES (?1, ?2, ?3, ?4)",
                 params![run_id, event.at, event.kind, event.message],
             )?;
@@ -1198,18 +1210,19 @@ impl StateStore for SqliteState {
         )?;
         self.write(operation, |tx| {
             self.run_exists(tx, run_id)?;
-            let held = query_one(&tx, 
-                    "SELECT run_id, acquired_at FROM locks WHERE credential = ?1",
-                    [credential],
-                    |r| {
-                        Ok(LockRecord {
-                            credential: credential.to_owned(),
-                            run_id: r.get(0)?,
-                            acquired_at: r.get(1)?,
-                        })
-                    },
-                )
-                .optional()?;
+            let held = query_one(
+                &tx,
+                "SELECT run_id, acquired_at FROM locks WHERE credential = ?1",
+                [credential],
+                |r| {
+                    Ok(LockRecord {
+                        credential: credential.to_owned(),
+                        run_id: r.get(0)?,
+                        acquired_at: r.get(1)?,
+                    })
+                },
+            )
+            .optional()?;
             if let Some(held) = held {
                 return Ok(if held.run_id == run_id {
                     LockAttempt::AlreadyHeld
@@ -1218,11 +1231,13 @@ impl StateStore for SqliteState {
                 });
             }
             let now = now_ms();
-            exec(&tx, 
+            exec(
+                &tx,
                 "INSERT INTO locks (credential, run_id, acquired_at) VALUES (?1, ?2, ?3)",
                 params![credential, run_id, now],
             )?;
-            exec(&tx, 
+            exec(
+                &tx,
                 "INSERT INTO run_credentials (run_id, credential, first_locked_at) \
                  VALUES (?1, ?2, ?3) ON CONFLICT (run_id, credential) DO NOTHING",
                 params![run_id, credential, now],
@@ -1252,18 +1267,19 @@ impl StateStore for SqliteState {
 
     fn release_lock(&self, credential: &str) -> Result<Option<LockRecord>, StateError> {
         self.write("release a lock", |tx| {
-            let held = query_one(&tx, 
-                    "SELECT run_id, acquired_at FROM locks WHERE credential = ?1",
-                    [credential],
-                    |r| {
-                        Ok(LockRecord {
-                            credential: credential.to_owned(),
-                            run_id: r.get(0)?,
-                            acquired_at: r.get(1)?,
-                        })
-                    },
-                )
-                .optional()?;
+            let held = query_one(
+                &tx,
+                "SELECT run_id, acquired_at FROM locks WHERE credential = ?1",
+                [credential],
+                |r| {
+                    Ok(LockRecord {
+                        credential: credential.to_owned(),
+                        run_id: r.get(0)?,
+                        acquired_at: r.get(1)?,
+                    })
+                },
+            )
+            .optional()?;
             if held.is_some() {
                 exec(&tx, "DELETE FROM locks WHERE credential = ?1", [credential])?;
             }
@@ -1291,7 +1307,8 @@ impl StateStore for SqliteState {
         let id = action_id(action);
         self.write("schedule a deferred action", |tx| {
             self.run_exists(tx, &action.run_id)?;
-            exec(&tx, 
+            exec(
+                &tx,
                 &format!(
                     "INSERT INTO deferred ({DEFERRED_COLUMNS}) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?8, NULL, NULL, NULL, ?10, \
@@ -1387,7 +1404,8 @@ impl StateStore for SqliteState {
                 before.last_error.clone()
             };
             let attempts = before.attempts.saturating_add(1);
-            exec(&tx, 
+            exec(
+                &tx,
                 "UPDATE deferred SET state = ?2, claimed_by = ?3, lease_until = ?4, \
                  attempts = ?5, last_error = ?6 WHERE id = ?1",
                 params![
@@ -1411,7 +1429,8 @@ impl StateStore for SqliteState {
     ) -> Result<(), StateError> {
         self.write("complete a deferred action", |tx| {
             self.claimed(tx, id, claimer)?;
-            exec(&tx, 
+            exec(
+                &tx,
                 "UPDATE deferred SET state = ?2, lease_until = NULL, finished_at = ?3, \
                  note = ?4 WHERE id = ?1",
                 params![id, DeferredState::Done.as_str(), now_ms(), note],
@@ -1430,12 +1449,14 @@ impl StateStore for SqliteState {
         self.write("record a failed deferred action", |tx| {
             self.claimed(tx, id, claimer)?;
             match retry_at_ms {
-                Some(at) => exec(&tx, 
+                Some(at) => exec(
+                    &tx,
                     "UPDATE deferred SET state = ?2, next_attempt_at = ?3, claimed_by = NULL, \
                      lease_until = NULL, last_error = ?4 WHERE id = ?1",
                     params![id, DeferredState::Pending.as_str(), at, error],
                 )?,
-                None => exec(&tx, 
+                None => exec(
+                    &tx,
                     "UPDATE deferred SET state = ?2, lease_until = NULL, finished_at = ?3, \
                      last_error = ?4 WHERE id = ?1",
                     params![id, DeferredState::Failed.as_str(), now_ms(), error],
@@ -1456,7 +1477,8 @@ impl StateStore for SqliteState {
                 }
                 .into());
             }
-            exec(&tx, 
+            exec(
+                &tx,
                 "UPDATE deferred SET state = ?2, claimed_by = NULL, finished_at = NULL \
                  WHERE id = ?1",
                 params![id, DeferredState::Pending.as_str()],
@@ -1468,7 +1490,8 @@ impl StateStore for SqliteState {
     fn request_approval(&self, request: &NewApproval) -> Result<ApprovalRecord, StateError> {
         self.write("record a change request", |tx| {
             self.run_exists(tx, &request.run_id)?;
-            exec(&tx, 
+            exec(
+                &tx,
                 &format!(
                     "INSERT INTO approvals ({APPROVAL_COLUMNS}) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, NULL, NULL, NULL) \
@@ -1547,7 +1570,8 @@ impl StateStore for SqliteState {
 
     fn drop_run_lease(&self, run_id: &str, holder: &str) -> Result<(), StateError> {
         self.write("give a run's lease up", |tx| {
-            exec(&tx, 
+            exec(
+                &tx,
                 "DELETE FROM run_leases WHERE run_id = ?1 AND holder = ?2",
                 params![run_id, holder],
             )?;
@@ -1589,7 +1613,8 @@ impl StateStore for SqliteState {
                         id: id.to_owned(),
                     })?;
             let decided = found.decided(&self.db, decision)?;
-            exec(&tx, 
+            exec(
+                &tx,
                 "UPDATE approvals SET state = ?2, decided_by = ?3, decided_host = ?4, \
                  decided_at = ?5, comment = ?6 WHERE id = ?1 AND state = 'pending'",
                 params![
@@ -1608,20 +1633,21 @@ impl StateStore for SqliteState {
 
 impl SqliteState {
     fn load_lease(tx: &Transaction<'_>, run_id: &str) -> Res<Option<RunLease>> {
-        Ok(query_one(&tx, 
-                "SELECT holder, host, pid, lease_until FROM run_leases WHERE run_id = ?1",
-                [run_id],
-                |r| {
-                    Ok(RunLease {
-                        run_id: run_id.to_owned(),
-                        holder: r.get(0)?,
-                        host: r.get(1)?,
-                        pid: r.get(2)?,
-                        lease_until: r.get(3)?,
-                    })
-                },
-            )
-            .optional()?)
+        Ok(query_one(
+            &tx,
+            "SELECT holder, host, pid, lease_until FROM run_leases WHERE run_id = ?1",
+            [run_id],
+            |r| {
+                Ok(RunLease {
+                    run_id: run_id.to_owned(),
+                    holder: r.get(0)?,
+                    host: r.get(1)?,
+                    pid: r.get(2)?,
+                    lease_until: r.get(3)?,
+                })
+            },
+        )
+        .optional()?)
     }
 
     fn take_run_lease_impl(
@@ -1635,7 +1661,8 @@ impl SqliteState {
             {
                 return Ok(LeaseAttempt::HeldBy(existing));
             }
-            exec(&tx, 
+            exec(
+                &tx,
                 "INSERT INTO run_leases (run_id, holder, host, pid, lease_until) \
                  VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (run_id) DO UPDATE SET \
                  holder = excluded.holder, host = excluded.host, pid = excluded.pid, \
@@ -1659,7 +1686,8 @@ impl SqliteState {
         lease_until: i64,
     ) -> Result<(), StateError> {
         self.write("renew a run's lease", |tx| {
-            let changed = exec(&tx, 
+            let changed = exec(
+                &tx,
                 "UPDATE run_leases SET lease_until = ?3 WHERE run_id = ?1 AND holder = ?2",
                 params![run_id, holder, lease_until],
             )?;
@@ -1717,10 +1745,13 @@ fn raw_approval(row: &Row<'_>) -> rusqlite::Result<RawApproval> {
 
 impl SqliteState {
     fn load_credential(&self, tx: &Transaction<'_>, id: &str) -> Res<Option<CredentialRecord>> {
-        let text: Option<String> = query_one(&tx, "SELECT record FROM credentials WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
-            .optional()?;
+        let text: Option<String> = query_one(
+            &tx,
+            "SELECT record FROM credentials WHERE id = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .optional()?;
         text.map(|t| self.credential_record(&t)).transpose()
     }
 
@@ -1730,7 +1761,8 @@ impl SqliteState {
     }
 
     fn save_credential(&self, tx: &Transaction<'_>, record: &CredentialRecord) -> Res<()> {
-        exec(&tx, 
+        exec(
+            &tx,
             "INSERT INTO credentials (id, record) VALUES (?1, ?2) \
              ON CONFLICT (id) DO UPDATE SET record = excluded.record",
             params![
@@ -1743,12 +1775,13 @@ impl SqliteState {
     }
 
     fn load_approval(&self, tx: &Transaction<'_>, id: &str) -> Res<Option<ApprovalRecord>> {
-        let raw = query_one(&tx, 
-                &format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = ?1"),
-                [id],
-                raw_approval,
-            )
-            .optional()?;
+        let raw = query_one(
+            &tx,
+            &format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = ?1"),
+            [id],
+            raw_approval,
+        )
+        .optional()?;
         raw.map(|r| self.approval_record(r)).transpose()
     }
 
