@@ -347,3 +347,99 @@ fn a_runner_that_died_on_this_machine_is_taken_over_at_once() {
     assert_eq!(server.psql(&db, "SELECT state FROM runs"), "succeeded");
     assert_eq!(server.psql(&db, "SELECT count(*) FROM run_leases"), "0");
 }
+
+/// A run that can no longer renew its lease stops before its next change:
+/// once the lease is another runner's (`taken`), or when the database
+/// cannot be reached until the lease is about to run out (`unreachable`,
+/// here its lease table renamed away). The run stays unfinished, and a
+/// resume finishes the rotation exactly once.
+#[test]
+fn a_run_that_loses_its_lease_stops_before_its_next_change() {
+    for how in ["taken", "unreachable"] {
+        let sim = GitLabSim::start();
+        let ws = gitlab_workspace_in(Workspace::on_postgres(), &sim);
+        let bot = sim.seed_project_token();
+        let args = [
+            "run",
+            "gitlab-project-token",
+            "--set",
+            "owner=acme/api",
+            "--set",
+            &format!("token_id={}", bot.id),
+            "--set",
+            "variables=acme/deploy:API_TOKEN",
+        ];
+        sim.state.clear_requests();
+        // The run's first request is held while its lease goes away.
+        let gate = sim.state.gate("GET", "/api/v4/", 1);
+        let child = ws
+            .command(&args)
+            .env("KEYCYCLE_DEBUG_RUN_LEASE_MS", "1500")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        assert!(
+            gate.wait_arrived(std::time::Duration::from_secs(30)),
+            "{how}: the run never sent its first request"
+        );
+        let run_id = ws.psql("SELECT run_id FROM runs");
+        match how {
+            "taken" => ws.psql(
+                "UPDATE run_leases SET host = 'runner-b.internal', \
+                 holder = 'runner-b.internal:1:0123456789abcdef:00000000', \
+                 lease_until = lease_until + 600000",
+            ),
+            _ => ws.psql("ALTER TABLE run_leases RENAME TO run_leases_away"),
+        };
+        let out = wait_or_kill(child, "the run that lost its lease");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(8), "{how}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "stopping: run {run_id} may no longer be this process's"
+            )) && stderr.contains(&format!("keycycle resume {run_id}")),
+            "{how}: {stderr}"
+        );
+        assert_clean("stderr of the stopped run", &stderr);
+        gate.release(keycycle_sim::Release::Drop);
+        let changes: Vec<_> = sim
+            .state
+            .requests()
+            .into_iter()
+            .filter(|r| r.method != "GET" && !r.path.starts_with("/_sim"))
+            .collect();
+        assert!(
+            changes.is_empty(),
+            "{how}: sent after the lease was lost: {changes:?}"
+        );
+        assert_eq!(ws.psql("SELECT state FROM runs"), "running", "{how}");
+
+        if how == "taken" {
+            // Runner b holds it: this runner may not resume it.
+            ws.run(&["resume", &run_id])
+                .assert_code(8)
+                .stderr_has("on host runner-b.internal");
+            ws.psql("DELETE FROM run_leases");
+        } else {
+            ws.psql("ALTER TABLE run_leases_away RENAME TO run_leases");
+        }
+        ws.run(&["resume", &run_id]).assert_ok();
+        let snap = sim.state.snapshot();
+        let family = snap.family(snap.token(bot.id).unwrap().family_id);
+        assert_eq!(
+            family.iter().filter(|t| t.active).count(),
+            1,
+            "{how}: one active token after the resume: {family:?}"
+        );
+        let rotations = sim
+            .state
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/rotate"))
+            .count();
+        assert_eq!(rotations, 1, "{how}: rotated exactly once");
+        ws.assert_files_clean();
+    }
+}

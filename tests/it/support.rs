@@ -364,6 +364,16 @@ impl Workspace {
         }
     }
 
+    /// Runs SQL in the workspace's PostgreSQL database (see
+    /// [`Workspace::on_postgres`]) and returns what psql printed.
+    pub fn psql(&self, sql: &str) -> String {
+        let pg = self
+            .postgres
+            .as_ref()
+            .expect("the workspace's state is not in PostgreSQL");
+        pg.server.psql(&pg.db, sql)
+    }
+
     /// Every row of the workspace's PostgreSQL database, as `pg_dump`
     /// writes them; empty for a local state database.
     fn state_dump(&self) -> Option<String> {

@@ -200,6 +200,11 @@ impl Journal {
                 None => (seq, Step::InFlight),
             });
         }
+        if durability == Durability::Durable {
+            // Not one externally visible effect once the run may be
+            // another runner's.
+            crate::liveness::fence(&self.run_id);
+        }
         let intent = EffectIntent {
             seq,
             kind: kind.to_owned(),

@@ -8,7 +8,8 @@
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock, mpsc};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -163,6 +164,8 @@ impl Lease {
                 )));
             }
         }
+        let valid = Arc::new(AtomicI64::new(lease.lease_until));
+        fences().insert(run_id.to_owned(), (valid.clone(), ttl_ms));
         let (stop, stopped) = mpsc::channel::<()>();
         let renewer = {
             let (state, run, holder) = (state.clone(), run_id.to_owned(), holder.clone());
@@ -170,18 +173,35 @@ impl Lease {
                 .name("keycycle-lease".to_owned())
                 .spawn(move || {
                     // Renewing every third of the lease leaves two chances
-                    // to get through before it runs out.
-                    while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(ttl / 3)
-                    {
+                    // to get through before it runs out; after a failure
+                    // the next try comes sooner.
+                    let mut wait = ttl / 3;
+                    while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(wait) {
+                        // The lease counts from before the request: an
+                        // answer that took long must not stretch it.
                         let until = now_ms().saturating_add(ttl_ms);
                         match state.renew_run_lease(&run, &holder, until) {
-                            Ok(()) => {}
+                            Ok(()) => {
+                                valid.store(until, Ordering::Release);
+                                wait = ttl / 3;
+                            }
                             Err(e @ StateError::RunLeaseLost { .. }) => {
-                                tracing::error!(target: "keycycle", "{e}");
-                                return;
+                                stop_process(&run, &format!("{e}"));
                             }
                             Err(e) => {
+                                let until = valid.load(Ordering::Acquire);
+                                if now_ms() >= until.saturating_sub(margin(ttl_ms)) {
+                                    stop_process(
+                                        &run,
+                                        &format!(
+                                            "its lease in the shared state could not be renewed \
+                                             and runs out at {} ({e})",
+                                            rfc3339(until)
+                                        ),
+                                    );
+                                }
                                 tracing::warn!(target: "keycycle", "could not renew the lease of run {run}: {e}; trying again");
+                                wait = ttl / 10;
                             }
                         }
                     }
@@ -201,6 +221,64 @@ impl Lease {
         })
     }
 }
+
+/// The end of each leased run's lease as last renewed, and the lease's
+/// length, by run id.
+type Fences = std::collections::HashMap<String, (Arc<AtomicI64>, i64)>;
+
+fn fences() -> std::sync::MutexGuard<'static, Fences> {
+    static FENCES: OnceLock<Mutex<Fences>> = OnceLock::new();
+    FENCES
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// How long before its lease runs out a run stops: the time the last
+/// request it sent may still take to arrive.
+fn margin(ttl_ms: i64) -> i64 {
+    ttl_ms / 6
+}
+
+/// Checked before every externally visible effect of run `run_id`: when
+/// its lease (if it has one) is about to run out unrenewed, another runner
+/// may soon resume the run, so this process stops instead of acting for
+/// it. A process that was frozen (a stopped container, a suspended VM)
+/// meets this before it sends anything, even if its renewal thread has
+/// not run yet.
+pub fn fence(run_id: &str) {
+    let Some((valid, ttl_ms)) = fences().get(run_id).cloned() else {
+        return;
+    };
+    let until = valid.load(Ordering::Acquire);
+    if now_ms() >= until.saturating_sub(margin(ttl_ms)) {
+        stop_process(
+            run_id,
+            &format!(
+                "its lease in the shared state was last renewed until {}",
+                rfc3339(until)
+            ),
+        );
+    }
+}
+
+/// Ends the process at once, as a crash would: another runner may take
+/// run `run_id` over, and two processes must never act for one run. The
+/// journal makes the stop as safe as any crash; the run stays unfinished,
+/// holding its locks, for `keycycle resume`.
+fn stop_process(run_id: &str, why: &str) -> ! {
+    tracing::error!(
+        target: "keycycle",
+        "stopping: run {run_id} may no longer be this process's: {why}. Nothing more is sent \
+         for it; it stays unfinished, and `keycycle resume {run_id}` on any runner finishes it \
+         once its lease has run out"
+    );
+    std::process::exit(LEASE_LOST_EXIT);
+}
+
+/// The exit code of a process that stopped because a run's lease was lost:
+/// the run is alive elsewhere, or may be soon.
+pub const LEASE_LOST_EXIT: i32 = 8;
 
 /// Which processes a pid names: this boot of this machine, in this pid
 /// namespace. A lease holder with the same space and a pid that does not
@@ -254,6 +332,7 @@ impl std::fmt::Debug for Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        fences().remove(&self.run_id);
         drop(self.stop.take());
         if let Some(renewer) = self.renewer.take() {
             let _ = renewer.join();
