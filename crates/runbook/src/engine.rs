@@ -287,10 +287,10 @@ impl Runbook {
         // registered and every plugin described, before anything runs.
         let functions = check::non_plugin_functions(&engine);
         let mut findings = Findings::default();
-        check::check_file(&ast, path, &host.plugins, &functions, &mut findings);
+        check::check_file(&ast, path, &host.plugins, functions, &mut findings);
         for (import, module) in &modules {
             let file = errors.modules.get(import).map_or(path, PathBuf::as_path);
-            check::check_file(&module.ast, file, &host.plugins, &functions, &mut findings);
+            check::check_file(&module.ast, file, &host.plugins, functions, &mut findings);
         }
         let mut found = findings.errors.into_iter();
         if let Some(mut first) = found.next() {
