@@ -409,7 +409,7 @@ impl SqliteState {
             // Version 0: nothing of ours yet. Another program's tables
             // must not be mixed with ours.
             let tables: i64 = query_one(
-                &tx,
+                tx,
                 "SELECT count(*) FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%'",
                 [],
                 |r| r.get(0),
@@ -567,12 +567,9 @@ impl SqliteState {
     }
 
     fn run_exists(&self, tx: &Transaction<'_>, run_id: &str) -> Res<()> {
-        let found = query_one(
-            &tx,
-            "SELECT 1 FROM runs WHERE run_id = ?1",
-            [run_id],
-            |_| Ok(()),
-        )
+        let found = query_one(tx, "SELECT 1 FROM runs WHERE run_id = ?1", [run_id], |_| {
+            Ok(())
+        })
         .optional()?;
         match found {
             Some(()) => Ok(()),
@@ -586,7 +583,7 @@ impl SqliteState {
 
     fn load_run(&self, tx: &Transaction<'_>, run_id: &str) -> Res<Option<RunRecord>> {
         let row = query_one(
-            &tx,
+            tx,
             &format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?1"),
             [run_id],
             raw_run,
@@ -607,7 +604,7 @@ impl SqliteState {
         detail: Option<&str>,
     ) -> Res<()> {
         let changed = exec(
-            &tx,
+            tx,
             "UPDATE runs SET state = ?2, finished_at = ?3, detail = ?4 WHERE run_id = ?1",
             params![
                 run_id,
@@ -632,7 +629,7 @@ impl SqliteState {
             .prepare("SELECT credential FROM locks WHERE run_id = ?1 ORDER BY credential")?
             .query_map([run_id], |r| r.get(0))?
             .collect::<Result<Vec<String>, _>>()?;
-        exec(&tx, "DELETE FROM locks WHERE run_id = ?1", [run_id])?;
+        exec(tx, "DELETE FROM locks WHERE run_id = ?1", [run_id])?;
         Ok(credentials)
     }
 
@@ -674,7 +671,7 @@ impl SqliteState {
 
     fn load_action(&self, tx: &Transaction<'_>, id: &str) -> Res<DeferredRecord> {
         let raw = query_one(
-            &tx,
+            tx,
             &format!("SELECT {DEFERRED_COLUMNS} FROM deferred WHERE id = ?1"),
             [id],
             raw_deferred,
@@ -935,7 +932,7 @@ impl StateStore for SqliteState {
         })?;
         self.write(operation, |tx| {
             let exists = query_one(
-                &tx,
+                tx,
                 "SELECT 1 FROM runs WHERE run_id = ?1",
                 [&run.run_id],
                 |_| Ok(()),
@@ -949,7 +946,7 @@ impl StateStore for SqliteState {
                 .into());
             }
             exec(
-                &tx,
+                tx,
                 &format!(
                     "INSERT INTO runs ({RUN_COLUMNS}) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, NULL, NULL)"
@@ -1047,7 +1044,7 @@ impl StateStore for SqliteState {
         self.write("append a run event", |tx| {
             self.run_exists(tx, run_id)?;
             exec(
-                &tx,
+                tx,
                 "INSERT INTO run_events (run_id, at, kind, message) VALUES (?1, ?2, ?3, ?4)",
                 params![run_id, event.at, event.kind, event.message],
             )?;
@@ -1211,7 +1208,7 @@ impl StateStore for SqliteState {
         self.write(operation, |tx| {
             self.run_exists(tx, run_id)?;
             let held = query_one(
-                &tx,
+                tx,
                 "SELECT run_id, acquired_at FROM locks WHERE credential = ?1",
                 [credential],
                 |r| {
@@ -1232,12 +1229,12 @@ impl StateStore for SqliteState {
             }
             let now = now_ms();
             exec(
-                &tx,
+                tx,
                 "INSERT INTO locks (credential, run_id, acquired_at) VALUES (?1, ?2, ?3)",
                 params![credential, run_id, now],
             )?;
             exec(
-                &tx,
+                tx,
                 "INSERT INTO run_credentials (run_id, credential, first_locked_at) \
                  VALUES (?1, ?2, ?3) ON CONFLICT (run_id, credential) DO NOTHING",
                 params![run_id, credential, now],
@@ -1268,7 +1265,7 @@ impl StateStore for SqliteState {
     fn release_lock(&self, credential: &str) -> Result<Option<LockRecord>, StateError> {
         self.write("release a lock", |tx| {
             let held = query_one(
-                &tx,
+                tx,
                 "SELECT run_id, acquired_at FROM locks WHERE credential = ?1",
                 [credential],
                 |r| {
@@ -1281,7 +1278,7 @@ impl StateStore for SqliteState {
             )
             .optional()?;
             if held.is_some() {
-                exec(&tx, "DELETE FROM locks WHERE credential = ?1", [credential])?;
+                exec(tx, "DELETE FROM locks WHERE credential = ?1", [credential])?;
             }
             Ok(held)
         })
@@ -1308,7 +1305,7 @@ impl StateStore for SqliteState {
         self.write("schedule a deferred action", |tx| {
             self.run_exists(tx, &action.run_id)?;
             exec(
-                &tx,
+                tx,
                 &format!(
                     "INSERT INTO deferred ({DEFERRED_COLUMNS}) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?8, NULL, NULL, NULL, ?10, \
@@ -1405,7 +1402,7 @@ impl StateStore for SqliteState {
             };
             let attempts = before.attempts.saturating_add(1);
             exec(
-                &tx,
+                tx,
                 "UPDATE deferred SET state = ?2, claimed_by = ?3, lease_until = ?4, \
                  attempts = ?5, last_error = ?6 WHERE id = ?1",
                 params![
@@ -1430,7 +1427,7 @@ impl StateStore for SqliteState {
         self.write("complete a deferred action", |tx| {
             self.claimed(tx, id, claimer)?;
             exec(
-                &tx,
+                tx,
                 "UPDATE deferred SET state = ?2, lease_until = NULL, finished_at = ?3, \
                  note = ?4 WHERE id = ?1",
                 params![id, DeferredState::Done.as_str(), now_ms(), note],
@@ -1450,13 +1447,13 @@ impl StateStore for SqliteState {
             self.claimed(tx, id, claimer)?;
             match retry_at_ms {
                 Some(at) => exec(
-                    &tx,
+                    tx,
                     "UPDATE deferred SET state = ?2, next_attempt_at = ?3, claimed_by = NULL, \
                      lease_until = NULL, last_error = ?4 WHERE id = ?1",
                     params![id, DeferredState::Pending.as_str(), at, error],
                 )?,
                 None => exec(
-                    &tx,
+                    tx,
                     "UPDATE deferred SET state = ?2, lease_until = NULL, finished_at = ?3, \
                      last_error = ?4 WHERE id = ?1",
                     params![id, DeferredState::Failed.as_str(), now_ms(), error],
@@ -1478,7 +1475,7 @@ impl StateStore for SqliteState {
                 .into());
             }
             exec(
-                &tx,
+                tx,
                 "UPDATE deferred SET state = ?2, claimed_by = NULL, finished_at = NULL \
                  WHERE id = ?1",
                 params![id, DeferredState::Pending.as_str()],
@@ -1491,7 +1488,7 @@ impl StateStore for SqliteState {
         self.write("record a change request", |tx| {
             self.run_exists(tx, &request.run_id)?;
             exec(
-                &tx,
+                tx,
                 &format!(
                     "INSERT INTO approvals ({APPROVAL_COLUMNS}) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, NULL, NULL, NULL, NULL) \
@@ -1571,7 +1568,7 @@ impl StateStore for SqliteState {
     fn drop_run_lease(&self, run_id: &str, holder: &str) -> Result<(), StateError> {
         self.write("give a run's lease up", |tx| {
             exec(
-                &tx,
+                tx,
                 "DELETE FROM run_leases WHERE run_id = ?1 AND holder = ?2",
                 params![run_id, holder],
             )?;
@@ -1614,7 +1611,7 @@ impl StateStore for SqliteState {
                     })?;
             let decided = found.decided(&self.db, decision)?;
             exec(
-                &tx,
+                tx,
                 "UPDATE approvals SET state = ?2, decided_by = ?3, decided_host = ?4, \
                  decided_at = ?5, comment = ?6 WHERE id = ?1 AND state = 'pending'",
                 params![
@@ -1634,7 +1631,7 @@ impl StateStore for SqliteState {
 impl SqliteState {
     fn load_lease(tx: &Transaction<'_>, run_id: &str) -> Res<Option<RunLease>> {
         Ok(query_one(
-            &tx,
+            tx,
             "SELECT holder, host, pid, lease_until FROM run_leases WHERE run_id = ?1",
             [run_id],
             |r| {
@@ -1662,7 +1659,7 @@ impl SqliteState {
                 return Ok(LeaseAttempt::HeldBy(existing));
             }
             exec(
-                &tx,
+                tx,
                 "INSERT INTO run_leases (run_id, holder, host, pid, lease_until) \
                  VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (run_id) DO UPDATE SET \
                  holder = excluded.holder, host = excluded.host, pid = excluded.pid, \
@@ -1687,7 +1684,7 @@ impl SqliteState {
     ) -> Result<(), StateError> {
         self.write("renew a run's lease", |tx| {
             let changed = exec(
-                &tx,
+                tx,
                 "UPDATE run_leases SET lease_until = ?3 WHERE run_id = ?1 AND holder = ?2",
                 params![run_id, holder, lease_until],
             )?;
@@ -1746,7 +1743,7 @@ fn raw_approval(row: &Row<'_>) -> rusqlite::Result<RawApproval> {
 impl SqliteState {
     fn load_credential(&self, tx: &Transaction<'_>, id: &str) -> Res<Option<CredentialRecord>> {
         let text: Option<String> = query_one(
-            &tx,
+            tx,
             "SELECT record FROM credentials WHERE id = ?1",
             [id],
             |r| r.get(0),
@@ -1762,7 +1759,7 @@ impl SqliteState {
 
     fn save_credential(&self, tx: &Transaction<'_>, record: &CredentialRecord) -> Res<()> {
         exec(
-            &tx,
+            tx,
             "INSERT INTO credentials (id, record) VALUES (?1, ?2) \
              ON CONFLICT (id) DO UPDATE SET record = excluded.record",
             params![
@@ -1776,7 +1773,7 @@ impl SqliteState {
 
     fn load_approval(&self, tx: &Transaction<'_>, id: &str) -> Res<Option<ApprovalRecord>> {
         let raw = query_one(
-            &tx,
+            tx,
             &format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = ?1"),
             [id],
             raw_approval,
