@@ -29,6 +29,7 @@ mod python_gitlab;
 mod python_kubernetes;
 mod retries;
 mod runbooks;
+mod runners;
 mod sandbox;
 mod secrets;
 mod seed000;

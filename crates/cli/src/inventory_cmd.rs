@@ -13,7 +13,7 @@ use keycycle_inventory::{
     CredentialSection, ExpiryReading, ExpirySection, Metric, State, Status, evaluate, format_date,
 };
 use keycycle_store::state::{
-    CheckOutcome, CredentialRecord, RotationOutcome, RunState, StateStore, now_ms,
+    CheckOutcome, CredentialRecord, RotationClaim, RotationOutcome, RunState, StateStore, now_ms,
 };
 use serde_json::json;
 use tracing::Instrument as _;
@@ -488,6 +488,18 @@ pub async fn rotate(config: Config, args: RotateArgs) -> Result<()> {
     let store = Arc::new(StoreAccess::new(&config));
     store.check_key()?;
     let pool = Arc::new(crate::run::runner(&config, store, Some(state.clone()))?);
+    // Each credential's last run as this batch found it: a rotation
+    // starts only if no other runner or process started one since (see
+    // `claim_rotation`), so runners that chose the same credential at
+    // once rotate it once.
+    let seen: BTreeMap<String, Option<String>> = state
+        .credentials()
+        .map_err(anyhow::Error::new)
+        .context(Code::Config)?
+        .into_iter()
+        .map(|r| (r.id, r.last_run_id))
+        .collect();
+    let seen = Arc::new(seen);
     let chosen: Vec<(String, CredentialSection)> = if args.due {
         let verdicts = judge(
             &config,
@@ -528,14 +540,22 @@ pub async fn rotate(config: Config, args: RotateArgs) -> Result<()> {
     for (id, section) in chosen {
         let (config, pool, limit, state) =
             (config.clone(), pool.clone(), limit.clone(), state.clone());
+        let seen = seen.get(&id).cloned().flatten();
         let dry_run = args.dry_run;
         // Runs go side by side: each log line says whose it is.
         let span = tracing::info_span!("credential", id = %id);
         tasks.spawn(
             async move {
                 let _permit = limit.acquire_owned().await;
-                let rotated =
-                    rotate_one(&config, &pool, state.as_ref(), &id, &section, dry_run).await;
+                let rotated = rotate_one(
+                    &config,
+                    &pool,
+                    state.as_ref(),
+                    (&id, seen.as_deref()),
+                    &section,
+                    dry_run,
+                )
+                .await;
                 (id, rotated)
             }
             .instrument(span),
@@ -567,14 +587,15 @@ pub async fn rotate(config: Config, args: RotateArgs) -> Result<()> {
             );
         }
     }
+    let skipped = summary.iter().filter(|r| r.outcome == SKIPPED).count();
     let failed = summary
         .iter()
-        .filter(|r| r.outcome != "succeeded" && r.outcome != "dry-run")
+        .filter(|r| r.outcome != "succeeded" && r.outcome != "dry-run" && r.outcome != SKIPPED)
         .count();
     note!(
-        "rotate: {} credential(s), {} rotated{}, {failed} not",
+        "rotate: {} credential(s), {} rotated{}, {skipped} rotated meanwhile by another run, {failed} not",
         summary.len(),
-        summary.len() - failed,
+        summary.len() - failed - skipped,
         if args.dry_run { " (dry run)" } else { "" }
     );
     if failed > 0 {
@@ -587,11 +608,15 @@ pub async fn rotate(config: Config, args: RotateArgs) -> Result<()> {
     Ok(())
 }
 
+/// The outcome of a credential another run started rotating after this
+/// batch looked at it.
+const SKIPPED: &str = "skipped";
+
 async fn rotate_one(
     config: &Config,
     pool: &keycycle_engine::Runner,
     state: &dyn StateStore,
-    id: &str,
+    (id, seen): (&str, Option<&str>),
     section: &CredentialSection,
     dry_run: bool,
 ) -> Rotated {
@@ -616,20 +641,44 @@ async fn rotate_one(
     // batch killed mid-rotation still knows which credential each
     // interrupted run rotates (`keycycle resume --all` finishes them).
     let run_id = (!dry_run).then(new_run_id);
-    if let Some(run_id) = &run_id
-        && let Err(e) = state.record_rotation(
-            id,
-            &RotationOutcome {
-                run_id: run_id.clone(),
-                state: RunState::Running,
-                at: now_ms(),
-                expires_at: None,
-                expiry_source: None,
-                params: BTreeMap::new(),
-            },
-        )
-    {
-        return failed(Code::Config.word(), None, &anyhow::Error::new(e));
+    if let Some(run_id) = &run_id {
+        let starting = RotationOutcome {
+            run_id: run_id.clone(),
+            state: RunState::Running,
+            at: now_ms(),
+            expires_at: None,
+            expiry_source: None,
+            params: BTreeMap::new(),
+        };
+        match state.claim_rotation(id, seen, &starting) {
+            Ok(RotationClaim::Claimed) => {}
+            Ok(RotationClaim::Taken(now)) => {
+                let by = now.last_run_id.as_deref().unwrap_or("-");
+                let how = now
+                    .last_run_state
+                    .map(|s| s.to_string())
+                    .unwrap_or_default();
+                tracing::info!(target: "keycycle", "{id}: not rotated: run {by} ({how}) is its latest");
+                return Rotated {
+                    id: id.to_owned(),
+                    outcome: SKIPPED.to_owned(),
+                    run_id: None,
+                    expires_at: None,
+                    error: Some(if now.last_run_state == Some(RunState::Running) {
+                        format!(
+                            "run {by} is rotating it, or was interrupted doing so; \
+                             `keycycle resume {by}` finishes it if it is not running"
+                        )
+                    } else {
+                        format!(
+                            "run {by} ({how}) rotated it after this batch looked; \
+                             `keycycle rotate {id}` rotates it once more"
+                        )
+                    }),
+                };
+            }
+            Err(e) => return failed(Code::Config.word(), None, &anyhow::Error::new(e)),
+        }
     }
     let request = crate::run::RunRequest {
         resume: None,

@@ -8,9 +8,9 @@ use super::{
     ApprovalDecision, ApprovalRecord, ApprovalState, CheckOutcome, CredentialRecord,
     DeferredFilter, DeferredRecord, DeferredState, Durability, EffectIntent, EffectOutcome,
     EffectRecord, FIRST_SEQ, LeaseAttempt, LockAttempt, LockRecord, NewApproval, NewDeferred,
-    NewRun, RotationOutcome, RunEvent, RunFilter, RunLease, RunRecord, RunState, StateError,
-    StateStore, action_id, check_claim, expired_lease_note, lease_lost, lease_stands, now_ms,
-    require,
+    NewRun, RotationClaim, RotationOutcome, RunEvent, RunFilter, RunLease, RunRecord, RunState,
+    StateError, StateStore, action_id, check_claim, expired_lease_note, lease_lost, lease_stands,
+    now_ms, require, rotation_claimable,
 };
 
 const LOCATION: &str = "in-memory state";
@@ -521,6 +521,30 @@ impl StateStore for MemoryState {
     fn record_rotation(&self, id: &str, outcome: &RotationOutcome) -> Result<(), StateError> {
         self.update_credential(id, |r| r.rotated(outcome));
         Ok(())
+    }
+
+    fn claim_rotation(
+        &self,
+        id: &str,
+        seen: Option<&str>,
+        outcome: &RotationOutcome,
+    ) -> Result<RotationClaim, StateError> {
+        let mut inner = self.inner();
+        let current = inner.credentials.get(id);
+        if !rotation_claimable(current, seen) {
+            return Ok(RotationClaim::Taken(Box::new(
+                current
+                    .cloned()
+                    .unwrap_or_else(|| CredentialRecord::new(id)),
+            )));
+        }
+        let record = current
+            .cloned()
+            .unwrap_or_else(|| CredentialRecord::new(id));
+        inner
+            .credentials
+            .insert(id.to_owned(), record.rotated(outcome));
+        Ok(RotationClaim::Claimed)
     }
 
     fn record_check(&self, id: &str, outcome: &CheckOutcome) -> Result<(), StateError> {

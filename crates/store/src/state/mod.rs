@@ -284,6 +284,19 @@ pub trait StateStore: Send + Sync {
     /// old token's expiry no longer applies).
     fn record_rotation(&self, id: &str, outcome: &RotationOutcome) -> Result<(), StateError>;
 
+    /// [`Self::record_rotation`] of a starting run (`outcome.state` is
+    /// `Running`), but only while the credential's last run is still
+    /// `seen`, the one the caller saw when it chose to rotate it, and
+    /// that run is not unfinished (`Running`). Of
+    /// runners that chose the same credential at once, one claims it; the
+    /// others get [`RotationClaim::Taken`] with the record that stands.
+    fn claim_rotation(
+        &self,
+        id: &str,
+        seen: Option<&str>,
+        outcome: &RotationOutcome,
+    ) -> Result<RotationClaim, StateError>;
+
     /// Records a check of credential `id`; an expiry or last use it read
     /// replaces the one recorded.
     fn record_check(&self, id: &str, outcome: &CheckOutcome) -> Result<(), StateError>;
@@ -333,6 +346,24 @@ pub struct RunLease {
     pub pid: u32,
     /// Unix milliseconds.
     pub lease_until: i64,
+}
+
+/// What [`StateStore::claim_rotation`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotationClaim {
+    /// The credential's record names the caller's run now.
+    Claimed,
+    /// Another run was recorded since the caller looked: its record.
+    Taken(Box<CredentialRecord>),
+}
+
+/// Whether a credential whose record is `current` may be claimed by a
+/// caller that saw `seen` as its last run: nobody started another since,
+/// and the last one is not still unfinished (it is resumed, not rotated
+/// over).
+fn rotation_claimable(current: Option<&CredentialRecord>, seen: Option<&str>) -> bool {
+    current.and_then(|r| r.last_run_id.as_deref()) == seen
+        && current.and_then(|r| r.last_run_state) != Some(RunState::Running)
 }
 
 /// What [`StateStore::take_run_lease`] found.

@@ -55,9 +55,9 @@ use super::{
     ApprovalDecision, ApprovalRecord, ApprovalState, CheckOutcome, CredentialRecord,
     DEFAULT_BUSY_TIMEOUT, DeferredFilter, DeferredRecord, DeferredState, Durability, EffectIntent,
     EffectOutcome, EffectRecord, FIRST_SEQ, LeaseAttempt, LockAttempt, LockRecord, NewApproval,
-    NewDeferred, NewRun, PluginInfo, RotationOutcome, RunEvent, RunFilter, RunLease, RunRecord,
-    RunState, StateError, StateStore, action_id, check_claim, expired_lease_note, lease_lost,
-    lease_stands, now_ms, require,
+    NewDeferred, NewRun, PluginInfo, RotationClaim, RotationOutcome, RunEvent, RunFilter, RunLease,
+    RunRecord, RunState, StateError, StateStore, action_id, check_claim, expired_lease_note,
+    lease_lost, lease_stands, now_ms, require, rotation_claimable,
 };
 use tls::{RootCert, SslMode};
 
@@ -1709,6 +1709,26 @@ impl StateStore for PostgresState {
             let record =
                 load_credential(ctx, tx, &id)?.unwrap_or_else(|| CredentialRecord::new(&id));
             save_credential(ctx, tx, &record.rotated(&outcome))
+        })
+    }
+
+    fn claim_rotation(
+        &self,
+        id: &str,
+        seen: Option<&str>,
+        outcome: &RotationOutcome,
+    ) -> Result<RotationClaim, StateError> {
+        let (id, seen, outcome) = (id.to_owned(), seen.map(str::to_owned), outcome.clone());
+        self.write("claim a credential's rotation", move |tx, ctx| {
+            let record = load_credential(ctx, tx, &id)?;
+            if !rotation_claimable(record.as_ref(), seen.as_deref()) {
+                return Ok(RotationClaim::Taken(Box::new(
+                    record.unwrap_or_else(|| CredentialRecord::new(&id)),
+                )));
+            }
+            let record = record.unwrap_or_else(|| CredentialRecord::new(&id));
+            save_credential(ctx, tx, &record.rotated(&outcome))?;
+            Ok(RotationClaim::Claimed)
         })
     }
 

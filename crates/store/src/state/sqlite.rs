@@ -39,9 +39,9 @@ use super::{
     ApprovalDecision, ApprovalRecord, ApprovalState, CheckOutcome, CredentialRecord,
     DeferredFilter, DeferredRecord, DeferredState, Durability, EffectIntent, EffectOutcome,
     EffectRecord, FIRST_SEQ, LeaseAttempt, LockAttempt, LockRecord, NewApproval, NewDeferred,
-    NewRun, PluginInfo, RotationOutcome, RunEvent, RunFilter, RunLease, RunRecord, RunState,
-    StateError, StateStore, action_id, check_claim, expired_lease_note, lease_lost, lease_stands,
-    now_ms, require,
+    NewRun, PluginInfo, RotationClaim, RotationOutcome, RunEvent, RunFilter, RunLease, RunRecord,
+    RunState, StateError, StateStore, action_id, check_claim, expired_lease_note, lease_lost,
+    lease_stands, now_ms, require, rotation_claimable,
 };
 use crate::fs::{parent_dir, private_file_options};
 
@@ -1523,6 +1523,25 @@ impl StateStore for SqliteState {
             let record = self.load_credential(tx, id)?;
             let record = record.unwrap_or_else(|| CredentialRecord::new(id));
             self.save_credential(tx, &record.rotated(outcome))
+        })
+    }
+
+    fn claim_rotation(
+        &self,
+        id: &str,
+        seen: Option<&str>,
+        outcome: &RotationOutcome,
+    ) -> Result<RotationClaim, StateError> {
+        self.write("claim a credential's rotation", |tx| {
+            let record = self.load_credential(tx, id)?;
+            if !rotation_claimable(record.as_ref(), seen) {
+                return Ok(RotationClaim::Taken(Box::new(
+                    record.unwrap_or_else(|| CredentialRecord::new(id)),
+                )));
+            }
+            let record = record.unwrap_or_else(|| CredentialRecord::new(id));
+            self.save_credential(tx, &record.rotated(outcome))?;
+            Ok(RotationClaim::Claimed)
         })
     }
 

@@ -864,6 +864,14 @@ macro_rules! suite {
                     (0..4).map(|_| Box::new(shared.clone()) as Box<dyn super::StateStore>).collect(),
                 );
             }
+
+            #[test]
+            fn rotation_claim_race() {
+                let shared = super::MemoryState::new();
+                super::rotation_claim_race(
+                    (0..6).map(|_| Box::new(shared.clone()) as Box<dyn super::StateStore>).collect(),
+                );
+            }
         }
 
         mod postgres {
@@ -907,6 +915,11 @@ macro_rules! suite {
             #[test]
             fn lease_race() {
                 super::lease_race(handles(6));
+            }
+
+            #[test]
+            fn rotation_claim_race() {
+                super::rotation_claim_race(handles(6));
             }
         }
 
@@ -954,6 +967,12 @@ macro_rules! suite {
             fn lease_race() {
                 let (_dir, handles) = handles(6);
                 super::lease_race(handles);
+            }
+
+            #[test]
+            fn rotation_claim_race() {
+                let (_dir, handles) = handles(6);
+                super::rotation_claim_race(handles);
             }
 
             #[test]
@@ -1137,7 +1156,97 @@ fn lease_race(handles: Vec<Box<dyn StateStore>>) {
     assert_eq!(taken, 1);
 }
 
+/// A starting rotation of `id` by run `run_id`.
+fn starting(run_id: &str) -> RotationOutcome {
+    RotationOutcome {
+        run_id: run_id.to_owned(),
+        state: RunState::Running,
+        at: 100,
+        expires_at: None,
+        expiry_source: None,
+        params: BTreeMap::new(),
+    }
+}
+
+/// A claim holds only against the last run the claimer saw.
+fn rotation_claims_follow_what_was_seen(store: &dyn StateStore) {
+    // Never rotated: claimed by whoever saw no run.
+    assert_eq!(
+        store.claim_rotation("c1", None, &starting("r1")).unwrap(),
+        RotationClaim::Claimed
+    );
+    // Another that also saw no run comes too late, and learns whose it is.
+    match store.claim_rotation("c1", None, &starting("r2")).unwrap() {
+        RotationClaim::Taken(record) => {
+            assert_eq!(record.last_run_id.as_deref(), Some("r1"));
+            assert_eq!(record.last_run_state, Some(RunState::Running));
+        }
+        other => panic!("claimed twice: {other:?}"),
+    }
+    // Not while r1 is unfinished: it is resumed, not rotated over.
+    assert!(matches!(
+        store
+            .claim_rotation("c1", Some("r1"), &starting("r3"))
+            .unwrap(),
+        RotationClaim::Taken(_)
+    ));
+    // Once it ended, whoever saw r1 may rotate it again.
+    let ended = RotationOutcome {
+        state: RunState::Succeeded,
+        ..starting("r1")
+    };
+    store.record_rotation("c1", &ended).unwrap();
+    assert_eq!(
+        store
+            .claim_rotation("c1", Some("r1"), &starting("r3"))
+            .unwrap(),
+        RotationClaim::Claimed
+    );
+    assert_eq!(
+        store
+            .credential("c1")
+            .unwrap()
+            .unwrap()
+            .last_run_id
+            .as_deref(),
+        Some("r3")
+    );
+    assert!(matches!(
+        store
+            .claim_rotation("c2", Some("r9"), &starting("r4"))
+            .unwrap(),
+        RotationClaim::Taken(_)
+    ));
+}
+
+/// Runners that all saw the same record race to claim it: one wins.
+fn rotation_claim_race(handles: Vec<Box<dyn StateStore>>) {
+    let barrier = Barrier::new(handles.len());
+    let claimed: usize = std::thread::scope(|s| {
+        let threads: Vec<_> = handles
+            .iter()
+            .enumerate()
+            .map(|(i, store)| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    barrier.wait();
+                    matches!(
+                        store.claim_rotation("raced", None, &starting(&format!("r{i}"))),
+                        Ok(RotationClaim::Claimed)
+                    )
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| usize::from(t.join().unwrap()))
+            .sum()
+    });
+    assert_eq!(claimed, 1);
+}
+
 suite!(
+    rotation_claims_follow_what_was_seen,
     run_leases_expire_and_are_taken_over,
     grouped_writes_read_back_at_once,
     credential_records_follow_rotations_and_checks,
