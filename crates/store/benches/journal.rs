@@ -4,7 +4,10 @@
 //! durable journal write from below (each is one commit and one fsync).
 //! Grouped writes (`journal/sqlite_grouped`: a read's intent and result,
 //! no barrier) show what group commit saves; `journal/sqlite_8_runs` is
-//! eight runs journaling durably at once, sharing their fsyncs.
+//! eight runs journaling durably at once, sharing their fsyncs. The same
+//! on PostgreSQL (`journal/postgres*`, with `--features test-server`: a
+//! throwaway server on 127.0.0.1 started by the bench, its data on the
+//! same disk): what a shared state costs a run.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -133,6 +136,33 @@ fn journal_sqlite_concurrent(c: &mut Criterion) {
     });
 }
 
+/// A throwaway server's database, and a handle on it.
+#[cfg(feature = "test-server")]
+fn postgres() -> (
+    keycycle_store::pg_test_server::TestServer,
+    keycycle_store::state::PostgresState,
+) {
+    use keycycle_store::pg_test_server::{PASSWORD, TestServer};
+    use keycycle_store::state::{PgOptions, PostgresState};
+    let server = TestServer::start();
+    let db = server.create_database();
+    let state = PostgresState::open(&PgOptions::new(&server.url(&db), Some(PASSWORD.to_owned())))
+        .expect("open the PostgreSQL state");
+    (server, state)
+}
+
+#[cfg(feature = "test-server")]
+fn journal_postgres(c: &mut Criterion) {
+    let (_server, state) = postgres();
+    journal_effects(c, "journal/postgres", &state, Durability::Durable);
+}
+
+#[cfg(feature = "test-server")]
+fn journal_postgres_grouped(c: &mut Criterion) {
+    let (_server, state) = postgres();
+    journal_effects(c, "journal/postgres_grouped", &state, Durability::Grouped);
+}
+
 fn journal_memory(c: &mut Criterion) {
     journal_effects(
         c,
@@ -189,4 +219,13 @@ criterion_group! {
     config = config();
     targets = journal_sqlite, journal_sqlite_grouped, journal_sqlite_concurrent, journal_memory, fsync
 }
+#[cfg(feature = "test-server")]
+criterion_group! {
+    name = postgres_benches;
+    config = config();
+    targets = journal_postgres, journal_postgres_grouped
+}
+#[cfg(feature = "test-server")]
+criterion_main!(benches, postgres_benches);
+#[cfg(not(feature = "test-server"))]
 criterion_main!(benches);
