@@ -387,13 +387,68 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// What every job knows: the database's name for messages and the limits.
+/// What every job knows: the database's name for messages and the limits,
+/// and the statements prepared on the current connection.
 struct Ctx {
     db: String,
     busy_timeout: Duration,
+    /// By SQL text. A statement sent as text is parsed and described by
+    /// the server before every run, one more round trip each time; a
+    /// rotation runs a few dozen, so each is prepared once per connection.
+    statements: Mutex<HashMap<String, postgres::Statement>>,
+}
+
+/// The query methods of a transaction, through [`Ctx::statements`].
+trait Prepared {
+    fn exec(&mut self, ctx: &Ctx, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Res<u64>;
+    fn rows(&mut self, ctx: &Ctx, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Res<Vec<Row>>;
+    fn row(&mut self, ctx: &Ctx, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Res<Row>;
+    fn row_opt(&mut self, ctx: &Ctx, sql: &str, params: &[&(dyn ToSql + Sync)])
+    -> Res<Option<Row>>;
+}
+
+impl Prepared for Transaction<'_> {
+    fn exec(&mut self, ctx: &Ctx, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Res<u64> {
+        let statement = ctx.statement(self, sql)?;
+        Ok(self.execute(&statement, params)?)
+    }
+
+    fn rows(&mut self, ctx: &Ctx, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Res<Vec<Row>> {
+        let statement = ctx.statement(self, sql)?;
+        Ok(self.query(&statement, params)?)
+    }
+
+    fn row(&mut self, ctx: &Ctx, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Res<Row> {
+        let statement = ctx.statement(self, sql)?;
+        Ok(self.query_one(&statement, params)?)
+    }
+
+    fn row_opt(
+        &mut self,
+        ctx: &Ctx,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Res<Option<Row>> {
+        let statement = ctx.statement(self, sql)?;
+        Ok(self.query_opt(&statement, params)?)
+    }
 }
 
 impl Ctx {
+    /// `sql` prepared on this connection, once.
+    fn statement(&self, tx: &mut Transaction<'_>, sql: &str) -> Res<postgres::Statement> {
+        if let Some(s) = self.statements().get(sql) {
+            return Ok(s.clone());
+        }
+        let prepared = tx.prepare(sql)?;
+        self.statements().insert(sql.to_owned(), prepared.clone());
+        Ok(prepared)
+    }
+
+    fn statements(&self) -> std::sync::MutexGuard<'_, HashMap<String, postgres::Statement>> {
+        self.statements.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn not_ours(&self, problem: &str) -> StateError {
         StateError::NotStateDatabase {
             db: self.db.clone(),
@@ -417,7 +472,7 @@ impl Ctx {
 
     fn run_exists(&self, tx: &mut Transaction<'_>, run_id: &str) -> Res<()> {
         if tx
-            .query_opt("SELECT 1 FROM runs WHERE run_id = $1", &[&run_id])?
+            .row_opt(self, "SELECT 1 FROM runs WHERE run_id = $1", &[&run_id])?
             .is_some()
         {
             Ok(())
@@ -470,6 +525,8 @@ impl Conn {
     ) -> Result<&'c mut Client, StateError> {
         if slot.as_ref().is_none_or(Client::is_closed) {
             *slot = None;
+            // Statements belong to the connection that prepared them.
+            ctx.statements().clear();
             let client = connect(target).map_err(|e| match e {
                 Fail::State(StateError::Invalid {
                     operation, problem, ..
@@ -606,6 +663,7 @@ impl PostgresState {
             ctx: Ctx {
                 db: db.clone(),
                 busy_timeout: options.busy_timeout,
+                statements: Mutex::default(),
             },
             target,
             client: None,
@@ -724,13 +782,17 @@ fn migrate(conn: &mut Conn) -> Result<(), StateError> {
         Durability::Durable,
         operation,
         &|tx, ctx| {
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+            tx.exec(ctx, "SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
             let versioned: bool = tx
                 .query_one("SELECT to_regclass('schema_version') IS NOT NULL", &[])?
                 .get(0);
             let version: i64 = if versioned {
-                tx.query_one("SELECT coalesce(max(version), 0) FROM schema_version", &[])?
-                    .get(0)
+                tx.row(
+                    ctx,
+                    "SELECT coalesce(max(version), 0) FROM schema_version",
+                    &[],
+                )?
+                .get(0)
             } else {
                 let ours: bool = tx
                     .query_one("SELECT to_regclass('runs') IS NOT NULL", &[])?
@@ -756,7 +818,8 @@ fn migrate(conn: &mut Conn) -> Result<(), StateError> {
             }
             for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
                 tx.batch_execute(sql)?;
-                tx.execute(
+                tx.exec(
+                    ctx,
                     "INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)",
                     &[&(i as i64 + 1), &now_ms()],
                 )?;
@@ -860,7 +923,8 @@ fn deferred_record(ctx: &Ctx, row: &Row) -> Res<DeferredRecord> {
 }
 
 fn load_action(ctx: &Ctx, tx: &mut Transaction<'_>, id: &str) -> Res<DeferredRecord> {
-    match tx.query_opt(
+    match tx.row_opt(
+        ctx,
         &format!("SELECT {DEFERRED_COLUMNS} FROM deferred WHERE id = $1"),
         &[&id],
     )? {
@@ -913,7 +977,8 @@ fn approval_record(ctx: &Ctx, row: &Row) -> Res<ApprovalRecord> {
 }
 
 fn load_approval(ctx: &Ctx, tx: &mut Transaction<'_>, id: &str) -> Res<Option<ApprovalRecord>> {
-    tx.query_opt(
+    tx.row_opt(
+        ctx,
         &format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = $1"),
         &[&id],
     )?
@@ -922,7 +987,7 @@ fn load_approval(ctx: &Ctx, tx: &mut Transaction<'_>, id: &str) -> Res<Option<Ap
 }
 
 fn load_credential(ctx: &Ctx, tx: &mut Transaction<'_>, id: &str) -> Res<Option<CredentialRecord>> {
-    tx.query_opt("SELECT record FROM credentials WHERE id = $1", &[&id])?
+    tx.row_opt(ctx, "SELECT record FROM credentials WHERE id = $1", &[&id])?
         .map(|row| credential_record(ctx, &row.try_get::<_, String>(0)?))
         .transpose()
 }
@@ -934,7 +999,8 @@ fn credential_record(ctx: &Ctx, text: &str) -> Res<CredentialRecord> {
 fn save_credential(ctx: &Ctx, tx: &mut Transaction<'_>, record: &CredentialRecord) -> Res<()> {
     let text = serde_json::to_string(record)
         .map_err(|_| ctx.not_ours("a credential's record cannot be written as JSON"))?;
-    tx.execute(
+    tx.exec(
+        ctx,
         "INSERT INTO credentials (id, record) VALUES ($1, $2) \
          ON CONFLICT (id) DO UPDATE SET record = excluded.record",
         &[&record.id, &text],
@@ -949,7 +1015,8 @@ fn set_run_state(
     state: RunState,
     detail: Option<&str>,
 ) -> Res<()> {
-    let changed = tx.execute(
+    let changed = tx.exec(
+        ctx,
         "UPDATE runs SET state = $2, finished_at = $3, detail = $4 WHERE run_id = $1",
         &[
             &run_id,
@@ -997,8 +1064,9 @@ fn lock_held(tx: &mut Transaction<'_>, credential: &str) -> Res<Option<LockRecor
         .transpose()?)
 }
 
-fn load_lease(tx: &mut Transaction<'_>, run_id: &str) -> Res<Option<RunLease>> {
-    tx.query_opt(
+fn load_lease(ctx: &Ctx, tx: &mut Transaction<'_>, run_id: &str) -> Res<Option<RunLease>> {
+    tx.row_opt(
+        ctx,
         "SELECT holder, host, pid, lease_until FROM run_leases WHERE run_id = $1",
         &[&run_id],
     )?
@@ -1062,7 +1130,8 @@ impl StateStore for PostgresState {
         })?;
         let run = run.clone();
         self.write(operation, move |tx, ctx| {
-            let inserted = tx.execute(
+            let inserted = tx.exec(
+                ctx,
                 &format!(
                     "INSERT INTO runs ({RUN_COLUMNS}) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, NULL) \
@@ -1096,7 +1165,8 @@ impl StateStore for PostgresState {
     fn run(&self, run_id: &str) -> Result<Option<RunRecord>, StateError> {
         let run_id = run_id.to_owned();
         self.read("read a run", move |tx, ctx| {
-            match tx.query_opt(
+            match tx.row_opt(
+                ctx,
                 &format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = $1"),
                 &[&run_id],
             )? {
@@ -1146,7 +1216,7 @@ impl StateStore for PostgresState {
                 bind(&mut sql, " LIMIT ?", Box::new(limit));
             }
             let refs: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref()).collect();
-            let rows = tx.query(&sql, &refs)?;
+            let rows = tx.rows(ctx, &sql, &refs)?;
             rows.iter().map(|row| run_record(ctx, tx, row)).collect()
         })
     }
@@ -1167,7 +1237,8 @@ impl StateStore for PostgresState {
         let (run_id, event) = (run_id.to_owned(), event.clone());
         self.write("append a run event", move |tx, ctx| {
             ctx.run_exists(tx, &run_id)?;
-            tx.execute(
+            tx.exec(
+                ctx,
                 "INSERT INTO run_events (run_id, at, kind, message) VALUES ($1, $2, $3, $4)",
                 &[&run_id, &event.at, &event.kind, &event.message],
             )?;
@@ -1179,7 +1250,8 @@ impl StateStore for PostgresState {
         let run_id = run_id.to_owned();
         self.read("read run events", move |tx, ctx| {
             ctx.run_exists(tx, &run_id)?;
-            let rows = tx.query(
+            let rows = tx.rows(
+                ctx,
                 "SELECT at, kind, message FROM run_events WHERE run_id = $1 ORDER BY id",
                 &[&run_id],
             )?;
@@ -1221,7 +1293,8 @@ impl StateStore for PostgresState {
                 }
                 .into());
             }
-            tx.execute(
+            tx.exec(
+                ctx,
                 "INSERT INTO journal (run_id, seq, kind, name, request_fingerprint, \
                  request_summary, mutates, started_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -1275,7 +1348,8 @@ impl StateStore for PostgresState {
                 }
                 .into()),
                 Some(true) => {
-                    tx.execute(
+                    tx.exec(
+                        ctx,
                         "UPDATE journal SET ok = $3, result = $4, error_kind = $5, error = $6, \
                          finished_at = $7 WHERE run_id = $1 AND seq = $2",
                         &[
@@ -1301,8 +1375,9 @@ impl StateStore for PostgresState {
         }
         // A synchronous commit that writes WAL: flushing the WAL up to it
         // flushes every grouped commit before it (see the module docs).
-        self.write("make the journal durable", |tx, _| {
-            tx.execute(
+        self.write("make the journal durable", |tx, ctx| {
+            tx.exec(
+                ctx,
                 "INSERT INTO barriers (backend_pid, n) VALUES (pg_backend_pid(), 1) \
                  ON CONFLICT (backend_pid) DO UPDATE SET n = barriers.n + 1",
                 &[],
@@ -1317,7 +1392,8 @@ impl StateStore for PostgresState {
         let run_id = run_id.to_owned();
         self.read("read the journal", move |tx, ctx| {
             ctx.run_exists(tx, &run_id)?;
-            let rows = tx.query(
+            let rows = tx.rows(
+                ctx,
                 "SELECT seq, kind, name, request_fingerprint, request_summary, mutates, \
                  started_at, ok, result, error_kind, error, finished_at \
                  FROM journal WHERE run_id = $1 ORDER BY seq",
@@ -1373,11 +1449,13 @@ impl StateStore for PostgresState {
             // Two runners that both found the lock free both insert; the
             // primary key and the serializable transaction let one commit,
             // and the other runs again and finds the lock held.
-            tx.execute(
+            tx.exec(
+                ctx,
                 "INSERT INTO locks (credential, run_id, acquired_at) VALUES ($1, $2, $3)",
                 &[&credential, &run_id, &now],
             )?;
-            tx.execute(
+            tx.exec(
+                ctx,
                 "INSERT INTO run_credentials (run_id, credential, first_locked_at) \
                  VALUES ($1, $2, $3) ON CONFLICT (run_id, credential) DO NOTHING",
                 &[&run_id, &credential, &now],
@@ -1409,18 +1487,23 @@ impl StateStore for PostgresState {
 
     fn release_lock(&self, credential: &str) -> Result<Option<LockRecord>, StateError> {
         let credential = credential.to_owned();
-        self.write("release a lock", move |tx, _| {
+        self.write("release a lock", move |tx, ctx| {
             let held = lock_held(tx, &credential)?;
             if held.is_some() {
-                tx.execute("DELETE FROM locks WHERE credential = $1", &[&credential])?;
+                tx.exec(
+                    ctx,
+                    "DELETE FROM locks WHERE credential = $1",
+                    &[&credential],
+                )?;
             }
             Ok(held)
         })
     }
 
     fn locks(&self) -> Result<Vec<LockRecord>, StateError> {
-        self.read("list locks", |tx, _| {
-            tx.query(
+        self.read("list locks", |tx, ctx| {
+            tx.rows(
+                ctx,
                 "SELECT credential, run_id, acquired_at FROM locks ORDER BY credential",
                 &[],
             )?
@@ -1441,7 +1524,8 @@ impl StateStore for PostgresState {
         let (action, id2) = (action.clone(), id.clone());
         self.write("schedule a deferred action", move |tx, ctx| {
             ctx.run_exists(tx, &action.run_id)?;
-            tx.execute(
+            tx.exec(
+                ctx,
                 &format!(
                     "INSERT INTO deferred ({DEFERRED_COLUMNS}) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $8, NULL, NULL, NULL, $10, \
@@ -1470,14 +1554,16 @@ impl StateStore for PostgresState {
         let filter = filter.clone();
         self.read("list deferred actions", move |tx, ctx| {
             let rows = match &filter.run_id {
-                Some(run_id) => tx.query(
+                Some(run_id) => tx.rows(
+                    ctx,
                     &format!(
                         "SELECT {DEFERRED_COLUMNS} FROM deferred WHERE run_id = $1 \
                          ORDER BY due_at, id"
                     ),
                     &[run_id],
                 )?,
-                None => tx.query(
+                None => tx.rows(
+                    ctx,
                     &format!("SELECT {DEFERRED_COLUMNS} FROM deferred ORDER BY due_at, id"),
                     &[],
                 )?,
@@ -1542,7 +1628,8 @@ impl StateStore for PostgresState {
                 before.last_error.clone()
             };
             let attempts = i64::from(before.attempts.saturating_add(1));
-            tx.execute(
+            tx.exec(
+                ctx,
                 "UPDATE deferred SET state = $2, claimed_by = $3, lease_until = $4, \
                  attempts = $5, last_error = $6 WHERE id = $1",
                 &[
@@ -1567,7 +1654,8 @@ impl StateStore for PostgresState {
         let (id, claimer, note) = (id.to_owned(), claimer.to_owned(), note.map(str::to_owned));
         self.write("complete a deferred action", move |tx, ctx| {
             claimed(ctx, tx, &id, &claimer)?;
-            tx.execute(
+            tx.exec(
+                ctx,
                 "UPDATE deferred SET state = $2, lease_until = NULL, finished_at = $3, \
                  note = $4 WHERE id = $1",
                 &[&id, &DeferredState::Done.as_str(), &now_ms(), &note],
@@ -1587,12 +1675,14 @@ impl StateStore for PostgresState {
         self.write("record a failed deferred action", move |tx, ctx| {
             claimed(ctx, tx, &id, &claimer)?;
             match retry_at_ms {
-                Some(at) => tx.execute(
+                Some(at) => tx.exec(
+                    ctx,
                     "UPDATE deferred SET state = $2, next_attempt_at = $3, claimed_by = NULL, \
                      lease_until = NULL, last_error = $4 WHERE id = $1",
                     &[&id, &DeferredState::Pending.as_str(), &at, &error],
                 )?,
-                None => tx.execute(
+                None => tx.exec(
+                    ctx,
                     "UPDATE deferred SET state = $2, lease_until = NULL, finished_at = $3, \
                      last_error = $4 WHERE id = $1",
                     &[&id, &DeferredState::Failed.as_str(), &now_ms(), &error],
@@ -1614,7 +1704,8 @@ impl StateStore for PostgresState {
                 }
                 .into());
             }
-            tx.execute(
+            tx.exec(
+                ctx,
                 "UPDATE deferred SET state = $2, claimed_by = NULL, finished_at = NULL \
                  WHERE id = $1",
                 &[&id, &DeferredState::Pending.as_str()],
@@ -1627,7 +1718,8 @@ impl StateStore for PostgresState {
         let request = request.clone();
         self.write("record a change request", move |tx, ctx| {
             ctx.run_exists(tx, &request.run_id)?;
-            tx.execute(
+            tx.exec(
+                ctx,
                 &format!(
                     "INSERT INTO approvals ({APPROVAL_COLUMNS}) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, NULL, NULL, NULL) \
@@ -1667,7 +1759,7 @@ impl StateStore for PostgresState {
                 sql.push_str(" WHERE state = 'pending'");
             }
             sql.push_str(" ORDER BY requested_at, id");
-            tx.query(&sql, &[])?
+            tx.rows(ctx, &sql, &[])?
                 .iter()
                 .map(|row| approval_record(ctx, row))
                 .collect()
@@ -1687,7 +1779,8 @@ impl StateStore for PostgresState {
                     id: id.clone(),
                 })?;
             let decided = found.decided(&ctx.db, &decision)?;
-            tx.execute(
+            tx.exec(
+                ctx,
                 "UPDATE approvals SET state = $2, decided_by = $3, decided_host = $4, \
                  decided_at = $5, comment = $6 WHERE id = $1 AND state = 'pending'",
                 &[
@@ -1750,13 +1843,14 @@ impl StateStore for PostgresState {
 
     fn take_run_lease(&self, lease: &RunLease, now_ms: i64) -> Result<LeaseAttempt, StateError> {
         let lease = lease.clone();
-        self.write("take a run's lease", move |tx, _| {
-            if let Some(existing) = load_lease(tx, &lease.run_id)?
+        self.write("take a run's lease", move |tx, ctx| {
+            if let Some(existing) = load_lease(ctx, tx, &lease.run_id)?
                 && lease_stands(&existing, &lease.holder, now_ms)
             {
                 return Ok(LeaseAttempt::HeldBy(existing));
             }
-            tx.execute(
+            tx.exec(
+                ctx,
                 "INSERT INTO run_leases (run_id, holder, host, pid, lease_until) \
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (run_id) DO UPDATE SET \
                  holder = excluded.holder, host = excluded.host, pid = excluded.pid, \
@@ -1781,12 +1875,13 @@ impl StateStore for PostgresState {
     ) -> Result<(), StateError> {
         let (run_id, holder) = (run_id.to_owned(), holder.to_owned());
         self.write("renew a run's lease", move |tx, ctx| {
-            let changed = tx.execute(
+            let changed = tx.exec(
+                ctx,
                 "UPDATE run_leases SET lease_until = $3 WHERE run_id = $1 AND holder = $2",
                 &[&run_id, &holder, &lease_until],
             )?;
             if changed == 0 {
-                let now = load_lease(tx, &run_id)?;
+                let now = load_lease(ctx, tx, &run_id)?;
                 return Err(lease_lost(&ctx.db, &run_id, &holder, now.as_ref()).into());
             }
             Ok(())
@@ -1795,8 +1890,9 @@ impl StateStore for PostgresState {
 
     fn drop_run_lease(&self, run_id: &str, holder: &str) -> Result<(), StateError> {
         let (run_id, holder) = (run_id.to_owned(), holder.to_owned());
-        self.write("give a run's lease up", move |tx, _| {
-            tx.execute(
+        self.write("give a run's lease up", move |tx, ctx| {
+            tx.exec(
+                ctx,
                 "DELETE FROM run_leases WHERE run_id = $1 AND holder = $2",
                 &[&run_id, &holder],
             )?;
@@ -1806,12 +1902,14 @@ impl StateStore for PostgresState {
 
     fn run_lease(&self, run_id: &str) -> Result<Option<RunLease>, StateError> {
         let run_id = run_id.to_owned();
-        self.read("read a run's lease", move |tx, _| load_lease(tx, &run_id))
+        self.read("read a run's lease", move |tx, ctx| {
+            load_lease(ctx, tx, &run_id)
+        })
     }
 
     fn credentials(&self) -> Result<Vec<CredentialRecord>, StateError> {
         self.read("list the credentials' records", |tx, ctx| {
-            tx.query("SELECT record FROM credentials ORDER BY id", &[])?
+            tx.rows(ctx, "SELECT record FROM credentials ORDER BY id", &[])?
                 .iter()
                 .map(|r| credential_record(ctx, &r.try_get::<_, String>(0)?))
                 .collect()
