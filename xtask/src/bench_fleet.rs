@@ -8,6 +8,12 @@
 //! measured from outside with `wait4`: CPU (user + system), wall time and
 //! peak RSS; the requests are counted in each simulator's request log. A
 //! single `keycycle run` of a one-call runbook is measured too.
+//!
+//! With `--postgres` the run state is in a throwaway PostgreSQL server (the
+//! store crate's `pg_server` example) instead of SQLite; with `--runners R`
+//! the credentials are split among R `keycycle rotate` processes on it, as
+//! R runners would share a fleet. Their CPU is summed, their peak RSS is
+//! the largest.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -46,7 +52,79 @@ let me = plugin(\"gitlab\").get_self_token();
 #{ id: me.id }
 ";
 
-pub fn run(credentials: usize, concurrency: usize) -> Result<()> {
+/// Where keycycle keeps its run state, and how many processes rotate.
+#[derive(Debug, Clone, Copy)]
+pub struct State {
+    pub postgres: bool,
+    pub runners: usize,
+}
+
+impl Default for State {
+    fn default() -> State {
+        State {
+            postgres: false,
+            runners: 1,
+        }
+    }
+}
+
+/// A PostgreSQL server for the run, up until this is dropped.
+struct PgServer {
+    child: std::process::Child,
+    url: String,
+    password: String,
+}
+
+impl PgServer {
+    fn start() -> Result<PgServer> {
+        use std::io::BufRead as _;
+        cmd::say("Starting a throwaway PostgreSQL server for the run state");
+        let mut command = cmd::cargo();
+        command
+            .args([
+                "run",
+                "--quiet",
+                "-p",
+                "keycycle-store",
+                "--features",
+                "test-server",
+                "--example",
+                "pg_server",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped());
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("cannot start `{}`", cmd::shown(&command)))?;
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().context("no stdout")?)
+            .read_line(&mut line)
+            .context("cannot read the server's address")?;
+        let said: Value = serde_json::from_str(&line)
+            .with_context(|| format!("the PostgreSQL server did not start: {line:?}"))?;
+        let field = |k: &str| {
+            said[k]
+                .as_str()
+                .map(str::to_owned)
+                .with_context(|| format!("no {k} in {line:?}"))
+        };
+        Ok(PgServer {
+            url: field("url")?,
+            password: field("password")?,
+            child,
+        })
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        // Closing its stdin stops the server.
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+pub fn run(credentials: usize, concurrency: usize, state: State) -> Result<()> {
     if credentials == 0 || concurrency == 0 {
         bail!("bench-fleet needs at least one credential and a concurrency of at least one");
     }
@@ -65,7 +143,12 @@ pub fn run(credentials: usize, concurrency: usize) -> Result<()> {
     let fleet_k = seed(&sim_k, credentials)?;
     let fleet_p = seed(&sim_p, credentials)?;
 
-    let env = DemoEnv::create(&keycycle, sim_k.url())?;
+    let pg = state.postgres.then(PgServer::start).transpose()?;
+    let mut env = DemoEnv::create(&keycycle, sim_k.url())?;
+    if let Some(pg) = &pg {
+        env.prepend_config(&format!("state = {}", demo::toml_string(&pg.url)?))?;
+        env.set_env("KEYCYCLE_STATE_PASSWORD", &pg.password);
+    }
     env.init_secrets()?;
     env.set_secret(OPS_SECRET, &fleet_k.ops_token)?;
     env.append_config(&config_text(sim_k.url(), credentials, &fleet_k)?)?;
@@ -89,30 +172,51 @@ pub fn run(credentials: usize, concurrency: usize) -> Result<()> {
     }
 
     sim_k.delete("/requests")?;
+    let where_ = if state.postgres {
+        "state in PostgreSQL"
+    } else {
+        "state in SQLite"
+    };
     cmd::say(&format!(
-        "{credentials} rotations in one `keycycle rotate --concurrency {concurrency}`"
+        "{credentials} rotations in {} `keycycle rotate --concurrency {concurrency}` ({where_})",
+        state.runners
     ));
-    let mut args = vec![
-        "rotate".to_owned(),
-        "--concurrency".to_owned(),
-        concurrency.to_string(),
-    ];
-    args.extend((0..credentials).map(|i| format!("c{i}")));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // Runner k rotates credentials k, k + R, k + 2R, ...
+    let shares: Vec<Vec<String>> = (0..state.runners)
+        .map(|k| {
+            let mut args = vec![
+                "rotate".to_owned(),
+                "--concurrency".to_owned(),
+                concurrency.to_string(),
+            ];
+            args.extend(
+                (k..credentials)
+                    .step_by(state.runners)
+                    .map(|i| format!("c{i}")),
+            );
+            args
+        })
+        .collect();
     let started = Instant::now();
     let keycycle_used = match std::env::var("BENCH_FLEET_WRAP") {
         // A profiler around the rotation, e.g. `perf record -g -o F --`;
         // its own CPU then counts too, so the figures are for reading the
         // profile only.
-        Ok(wrap) if !wrap.trim().is_empty() => {
+        Ok(wrap) if !wrap.trim().is_empty() && state.runners == 1 => {
             let mut words = wrap.split_whitespace();
             let mut command = Command::new(words.next().unwrap_or_default());
             command.args(words).arg(env.keycycle().get_program());
-            command.args(env.keycycle().get_args()).args(&args);
+            command.args(env.keycycle().get_args()).args(&shares[0]);
             command.current_dir(env.dir());
+            for (k, v) in env.keycycle().get_envs() {
+                match v {
+                    Some(v) => command.env(k, v),
+                    None => command.env_remove(k),
+                };
+            }
             crate::bench::measure_command(command, &env.dir().join("bench-fleet.stderr"))?
         }
-        _ => measure(&env, &args)?,
+        _ => measure_runners(&env, &shares)?,
     };
     let keycycle_wall = started.elapsed();
     let keycycle_requests = requests(&sim_k)?;
@@ -134,6 +238,7 @@ pub fn run(credentials: usize, concurrency: usize) -> Result<()> {
     check_rotated(&sim_p, credentials, "the plain client")?;
     sim_k.stop()?;
     sim_p.stop()?;
+    drop(pg);
 
     let expected = credentials * REQUESTS_PER_ROTATION;
     let k_count: usize = keycycle_requests.values().sum();
@@ -156,11 +261,16 @@ pub fn run(credentials: usize, concurrency: usize) -> Result<()> {
         ));
     }
 
+    let who = match (state.postgres, state.runners) {
+        (false, _) => "keycycle rotate".to_owned(),
+        (true, 1) => "keycycle rotate (PG)".to_owned(),
+        (true, r) => format!("keycycle rotate (PG, {r}x)"),
+    };
     report(
         credentials,
         concurrency,
         &[
-            ("keycycle rotate", keycycle_used, keycycle_wall, k_count),
+            (&who, keycycle_used, keycycle_wall, k_count),
             ("plain reqwest client", plain_used, plain_wall, p_count),
         ],
         &singles,
@@ -335,6 +445,30 @@ fn token_value(v: &Value) -> Result<String> {
         .as_str()
         .map(str::to_owned)
         .context("the seeded token has no value")
+}
+
+/// Runs one keycycle per `shares` entry at once, in the demo folder, and
+/// returns what they used together: CPU summed, the largest peak RSS.
+fn measure_runners(env: &DemoEnv, shares: &[Vec<String>]) -> Result<Usage> {
+    let used = std::thread::scope(|s| {
+        let runs: Vec<_> = shares
+            .iter()
+            .enumerate()
+            .map(|(k, args)| {
+                let mut command = env.keycycle();
+                command.args(args);
+                let log = env.dir().join(format!("bench-fleet-{k}.stderr"));
+                s.spawn(move || crate::bench::measure_command(command, &log))
+            })
+            .collect();
+        runs.into_iter()
+            .map(|r| r.join().expect("a runner's thread panicked"))
+            .collect::<Result<Vec<Usage>>>()
+    })?;
+    Ok(Usage {
+        cpu: used.iter().map(|u| u.cpu).sum(),
+        peak_rss_bytes: used.iter().map(|u| u.peak_rss_bytes).max().unwrap_or(0),
+    })
 }
 
 /// Runs keycycle with `args` in the demo folder and returns what it used.

@@ -57,6 +57,8 @@ pub struct DemoEnv {
     dir: tempfile::TempDir,
     keycycle: PathBuf,
     config: PathBuf,
+    /// Set for every keycycle this folder runs (a database password).
+    env: Vec<(String, String)>,
 }
 
 impl DemoEnv {
@@ -80,6 +82,7 @@ impl DemoEnv {
             dir,
             keycycle: keycycle.to_owned(),
             config,
+            env: Vec::new(),
         })
     }
 
@@ -100,6 +103,20 @@ impl DemoEnv {
             .with_context(|| format!("cannot write {}", self.config.display()))
     }
 
+    /// Puts `text` (top-level settings) at the start of `keycycle.toml`,
+    /// before any section.
+    pub fn prepend_config(&self, text: &str) -> Result<()> {
+        let current = std::fs::read_to_string(&self.config)
+            .with_context(|| format!("cannot read {}", self.config.display()))?;
+        std::fs::write(&self.config, format!("{text}\n{current}"))
+            .with_context(|| format!("cannot write {}", self.config.display()))
+    }
+
+    /// Sets `name` to `value` for every keycycle run from now on.
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        self.env.push((name.to_owned(), value.to_owned()));
+    }
+
     /// `keycycle --config <this config>`, run in the folder, with none of
     /// the caller's keycycle settings leaking in.
     pub fn keycycle(&self) -> Command {
@@ -110,7 +127,8 @@ impl DemoEnv {
             .arg(&self.config)
             .env_remove("KEYCYCLE_CONFIG")
             .env_remove("KEYCYCLE_MASTER_KEY")
-            .env_remove("KEYCYCLE_STATE_DIR");
+            .env_remove("KEYCYCLE_STATE_DIR")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         command
     }
 

@@ -38,11 +38,13 @@ commands:
   bench-journal [--runs N]
                      a full GitLab rotation with the journal on disk vs in memory,
                      alternating; reports the on-disk overhead
-  bench-fleet [N [C]]
+  bench-fleet [N [C]] [--postgres [--runners R]]
                      N GitLab project-token rotations (default 1000), each with a masked
                      variable, in one `keycycle rotate --concurrency C` (default 16), and
                      the same requests from a plain reqwest client; reports CPU per
-                     rotation and per request, wall, peak RSS, and one `keycycle run`
+                     rotation and per request, wall, peak RSS, and one `keycycle run`.
+                     --postgres keeps the run state in a throwaway PostgreSQL server;
+                     --runners R splits the credentials among R processes on it
   bench-plugins [--runs N]
                      a one-call runbook with only its plugin configured against ten
                      more configured; reports CPU, wall and peak RSS of each
@@ -93,8 +95,8 @@ fn dispatch(args: &[String]) -> Result<()> {
         "bench-journal" => bench_journal::run(parse_bench_options(rest)?.runs),
         "bench-plugins" => bench_plugins::run(parse_bench_options(rest)?.runs),
         "bench-fleet" => {
-            let (n, c) = parse_fleet_options(rest)?;
-            bench_fleet::run(n, c)
+            let (n, c, state) = parse_fleet_options(rest)?;
+            bench_fleet::run(n, c, state)
         }
         // The plain client bench-fleet runs as a child process.
         "fleet-client" => match rest {
@@ -186,19 +188,42 @@ fn man(rest: &[String]) -> Result<()> {
     cmd::run(std::process::Command::new(bin).arg("man").arg(&dir))
 }
 
-/// `N [C]` positionally, or the older `--credentials N`.
-fn parse_fleet_options(rest: &[String]) -> Result<(usize, usize)> {
+/// `N [C]` positionally, or the older `--credentials N`; `--postgres` and
+/// `--runners R` anywhere.
+fn parse_fleet_options(rest: &[String]) -> Result<(usize, usize, bench_fleet::State)> {
     let number = |what: &str, text: &str| -> Result<usize> {
         text.parse()
             .with_context(|| format!("bench-fleet: {what} `{text}` is not a whole number"))
     };
-    match rest {
-        [] => Ok((1000, 16)),
-        [flag, n] if flag == "--credentials" => Ok((number("N", n)?, 16)),
-        [n] => Ok((number("N", n)?, 16)),
-        [n, c] => Ok((number("N", n)?, number("C", c)?)),
-        other => bail!("bench-fleet takes N and C (or --credentials N), not {other:?}"),
+    let mut state = bench_fleet::State::default();
+    let mut positional = Vec::new();
+    let mut words = rest.iter();
+    while let Some(word) = words.next() {
+        match word.as_str() {
+            "--postgres" => state.postgres = true,
+            "--runners" => {
+                let r = words
+                    .next()
+                    .context("bench-fleet: --runners takes a number")?;
+                state.runners = number("R", r)?;
+            }
+            _ => positional.push(word.clone()),
+        }
     }
+    if state.runners == 0 {
+        bail!("bench-fleet: --runners must be at least 1");
+    }
+    if state.runners > 1 && !state.postgres {
+        bail!("bench-fleet: several runners share their state in PostgreSQL; add --postgres");
+    }
+    let (n, c) = match positional.as_slice() {
+        [] => (1000, 16),
+        [flag, n] if flag == "--credentials" => (number("N", n)?, 16),
+        [n] => (number("N", n)?, 16),
+        [n, c] => (number("N", n)?, number("C", c)?),
+        other => bail!("bench-fleet takes N and C (or --credentials N), not {other:?}"),
+    };
+    Ok((n, c, state))
 }
 
 fn parse_bench_options(rest: &[String]) -> Result<bench::Options> {
