@@ -24,6 +24,7 @@ mod kubernetes;
 mod openbao;
 mod operator;
 mod plugin_files;
+mod plugin_sdk;
 mod postgres;
 mod python_gitlab;
 mod python_kubernetes;

@@ -9,3 +9,21 @@ wasmtime::component::bindgen!({
 
 pub use keycycle::plugin::host;
 pub use keycycle::plugin::types;
+
+#[cfg(test)]
+mod tests {
+    /// The plugin SDK embeds its own copy of the contract, so that a plugin
+    /// builds outside this repository; it must be the host's, byte for
+    /// byte, or plugins would be built against a contract the host does
+    /// not speak.
+    #[test]
+    fn the_sdk_embeds_the_contract_the_host_speaks() {
+        let host = include_str!("../../../wit/plugin.wit");
+        let sdk = include_str!("../../../plugins/sdk/wit/plugin.wit");
+        assert!(
+            host == sdk,
+            "plugins/sdk/wit/plugin.wit differs from wit/plugin.wit: copy the host's contract \
+             into the SDK (cp wit/plugin.wit plugins/sdk/wit/plugin.wit)"
+        );
+    }
+}

@@ -63,7 +63,7 @@ pub mod prelude {
 pub mod bindings {
     wit_bindgen::generate!({
         world: "plugin",
-        path: "../../wit",
+        path: "wit",
         pub_export_macro: true,
         export_macro_name: "__export_plugin_world",
         default_bindings_module: "keycycle_plugin_sdk::bindings",
