@@ -669,8 +669,7 @@ fn described_with(source: &str, params: &[(&str, &str)]) -> usize {
     dir.write("main.rhai", source);
     let fake = Arc::new(Fake::new());
     compile_with(&dir, "main.rhai", &fake, params, small_limits()).unwrap();
-    let n = *fake.describes.lock().unwrap();
-    n
+    *fake.describes.lock().unwrap()
 }
 
 #[test]
