@@ -78,9 +78,6 @@ keycycle_plugin_sdk::export_plugin!(Demo);
 /// How long to wait on a 429 that does not say.
 const DEFAULT_RETRY_MS: u64 = 1_000;
 
-/// How much of a non-JSON error body to keep as the message.
-const MAX_TEXT_MESSAGE: usize = 300;
-
 #[derive(Deserialize)]
 struct Whoami {
     user: String,
@@ -102,11 +99,6 @@ struct Listed {
     active: bool,
 }
 
-#[derive(Deserialize)]
-struct ErrorBody {
-    message: String,
-}
-
 /// The service at the operator's `base_url`.
 struct Api {
     base: String,
@@ -122,35 +114,15 @@ impl Api {
         format!("{}{path}", self.base)
     }
 
-    /// Send with the admin token, and turn any non-2xx answer into an error.
+    /// Send with the admin token, and turn any non-2xx answer into an error
+    /// (the SDK's mapping: 429 retryable, else the service's message).
     fn send(&self, request: http::Request) -> Result<http::Response, Error> {
         let response = request.bearer(&secret("token")?).send()?;
         if response.is_success() {
             Ok(response)
         } else {
-            Err(error_from(&response))
+            Err(response.to_error_with_default_retry(DEFAULT_RETRY_MS))
         }
-    }
-}
-
-/// 429 becomes retryable after `Retry-After`; anything else keeps the
-/// service's own message.
-fn error_from(response: &http::Response) -> Error {
-    let message = match response.json::<ErrorBody>() {
-        Ok(body) => body.message,
-        // Proxies and rate limiters in front of the service answer in text.
-        Err(_) => match response.text().trim() {
-            "" => format!("HTTP {} from the demo service", response.status),
-            text => text.chars().take(MAX_TEXT_MESSAGE).collect(),
-        },
-    };
-    if response.status == 429 {
-        let delay_ms = response.retry_after().map_or(DEFAULT_RETRY_MS, |d| {
-            d.as_millis().try_into().unwrap_or(u64::MAX)
-        });
-        Error::retryable(delay_ms, message)
-    } else {
-        Error::provider(response.status, message)
     }
 }
 
@@ -212,7 +184,7 @@ fn check_token(api: &Api, token: &str) -> Result<Value, Error> {
             let me: Whoami = response.json()?;
             Ok(json!({"valid": true, "token_id": me.token_id}))
         }
-        _ => Err(error_from(&response)),
+        _ => Err(response.to_error_with_default_retry(DEFAULT_RETRY_MS)),
     }
 }
 

@@ -277,6 +277,88 @@ impl Response {
     }
 }
 
+/// How long a 429 or 503 without a usable `Retry-After` asks the host to
+/// wait, in milliseconds.
+pub const DEFAULT_RETRY_MS: u64 = 5_000;
+
+/// How much of a text body (a proxy's error page) a message keeps.
+const MAX_TEXT_MESSAGE: usize = 300;
+
+impl Response {
+    /// The response itself when its status is 2xx, else [`Response::to_error`]:
+    /// the mapping every plugin needs, so that none writes it again.
+    ///
+    /// ```ignore
+    /// let token: Token = http::Request::get(url).bearer(&t).send()?.error_for_status()?.json()?;
+    /// ```
+    pub fn error_for_status(self) -> Result<Response, Error> {
+        if self.is_success() {
+            Ok(self)
+        } else {
+            Err(self.to_error())
+        }
+    }
+
+    /// The error a runbook should see for this answer:
+    ///
+    /// - 429, and 503 with `Retry-After`: [`Error::Retryable`] after the
+    ///   delay the provider asks for (at least a second), or
+    ///   [`DEFAULT_RETRY_MS`]; the host waits and asks again.
+    /// - anything else: [`Error::Provider`] with the status and the
+    ///   provider's own message: a JSON body's `message`,
+    ///   `error_description`, `error` or `errors`, else the text of the body
+    ///   (cut to 300 characters), else `HTTP <status>`.
+    ///
+    /// Only the message is taken from the body, never the whole body, which
+    /// may echo what was sent. Look at the status first where a provider
+    /// gives it a meaning of its own (a 404 that means "already gone").
+    pub fn to_error(&self) -> Error {
+        self.to_error_with_default_retry(DEFAULT_RETRY_MS)
+    }
+
+    /// [`Response::to_error`], waiting `default_ms` when a 429 does not say
+    /// how long: providers document their own pace.
+    pub fn to_error_with_default_retry(&self, default_ms: u64) -> Error {
+        let message = self.message();
+        let retry = match self.status {
+            429 => Some(self.retry_delay_ms(default_ms)),
+            503 if self.retry_after().is_some() => Some(self.retry_delay_ms(default_ms)),
+            _ => None,
+        };
+        match retry {
+            Some(delay_ms) => Error::retryable(delay_ms, message),
+            None => Error::provider(self.status, message),
+        }
+    }
+
+    fn retry_delay_ms(&self, default_ms: u64) -> u64 {
+        self.retry_after().map_or(default_ms, |d| {
+            u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1_000)
+        })
+    }
+
+    /// The provider's message for an error answer (see [`Response::to_error`]).
+    fn message(&self) -> String {
+        if let Ok(body) = serde_json::from_slice::<serde_json::Value>(&self.body) {
+            for key in ["message", "error_description", "error"] {
+                if let Some(text) = body[key].as_str().filter(|t| !t.trim().is_empty()) {
+                    return text.to_owned();
+                }
+            }
+            if let Some(errors) = body["errors"].as_array() {
+                let texts: Vec<&str> = errors.iter().filter_map(|e| e.as_str()).collect();
+                if !texts.is_empty() {
+                    return texts.join("; ");
+                }
+            }
+        }
+        match self.text().trim() {
+            "" => format!("HTTP {}", self.status),
+            text => text.chars().take(MAX_TEXT_MESSAGE).collect(),
+        }
+    }
+}
+
 /// Shows the status and body size only: bodies can carry secrets.
 impl fmt::Debug for Response {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -316,6 +398,84 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    fn answer(status: u16, headers: &[(&str, &str)], body: &str) -> Response {
+        Response {
+            status,
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_success_passes_and_an_error_answer_becomes_the_runbooks_error() {
+        let ok = answer(201, &[], "{}").error_for_status().unwrap();
+        assert_eq!(ok.status, 201);
+        assert_eq!(
+            answer(404, &[], r#"{"message":"404 Project Not Found"}"#).to_error(),
+            Error::provider(404, "404 Project Not Found")
+        );
+        assert_eq!(
+            answer(
+                400,
+                &[],
+                r#"{"error":"invalid_grant","error_description":"expired"}"#
+            )
+            .to_error(),
+            Error::provider(400, "expired")
+        );
+        assert_eq!(
+            answer(422, &[], r#"{"errors":["name taken","scope unknown"]}"#).to_error(),
+            Error::provider(422, "name taken; scope unknown")
+        );
+        assert_eq!(
+            answer(502, &[], "<html>Bad gateway</html>\n").to_error(),
+            Error::provider(502, "<html>Bad gateway</html>")
+        );
+        assert_eq!(
+            answer(500, &[], "").to_error(),
+            Error::provider(500, "HTTP 500")
+        );
+        let long = "x".repeat(1000);
+        match answer(500, &[], &long).to_error() {
+            Error::Provider { message, .. } => assert_eq!(message.len(), 300),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn rate_limits_are_retryable_after_what_the_provider_asks() {
+        assert_eq!(
+            answer(429, &[("retry-after", "7")], r#"{"message":"slow down"}"#).to_error(),
+            Error::retryable(7_000, "slow down")
+        );
+        // No usable header: the default; zero seconds: at least one.
+        assert_eq!(
+            answer(429, &[("Retry-After", "Wed, 21 Oct 2015 07:28:00 GMT")], "").to_error(),
+            Error::retryable(DEFAULT_RETRY_MS, "HTTP 429")
+        );
+        assert_eq!(
+            answer(429, &[("Retry-After", "0")], "").to_error(),
+            Error::retryable(1_000, "HTTP 429")
+        );
+        // 503 is retryable only when the provider says when.
+        assert_eq!(
+            answer(503, &[("Retry-After", "2")], "").to_error(),
+            Error::retryable(2_000, "HTTP 503")
+        );
+        assert_eq!(
+            answer(503, &[], "").to_error(),
+            Error::provider(503, "HTTP 503")
+        );
+        assert!(answer(429, &[], "").error_for_status().is_err());
+        assert_eq!(
+            answer(429, &[], "").to_error_with_default_retry(60_000),
+            Error::retryable(60_000, "HTTP 429")
+        );
     }
 
     #[test]
