@@ -23,6 +23,7 @@ mod inventory;
 mod kubernetes;
 mod openbao;
 mod operator;
+mod plugin_check;
 mod plugin_files;
 mod plugin_sdk;
 mod postgres;

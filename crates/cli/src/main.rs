@@ -392,6 +392,12 @@ enum PluginsCommand {
         #[arg(long, value_name = "NAME")]
         env: Option<String>,
     },
+    /// Check a component file before granting it: its contract version, its
+    /// imports against the sandbox's, and its self-description
+    #[command(
+        after_help = "Example:\n  keycycle plugins check target/wasm32-wasip2/release/team_tokens.wasm --output json\n\nExits 0 when nothing is wrong (warnings allowed), 3 otherwise. Needs no keycycle.toml: the plugin gets no grants, and its describe runs with none."
+    )]
+    Check { file: PathBuf },
     /// Print a component file's sha256, the value `[plugins.NAME] sha256` pins
     #[command(after_help = "Example:\n  keycycle plugins hash plugins/gitlab.wasm")]
     Hash { file: PathBuf },
@@ -677,6 +683,7 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Plugins(PluginsCommand::Inspect { name, env }) => {
             plugins_cmd::inspect(&load_config()?, &name, env.as_deref(), json).await
         }
+        Command::Plugins(PluginsCommand::Check { file }) => plugins_cmd::check(&file, json).await,
         Command::Plugins(PluginsCommand::Hash { file }) => plugins_cmd::hash(&file, json),
         Command::Plugins(PluginsCommand::Keygen { out }) => plugins_cmd::keygen(&out, json),
         Command::Plugins(PluginsCommand::Sign { file, key }) => {

@@ -222,6 +222,127 @@ fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
 }
 
 /// `keycycle plugins hash FILE`: the digest `[plugins.NAME] sha256` pins.
+/// `keycycle plugins check FILE`: what a reviewer needs before granting a
+/// component, from the component alone (no config, no grants, no cache).
+pub async fn check(file: &Path, as_json: bool) -> Result<()> {
+    let sandbox = keycycle_host::Sandbox::new(&keycycle_host::SandboxConfig {
+        cache_dir: None,
+        cache_key_file: None,
+        pooling: false,
+    })
+    .context(Code::Config)?;
+    let checked = sandbox.check_file(file).await.context(Code::Config)?;
+    let mut findings: Vec<keycycle_host::Finding> = checked
+        .imports
+        .iter()
+        .filter_map(|(import, why)| {
+            why.as_ref().map(|why| keycycle_host::Finding {
+                severity: keycycle_host::Severity::Error,
+                operation: None,
+                message: format!("imports {import}: {why}"),
+            })
+        })
+        .collect();
+    match &checked.description {
+        Ok(d) => findings.extend(keycycle_host::check_description(d)),
+        // Asked only when every import links: a refused import says it.
+        Err(why) if findings.is_empty() => findings.push(keycycle_host::Finding {
+            severity: keycycle_host::Severity::Error,
+            operation: None,
+            message: format!("describe failed: {why}"),
+        }),
+        Err(_) => {}
+    }
+    let errors = findings
+        .iter()
+        .filter(|f| f.severity == keycycle_host::Severity::Error)
+        .count();
+    let warnings = findings.len() - errors;
+    if as_json {
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "path": file.display().to_string(),
+                "sha256": checked.sha256,
+                "size": checked.size,
+                "ok": errors == 0,
+                "imports": checked.imports.iter().map(|(name, why)| json!({
+                    "name": name, "allowed": why.is_none(), "problem": why,
+                })).collect::<Vec<_>>(),
+                "description": checked.description.as_ref().ok(),
+                "findings": findings,
+            }))?
+        );
+    } else {
+        outln!(
+            "{}  sha256 {}  {} bytes",
+            file.display(),
+            checked.sha256,
+            checked.size
+        );
+        outln!("imports:");
+        for (name, why) in &checked.imports {
+            match why {
+                None => outln!("  ok       {name}"),
+                Some(_) => outln!("  REFUSED  {name}"),
+            }
+        }
+        if let Ok(d) = &checked.description {
+            let e = |t: &str| one_line(t);
+            outln!("describes: {} {}", e(&d.name), e(&d.version));
+            for op in &d.operations {
+                let mut marks = Vec::new();
+                if op.mutates {
+                    marks.push("mutates".to_owned());
+                }
+                if op.idempotent {
+                    marks.push("idempotent".to_owned());
+                }
+                if let Some(finder) = &op.recover_with {
+                    marks.push(format!("recovered with {}", e(finder)));
+                }
+                outln!(
+                    "  {}{}",
+                    e(&op.name),
+                    if marks.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", marks.join(", "))
+                    }
+                );
+            }
+        }
+        for f in &findings {
+            let at = f
+                .operation
+                .as_ref()
+                .map(|op| format!("operation `{op}` "))
+                .unwrap_or_default();
+            let level = match f.severity {
+                keycycle_host::Severity::Error => "error",
+                keycycle_host::Severity::Warning => "warning",
+            };
+            outln!("{level}: {at}{}", f.message);
+        }
+        outln!(
+            "{errors} error(s), {warnings} warning(s){}",
+            if errors == 0 {
+                ""
+            } else {
+                ": do not grant it as it is"
+            }
+        );
+    }
+    if errors > 0 {
+        return Err(anyhow!(
+            "{} has {errors} problem(s) that will fail whoever grants it; see above",
+            file.display()
+        ))
+        .context(Code::Config);
+    }
+    Ok(())
+}
+
 pub fn hash(file: &Path, as_json: bool) -> Result<()> {
     let digest = sha256_hex(&read_file(file, "component file")?);
     if as_json {

@@ -50,25 +50,39 @@ pub(crate) fn contract_version() -> &'static str {
 
 /// The first import that is not allowed, if any.
 pub(crate) fn forbidden_import(engine: &Engine, component: &Component) -> Option<ImportProblem> {
+    imports(engine, component)
+        .into_iter()
+        .find_map(|(_, problem)| problem)
+}
+
+/// Every import of the component, each with why it is refused, if it is.
+pub(crate) fn imports(
+    engine: &Engine,
+    component: &Component,
+) -> Vec<(String, Option<ImportProblem>)> {
     let ty = component.component_type();
-    for (name, _) in ty.imports(engine) {
-        let (interface, version) = match name.split_once('@') {
-            Some((i, v)) => (i, Some(v)),
-            None => (name, None),
-        };
-        if !ALLOWED_IMPORTS.contains(&interface) {
-            return Some(ImportProblem::Forbidden(name.to_owned()));
-        }
-        if interface.starts_with("keycycle:plugin/")
-            && !version.is_some_and(|v| {
-                v == CONTRACT_VERSION || v.starts_with(&format!("{CONTRACT_VERSION}."))
-            })
-        {
-            return Some(ImportProblem::OtherContract(
-                name.to_owned(),
-                version.unwrap_or("(none)").to_owned(),
-            ));
-        }
+    ty.imports(engine)
+        .map(|(name, _)| (name.to_owned(), import_problem(name)))
+        .collect()
+}
+
+fn import_problem(name: &str) -> Option<ImportProblem> {
+    let (interface, version) = match name.split_once('@') {
+        Some((i, v)) => (i, Some(v)),
+        None => (name, None),
+    };
+    if !ALLOWED_IMPORTS.contains(&interface) {
+        return Some(ImportProblem::Forbidden(name.to_owned()));
+    }
+    if interface.starts_with("keycycle:plugin/")
+        && !version.is_some_and(|v| {
+            v == CONTRACT_VERSION || v.starts_with(&format!("{CONTRACT_VERSION}."))
+        })
+    {
+        return Some(ImportProblem::OtherContract(
+            name.to_owned(),
+            version.unwrap_or("(none)").to_owned(),
+        ));
     }
     None
 }

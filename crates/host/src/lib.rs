@@ -8,6 +8,7 @@
 
 mod bindings;
 mod cache;
+mod check;
 mod error;
 mod grants;
 mod http;
@@ -17,11 +18,12 @@ mod state;
 mod text;
 mod trust;
 
+pub use check::{Finding, Severity, check_description};
 pub use error::{HostError, InvokeError};
 pub use grants::{Grants, Limits, SecretSource};
 pub use http::HostProblem;
 pub use imports::ALLOWED_IMPORTS;
-pub use sandbox::{Plugin, Sandbox, SandboxConfig};
+pub use sandbox::{FileCheck, Plugin, Sandbox, SandboxConfig};
 pub use text::{MESSAGE_CHARS, bounded, echo, is_hidden, one_line};
 pub use trust::{
     Trust, TrustProblem, parse_public_key, sha256_hex, signature_path, verify_signature,

@@ -240,6 +240,76 @@ impl Sandbox {
             .await
     }
 
+    /// What `keycycle plugins check` reports on a component file before
+    /// anyone grants it: every import (and why one is refused), and, when
+    /// they all link, its self-description, asked for with no grants at
+    /// all. An unreadable file or one that is not a component is an error.
+    pub async fn check_file(&self, path: &Path) -> Result<FileCheck, HostError> {
+        let name = "(checked)";
+        let wasm = std::fs::read(path).map_err(|source| HostError::Read {
+            plugin: name.to_owned(),
+            path: path.to_owned(),
+            source,
+        })?;
+        let sha256 = hex::encode(Sha256::digest(&wasm));
+        check_header(name, path, &wasm)?;
+        let invalid = |e: wasmtime::Error| HostError::Invalid {
+            plugin: name.to_owned(),
+            path: path.to_owned(),
+            message: text::fold(&format!("{e:#}")),
+        };
+        let component = match &self.cache {
+            Some(cache) => cache.load_or_compile(&self.engine, &sha256, &wasm),
+            None => {
+                wasmtime::component::Component::from_binary(&self.engine, &wasm).map(|c| (c, true))
+            }
+        }
+        .map_err(invalid)?
+        .0;
+        let imports: Vec<(String, Option<String>)> = imports::imports(&self.engine, &component)
+            .into_iter()
+            .map(|(import, problem)| {
+                let why = problem.map(|p| match p {
+                    imports::ImportProblem::Forbidden(_) => {
+                        "the sandbox does not provide it (plugins may import only \
+                         keycycle:plugin/host, clocks, random and discarded stdio)"
+                            .to_owned()
+                    }
+                    imports::ImportProblem::OtherContract(_, found) => format!(
+                        "built against keycycle:plugin@{found}; this keycycle speaks {}.x",
+                        imports::contract_version()
+                    ),
+                });
+                (text::echo(&import), why)
+            })
+            .collect();
+        let description = if imports.iter().any(|(_, why)| why.is_some()) {
+            Err("not asked: the component would not link".to_owned())
+        } else {
+            let pre = self
+                .linker
+                .instantiate_pre(&component)
+                .and_then(PluginPre::new)
+                .map_err(invalid)?;
+            let env = Arc::new(PluginEnv {
+                name: name.to_owned(),
+                http: None,
+                secrets: Default::default(),
+                source: Arc::new(NoSecrets),
+                limits: crate::grants::Limits::default(),
+            });
+            describe(&self.engine, &pre, env)
+                .await
+                .map_err(|message| text::fold(&message))
+        };
+        Ok(FileCheck {
+            sha256,
+            size: wasm.len() as u64,
+            imports,
+            description,
+        })
+    }
+
     /// [`Sandbox::load`], refusing a file that is not pinned or signed as
     /// `trust` asks. The bytes checked are the bytes compiled.
     pub async fn load_trusted(
@@ -549,6 +619,26 @@ const CORE_MODULE_VERSION: &[u8] = &[1, 0, 0, 0];
 /// component before wasmtime parses it: its errors for those are a
 /// multi-line dump of the expected and found bytes that says nothing about
 /// what to do.
+/// What [`Sandbox::check_file`] found.
+#[derive(Debug)]
+pub struct FileCheck {
+    pub sha256: String,
+    pub size: u64,
+    /// Every import (escaped), with why it is refused when it is.
+    pub imports: Vec<(String, Option<String>)>,
+    /// The plugin's self-description, or why there is none.
+    pub description: Result<PluginDescription, String>,
+}
+
+/// The secrets of a check: none, as at load time.
+struct NoSecrets;
+
+impl SecretSource for NoSecrets {
+    fn get(&self, _store_name: &str) -> Result<Option<keycycle_secret::SecretValue>, String> {
+        Ok(None)
+    }
+}
+
 fn check_header(name: &str, path: &Path, wasm: &[u8]) -> Result<(), HostError> {
     if !wasm.starts_with(WASM_MAGIC) {
         let start = if wasm.is_empty() {
