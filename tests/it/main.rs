@@ -29,6 +29,7 @@ mod plugin_sdk;
 mod postgres;
 mod python_gitlab;
 mod python_kubernetes;
+mod python_plugin;
 mod retries;
 mod runbooks;
 mod runners;

@@ -1577,3 +1577,55 @@ impl Drop for OpenBao {
         let _ = self.child.wait();
     }
 }
+
+/// The Python example plugin (`plugins/example-py`), built with
+/// componentize-py (`cargo xtask setup` installs it in
+/// `target/python-clients`) into `target/python-plugins/example_py.wasm`,
+/// once per test binary and only when a source is newer than the build.
+pub fn python_example() -> PathBuf {
+    static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(path) = built.as_ref() {
+        return path.clone();
+    }
+    let root = repo_root();
+    let source = root.join("plugins/example-py");
+    let out_dir = root.join("target/python-plugins");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let out = out_dir.join("example_py.wasm");
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let newest_source = std::fs::read_dir(&source)
+        .unwrap()
+        .filter_map(|e| modified(&e.unwrap().path()))
+        .chain(modified(&root.join("wit/plugin.wit")))
+        .max();
+    if modified(&out).is_none_or(|built| newest_source.is_some_and(|s| s > built)) {
+        let status = Command::new("python3")
+            .current_dir(&root)
+            .env("PYTHONPATH", root.join("target/python-clients"))
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .args([
+                "-c",
+                "import sys; from componentize_py import script; sys.argv[0] = 'componentize-py'; sys.exit(script())",
+                "-d",
+                "wit/plugin.wit",
+                "-w",
+                "plugin",
+                "componentize",
+                "-p",
+                "plugins/example-py",
+                "app",
+                "-o",
+            ])
+            .arg(&out)
+            .stdout(Stdio::null())
+            .status()
+            .expect("run python3");
+        assert!(
+            status.success(),
+            "componentize-py could not build plugins/example-py (run `cargo xtask setup` to install it)"
+        );
+    }
+    *built = Some(out.clone());
+    out
+}

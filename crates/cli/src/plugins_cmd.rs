@@ -235,11 +235,16 @@ pub async fn check(file: &Path, as_json: bool) -> Result<()> {
     let mut findings: Vec<keycycle_host::Finding> = checked
         .imports
         .iter()
-        .filter_map(|(import, why)| {
-            why.as_ref().map(|why| keycycle_host::Finding {
-                severity: keycycle_host::Severity::Error,
+        .filter_map(|i| {
+            i.problem.as_ref().map(|why| keycycle_host::Finding {
+                // An inert import is the operator's call (`inert_wasi`).
+                severity: if i.inert {
+                    keycycle_host::Severity::Warning
+                } else {
+                    keycycle_host::Severity::Error
+                },
                 operation: None,
-                message: format!("imports {import}: {why}"),
+                message: format!("imports {}: {why}", i.name),
             })
         })
         .collect();
@@ -266,8 +271,9 @@ pub async fn check(file: &Path, as_json: bool) -> Result<()> {
                 "sha256": checked.sha256,
                 "size": checked.size,
                 "ok": errors == 0,
-                "imports": checked.imports.iter().map(|(name, why)| json!({
-                    "name": name, "allowed": why.is_none(), "problem": why,
+                "imports": checked.imports.iter().map(|i| json!({
+                    "name": i.name, "allowed": i.problem.is_none(), "inert": i.inert,
+                    "problem": i.problem,
                 })).collect::<Vec<_>>(),
                 "description": checked.description.as_ref().ok(),
                 "findings": findings,
@@ -281,10 +287,11 @@ pub async fn check(file: &Path, as_json: bool) -> Result<()> {
             checked.size
         );
         outln!("imports:");
-        for (name, why) in &checked.imports {
-            match why {
-                None => outln!("  ok       {name}"),
-                Some(_) => outln!("  REFUSED  {name}"),
+        for i in &checked.imports {
+            match (&i.problem, i.inert) {
+                (None, _) => outln!("  ok       {}", i.name),
+                (Some(_), true) => outln!("  inert    {}", i.name),
+                (Some(_), false) => outln!("  REFUSED  {}", i.name),
             }
         }
         if let Ok(d) = &checked.description {

@@ -46,6 +46,13 @@ pub enum HostError {
          (plugins may import only keycycle:plugin/host, clocks, random and discarded stdio)"
     )]
     ForbiddenImport { plugin: String, import: String },
+    #[error(
+        "plugin `{plugin}` is refused: it imports {import}, which the sandbox links (inert: no \
+         directory, no socket, no name lookup) only for a plugin whose [plugins.{plugin}] \
+         section says `inert_wasi = true`; Python and JavaScript runtimes import it whether or \
+         not they use it"
+    )]
+    InertImport { plugin: String, import: String },
     /// Not a capability question: the plugin was built for another
     /// version of the contract, and would not link.
     #[error(
@@ -91,7 +98,9 @@ impl HostError {
     pub fn is_denied(&self) -> bool {
         matches!(
             self,
-            HostError::ForbiddenImport { .. } | HostError::Unsigned { .. }
+            HostError::ForbiddenImport { .. }
+                | HostError::InertImport { .. }
+                | HostError::Unsigned { .. }
         )
     }
 }

@@ -24,6 +24,10 @@ pub struct Grants {
     /// nothing else is trusted for it.
     pub ca_pem: Option<Vec<u8>>,
     pub limits: Limits,
+    /// Link the interfaces an interpreted runtime imports whether or not
+    /// it uses them (see [`crate::INERT_IMPORTS`]), inert: no directory is
+    /// preopened, and TCP, UDP and name lookup are refused when called.
+    pub inert_wasi: bool,
 }
 
 /// Per-call resource limits.

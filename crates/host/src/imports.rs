@@ -32,6 +32,26 @@ pub const ALLOWED_IMPORTS: &[&str] = &[
     "wasi:random/insecure-seed",
 ];
 
+/// Interfaces a plugin may import only when its grants say `inert_wasi`:
+/// the interpreted runtimes (componentize-py's CPython, componentize-js's
+/// StarlingMonkey) import them whether or not the plugin uses them. They
+/// stay inert in the sandbox: the per-call WASI context preopens no
+/// directory, so no file or directory can be named, and allows no TCP, no
+/// UDP and no name lookup, so creating a socket or resolving a name fails
+/// with `access-denied` before any socket exists (wasmtime-wasi checks
+/// that before it asks the OS).
+pub const INERT_IMPORTS: &[&str] = &[
+    "wasi:filesystem/types",
+    "wasi:filesystem/preopens",
+    "wasi:sockets/network",
+    "wasi:sockets/instance-network",
+    "wasi:sockets/tcp",
+    "wasi:sockets/tcp-create-socket",
+    "wasi:sockets/udp",
+    "wasi:sockets/udp-create-socket",
+    "wasi:sockets/ip-name-lookup",
+];
+
 /// The only version of the host contract this host speaks.
 const CONTRACT_VERSION: &str = "0.1";
 
@@ -39,6 +59,9 @@ const CONTRACT_VERSION: &str = "0.1";
 pub(crate) enum ImportProblem {
     /// An interface the sandbox does not provide.
     Forbidden(String),
+    /// An interface linked inert, but only for a plugin granted
+    /// `inert_wasi`.
+    Inert(String),
     /// The host contract, at another version: (the import, its version).
     OtherContract(String, String),
 }
@@ -49,10 +72,17 @@ pub(crate) fn contract_version() -> &'static str {
 }
 
 /// The first import that is not allowed, if any.
-pub(crate) fn forbidden_import(engine: &Engine, component: &Component) -> Option<ImportProblem> {
+pub(crate) fn forbidden_import(
+    engine: &Engine,
+    component: &Component,
+    inert_wasi: bool,
+) -> Option<ImportProblem> {
     imports(engine, component)
         .into_iter()
-        .find_map(|(_, problem)| problem)
+        .find_map(|(_, problem)| match problem {
+            Some(ImportProblem::Inert(_)) if inert_wasi => None,
+            other => other,
+        })
 }
 
 /// Every import of the component, each with why it is refused, if it is.
@@ -71,6 +101,9 @@ fn import_problem(name: &str) -> Option<ImportProblem> {
         Some((i, v)) => (i, Some(v)),
         None => (name, None),
     };
+    if INERT_IMPORTS.contains(&interface) {
+        return Some(ImportProblem::Inert(name.to_owned()));
+    }
     if !ALLOWED_IMPORTS.contains(&interface) {
         return Some(ImportProblem::Forbidden(name.to_owned()));
     }

@@ -22,8 +22,8 @@ pub use check::{Finding, Severity, check_description};
 pub use error::{HostError, InvokeError};
 pub use grants::{Grants, Limits, SecretSource};
 pub use http::HostProblem;
-pub use imports::ALLOWED_IMPORTS;
-pub use sandbox::{FileCheck, Plugin, Sandbox, SandboxConfig};
+pub use imports::{ALLOWED_IMPORTS, INERT_IMPORTS};
+pub use sandbox::{FileCheck, ImportCheck, Plugin, Sandbox, SandboxConfig};
 pub use text::{MESSAGE_CHARS, bounded, echo, is_hidden, one_line};
 pub use trust::{
     Trust, TrustProblem, parse_public_key, sha256_hex, signature_path, verify_signature,

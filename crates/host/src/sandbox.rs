@@ -266,10 +266,16 @@ impl Sandbox {
         }
         .map_err(invalid)?
         .0;
-        let imports: Vec<(String, Option<String>)> = imports::imports(&self.engine, &component)
+        let imports: Vec<ImportCheck> = imports::imports(&self.engine, &component)
             .into_iter()
             .map(|(import, problem)| {
-                let why = problem.map(|p| match p {
+                let inert = matches!(problem, Some(imports::ImportProblem::Inert(_)));
+                let problem = problem.map(|p| match p {
+                    imports::ImportProblem::Inert(_) => {
+                        "linked inert (no directory, no socket, no name lookup), and only \
+                         when the plugin's section says `inert_wasi = true`"
+                            .to_owned()
+                    }
                     imports::ImportProblem::Forbidden(_) => {
                         "the sandbox does not provide it (plugins may import only \
                          keycycle:plugin/host, clocks, random and discarded stdio)"
@@ -280,10 +286,15 @@ impl Sandbox {
                         imports::contract_version()
                     ),
                 });
-                (text::echo(&import), why)
+                ImportCheck {
+                    name: text::echo(&import),
+                    problem,
+                    inert,
+                }
             })
             .collect();
-        let description = if imports.iter().any(|(_, why)| why.is_some()) {
+        // Inert imports link (the linker has all of WASI); the others not.
+        let description = if imports.iter().any(|i| i.problem.is_some() && !i.inert) {
             Err("not asked: the component would not link".to_owned())
         } else {
             let pre = self
@@ -359,9 +370,15 @@ impl Sandbox {
                 true,
             ),
         };
-        match imports::forbidden_import(&self.engine, &component) {
+        match imports::forbidden_import(&self.engine, &component, grants.inert_wasi) {
             Some(imports::ImportProblem::Forbidden(import)) => {
                 return Err(HostError::ForbiddenImport {
+                    plugin: name.to_owned(),
+                    import,
+                });
+            }
+            Some(imports::ImportProblem::Inert(import)) => {
+                return Err(HostError::InertImport {
                     plugin: name.to_owned(),
                     import,
                 });
@@ -624,10 +641,21 @@ const CORE_MODULE_VERSION: &[u8] = &[1, 0, 0, 0];
 pub struct FileCheck {
     pub sha256: String,
     pub size: u64,
-    /// Every import (escaped), with why it is refused when it is.
-    pub imports: Vec<(String, Option<String>)>,
+    /// Every import, with its verdict.
+    pub imports: Vec<ImportCheck>,
     /// The plugin's self-description, or why there is none.
     pub description: Result<PluginDescription, String>,
+}
+
+/// One import of a checked component.
+#[derive(Debug)]
+pub struct ImportCheck {
+    /// The import's name, escaped.
+    pub name: String,
+    /// Why it is refused, or linked only on a grant; `None` when allowed.
+    pub problem: Option<String>,
+    /// Linked inert when the plugin is granted `inert_wasi`.
+    pub inert: bool,
 }
 
 /// The secrets of a check: none, as at load time.
