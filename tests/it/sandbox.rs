@@ -168,6 +168,65 @@ fn opening_a_socket_is_refused_at_load_time() {
     assert_eq!(target.accepted(), 0, "nothing connected to the listener");
 }
 
+/// With `inert_wasi = true` the filesystem and socket interfaces link, and
+/// stay inert: no directory is preopened, so no file can be named, and
+/// TCP is refused before any socket exists, so nothing reaches the
+/// listener. `wasi:http` is still refused: it is not one of them.
+#[test]
+fn inert_wasi_links_files_and_sockets_that_reach_nothing() {
+    let sim = DemoSim::start();
+    let ws = workspace(&sim);
+    let config = std::fs::read_to_string(ws.path().join("keycycle.toml")).unwrap();
+    let inert = config
+        .replace(
+            &format!("[plugins.fsreader]\npath = \"{}\"\n", wasm("fs_reader").display()),
+            &format!(
+                "[plugins.fsreader]\npath = \"{}\"\ninert_wasi = true\n",
+                wasm("fs_reader").display()
+            ),
+        )
+        .replace(
+            &format!("[plugins.sockets]\npath = \"{}\"\n", wasm("socket_opener").display()),
+            &format!(
+                "[plugins.sockets]\npath = \"{}\"\ninert_wasi = true\n",
+                wasm("socket_opener").display()
+            ),
+        )
+        .replace(
+            &format!("[plugins.wasihttp]\npath = \"{}\"\n", wasm("wasi_http").display()),
+            &format!(
+                "[plugins.wasihttp]\npath = \"{}\"\ninert_wasi = true\n",
+                wasm("wasi_http").display()
+            ),
+        );
+    assert_eq!(inert.matches("inert_wasi = true").count(), 3, "{inert}");
+    std::fs::write(ws.path().join("keycycle.toml"), inert).unwrap();
+
+    let err = attempt(&ws, "fsreader", "read()");
+    assert_msg(&err, "denied", &["reading /etc/passwd failed"]);
+
+    let target = Listener::start();
+    let err = attempt(
+        &ws,
+        "sockets",
+        &format!(r#"connect(#{{ addr: "127.0.0.1:{}" }})"#, target.port()),
+    );
+    assert_msg(&err, "denied", &["connecting to 127.0.0.1"]);
+    assert_eq!(target.accepted(), 0, "nothing connected to the listener");
+
+    let list = ws.run(&["plugins", "list", "--output", "json"]);
+    list.assert_ok();
+    let http = list
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "wasihttp")
+        .cloned()
+        .unwrap();
+    assert_eq!(http["status"], "refused", "wasi:http is never inert: {http}");
+}
+
 #[test]
 fn importing_wasi_http_is_refused_at_load_time() {
     let sim = DemoSim::start();
