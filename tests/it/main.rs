@@ -20,6 +20,7 @@ mod hostile_runbooks;
 mod ibm_sm;
 mod inputs;
 mod inventory;
+mod js_plugin;
 mod kubernetes;
 mod openbao;
 mod operator;

@@ -179,21 +179,30 @@ fn inert_wasi_links_files_and_sockets_that_reach_nothing() {
     let config = std::fs::read_to_string(ws.path().join("keycycle.toml")).unwrap();
     let inert = config
         .replace(
-            &format!("[plugins.fsreader]\npath = \"{}\"\n", wasm("fs_reader").display()),
+            &format!(
+                "[plugins.fsreader]\npath = \"{}\"\n",
+                wasm("fs_reader").display()
+            ),
             &format!(
                 "[plugins.fsreader]\npath = \"{}\"\ninert_wasi = true\n",
                 wasm("fs_reader").display()
             ),
         )
         .replace(
-            &format!("[plugins.sockets]\npath = \"{}\"\n", wasm("socket_opener").display()),
+            &format!(
+                "[plugins.sockets]\npath = \"{}\"\n",
+                wasm("socket_opener").display()
+            ),
             &format!(
                 "[plugins.sockets]\npath = \"{}\"\ninert_wasi = true\n",
                 wasm("socket_opener").display()
             ),
         )
         .replace(
-            &format!("[plugins.wasihttp]\npath = \"{}\"\n", wasm("wasi_http").display()),
+            &format!(
+                "[plugins.wasihttp]\npath = \"{}\"\n",
+                wasm("wasi_http").display()
+            ),
             &format!(
                 "[plugins.wasihttp]\npath = \"{}\"\ninert_wasi = true\n",
                 wasm("wasi_http").display()
@@ -224,7 +233,10 @@ fn inert_wasi_links_files_and_sockets_that_reach_nothing() {
         .find(|r| r["name"] == "wasihttp")
         .cloned()
         .unwrap();
-    assert_eq!(http["status"], "refused", "wasi:http is never inert: {http}");
+    assert_eq!(
+        http["status"], "refused",
+        "wasi:http is never inert: {http}"
+    );
 }
 
 #[test]

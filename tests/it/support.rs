@@ -1580,29 +1580,12 @@ impl Drop for OpenBao {
 
 /// The Python example plugin (`plugins/example-py`), built with
 /// componentize-py (`cargo xtask setup` installs it in
-/// `target/python-clients`) into `target/python-plugins/example_py.wasm`,
-/// once per test binary and only when a source is newer than the build.
+/// `target/python-clients`) into `target/interpreted-plugins/example_py.wasm`.
 pub fn python_example() -> PathBuf {
     static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
-    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(path) = built.as_ref() {
-        return path.clone();
-    }
-    let root = repo_root();
-    let source = root.join("plugins/example-py");
-    let out_dir = root.join("target/python-plugins");
-    std::fs::create_dir_all(&out_dir).unwrap();
-    let out = out_dir.join("example_py.wasm");
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let newest_source = std::fs::read_dir(&source)
-        .unwrap()
-        .filter_map(|e| modified(&e.unwrap().path()))
-        .chain(modified(&root.join("wit/plugin.wit")))
-        .max();
-    if modified(&out).is_none_or(|built| newest_source.is_some_and(|s| s > built)) {
-        let status = Command::new("python3")
-            .current_dir(&root)
-            .env("PYTHONPATH", root.join("target/python-clients"))
+    interpreted_example(&BUILT, "example-py", "example_py.wasm", |root, out| {
+        let mut cmd = Command::new("python3");
+        cmd.env("PYTHONPATH", root.join("target/python-clients"))
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .args([
                 "-c",
@@ -1617,13 +1600,74 @@ pub fn python_example() -> PathBuf {
                 "app",
                 "-o",
             ])
-            .arg(&out)
-            .stdout(Stdio::null())
-            .status()
-            .expect("run python3");
+            .arg(out);
+        cmd
+    })
+}
+
+/// The JavaScript example plugin (`plugins/example-js`), built with
+/// componentize-js (`cargo xtask setup` installs it in `target/node-tools`)
+/// into `target/interpreted-plugins/example_js.wasm`.
+pub fn js_example() -> PathBuf {
+    static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
+    interpreted_example(&BUILT, "example-js", "example_js.wasm", |root, out| {
+        let mut cmd = Command::new("node");
+        cmd.arg(
+            root.join(
+                "target/node-tools/node_modules/@bytecodealliance/componentize-js/src/cli.js",
+            ),
+        )
+        .args([
+            "plugins/example-js/app.js",
+            "--wit",
+            "wit/plugin.wit",
+            "--world-name",
+            "plugin",
+            "--disable",
+            "http",
+            "fetch-event",
+            "stdio",
+            "-o",
+        ])
+        .arg(out);
+        cmd
+    })
+}
+
+/// Builds `plugins/SOURCE` into `target/interpreted-plugins/OUT` with the
+/// command `build(root, out)` gives, once per test binary and only when a
+/// source file (or the contract) is newer than the build.
+fn interpreted_example(
+    built: &Mutex<Option<PathBuf>>,
+    source: &str,
+    out: &str,
+    build: impl Fn(&Path, &Path) -> Command,
+) -> PathBuf {
+    let mut built = built.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(path) = built.as_ref() {
+        return path.clone();
+    }
+    let root = repo_root();
+    let out_dir = root.join("target/interpreted-plugins");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let out = out_dir.join(out);
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let newest_source = std::fs::read_dir(root.join("plugins").join(source))
+        .unwrap()
+        .filter_map(|e| modified(&e.unwrap().path()))
+        .chain(modified(&root.join("wit/plugin.wit")))
+        .max();
+    if modified(&out).is_none_or(|at| newest_source.is_some_and(|s| s > at)) {
+        let mut cmd = build(&root, &out);
+        let output = cmd
+            .current_dir(&root)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run the plugin's build");
         assert!(
-            status.success(),
-            "componentize-py could not build plugins/example-py (run `cargo xtask setup` to install it)"
+            output.status.success(),
+            "building plugins/{source} failed (run `cargo xtask setup` to install its toolchain):\n{}",
+            String::from_utf8_lossy(&output.stderr)
         );
     }
     *built = Some(out.clone());

@@ -29,6 +29,12 @@ enum Requirement {
         /// there too.
         program: Option<&'static str>,
     },
+    /// An npm package the tests build with, installed into
+    /// [`node_tools`] with the machine's Node.js, at the pinned version.
+    NpmPackage {
+        package: &'static str,
+        version: &'static str,
+    },
     /// A Debian package whose programs the tests run, unpacked into
     /// [`debian_tools`] rather than installed: the machine may already
     /// have another program of the same name (a cloud SDK's `kubectl`, a
@@ -85,6 +91,12 @@ const REQUIREMENTS: &[Requirement] = &[
         module: "componentize_py",
         program: None,
     },
+    // Builds the JavaScript example plugin (plugins/example-js) into a
+    // WebAssembly component; tests/it/js_plugin.rs runs it.
+    Requirement::NpmPackage {
+        package: "@bytecodealliance/componentize-js",
+        version: "0.23.0",
+    },
     // The Kubernetes simulator's tests run the real kubectl, Debian's.
     Requirement::DebianPackage {
         package: "kubernetes-client",
@@ -123,6 +135,12 @@ fn python_clients() -> PathBuf {
     cmd::repo_root().join("target/python-clients")
 }
 
+/// Where npm packages go (`target/node-tools/node_modules`), beside the
+/// Python ones.
+fn node_tools() -> PathBuf {
+    cmd::repo_root().join("target/node-tools")
+}
+
 impl Requirement {
     fn describe(&self) -> String {
         match self {
@@ -130,6 +148,9 @@ impl Requirement {
             Requirement::PythonPackage {
                 package, version, ..
             } => format!("the Python package {package} {version} (for the tests)"),
+            Requirement::NpmPackage { package, version } => {
+                format!("the npm package {package} {version} (for the tests)")
+            }
             Requirement::DebianPackage { package, program } => {
                 format!("the Debian package {package} ({program}, for the tests)")
             }
@@ -168,6 +189,19 @@ impl Requirement {
                     .status()
                     .context("cannot run python3; the tests need Python 3 with pip")?;
                 Ok(status.success())
+            }
+            Requirement::NpmPackage { package, version } => {
+                // The installed version must be the pinned one.
+                let manifest = node_tools()
+                    .join("node_modules")
+                    .join(package)
+                    .join("package.json");
+                let Ok(text) = std::fs::read_to_string(&manifest) else {
+                    return Ok(false);
+                };
+                let found: serde_json::Value = serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not JSON", manifest.display()))?;
+                Ok(found["version"] == *version)
             }
             Requirement::DebianPackage { package, program } => {
                 let path = debian_root().join(package).join("usr/bin").join(program);
@@ -213,6 +247,28 @@ impl Requirement {
                     format!(
                         "cannot install {package} with pip; install python3 and pip \
                          (on Debian: apt-get install python3-pip) and run `cargo xtask setup` again"
+                    )
+                })
+            }
+            Requirement::NpmPackage { package, version } => {
+                std::fs::create_dir_all(node_tools())
+                    .with_context(|| format!("cannot create {}", node_tools().display()))?;
+                let mut npm = Command::new("npm");
+                npm.current_dir(node_tools())
+                    .args([
+                        "install",
+                        "--no-audit",
+                        "--no-fund",
+                        "--no-save",
+                        "--loglevel=error",
+                        "--prefix",
+                    ])
+                    .arg(node_tools())
+                    .arg(format!("{package}@{version}"));
+                cmd::run(&mut npm).with_context(|| {
+                    format!(
+                        "cannot install {package} with npm; install Node.js 18 or newer with npm \
+                         (on Debian: apt-get install nodejs npm) and run `cargo xtask setup` again"
                     )
                 })
             }
