@@ -164,7 +164,7 @@ let rolled = kube.wait_rollout(#{ deployment: "app", timeout_secs: 20, poll_secs
 #{ missing: missing, generation: restarted.generation, outcome: rolled.outcome, message: rolled.message }
 "#,
     );
-    c.ws.set_secret("next", "unused");
+    c.ws.set_secret("next", &canary("unused-"));
     // The rollout misses its progress deadline once the restart landed.
     let state = c.state.clone();
     let watcher = std::thread::spawn(move || {

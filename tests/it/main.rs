@@ -26,6 +26,7 @@ mod openbao;
 mod operator;
 mod plugin_check;
 mod plugin_files;
+mod plugin_new;
 mod plugin_sdk;
 mod postgres;
 mod python_gitlab;

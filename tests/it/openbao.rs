@@ -140,7 +140,7 @@ fn rotation_workspace(sim: &DemoSim, bao: &OpenBao) -> (Workspace, String) {
     );
     // Without its comments: the workspace's files are scanned for every
     // value any test planted, and the header's prose holds common words
-    // (another test plants "unused" as a secret).
+    // (a test may plant a short word as a secret).
     let shipped = std::fs::read_to_string(repo_root().join("runbooks/demo-rotate.rhai")).unwrap();
     let code: Vec<&str> = shipped
         .lines()

@@ -57,7 +57,7 @@ fn a_sound_plugin_passes_with_its_imports_and_operations_listed() {
 #[test]
 fn forbidden_imports_and_another_contract_are_errors() {
     let ws = Workspace::new();
-    let run = check(&ws, &wasm("fs_reader"));
+    let run = check(&ws, &wasm("wasi_http"));
     run.assert_code(3);
     let report = run.json();
     assert_eq!(report["ok"], false);
@@ -69,7 +69,7 @@ fn forbidden_imports_and_another_contract_are_errors() {
         .map(|i| i["name"].as_str().unwrap())
         .collect();
     assert!(
-        refused.iter().any(|n| n.starts_with("wasi:filesystem/")),
+        refused.iter().any(|n| n.starts_with("wasi:http/")),
         "{refused:?}"
     );
     assert!(
@@ -82,6 +82,22 @@ fn forbidden_imports_and_another_contract_are_errors() {
         "{}",
         run.stderr
     );
+
+    // Files and sockets are inert imports: warnings naming the setting,
+    // and the plugin describes itself.
+    let fs = check(&ws, &wasm("fs_reader"));
+    fs.assert_ok();
+    let report = fs.json();
+    assert_eq!(report["description"]["name"], "fs-reader");
+    let findings = report["findings"].as_array().unwrap();
+    assert!(!findings.is_empty());
+    assert!(findings.iter().all(|f| {
+        f["severity"] == "warning"
+            && f["message"]
+                .as_str()
+                .unwrap()
+                .contains("`inert_wasi = true`")
+    }));
 
     let next = check(&ws, &wasm("contract_next"));
     next.assert_code(3);

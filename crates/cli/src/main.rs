@@ -18,6 +18,7 @@ mod hardening;
 mod inputs;
 mod inventory_cmd;
 mod logging;
+mod new_plugin;
 mod plugins_cmd;
 mod run;
 mod secrets_cmd;
@@ -392,6 +393,20 @@ enum PluginsCommand {
         #[arg(long, value_name = "NAME")]
         env: Option<String>,
     },
+    /// Write a new plugin project that builds and passes its own smoke test
+    #[command(
+        after_help = "Examples:\n  keycycle plugins new acme-tokens\n  keycycle plugins new acme-tokens --lang python --dir ../acme-tokens\n\nThe project has a description, one read and one change with its recovery pair, a stand-in provider with a smoke test (test/run.sh) and a README."
+    )]
+    New {
+        /// The plugin's name: lowercase letters, digits and `-`
+        name: String,
+        /// The language to write it in
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: new_plugin::Lang,
+        /// Where to write it (default: ./NAME); must not hold files yet
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Check a component file before granting it: its contract version, its
     /// imports against the sandbox's, and its self-description
     #[command(
@@ -682,6 +697,9 @@ async fn dispatch(cli: Cli) -> Result<()> {
         Command::Plugins(PluginsCommand::List) => plugins_cmd::list(&load_config()?, json).await,
         Command::Plugins(PluginsCommand::Inspect { name, env }) => {
             plugins_cmd::inspect(&load_config()?, &name, env.as_deref(), json).await
+        }
+        Command::Plugins(PluginsCommand::New { name, lang, dir }) => {
+            new_plugin::new_plugin(&name, lang, dir.as_deref(), json)
         }
         Command::Plugins(PluginsCommand::Check { file }) => plugins_cmd::check(&file, json).await,
         Command::Plugins(PluginsCommand::Hash { file }) => plugins_cmd::hash(&file, json),
