@@ -289,3 +289,68 @@ fn three_runners_clean_up_at_once_and_each_action_runs_once() {
     );
     ws.assert_files_clean();
 }
+
+/// A deferred action whose call outlasts the claim's lease (here 1.5 s, a
+/// debug switch; 10 minutes in release) keeps its claim, renewed while it
+/// runs: a second runner's cleanup meanwhile finds nothing to do, and the
+/// deletion is sent once.
+#[test]
+fn a_long_action_keeps_its_claim_while_another_runner_cleans_up() {
+    let sim = GitLabSim::start();
+    let bao = OpenBao::start();
+    let ws = runners(&sim, &bao, None);
+    let trigger = sim.seed_trigger("old").id;
+    ws.runbook(
+        "retire",
+        &format!(
+            "let gl = plugin(\"gitlab\");\ndefer(gl, \"delete_trigger\", #{{ project: \"acme/api\", trigger_id: {trigger} }}, 0);\n"
+        ),
+    );
+    let scheduled = run_as(&ws, &bao, "a", &["run", "runbooks/retire.rhai"])
+        .output()
+        .unwrap();
+    assert!(scheduled.status.success());
+    sim.state.clear_requests();
+    let gate = sim.state.gate("DELETE", "/api/v4/projects/", 1);
+
+    let slow = run_as(&ws, &bao, "a", &["cleanup", "--output", "json"])
+        .env("KEYCYCLE_DEBUG_CLAIM_LEASE_MS", "1500")
+        .spawn()
+        .unwrap();
+    assert!(
+        gate.wait_arrived(Duration::from_secs(60)),
+        "runner a never sent the deletion"
+    );
+    // Two leases go by while the call is held.
+    std::thread::sleep(Duration::from_millis(3500));
+    let other = run_as(&ws, &bao, "b", &["cleanup", "--output", "json"])
+        .env("KEYCYCLE_DEBUG_CLAIM_LEASE_MS", "1500")
+        .output()
+        .unwrap();
+    let other_out = String::from_utf8_lossy(&other.stdout).into_owned();
+    assert!(
+        other.status.success(),
+        "{}",
+        String::from_utf8_lossy(&other.stderr)
+    );
+    let done: serde_json::Value = serde_json::from_str(&other_out).unwrap_or_default();
+    assert!(
+        done.as_array().is_none_or(|a| a.is_empty()),
+        "runner b took over a claim that was being renewed: {other_out}"
+    );
+    gate.release(Release::Process);
+    let finished = finish(vec![("a", slow)]);
+    assert_eq!(finished[0].1, Some(0), "{}", finished[0].3);
+    let deletes = sim
+        .state
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "DELETE")
+        .count();
+    assert_eq!(deletes, 1, "the deletion was sent once");
+    assert_eq!(
+        ws.psql("SELECT state FROM deferred"),
+        "done",
+        "runner a recorded it"
+    );
+}

@@ -23,6 +23,9 @@
 //! - `KEYCYCLE_DEBUG_NOW_OFFSET_SECS=S` moves the clock `keycycle cleanup`
 //!   reads S seconds ahead (or back, when negative), so a test can reach
 //!   an action's eighth attempt without waiting out its backoff.
+//! - `KEYCYCLE_DEBUG_CLAIM_LEASE_MS=MS` makes a `keycycle cleanup`
+//!   claim last MS instead of 10 minutes (renewed every third of that), so
+//!   a test can outlast a claim without waiting 10 minutes.
 //! - `KEYCYCLE_DEBUG_USER=NAME` is who keycycle takes the user to be, in
 //!   place of the operating system's user, so a test (or the demo) can play
 //!   the requester and the approver of a change from one account. Release
@@ -36,6 +39,21 @@
 pub use keycycle_engine::debug::abort_after;
 #[cfg(debug_assertions)]
 pub const NOW_OFFSET_ENV: &str = "KEYCYCLE_DEBUG_NOW_OFFSET_SECS";
+
+/// How long a `keycycle cleanup` claim lasts without renewal.
+#[cfg(debug_assertions)]
+pub fn claim_lease(default: std::time::Duration) -> std::time::Duration {
+    std::env::var("KEYCYCLE_DEBUG_CLAIM_LEASE_MS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(default, std::time::Duration::from_millis)
+}
+
+#[cfg(not(debug_assertions))]
+#[inline(always)]
+pub fn claim_lease(default: std::time::Duration) -> std::time::Duration {
+    default
+}
 
 /// Milliseconds to add to the time `keycycle cleanup` goes by.
 #[cfg(debug_assertions)]

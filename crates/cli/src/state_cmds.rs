@@ -641,6 +641,59 @@ pub fn pending(config: &Config, as_json: bool) -> Result<()> {
     Ok(())
 }
 
+/// Renews a cleanup's claim of one action every third of its lease, until
+/// dropped.
+struct ClaimRenewal {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ClaimRenewal {
+    fn start(
+        state: Arc<dyn StateStore>,
+        id: &str,
+        claimer: &str,
+        lease: Duration,
+    ) -> Result<ClaimRenewal> {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let (id, claimer) = (id.to_owned(), claimer.to_owned());
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        let thread = std::thread::Builder::new()
+            .name("keycycle-claim".to_owned())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(lease / 3)
+                {
+                    match state.renew_claim(&id, &claimer, now_ms().saturating_add(lease_ms)) {
+                        Ok(()) => {}
+                        Err(e @ StateError::LostLease { .. }) => {
+                            tracing::error!(target: "keycycle", "{e}; its outcome will not be recorded by this cleanup");
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::warn!(target: "keycycle", "could not renew the claim of action {id}: {e}; trying again");
+                        }
+                    }
+                }
+            })
+            .context("cannot start the thread that renews a deferred action's claim")
+            .context(Code::Config)?;
+        Ok(ClaimRenewal {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for ClaimRenewal {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// `keycycle cleanup`: runs the due actions, each claimed by this process
 /// alone, with backoff on failure. Safe to run from several schedulers at
 /// once: a claim is atomic, and a claimer that dies loses its lease.
@@ -668,10 +721,16 @@ pub async fn cleanup(config: &Config, as_json: bool) -> Result<()> {
     // The clock this cleanup goes by; debug builds let a test move it
     // (see `debug`), to reach later attempts without waiting for them.
     let now = || now_ms() + crate::debug::cleanup_clock_offset_ms();
+    let lease = crate::debug::claim_lease(LEASE);
+    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
     while let Some(action) = state
-        .claim_due(now(), &claimer, LEASE.as_millis() as i64)
+        .claim_due(now(), &claimer, lease_ms)
         .context(Code::Config)?
     {
+        // Renewed while the action runs: a plugin call may take longer
+        // than a claim (`timeout_secs` goes up to a day), and an expired
+        // claim would let another cleanup run the action a second time.
+        let renewal = ClaimRenewal::start(state.clone(), &action.id, &claimer, lease)?;
         crate::debug::abort_after(|| "cleanup:claimed".to_owned());
         let run = state.run(&action.run_id).context(Code::Config)?;
         let env = run.as_ref().and_then(|run| run.env.clone());
@@ -694,6 +753,8 @@ pub async fn cleanup(config: &Config, as_json: bool) -> Result<()> {
                 run_action(&loaded[&env].1, &key, &action).await
             }
         };
+        // Before the outcome is recorded, which ends the claim.
+        drop(renewal);
         crate::debug::abort_after(|| "cleanup:ran".to_owned());
         match outcome {
             Ok(summary) => {

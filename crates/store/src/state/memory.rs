@@ -394,6 +394,20 @@ impl StateStore for MemoryState {
         Ok(Some(action.clone()))
     }
 
+    fn renew_claim(&self, id: &str, claimer: &str, lease_until: i64) -> Result<(), StateError> {
+        let mut inner = self.inner();
+        let action = inner.action_mut(id)?;
+        check_claim(
+            LOCATION,
+            id,
+            claimer,
+            action.state,
+            action.claimed_by.as_deref(),
+        )?;
+        action.lease_until = Some(lease_until);
+        Ok(())
+    }
+
     fn complete_action(
         &self,
         id: &str,

@@ -226,6 +226,12 @@ pub trait StateStore: Send + Sync {
         lease_ms: i64,
     ) -> Result<Option<DeferredRecord>, StateError>;
 
+    /// Extends `claimer`'s claim of action `id` to `lease_until`, while the
+    /// action runs: a call that takes longer than the claim's first lease
+    /// is not taken over. Anyone else, or a claimer whose expired lease was
+    /// taken over, gets [`StateError::LostLease`].
+    fn renew_claim(&self, id: &str, claimer: &str, lease_until: i64) -> Result<(), StateError>;
+
     /// Marks a claimed action done. Only its current claimer may: anyone
     /// else, or a claimer whose expired lease was taken over, gets
     /// [`StateError::LostLease`]. A claimer whose lease expired but was not

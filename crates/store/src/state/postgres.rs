@@ -1645,6 +1645,19 @@ impl StateStore for PostgresState {
         })
     }
 
+    fn renew_claim(&self, id: &str, claimer: &str, lease_until: i64) -> Result<(), StateError> {
+        let (id, claimer) = (id.to_owned(), claimer.to_owned());
+        self.write("renew a deferred action's claim", move |tx, ctx| {
+            claimed(ctx, tx, &id, &claimer)?;
+            tx.exec(
+                ctx,
+                "UPDATE deferred SET lease_until = $2 WHERE id = $1",
+                &[&id, &lease_until],
+            )?;
+            Ok(())
+        })
+    }
+
     fn complete_action(
         &self,
         id: &str,

@@ -1418,6 +1418,18 @@ impl StateStore for SqliteState {
         })
     }
 
+    fn renew_claim(&self, id: &str, claimer: &str, lease_until: i64) -> Result<(), StateError> {
+        self.write("renew a deferred action's claim", |tx| {
+            self.claimed(tx, id, claimer)?;
+            exec(
+                tx,
+                "UPDATE deferred SET lease_until = ?2 WHERE id = ?1",
+                params![id, lease_until],
+            )?;
+            Ok(())
+        })
+    }
+
     fn complete_action(
         &self,
         id: &str,

@@ -467,12 +467,26 @@ fn claims_leases_and_completion(store: &dyn StateStore) {
     assert_eq!(second.id, "late");
     assert_eq!(store.claim_due(1_049, "c2", 50).unwrap(), None);
 
+    // A claimer renews its claim while the action runs: past the first
+    // lease, nobody takes it over.
+    store.renew_claim("early", "c1", 1_080).unwrap();
+    assert_eq!(one(store, "early").lease_until, Some(1_080));
+    assert_eq!(store.claim_due(1_060, "c2", 50).unwrap(), None);
+    assert!(matches!(
+        store.renew_claim("early", "c2", 9_999),
+        Err(StateError::LostLease { .. })
+    ));
+    assert!(matches!(
+        store.renew_claim("late", "c1", 9_999),
+        Err(StateError::LostLease { .. })
+    ));
+
     // Once the lease ends, another claimer takes it over.
-    let taken = store.claim_due(1_050, "c2", 50).unwrap().unwrap();
+    let taken = store.claim_due(1_080, "c2", 50).unwrap().unwrap();
     assert_eq!(taken.id, "early");
     assert_eq!(taken.claimed_by.as_deref(), Some("c2"));
     assert_eq!(taken.attempts, 2);
-    assert_eq!(taken.lease_until, Some(1_100));
+    assert_eq!(taken.lease_until, Some(1_130));
     let note = taken.last_error.unwrap();
     assert!(note.contains("c1") && note.contains("expired"), "{note}");
 
