@@ -19,6 +19,7 @@ mod gitlab;
 mod hostile_runbooks;
 mod ibm_sm;
 mod inputs;
+mod interpreted;
 mod inventory;
 mod js_plugin;
 mod kubernetes;

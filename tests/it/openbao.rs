@@ -138,15 +138,7 @@ fn rotation_workspace(sim: &DemoSim, bao: &OpenBao) -> (Workspace, String) {
             example_plugin_config(sim)
         ),
     );
-    // Without its comments: the workspace's files are scanned for every
-    // value any test planted, and the header's prose holds common words
-    // (a test may plant a short word as a secret).
-    let shipped = std::fs::read_to_string(repo_root().join("runbooks/demo-rotate.rhai")).unwrap();
-    let code: Vec<&str> = shipped
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("//"))
-        .collect();
-    ws.runbook("demo-rotate", &code.join("\n"));
+    ws.runbook_from_repo("demo-rotate");
     let (_, admin) = sim.seed_admin();
     set(&ws, bao, "demo/admin", &admin).assert_ok();
     (ws, admin)

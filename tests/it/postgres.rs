@@ -204,16 +204,11 @@ fn the_password_comes_from_a_private_file_never_the_url_and_doctor_reports_the_b
 /// A runner that died is seen alive by the other runners until its lease
 /// runs out, not by a lock file they cannot see; then another runner
 /// resumes its run.
-#[test]
-fn a_dead_runners_run_is_refused_elsewhere_until_its_lease_runs_out() {
-    const LEASE_MS: u64 = 4_000;
-    let server = TestServer::start();
-    let db = server.create_database();
-    let sim = DemoSim::start();
-    let a = workspace(&sim, &server, &db);
-    // Runner b: the same runbooks and master key (as runners that share a
-    // state share their runbooks and keys), a state folder of its own, so
-    // none of runner a's lock files.
+/// Runner b beside runner a: the same runbooks and master key (as runners
+/// that share a state share their runbooks and keys), a state folder of its
+/// own (`--config b.toml`), so none of runner a's lock files. Returns the
+/// environment both run with: the password and a lease of `lease_ms`.
+fn second_runner(a: &Workspace, lease_ms: u64) -> Vec<(&'static str, String)> {
     let config = std::fs::read_to_string(a.path().join("keycycle.toml")).unwrap();
     let b_config = config.replacen("state_dir = \"state\"", "state_dir = \"state-b\"", 1);
     assert_ne!(config, b_config);
@@ -224,12 +219,26 @@ fn a_dead_runners_run_is_refused_elsewhere_until_its_lease_runs_out() {
         a.path().join("state-b/secrets.json"),
     )
     .unwrap();
-    let lease = LEASE_MS.to_string();
-    let mut with_lease = env().to_vec();
-    with_lease.push(("KEYCYCLE_DEBUG_RUN_LEASE_MS", &lease));
+    let mut env: Vec<(&'static str, String)> =
+        env().iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+    env.push(("KEYCYCLE_DEBUG_RUN_LEASE_MS", lease_ms.to_string()));
+    env
+}
 
-    // Runner a dies after taking the credential's lock (step 2).
-    let mut aborting = with_lease.clone();
+/// `env` as `Workspace::run_env` takes it.
+fn pairs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// Runner a dies (SIGABRT) after taking the credential's lock (step 2);
+/// returns its run's id.
+fn runner_a_dies_holding_the_lock(
+    a: &Workspace,
+    server: &TestServer,
+    db: &str,
+    env: &[(&'static str, String)],
+) -> String {
+    let mut aborting = pairs(env);
     aborting.push(("KEYCYCLE_DEBUG_ABORT_AFTER", "2"));
     let died = a.run_env(&["run", "rotate", "--input", "label=x"], &aborting);
     assert_eq!(
@@ -238,7 +247,18 @@ fn a_dead_runners_run_is_refused_elsewhere_until_its_lease_runs_out() {
         "runner a was to abort: {}",
         died.stderr
     );
-    let run_id = server.psql(&db, "SELECT run_id FROM runs");
+    server.psql(db, "SELECT run_id FROM runs")
+}
+
+#[test]
+fn a_dead_runners_run_is_refused_elsewhere_until_its_lease_runs_out() {
+    const LEASE_MS: u64 = 4_000;
+    let server = TestServer::start();
+    let db = server.create_database();
+    let sim = DemoSim::start();
+    let a = workspace(&sim, &server, &db);
+    let with_lease = second_runner(&a, LEASE_MS);
+    let run_id = runner_a_dies_holding_the_lock(&a, &server, &db, &with_lease);
     // As if runner a had run on another machine, whose processes this one
     // cannot see.
     server.psql(
@@ -256,7 +276,7 @@ fn a_dead_runners_run_is_refused_elsewhere_until_its_lease_runs_out() {
         &[
             "--config", "b.toml", "resume", &run_id, "--input", "label=x",
         ],
-        &with_lease,
+        &pairs(&with_lease),
     );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -279,7 +299,7 @@ fn a_dead_runners_run_is_refused_elsewhere_until_its_lease_runs_out() {
         &[
             "--config", "b.toml", "resume", &run_id, "--input", "label=x",
         ],
-        &with_lease,
+        &pairs(&with_lease),
     )
     .assert_ok();
     assert_eq!(
@@ -307,39 +327,17 @@ fn a_runner_that_died_on_this_machine_is_taken_over_at_once() {
     let db = server.create_database();
     let sim = DemoSim::start();
     let a = workspace(&sim, &server, &db);
-    let config = std::fs::read_to_string(a.path().join("keycycle.toml")).unwrap();
-    a.file(
-        "b.toml",
-        &config.replacen("state_dir = \"state\"", "state_dir = \"state-b\"", 1),
-    );
-    std::fs::create_dir_all(a.path().join("state-b")).unwrap();
-    std::fs::copy(
-        a.path().join("state/secrets.json"),
-        a.path().join("state-b/secrets.json"),
-    )
-    .unwrap();
-    let lease = LEASE_MS.to_string();
-    let mut with_lease = env().to_vec();
-    with_lease.push(("KEYCYCLE_DEBUG_RUN_LEASE_MS", &lease));
-    let mut aborting = with_lease.clone();
-    aborting.push(("KEYCYCLE_DEBUG_ABORT_AFTER", "2"));
-    let died = a.run_env(&["run", "rotate", "--input", "label=x"], &aborting);
-    assert_eq!(
-        died.signal,
-        Some(6),
-        "runner a was to abort: {}",
-        died.stderr
-    );
-    let run_id = server.psql(&db, "SELECT run_id FROM runs");
+    let with_lease = second_runner(&a, LEASE_MS);
+    let run_id = runner_a_dies_holding_the_lock(&a, &server, &db, &with_lease);
     let dead_pid = server.psql(&db, "SELECT pid FROM run_leases");
 
     let mut logged = with_lease.clone();
-    logged.push(("KEYCYCLE_LOG", "info"));
+    logged.push(("KEYCYCLE_LOG", "info".to_owned()));
     let resumed = a.run_env(
         &[
             "--config", "b.toml", "resume", &run_id, "--input", "label=x",
         ],
-        &logged,
+        &pairs(&logged),
     );
     resumed.assert_ok().stderr_has(&format!(
         "process {dead_pid} that held it on this host is gone"

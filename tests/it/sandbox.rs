@@ -176,38 +176,15 @@ fn opening_a_socket_is_refused_at_load_time() {
 fn inert_wasi_links_files_and_sockets_that_reach_nothing() {
     let sim = DemoSim::start();
     let ws = workspace(&sim);
-    let config = std::fs::read_to_string(ws.path().join("keycycle.toml")).unwrap();
-    let inert = config
-        .replace(
-            &format!(
-                "[plugins.fsreader]\npath = \"{}\"\n",
-                wasm("fs_reader").display()
-            ),
-            &format!(
-                "[plugins.fsreader]\npath = \"{}\"\ninert_wasi = true\n",
-                wasm("fs_reader").display()
-            ),
-        )
-        .replace(
-            &format!(
-                "[plugins.sockets]\npath = \"{}\"\n",
-                wasm("socket_opener").display()
-            ),
-            &format!(
-                "[plugins.sockets]\npath = \"{}\"\ninert_wasi = true\n",
-                wasm("socket_opener").display()
-            ),
-        )
-        .replace(
-            &format!(
-                "[plugins.wasihttp]\npath = \"{}\"\n",
-                wasm("wasi_http").display()
-            ),
-            &format!(
-                "[plugins.wasihttp]\npath = \"{}\"\ninert_wasi = true\n",
-                wasm("wasi_http").display()
-            ),
-        );
+    let mut inert = std::fs::read_to_string(ws.path().join("keycycle.toml")).unwrap();
+    for (section, file) in [
+        ("fsreader", "fs_reader"),
+        ("sockets", "socket_opener"),
+        ("wasihttp", "wasi_http"),
+    ] {
+        let plain = format!("[plugins.{section}]\npath = \"{}\"\n", wasm(file).display());
+        inert = inert.replace(&plain, &format!("{plain}inert_wasi = true\n"));
+    }
     assert_eq!(inert.matches("inert_wasi = true").count(), 3, "{inert}");
     std::fs::write(ws.path().join("keycycle.toml"), inert).unwrap();
 

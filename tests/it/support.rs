@@ -416,6 +416,19 @@ impl Workspace {
         path
     }
 
+    /// The repository's `runbooks/NAME.rhai`, without its comment lines:
+    /// the workspace's files are scanned for every value any test planted,
+    /// and prose holds common words.
+    pub fn runbook_from_repo(&self, name: &str) -> PathBuf {
+        let shipped =
+            std::fs::read_to_string(repo_root().join(format!("runbooks/{name}.rhai"))).unwrap();
+        let code: Vec<&str> = shipped
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect();
+        self.runbook(name, &code.join("\n"))
+    }
+
     pub fn file(&self, name: &str, text: &str) -> PathBuf {
         let path = self.path().join(name);
         std::fs::write(&path, text).unwrap();

@@ -299,58 +299,36 @@ impl TestServer {
     /// Every row of database `db`, as `pg_dump --data-only` writes them:
     /// for scanning what a store left there.
     pub fn dump(&self, db: &str) -> String {
-        let out = self
-            .command("pg_dump")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                USER,
-                "--data-only",
-                db,
-            ])
-            .env("PGPASSWORD", PASSWORD)
-            .output()
-            .expect("cannot run pg_dump");
-        assert!(
-            out.status.success(),
-            "pg_dump {db} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.client("pg_dump", &["--data-only", db])
     }
 
     /// Runs SQL in database `db` with psql, for tests that set up what a
     /// store would not write.
     pub fn psql(&self, db: &str, sql: &str) -> String {
+        self.client(
+            "psql",
+            &["-d", db, "-v", "ON_ERROR_STOP=1", "-tA", "-c", sql],
+        )
+        .trim()
+        .to_owned()
+    }
+
+    /// What client `program` printed, connected to this server as
+    /// [`USER`] with `args`; panics with its stderr when it fails.
+    fn client(&self, program: &str, args: &[&str]) -> String {
         let out = self
-            .command("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                USER,
-                "-d",
-                db,
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-tA",
-                "-c",
-                sql,
-            ])
+            .command(program)
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", USER])
+            .args(args)
             .env("PGPASSWORD", PASSWORD)
             .output()
-            .expect("cannot run psql");
+            .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
         assert!(
             out.status.success(),
-            "psql failed: {}",
+            "{program} {args:?} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
 
