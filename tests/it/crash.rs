@@ -694,9 +694,10 @@ fn webhook_recreate_survives_a_crash_at_every_boundary() {
     crash_at_every_boundary(webhook_recreate);
 }
 
-// The same crashes with the run state in PostgreSQL: the journal, locks and
-// deferred actions there must give the same guarantees. (The power cuts are
-// SQLite's: PostgreSQL makes a commit durable before answering it.)
+// Every crash and abort family above again, with the run state in
+// PostgreSQL: the journal, locks and deferred actions there must give the
+// same guarantees. (The power cuts are SQLite's: PostgreSQL makes a commit
+// durable before answering it.)
 
 #[test]
 fn project_token_rotation_survives_a_crash_at_every_boundary_on_postgres() {
@@ -706,6 +707,61 @@ fn project_token_rotation_survives_a_crash_at_every_boundary_on_postgres() {
 #[test]
 fn webhook_recreate_survives_a_crash_at_every_boundary_on_postgres() {
     crash_at_every_boundary_on(webhook_recreate, Backend::Postgres);
+}
+
+#[test]
+fn personal_token_self_rotation_survives_a_crash_at_every_boundary_on_postgres() {
+    crash_at_every_boundary_on(personal_token_self_rotation, Backend::Postgres);
+}
+
+#[test]
+fn trigger_token_replacement_survives_a_crash_at_every_boundary_on_postgres() {
+    crash_at_every_boundary_on(trigger_token, Backend::Postgres);
+}
+
+#[test]
+fn webhook_secret_survives_a_crash_at_every_boundary_on_postgres() {
+    crash_at_every_boundary_on(webhook_secret, Backend::Postgres);
+}
+
+#[test]
+fn personal_token_self_rotation_survives_an_abort_after_every_journaled_step_on_postgres() {
+    stop_at_every_step(
+        personal_token_self_rotation,
+        Backend::Postgres,
+        &["plugin", "lock", "store_secret"],
+        Stop::Abort,
+    );
+}
+
+#[test]
+fn trigger_token_replacement_survives_an_abort_after_every_journaled_step_on_postgres() {
+    stop_at_every_step(
+        trigger_token,
+        Backend::Postgres,
+        &["plugin", "lock"],
+        Stop::Abort,
+    );
+}
+
+#[test]
+fn webhook_secret_survives_an_abort_after_every_journaled_step_on_postgres() {
+    stop_at_every_step(
+        webhook_secret,
+        Backend::Postgres,
+        &["plugin", "lock", "random", "store_secret"],
+        Stop::Abort,
+    );
+}
+
+#[test]
+fn webhook_recreate_survives_an_abort_after_every_journaled_step_on_postgres() {
+    stop_at_every_step(
+        webhook_recreate,
+        Backend::Postgres,
+        &["plugin", "lock", "random", "store_secret"],
+        Stop::Abort,
+    );
 }
 
 #[test]
