@@ -342,7 +342,8 @@ pub async fn check(file: &Path, as_json: bool) -> Result<()> {
     }
     if errors > 0 {
         return Err(anyhow!(
-            "{} has {errors} problem(s) that will fail whoever grants it; see above",
+            "{} has {errors} problem(s) that will fail whoever grants it (listed above): fix them \
+             in the plugin and build it again, and grant it only once this check passes",
             file.display()
         ))
         .context(Code::Config);

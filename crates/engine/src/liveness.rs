@@ -144,12 +144,10 @@ impl Lease {
             && holder_is_dead(l)
         {
             // Its holder died on this machine: no need to wait for the
-            // lease to run out. Taking it "as of" the lease's end succeeds
-            // only if nobody renewed or took it since it was read.
+            // lease to run out. Taken only if nobody renewed or took it
+            // since it was read.
             tracing::info!(target: "keycycle", "run {run_id}: process {} that held it on this host is gone; taking its lease over", l.pid);
-            attempt = state
-                .take_run_lease(&lease, l.lease_until)
-                .map_err(lease_error)?;
+            attempt = state.take_over_run_lease(&lease, l).map_err(lease_error)?;
         }
         match attempt {
             LeaseAttempt::Taken => {}
@@ -278,7 +276,7 @@ fn stop_process(run_id: &str, why: &str) -> ! {
 
 /// The exit code of a process that stopped because a run's lease was lost:
 /// the run is alive elsewhere, or may be soon.
-pub const LEASE_LOST_EXIT: i32 = 8;
+const LEASE_LOST_EXIT: i32 = 8;
 
 /// Which processes a pid names: this boot of this machine, in this pid
 /// namespace. A lease holder with the same space and a pid that does not

@@ -240,32 +240,40 @@ impl Sandbox {
             .await
     }
 
+    /// The component in `wasm` (whose sha256 is `sha256`), from the cache
+    /// when an authentic entry is there, else compiled; true when it was
+    /// compiled now. A file that is not a component is refused before
+    /// wasmtime parses it.
+    fn compile(
+        &self,
+        name: &str,
+        path: &Path,
+        wasm: &[u8],
+        sha256: &str,
+    ) -> Result<(wasmtime::component::Component, bool), HostError> {
+        check_header(name, path, wasm)?;
+        match &self.cache {
+            Some(cache) => cache.load_or_compile(&self.engine, sha256, wasm),
+            None => {
+                wasmtime::component::Component::from_binary(&self.engine, wasm).map(|c| (c, true))
+            }
+        }
+        .map_err(|e| invalid(name, path, &e))
+    }
+
     /// What `keycycle plugins check` reports on a component file before
     /// anyone grants it: every import (and why one is refused), and, when
     /// they all link, its self-description, asked for with no grants at
     /// all. An unreadable file or one that is not a component is an error.
     pub async fn check_file(&self, path: &Path) -> Result<FileCheck, HostError> {
-        let name = "(checked)";
-        let wasm = std::fs::read(path).map_err(|source| HostError::Read {
-            plugin: name.to_owned(),
-            path: path.to_owned(),
-            source,
-        })?;
-        let sha256 = hex::encode(Sha256::digest(&wasm));
-        check_header(name, path, &wasm)?;
-        let invalid = |e: wasmtime::Error| HostError::Invalid {
-            plugin: name.to_owned(),
-            path: path.to_owned(),
-            message: text::fold(&format!("{e:#}")),
-        };
-        let component = match &self.cache {
-            Some(cache) => cache.load_or_compile(&self.engine, &sha256, &wasm),
-            None => {
-                wasmtime::component::Component::from_binary(&self.engine, &wasm).map(|c| (c, true))
-            }
-        }
-        .map_err(invalid)?
-        .0;
+        // Errors name the file: nobody has named the plugin yet.
+        let name = &path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let (wasm, sha256) = read_component(name, path)?;
+        let (component, _) = self.compile(name, path, &wasm, &sha256)?;
+        let invalid = |e: wasmtime::Error| invalid(name, path, &e);
         let imports: Vec<ImportCheck> = imports::imports(&self.engine, &component)
             .into_iter()
             .map(|(import, problem)| {
@@ -332,12 +340,7 @@ impl Sandbox {
         secrets: Arc<dyn SecretSource>,
     ) -> Result<Plugin, HostError> {
         let _ = &self.ticker;
-        let wasm = std::fs::read(path).map_err(|source| HostError::Read {
-            plugin: name.to_owned(),
-            path: path.to_owned(),
-            source,
-        })?;
-        let sha256 = hex::encode(Sha256::digest(&wasm));
+        let (wasm, sha256) = read_component(name, path)?;
         // Before anything parses the file: an untrusted file is not even
         // looked at.
         trust
@@ -354,22 +357,8 @@ impl Sandbox {
                     reason,
                 },
             })?;
-        check_header(name, path, &wasm)?;
-        let invalid = |e: wasmtime::Error| HostError::Invalid {
-            plugin: name.to_owned(),
-            path: path.to_owned(),
-            message: text::fold(&format!("{e:#}")),
-        };
-        let (component, compiled) = match &self.cache {
-            Some(cache) => cache
-                .load_or_compile(&self.engine, &sha256, &wasm)
-                .map_err(invalid)?,
-            None => (
-                wasmtime::component::Component::from_binary(&self.engine, &wasm)
-                    .map_err(invalid)?,
-                true,
-            ),
-        };
+        let (component, compiled) = self.compile(name, path, &wasm, &sha256)?;
+        let invalid = |e: wasmtime::Error| invalid(name, path, &e);
         match imports::forbidden_import(&self.engine, &component, grants.inert_wasi) {
             Some(imports::ImportProblem::Forbidden(import)) => {
                 return Err(HostError::ForbiddenImport {
@@ -636,6 +625,26 @@ const CORE_MODULE_VERSION: &[u8] = &[1, 0, 0, 0];
 /// component before wasmtime parses it: its errors for those are a
 /// multi-line dump of the expected and found bytes that says nothing about
 /// what to do.
+/// The bytes of the component file at `path`, and their sha256.
+fn read_component(name: &str, path: &Path) -> Result<(Vec<u8>, String), HostError> {
+    let wasm = std::fs::read(path).map_err(|source| HostError::Read {
+        plugin: name.to_owned(),
+        path: path.to_owned(),
+        source,
+    })?;
+    let sha256 = hex::encode(Sha256::digest(&wasm));
+    Ok((wasm, sha256))
+}
+
+/// wasmtime's refusal of plugin `name`'s component, folded onto one line.
+fn invalid(name: &str, path: &Path, e: &wasmtime::Error) -> HostError {
+    HostError::Invalid {
+        plugin: name.to_owned(),
+        path: path.to_owned(),
+        message: text::fold(&format!("{e:#}")),
+    }
+}
+
 /// What [`Sandbox::check_file`] found.
 #[derive(Debug)]
 pub struct FileCheck {

@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::{
     ApprovalDecision, ApprovalRecord, ApprovalState, CheckOutcome, CredentialRecord,
     DeferredFilter, DeferredRecord, DeferredState, Durability, EffectIntent, EffectOutcome,
-    EffectRecord, FIRST_SEQ, LeaseAttempt, LockAttempt, LockRecord, NewApproval, NewDeferred,
-    NewRun, RotationClaim, RotationOutcome, RunEvent, RunFilter, RunLease, RunRecord, RunState,
-    StateError, StateStore, action_id, check_claim, expired_lease_note, lease_lost, lease_stands,
-    now_ms, require, rotation_claimable,
+    EffectRecord, FIRST_SEQ, GiveWay, LeaseAttempt, LockAttempt, LockRecord, NewApproval,
+    NewDeferred, NewRun, RotationClaim, RotationOutcome, RunEvent, RunFilter, RunLease, RunRecord,
+    RunState, StateError, StateStore, action_id, check_claim, expired_lease_note, lease_lost,
+    lease_stands, now_ms, require, rotation_claimable,
 };
 
 const LOCATION: &str = "in-memory state";
@@ -44,6 +44,17 @@ impl MemoryState {
     }
 
     /// Changes one credential's record, creating it first if need be.
+    fn take_lease(&self, lease: &RunLease, give_way: &GiveWay) -> Result<LeaseAttempt, StateError> {
+        let mut inner = self.inner();
+        if let Some(existing) = inner.leases.get(&lease.run_id)
+            && lease_stands(existing, &lease.holder, give_way)
+        {
+            return Ok(LeaseAttempt::HeldBy(existing.clone()));
+        }
+        inner.leases.insert(lease.run_id.clone(), lease.clone());
+        Ok(LeaseAttempt::Taken)
+    }
+
     fn update_credential(
         &self,
         id: &str,
@@ -575,14 +586,15 @@ impl StateStore for MemoryState {
     }
 
     fn take_run_lease(&self, lease: &RunLease, now_ms: i64) -> Result<LeaseAttempt, StateError> {
-        let mut inner = self.inner();
-        if let Some(existing) = inner.leases.get(&lease.run_id)
-            && lease_stands(existing, &lease.holder, now_ms)
-        {
-            return Ok(LeaseAttempt::HeldBy(existing.clone()));
-        }
-        inner.leases.insert(lease.run_id.clone(), lease.clone());
-        Ok(LeaseAttempt::Taken)
+        self.take_lease(lease, &GiveWay::Ended(now_ms))
+    }
+
+    fn take_over_run_lease(
+        &self,
+        lease: &RunLease,
+        read: &RunLease,
+    ) -> Result<LeaseAttempt, StateError> {
+        self.take_lease(lease, &GiveWay::StillIs(read.clone()))
     }
 
     fn renew_run_lease(

@@ -323,6 +323,16 @@ pub trait StateStore: Send + Sync {
     /// that stands. No two callers, in any processes, both take it.
     fn take_run_lease(&self, lease: &RunLease, now_ms: i64) -> Result<LeaseAttempt, StateError>;
 
+    /// [`Self::take_run_lease`] from a holder known to be dead before its
+    /// lease ends (a process of this machine that is gone): taken only if
+    /// the lease that stands is still `read`, neither renewed nor taken
+    /// by anyone since it was read. Otherwise returns the one that stands.
+    fn take_over_run_lease(
+        &self,
+        lease: &RunLease,
+        read: &RunLease,
+    ) -> Result<LeaseAttempt, StateError>;
+
     /// Extends `holder`'s lease of `run_id` to `lease_until`. Fails with
     /// [`StateError::RunLeaseLost`] when `holder` no longer holds it.
     fn renew_run_lease(
@@ -381,9 +391,26 @@ pub enum LeaseAttempt {
     HeldBy(RunLease),
 }
 
-/// Whether `existing` stands against `holder` at `now_ms`.
-fn lease_stands(existing: &RunLease, holder: &str, now_ms: i64) -> bool {
-    existing.holder != holder && existing.lease_until > now_ms
+/// When a lease that stands gives way to another holder.
+#[derive(Debug, Clone)]
+enum GiveWay {
+    /// It ended at or before this time (its holder died or stalled).
+    Ended(i64),
+    /// It is still exactly this one: the same holder and end, neither
+    /// renewed nor taken since it was read.
+    StillIs(RunLease),
+}
+
+/// Whether `existing` stands against `holder`, or gives way as `give_way`
+/// says.
+fn lease_stands(existing: &RunLease, holder: &str, give_way: &GiveWay) -> bool {
+    existing.holder != holder
+        && match give_way {
+            GiveWay::Ended(now_ms) => existing.lease_until > *now_ms,
+            GiveWay::StillIs(read) => {
+                existing.holder != read.holder || existing.lease_until != read.lease_until
+            }
+        }
 }
 
 fn lease_lost(db: &str, run_id: &str, holder: &str, now: Option<&RunLease>) -> StateError {

@@ -54,10 +54,10 @@ use postgres::{Client, IsolationLevel, NoTls, Row, Transaction};
 use super::{
     ApprovalDecision, ApprovalRecord, ApprovalState, CheckOutcome, CredentialRecord,
     DEFAULT_BUSY_TIMEOUT, DeferredFilter, DeferredRecord, DeferredState, Durability, EffectIntent,
-    EffectOutcome, EffectRecord, FIRST_SEQ, LeaseAttempt, LockAttempt, LockRecord, NewApproval,
-    NewDeferred, NewRun, PluginInfo, RotationClaim, RotationOutcome, RunEvent, RunFilter, RunLease,
-    RunRecord, RunState, StateError, StateStore, action_id, check_claim, expired_lease_note,
-    lease_lost, lease_stands, now_ms, require, rotation_claimable,
+    EffectOutcome, EffectRecord, FIRST_SEQ, GiveWay, LeaseAttempt, LockAttempt, LockRecord,
+    NewApproval, NewDeferred, NewRun, PluginInfo, RotationClaim, RotationOutcome, RunEvent,
+    RunFilter, RunLease, RunRecord, RunState, StateError, StateStore, action_id, check_claim,
+    expired_lease_note, lease_lost, lease_stands, now_ms, require, rotation_claimable,
 };
 use tls::{RootCert, SslMode};
 
@@ -760,6 +760,34 @@ impl PostgresState {
                 operation,
                 &work,
             )
+        })
+    }
+
+    /// Takes a run's lease unless the one that stands holds against
+    /// `give_way`.
+    fn take_lease(&self, lease: &RunLease, give_way: GiveWay) -> Result<LeaseAttempt, StateError> {
+        let lease = lease.clone();
+        self.write("take a run's lease", move |tx, ctx| {
+            if let Some(existing) = load_lease(ctx, tx, &lease.run_id)?
+                && lease_stands(&existing, &lease.holder, &give_way)
+            {
+                return Ok(LeaseAttempt::HeldBy(existing));
+            }
+            tx.exec(
+                ctx,
+                "INSERT INTO run_leases (run_id, holder, host, pid, lease_until) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (run_id) DO UPDATE SET \
+                 holder = excluded.holder, host = excluded.host, pid = excluded.pid, \
+                 lease_until = excluded.lease_until",
+                &[
+                    &lease.run_id,
+                    &lease.holder,
+                    &lease.host,
+                    &i64::from(lease.pid),
+                    &lease.lease_until,
+                ],
+            )?;
+            Ok(LeaseAttempt::Taken)
         })
     }
 
@@ -1855,29 +1883,15 @@ impl StateStore for PostgresState {
     }
 
     fn take_run_lease(&self, lease: &RunLease, now_ms: i64) -> Result<LeaseAttempt, StateError> {
-        let lease = lease.clone();
-        self.write("take a run's lease", move |tx, ctx| {
-            if let Some(existing) = load_lease(ctx, tx, &lease.run_id)?
-                && lease_stands(&existing, &lease.holder, now_ms)
-            {
-                return Ok(LeaseAttempt::HeldBy(existing));
-            }
-            tx.exec(
-                ctx,
-                "INSERT INTO run_leases (run_id, holder, host, pid, lease_until) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (run_id) DO UPDATE SET \
-                 holder = excluded.holder, host = excluded.host, pid = excluded.pid, \
-                 lease_until = excluded.lease_until",
-                &[
-                    &lease.run_id,
-                    &lease.holder,
-                    &lease.host,
-                    &i64::from(lease.pid),
-                    &lease.lease_until,
-                ],
-            )?;
-            Ok(LeaseAttempt::Taken)
-        })
+        self.take_lease(lease, GiveWay::Ended(now_ms))
+    }
+
+    fn take_over_run_lease(
+        &self,
+        lease: &RunLease,
+        read: &RunLease,
+    ) -> Result<LeaseAttempt, StateError> {
+        self.take_lease(lease, GiveWay::StillIs(read.clone()))
     }
 
     fn renew_run_lease(

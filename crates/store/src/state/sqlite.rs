@@ -38,10 +38,10 @@ use super::group::GroupCommit;
 use super::{
     ApprovalDecision, ApprovalRecord, ApprovalState, CheckOutcome, CredentialRecord,
     DeferredFilter, DeferredRecord, DeferredState, Durability, EffectIntent, EffectOutcome,
-    EffectRecord, FIRST_SEQ, LeaseAttempt, LockAttempt, LockRecord, NewApproval, NewDeferred,
-    NewRun, PluginInfo, RotationClaim, RotationOutcome, RunEvent, RunFilter, RunLease, RunRecord,
-    RunState, StateError, StateStore, action_id, check_claim, expired_lease_note, lease_lost,
-    lease_stands, now_ms, require, rotation_claimable,
+    EffectRecord, FIRST_SEQ, GiveWay, LeaseAttempt, LockAttempt, LockRecord, NewApproval,
+    NewDeferred, NewRun, PluginInfo, RotationClaim, RotationOutcome, RunEvent, RunFilter, RunLease,
+    RunRecord, RunState, StateError, StateStore, action_id, check_claim, expired_lease_note,
+    lease_lost, lease_stands, now_ms, require, rotation_claimable,
 };
 use crate::fs::{parent_dir, private_file_options};
 
@@ -1584,7 +1584,15 @@ impl StateStore for SqliteState {
     }
 
     fn take_run_lease(&self, lease: &RunLease, now_ms: i64) -> Result<LeaseAttempt, StateError> {
-        self.take_run_lease_impl(lease, now_ms)
+        self.take_run_lease_impl(lease, &GiveWay::Ended(now_ms))
+    }
+
+    fn take_over_run_lease(
+        &self,
+        lease: &RunLease,
+        read: &RunLease,
+    ) -> Result<LeaseAttempt, StateError> {
+        self.take_run_lease_impl(lease, &GiveWay::StillIs(read.clone()))
     }
 
     fn renew_run_lease(
@@ -1681,11 +1689,11 @@ impl SqliteState {
     fn take_run_lease_impl(
         &self,
         lease: &RunLease,
-        now_ms: i64,
+        give_way: &GiveWay,
     ) -> Result<LeaseAttempt, StateError> {
         self.write("take a run's lease", |tx| {
             if let Some(existing) = Self::load_lease(tx, &lease.run_id)?
-                && lease_stands(&existing, &lease.holder, now_ms)
+                && lease_stands(&existing, &lease.holder, give_way)
             {
                 return Ok(LeaseAttempt::HeldBy(existing));
             }

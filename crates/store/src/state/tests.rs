@@ -1259,7 +1259,48 @@ fn rotation_claim_race(handles: Vec<Box<dyn StateStore>>) {
     assert_eq!(claimed, 1);
 }
 
+/// A dead holder's lease is taken over before it ends only as it was read:
+/// once renewed or taken by someone else, it stands.
+fn run_leases_are_taken_over_only_as_read(store: &dyn StateStore) {
+    let lease = |holder: &str, until: i64| RunLease {
+        run_id: "r1".to_owned(),
+        holder: holder.to_owned(),
+        host: "h".to_owned(),
+        pid: 1,
+        lease_until: until,
+    };
+    assert_eq!(
+        store.take_run_lease(&lease("dead", 60_000), 1).unwrap(),
+        LeaseAttempt::Taken
+    );
+    let read = store.run_lease("r1").unwrap().unwrap();
+    // Renewed since it was read: it stands.
+    store.renew_run_lease("r1", "dead", 70_000).unwrap();
+    assert_eq!(
+        store
+            .take_over_run_lease(&lease("b", 90_000), &read)
+            .unwrap(),
+        LeaseAttempt::HeldBy(lease("dead", 70_000))
+    );
+    // As read now: taken, long before it ends; and a second taker that read
+    // the same lease comes too late.
+    let read = store.run_lease("r1").unwrap().unwrap();
+    assert_eq!(
+        store
+            .take_over_run_lease(&lease("b", 90_000), &read)
+            .unwrap(),
+        LeaseAttempt::Taken
+    );
+    assert_eq!(
+        store
+            .take_over_run_lease(&lease("c", 95_000), &read)
+            .unwrap(),
+        LeaseAttempt::HeldBy(lease("b", 90_000))
+    );
+}
+
 suite!(
+    run_leases_are_taken_over_only_as_read,
     rotation_claims_follow_what_was_seen,
     run_leases_expire_and_are_taken_over,
     grouped_writes_read_back_at_once,
