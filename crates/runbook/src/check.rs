@@ -129,11 +129,10 @@ pub(crate) fn check_file(
     functions: &BTreeSet<String>,
     findings: &mut Findings,
 ) {
-    let mut known = functions.clone();
-    known.extend(ast.iter_functions().map(|f| f.name.to_owned()));
     let mut checker = Checker {
         plugins,
-        functions: &known,
+        functions,
+        own_functions: ast.iter_functions().map(|f| f.name.to_owned()).collect(),
         file,
         assigned: assigned_names(ast),
         scopes: Vec::new(),
@@ -328,6 +327,10 @@ enum Recv {
 struct Checker<'a> {
     plugins: &'a Described,
     functions: &'a BTreeSet<String>,
+    /// The file's own script functions. Kept apart from `functions`, which
+    /// every file of every run shares: copying that set per file cost more
+    /// than checking the file.
+    own_functions: BTreeSet<String>,
     file: &'a Path,
     assigned: BTreeSet<String>,
     /// Innermost last; each holds the `let`s and `const`s of one block.
@@ -336,6 +339,12 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
+    /// Whether `name` is a function other than a plugin operation: the
+    /// engine's, or one the file defines.
+    fn is_function(&self, name: &str) -> bool {
+        self.functions.contains(name) || self.own_functions.contains(name)
+    }
+
     fn block(&mut self, stmts: &[Stmt]) {
         self.scopes.push(Vec::new());
         for stmt in stmts {
@@ -520,8 +529,7 @@ impl Checker<'_> {
         if let Some((first, rest)) = args.split_first() {
             let recv = self.classify(first);
             let by_name = matches!(call.name.as_str(), "invoke" | "defer");
-            if by_name
-                || (matches!(recv, Recv::Plugin(_)) && !self.functions.contains(call.name.as_str()))
+            if by_name || (matches!(recv, Recv::Plugin(_)) && !self.is_function(call.name.as_str()))
             {
                 let call = Call {
                     receiver: first,
@@ -622,10 +630,7 @@ impl Checker<'_> {
                 // A function for any value (`type_of`, a script function
                 // using `this`) is not an operation, unless some plugin has
                 // an operation by that name, which takes precedence.
-                if !by_name
-                    && self.functions.contains(call.method)
-                    && !self.is_operation(call.method)
-                {
+                if !by_name && self.is_function(call.method) && !self.is_operation(call.method) {
                     return;
                 }
                 if !by_name {
@@ -666,7 +671,7 @@ impl Checker<'_> {
                 // is quiet when some configured plugin has the operation:
                 // a warning on every run of a shared library teaches
                 // operators to ignore warnings.
-                if (by_name || !self.functions.contains(call.method))
+                if (by_name || !self.is_function(call.method))
                     && !self.any_plugin_has_op(call, by_name)
                 {
                     let who = call.receiver_name();
