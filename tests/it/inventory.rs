@@ -721,3 +721,57 @@ fn zendesk_api_tokens_are_judged_by_idle_deactivation_and_the_cut_off() {
         (today + time::Duration::days(30)).to_string()
     );
 }
+
+#[test]
+fn a_credentials_file_is_read_only_by_the_commands_that_use_it() {
+    let sim = GitLabSim::start();
+    let ws = inventory(&sim, 100, 200);
+    let config = std::fs::read_to_string(ws.path().join("keycycle.toml")).unwrap();
+    // A top-level key, so before the first table.
+    std::fs::write(
+        ws.path().join("keycycle.toml"),
+        format!("credentials_file = \"team-inventory.toml\"\n{config}"),
+    )
+    .unwrap();
+    let manual = time::OffsetDateTime::now_utc().date() + time::Duration::days(300);
+    let team_file = ws.path().join("team-inventory.toml");
+    std::fs::write(
+        &team_file,
+        format!(
+            "[credentials.team-key]\nrunbook = \"gitlab-personal-token\"\nprovider = \"vendor\"\n\
+             expiry = {{ from = \"manual\", date = \"{manual}\" }}\n"
+        ),
+    )
+    .unwrap();
+    let run = ws.run(&["check", "team-key", "vendor-key", "--output", "json"]);
+    run.assert_ok();
+    let report = run.json();
+    assert_eq!(by_id(&report, "team-key")["state"], "ok");
+    assert_eq!(by_id(&report, "vendor-key")["state"], "ok");
+    ws.run(&["doctor"]).stdout_has("inventory: 5 credentials");
+
+    // A broken file stops the inventory's commands, saying where, and
+    // `doctor`; the others never read it.
+    std::fs::write(&team_file, "[credentials.team-key]\nrunbok = \"x\"\n").unwrap();
+    ws.run(&["check", "vendor-key"])
+        .assert_code(3)
+        .stderr_has("team-inventory.toml")
+        .stderr_has("runbok");
+    ws.run(&["rotate", "--due", "--dry-run"])
+        .assert_code(3)
+        .stderr_has("team-inventory.toml");
+    let doctor = ws.run(&["doctor"]);
+    doctor.assert_code(3).stdout_has("team-inventory.toml");
+    ws.run(&["runs"]).assert_ok();
+
+    // An id in both places names two credentials: refused.
+    std::fs::write(
+        &team_file,
+        "[credentials.vendor-key]\nrunbook = \"gitlab-personal-token\"\n\
+         expiry = { from = \"manual\", date = \"2030-01-01\" }\n",
+    )
+    .unwrap();
+    ws.run(&["check"])
+        .assert_code(3)
+        .stderr_has("[credentials.vendor-key] is in both this file and");
+}

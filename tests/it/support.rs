@@ -312,6 +312,16 @@ impl Run {
         );
         self
     }
+
+    #[track_caller]
+    pub fn stdout_has(&self, needle: &str) -> &Run {
+        assert!(
+            self.stdout.contains(needle),
+            "stdout lacks {needle:?}:\n{}",
+            self.stdout
+        );
+        self
+    }
 }
 
 /// The signal `std::process::abort()` raises.

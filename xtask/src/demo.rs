@@ -90,6 +90,11 @@ impl DemoEnv {
         self.dir.path()
     }
 
+    /// The folder's `keycycle.toml`.
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
     pub fn config(&self) -> &Path {
         &self.config
     }

@@ -348,8 +348,12 @@ pub struct Config {
     pub require_signed: bool,
     /// Who may use what: teams, flows, destinations, runbook grants.
     pub policy: std::sync::Arc<Policy>,
-    /// The inventory, from the config and `credentials_file`, by id.
-    pub credentials: BTreeMap<String, CredentialSection>,
+    /// The inventory's sections written in the config itself, by id.
+    inline_credentials: BTreeMap<String, CredentialSection>,
+    /// `credentials_file`, made absolute.
+    credentials_file: Option<PathBuf>,
+    /// The whole inventory, once a command asked for it.
+    credentials: std::sync::OnceLock<BTreeMap<String, CredentialSection>>,
 }
 
 /// Where the run state (runs, journal, locks, deferred actions, approvals,
@@ -569,37 +573,9 @@ pub fn load(explicit: Option<&Path>) -> Result<Config> {
             }
         }
     }
-    let mut credentials = parsed.credentials;
-    if let Some(extra) = &parsed.credentials_file {
-        let path = abs(extra);
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            in_file(anyhow::anyhow!(
-                "credentials_file: cannot read {}: {e}",
-                path.display()
-            ))
-        })?;
-        let more: CredentialsFile = toml::from_str(&text)
-            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
-        for (id, section) in more.credentials {
-            if credentials.contains_key(&id) {
-                return Err(in_file(anyhow::anyhow!(
-                    "[credentials.{id}] is in both this file and {}; an id names one credential",
-                    path.display()
-                )));
-            }
-            credentials.insert(id, section);
-        }
-    }
+    let credentials = parsed.credentials;
     for (id, section) in &credentials {
-        section.validate(id).map_err(|e| in_file(e.into()))?;
-        if let Some(plugin) = section.expiry_plugin()
-            && !plugins.contains_key(plugin)
-        {
-            return Err(in_file(anyhow::anyhow!(
-                "[credentials.{id}] reads its expiry through plugin `{plugin}`, which is not \
-                 configured"
-            )));
-        }
+        validate_credential(id, section, &plugins).map_err(in_file)?;
     }
     let policy = Policy::new(&PolicyConfig {
         teams: parsed.teams,
@@ -640,7 +616,9 @@ pub fn load(explicit: Option<&Path>) -> Result<Config> {
     .map_err(|e| in_file(e.into()))?;
     Ok(Config {
         policy,
-        credentials,
+        inline_credentials: credentials,
+        credentials_file: parsed.credentials_file.as_deref().map(abs),
+        credentials: std::sync::OnceLock::new(),
         secrets_backend,
         runbooks_dir: parsed
             .runbooks_dir
@@ -828,6 +806,70 @@ impl keycycle_engine::Catalog for ConfigCatalog {
             .get(name)
             .ok_or_else(|| format!("no plugin `{name}` is configured"))?;
         section.grants(name, env).map_err(|e| format!("{e:#}"))
+    }
+}
+
+/// A credential's section is whole, and the plugin it reads its expiry
+/// through is configured.
+fn validate_credential(
+    id: &str,
+    section: &CredentialSection,
+    plugins: &BTreeMap<String, PluginSection>,
+) -> Result<()> {
+    section.validate(id)?;
+    if let Some(plugin) = section.expiry_plugin()
+        && !plugins.contains_key(plugin)
+    {
+        bail!(
+            "[credentials.{id}] reads its expiry through plugin `{plugin}`, which is not \
+             configured"
+        );
+    }
+    Ok(())
+}
+
+impl Config {
+    /// The inventory: the config's own `[credentials.ID]` sections and
+    /// those of `credentials_file`. That file is read and checked the first
+    /// time a command asks, so the commands that do not use the inventory
+    /// (`run`, `runs`, `show`, ...) do not pay for parsing a fleet's.
+    pub fn credentials(&self) -> Result<&BTreeMap<String, CredentialSection>> {
+        if let Some(all) = self.credentials.get() {
+            return Ok(all);
+        }
+        let all = self.read_inventory()?;
+        Ok(self.credentials.get_or_init(|| all))
+    }
+
+    fn read_inventory(&self) -> Result<BTreeMap<String, CredentialSection>> {
+        let mut credentials = self.inline_credentials.clone();
+        let Some(path) = &self.credentials_file else {
+            return Ok(credentials);
+        };
+        let in_file = |e: anyhow::Error| match &self.file {
+            Some(f) => anyhow::anyhow!("{}: {e:#}", f.display()),
+            None => e,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            in_file(anyhow::anyhow!(
+                "credentials_file: cannot read {}: {e}",
+                path.display()
+            ))
+        })?;
+        let more: CredentialsFile = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.to_string().trim_end()))?;
+        for (id, section) in more.credentials {
+            if credentials.contains_key(&id) {
+                return Err(in_file(anyhow::anyhow!(
+                    "[credentials.{id}] is in both this file and {}; an id names one credential",
+                    path.display()
+                )));
+            }
+            validate_credential(&id, &section, &self.plugins)
+                .map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
+            credentials.insert(id, section);
+        }
+        Ok(credentials)
     }
 }
 

@@ -193,10 +193,27 @@ fn config_section(config: &Config, report: &mut Report) {
             ),
         );
     }
+    // The inventory's file is read only by the commands that use it, so
+    // this is where a broken one shows before the next `rotate`.
+    let inventory = match config.credentials() {
+        Ok(credentials) => {
+            report.add(
+                S,
+                Level::Ok,
+                format!("inventory: {} credentials", credentials.len()),
+            );
+            Some(credentials.len())
+        }
+        Err(e) => {
+            report.add(S, Level::Error, describe(&e));
+            None
+        }
+    };
     report.facts.insert(
         "config".into(),
         json!({
             "file": file.as_ref().map(|f| f.display().to_string()),
+            "credentials": inventory,
             "found_by": config.found_by.describe(),
             "state_dir": { "path": config.state_dir.display().to_string(), "exists": state_exists },
             "runbooks_dir": { "path": config.runbooks_dir.display().to_string(), "exists": runbooks_exist },

@@ -61,17 +61,18 @@ impl Entry<'_> {
 /// The selected credentials, in id order: the named ones (each must
 /// exist), else all, narrowed to `team`.
 pub fn select<'c>(config: &'c Config, selection: &Selection) -> Result<Vec<Entry<'c>>> {
-    if config.credentials.is_empty() {
+    let credentials = config.credentials().context(Code::Config)?;
+    if credentials.is_empty() {
         bail!(
             "the inventory is empty: add [credentials.ID] sections to keycycle.toml (or a \
              credentials_file); see docs/operations.md"
         );
     }
     for id in &selection.ids {
-        if !config.credentials.contains_key(id) {
+        if !credentials.contains_key(id) {
             return Err(anyhow!(
                 "no credential `{id}` in the inventory (known: {})",
-                names(config.credentials.keys())
+                names(credentials.keys())
             ))
             .context(Code::Config);
         }
@@ -81,8 +82,7 @@ pub fn select<'c>(config: &'c Config, selection: &Selection) -> Result<Vec<Entry
     {
         return Err(anyhow!("no team `{team}` is declared in [teams]")).context(Code::Config);
     }
-    Ok(config
-        .credentials
+    Ok(credentials
         .iter()
         .filter(|(id, _)| selection.ids.is_empty() || selection.ids.contains(id))
         .map(|(id, section)| Entry {
@@ -779,7 +779,8 @@ pub fn after_resume(config: &Config, run_id: &str, summary: &crate::run::RunSumm
     };
     for record in records {
         if record.last_run_id.as_deref() == Some(run_id)
-            && let Some(section) = config.credentials.get(&record.id)
+            && let Ok(credentials) = config.credentials()
+            && let Some(section) = credentials.get(&record.id)
         {
             let started = record.last_run_at.unwrap_or_else(now_ms);
             settle(state.as_ref(), &record.id, section, summary, started, false);
@@ -955,7 +956,8 @@ pub async fn exporter(config: Config, args: ExporterArgs) -> Result<()> {
     // Loaded once and kept for every check: a scrape-driven process must
     // not recompile or re-describe its plugins each interval.
     let pool = if config
-        .credentials
+        .credentials()
+        .context(Code::Config)?
         .values()
         .any(|c| c.expiry_plugin().is_some())
     {
@@ -1099,6 +1101,7 @@ pub async fn discover(config: &Config, args: DiscoverArgs) -> Result<()> {
     if let Some(env) = &args.env {
         config.check_env(env).context(Code::Config)?;
     }
+    let inventory = config.credentials().context(Code::Config)?;
     let store = Arc::new(StoreAccess::new(config));
     store.check_key()?;
     let only = BTreeSet::from([args.plugin.clone()]);
@@ -1168,8 +1171,7 @@ pub async fn discover(config: &Config, args: DiscoverArgs) -> Result<()> {
             .filter_map(|(k, v)| text(v).map(|v| (k.clone(), v)))
             .collect();
         let runbook = text(&item["runbook"]).unwrap_or_default();
-        let covered_by = config
-            .credentials
+        let covered_by = inventory
             .iter()
             .filter(|(id, c)| {
                 let have = c.params(records.get(*id));
