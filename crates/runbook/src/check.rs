@@ -120,10 +120,35 @@ fn collect_non_plugin_functions(engine: &Engine) -> BTreeSet<String> {
     names
 }
 
-/// Checks one compiled file (`ast`, shown as `file`), adding what it finds
-/// to `findings`. `functions` are the names [`non_plugin_functions`] gives.
+/// What the checker needs of a file besides its statements, worked out
+/// once per parsed file: the parse cache keeps it beside the AST, so the
+/// runs of a batch do not each walk (and copy) every function body again.
+#[derive(Debug)]
+pub(crate) struct FileFacts {
+    /// The file's own script functions.
+    own_functions: BTreeSet<String>,
+    /// See [`assigned_names`].
+    assigned: BTreeSet<String>,
+    /// See [`function_bodies`].
+    bodies: Vec<Vec<Stmt>>,
+}
+
+impl FileFacts {
+    pub(crate) fn of(ast: &AST) -> FileFacts {
+        FileFacts {
+            own_functions: ast.iter_functions().map(|f| f.name.to_owned()).collect(),
+            assigned: assigned_names(ast),
+            bodies: function_bodies(ast),
+        }
+    }
+}
+
+/// Checks one compiled file (`ast`, shown as `file`, whose [`FileFacts`]
+/// are `facts`), adding what it finds to `findings`. `functions` are the
+/// names [`non_plugin_functions`] gives.
 pub(crate) fn check_file(
     ast: &AST,
+    facts: &FileFacts,
     file: &Path,
     plugins: &Described,
     functions: &BTreeSet<String>,
@@ -132,18 +157,18 @@ pub(crate) fn check_file(
     let mut checker = Checker {
         plugins,
         functions,
-        own_functions: ast.iter_functions().map(|f| f.name.to_owned()).collect(),
+        own_functions: &facts.own_functions,
         file,
-        assigned: assigned_names(ast),
+        assigned: &facts.assigned,
         scopes: Vec::new(),
         findings,
     };
     checker.block(ast.statements());
-    for body in function_bodies(ast) {
+    for body in &facts.bodies {
         // A function sees none of the caller's variables: a fresh scope,
         // where its parameters (not declared here) resolve to unknown.
         checker.scopes.clear();
-        checker.block(&body);
+        checker.block(body);
     }
 }
 
@@ -330,9 +355,9 @@ struct Checker<'a> {
     /// The file's own script functions. Kept apart from `functions`, which
     /// every file of every run shares: copying that set per file cost more
     /// than checking the file.
-    own_functions: BTreeSet<String>,
+    own_functions: &'a BTreeSet<String>,
     file: &'a Path,
-    assigned: BTreeSet<String>,
+    assigned: &'a BTreeSet<String>,
     /// Innermost last; each holds the `let`s and `const`s of one block.
     scopes: Vec<Vec<(String, Recv)>>,
     findings: &'a mut Findings,

@@ -199,7 +199,7 @@ impl Runbook {
         scope.push("params", params_map.clone());
 
         let main_name = source_name(path);
-        let mut ast = parse(&engine, &scope, &source, &limits)
+        let (mut ast, facts) = parse(&engine, &scope, &source, &limits)
             .map_err(|err| errors.parse_error(&err, path))?;
         ast.set_source(main_name.as_str());
         let mut hasher = Sha256::new();
@@ -234,7 +234,7 @@ impl Runbook {
                     err
                 })?;
                 let name = source_name(&located.display);
-                let mut module_ast = parse(&engine, &scope, &text, &limits)
+                let (mut module_ast, module_facts) = parse(&engine, &scope, &text, &limits)
                     .map_err(|err| errors.parse_error(&err, &located.display))?;
                 module_ast.set_source(name.as_str());
                 pending.push_back((located.display.clone(), resolver::imports_of(&module_ast)));
@@ -242,7 +242,13 @@ impl Runbook {
                     .modules
                     .insert(import.clone(), located.display.clone());
                 errors.sources.insert(name, text);
-                modules.insert(import, CompiledModule { ast: module_ast });
+                modules.insert(
+                    import,
+                    CompiledModule {
+                        ast: module_ast,
+                        facts: module_facts,
+                    },
+                );
             }
         }
         for (import, display) in &errors.modules {
@@ -287,10 +293,17 @@ impl Runbook {
         // registered and every plugin described, before anything runs.
         let functions = check::non_plugin_functions(&engine);
         let mut findings = Findings::default();
-        check::check_file(&ast, path, &host.plugins, functions, &mut findings);
+        check::check_file(&ast, &facts, path, &host.plugins, functions, &mut findings);
         for (import, module) in &modules {
             let file = errors.modules.get(import).map_or(path, PathBuf::as_path);
-            check::check_file(&module.ast, file, &host.plugins, functions, &mut findings);
+            check::check_file(
+                &module.ast,
+                &module.facts,
+                file,
+                &host.plugins,
+                functions,
+                &mut findings,
+            );
         }
         let mut found = findings.errors.into_iter();
         if let Some(mut first) = found.next() {
@@ -443,40 +456,45 @@ impl Runbook {
 /// sixth of a rotation's CPU. The text is read and hashed every time, so an
 /// edited file is parsed again; everything after parsing (plugin
 /// descriptions, checks, the engine a run uses) is still per compile.
-static PARSED: Mutex<Option<std::collections::HashMap<[u8; 32], AST>>> = Mutex::new(None);
+static PARSED: Mutex<Option<std::collections::HashMap<[u8; 32], Parsed>>> = Mutex::new(None);
+
+/// A parsed file and what the checker needs of it.
+type Parsed = (AST, Arc<check::FileFacts>);
 
 /// Distinct files kept parsed; past this the cache starts over, which only
 /// costs a parse.
 const PARSED_MAX: usize = 256;
 
-/// `text` compiled as [`new_engine`] with `params` in scope compiles it.
-/// Only successes are kept: an error is reported from a fresh parse.
+/// `text` compiled as [`new_engine`] with `params` in scope compiles it,
+/// with its [`check::FileFacts`]. Only successes are kept: an error is
+/// reported from a fresh parse.
 fn parse(
     engine: &Engine,
     scope: &Scope<'_>,
     text: &str,
     limits: &Limits,
-) -> Result<AST, rhai::ParseError> {
+) -> Result<Parsed, rhai::ParseError> {
     let mut hasher = Sha256::new();
     hasher.update(limits.max_expr_depth.to_le_bytes());
     hasher.update(text.as_bytes());
     let key: [u8; 32] = hasher.finalize().into();
-    if let Some(ast) = PARSED
+    if let Some(parsed) = PARSED
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .as_ref()
         .and_then(|parsed| parsed.get(&key))
     {
-        return Ok(ast.clone());
+        return Ok(parsed.clone());
     }
     let ast = engine.compile_with_scope(scope, text)?;
+    let facts = Arc::new(check::FileFacts::of(&ast));
     let mut parsed = PARSED.lock().unwrap_or_else(PoisonError::into_inner);
     let parsed = parsed.get_or_insert_with(Default::default);
     if parsed.len() >= PARSED_MAX {
         parsed.clear();
     }
-    parsed.insert(key, ast.clone());
-    Ok(ast)
+    parsed.insert(key, (ast.clone(), facts.clone()));
+    Ok((ast, facts))
 }
 
 fn read_source(path: &Path) -> Result<String, RunbookError> {

@@ -132,6 +132,7 @@ pub(crate) fn locate(
 /// A module compiled at compile time, waiting to be evaluated by `import`.
 pub(crate) struct CompiledModule {
     pub ast: AST,
+    pub facts: std::sync::Arc<crate::check::FileFacts>,
 }
 
 /// Serves the modules compiled at compile time. Each is evaluated once per
