@@ -92,18 +92,18 @@ impl Cache {
         let name = self.name(sha256);
         let path = self.dir.join(&name);
         match self.read_authentic(&name, &path) {
-            Ok(Some(code)) => {
-                // SAFETY: `code` carries a valid HMAC under a key only this
+            Ok(Some(entry)) => {
+                // SAFETY: `entry` carries a valid HMAC under a key only this
                 // host holds, over the entry's name (the sha256 of the
-                // source and this engine's compatibility hash) and its
-                // bytes: it is exactly what `Component::serialize` of this
+                // source and this engine's compatibility hash) and the
+                // bytes after the tag: they are exactly what `Component::serialize` of this
                 // engine configuration wrote for this source. It was read
                 // through a descriptor opened without following links,
                 // from a regular file of this user's in a folder only this
                 // user can write, and it is deserialized from memory, so
                 // the file cannot change between the check and the load.
                 #[allow(unsafe_code)]
-                let loaded = unsafe { Component::deserialize(engine, code) };
+                let loaded = unsafe { Component::deserialize(engine, &entry[TAG_LEN..]) };
                 match loaded {
                     Ok(component) => return Ok((component, false)),
                     Err(e) => {
@@ -125,8 +125,10 @@ impl Cache {
         Ok((component, true))
     }
 
-    /// The serialized component of an entry whose tag verifies; `None`
-    /// when there is no entry, an error saying why one is not trusted.
+    /// The bytes of an entry whose tag verifies, tag first (the
+    /// serialized component starts at `TAG_LEN`: not copied out, since
+    /// wasmtime copies it into its own mapping anyway); `None` when there
+    /// is no entry, an error saying why one is not trusted.
     fn read_authentic(&self, name: &str, path: &Path) -> Result<Option<Vec<u8>>, String> {
         let mut file = match fs::OpenOptions::new()
             .read(true)
@@ -163,7 +165,7 @@ impl Cache {
         mac.update(code);
         mac.verify_slice(tag)
             .map_err(|_| "its authentication tag does not verify (this host did not write it)")?;
-        Ok(Some(code.to_vec()))
+        Ok(Some(bytes))
     }
 
     fn store(
