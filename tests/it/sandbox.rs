@@ -893,6 +893,26 @@ fn statics_do_not_survive_between_calls() {
         serde_json::json!([1, 1, 1]),
         "each call starts with a fresh instance"
     );
+
+    // More calls than the pool has slots: every slot is reused, after its
+    // reset (freed slots are reset in batches), and still nothing is left.
+    ws.runbook(
+        "statics-reused",
+        r#"
+        let h = plugin("hostile");
+        let seen = [];
+        for i in 0..150 { seen.push(h.bump_static().calls); }
+        seen
+        "#,
+    );
+    let run = ws.run(&["run", "statics-reused", "--output", "json"]);
+    run.assert_ok();
+    let seen = run.json()["result"].clone();
+    assert_eq!(
+        seen,
+        serde_json::json!(vec![1; 150]),
+        "a reused slot starts clean"
+    );
 }
 
 #[test]

@@ -305,21 +305,17 @@ impl Run {
 
     #[track_caller]
     pub fn stderr_has(&self, needle: &str) -> &Run {
-        assert!(
-            self.stderr.contains(needle),
-            "stderr lacks {needle:?}:\n{}",
-            self.stderr
-        );
-        self
+        self.has("stderr", &self.stderr, needle)
     }
 
     #[track_caller]
     pub fn stdout_has(&self, needle: &str) -> &Run {
-        assert!(
-            self.stdout.contains(needle),
-            "stdout lacks {needle:?}:\n{}",
-            self.stdout
-        );
+        self.has("stdout", &self.stdout, needle)
+    }
+
+    #[track_caller]
+    fn has(&self, stream: &str, text: &str, needle: &str) -> &Run {
+        assert!(text.contains(needle), "{stream} lacks {needle:?}:\n{text}");
         self
     }
 }
