@@ -415,12 +415,7 @@ fn a_create_whose_lookup_fails_needs_attention_until_the_lookup_answers() {
     assert_eq!(done.json()["result"]["old"], old);
     assert_eq!(sent(&sim, "POST"), 1, "one create");
     assert_eq!(sent(&sim, "DELETE"), 1, "one revoke");
-    let active: Vec<_> = sim
-        .state
-        .tokens()
-        .into_iter()
-        .filter(|t| t.active)
-        .collect();
+    let active: Vec<_> = sim.state.active_tokens();
     assert_eq!(active.len(), 1);
     plant(active[0].value.expose());
     assert!(ws.held_locks().is_empty());

@@ -28,12 +28,7 @@ pub fn workspace(sim: &DemoSim, wasm: &Path, inert_wasi: bool) -> Workspace {
 
 /// The one active token, planted; the store must hold it.
 pub fn the_active_token(sim: &DemoSim, ws: &Workspace) -> keycycle_sim::DemoToken {
-    let active: Vec<_> = sim
-        .state
-        .tokens()
-        .into_iter()
-        .filter(|t| t.active)
-        .collect();
+    let active: Vec<_> = sim.state.active_tokens();
     assert_eq!(active.len(), 1, "one active token: {active:?}");
     let token = active[0].clone();
     plant(token.value.expose());

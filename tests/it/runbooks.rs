@@ -457,12 +457,7 @@ fn demo_rotate_replaces_the_admin_token_at_the_service_and_in_the_store() {
         !sim.state.token(old).unwrap().active,
         "the old token is active"
     );
-    let active: Vec<_> = sim
-        .state
-        .tokens()
-        .into_iter()
-        .filter(|t| t.active)
-        .collect();
+    let active: Vec<_> = sim.state.active_tokens();
     assert_eq!(active.len(), 1);
     assert_eq!(active[0].id, new_id);
     assert_eq!(active[0].name, name);
@@ -486,12 +481,7 @@ fn demo_rotate_replaces_the_admin_token_at_the_service_and_in_the_store() {
         "{result}"
     );
     assert!(!sim.state.token(new_id).unwrap().active);
-    let active: Vec<_> = sim
-        .state
-        .tokens()
-        .into_iter()
-        .filter(|t| t.active)
-        .collect();
+    let active: Vec<_> = sim.state.active_tokens();
     assert_eq!(active.len(), 1);
     assert_eq!(active[0].id, result["new_id"].as_u64().unwrap());
     plant(active[0].value.expose());

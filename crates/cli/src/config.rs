@@ -852,7 +852,8 @@ impl Config {
         };
         let text = std::fs::read_to_string(path).map_err(|e| {
             in_file(anyhow::anyhow!(
-                "credentials_file: cannot read {}: {e}",
+                "credentials_file: cannot read {}: {e}; fix `credentials_file` in the config, \
+                 or create the file (`keycycle doctor` checks it)",
                 path.display()
             ))
         })?;

@@ -107,6 +107,16 @@ impl DemoState {
         self.lock().tokens.iter().find(|t| t.id == id).cloned()
     }
 
+    /// Every active token.
+    pub fn active_tokens(&self) -> Vec<DemoToken> {
+        self.lock()
+            .tokens
+            .iter()
+            .filter(|t| t.active)
+            .cloned()
+            .collect()
+    }
+
     /// The active tokens called `name`.
     pub fn active_tokens_named(&self, name: &str) -> Vec<DemoToken> {
         self.lock()

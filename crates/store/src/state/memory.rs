@@ -43,7 +43,8 @@ impl MemoryState {
         MemoryState::default()
     }
 
-    /// Changes one credential's record, creating it first if need be.
+    /// Takes a run's lease unless the one that stands holds against
+    /// `give_way`.
     fn take_lease(&self, lease: &RunLease, give_way: &GiveWay) -> Result<LeaseAttempt, StateError> {
         let mut inner = self.inner();
         if let Some(existing) = inner.leases.get(&lease.run_id)
@@ -55,6 +56,7 @@ impl MemoryState {
         Ok(LeaseAttempt::Taken)
     }
 
+    /// Changes one credential's record, creating it first if need be.
     fn update_credential(
         &self,
         id: &str,
@@ -102,6 +104,23 @@ impl Inner {
                 db: LOCATION.to_owned(),
                 id: id.to_owned(),
             })
+    }
+
+    /// The action `id`, which `claimer` must hold.
+    fn claimed_action_mut(
+        &mut self,
+        id: &str,
+        claimer: &str,
+    ) -> Result<&mut DeferredRecord, StateError> {
+        let action = self.action_mut(id)?;
+        check_claim(
+            LOCATION,
+            id,
+            claimer,
+            action.state,
+            action.claimed_by.as_deref(),
+        )?;
+        Ok(action)
     }
 }
 
@@ -407,14 +426,7 @@ impl StateStore for MemoryState {
 
     fn renew_claim(&self, id: &str, claimer: &str, lease_until: i64) -> Result<(), StateError> {
         let mut inner = self.inner();
-        let action = inner.action_mut(id)?;
-        check_claim(
-            LOCATION,
-            id,
-            claimer,
-            action.state,
-            action.claimed_by.as_deref(),
-        )?;
+        let action = inner.claimed_action_mut(id, claimer)?;
         action.lease_until = Some(lease_until);
         Ok(())
     }
@@ -426,14 +438,7 @@ impl StateStore for MemoryState {
         note: Option<&str>,
     ) -> Result<(), StateError> {
         let mut inner = self.inner();
-        let action = inner.action_mut(id)?;
-        check_claim(
-            LOCATION,
-            id,
-            claimer,
-            action.state,
-            action.claimed_by.as_deref(),
-        )?;
+        let action = inner.claimed_action_mut(id, claimer)?;
         action.state = DeferredState::Done;
         action.lease_until = None;
         action.finished_at = Some(now_ms());
@@ -449,14 +454,7 @@ impl StateStore for MemoryState {
         retry_at_ms: Option<i64>,
     ) -> Result<(), StateError> {
         let mut inner = self.inner();
-        let action = inner.action_mut(id)?;
-        check_claim(
-            LOCATION,
-            id,
-            claimer,
-            action.state,
-            action.claimed_by.as_deref(),
-        )?;
+        let action = inner.claimed_action_mut(id, claimer)?;
         action.last_error = Some(error.to_owned());
         action.lease_until = None;
         match retry_at_ms {
