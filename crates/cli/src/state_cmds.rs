@@ -22,6 +22,7 @@ use crate::run::load_plugins;
 use crate::store::StoreAccess;
 use keycycle_engine::LoadedPlugin;
 use keycycle_engine::journal::{now_ms, open_deferred_input, rfc3339};
+use keycycle_engine::liveness::Periodic;
 
 /// How long a cleanup process may hold an action before another may take
 /// it over (it is assumed dead).
@@ -643,55 +644,28 @@ pub fn pending(config: &Config, as_json: bool) -> Result<()> {
 
 /// Renews a cleanup's claim of one action every third of its lease, until
 /// dropped.
-struct ClaimRenewal {
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl ClaimRenewal {
-    fn start(
-        state: Arc<dyn StateStore>,
-        id: &str,
-        claimer: &str,
-        lease: Duration,
-    ) -> Result<ClaimRenewal> {
-        let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        let (id, claimer) = (id.to_owned(), claimer.to_owned());
-        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
-        let thread = std::thread::Builder::new()
-            .name("keycycle-claim".to_owned())
-            .spawn(move || {
-                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                    stopped.recv_timeout(lease / 3)
-                {
-                    match state.renew_claim(&id, &claimer, now_ms().saturating_add(lease_ms)) {
-                        Ok(()) => {}
-                        Err(e @ StateError::LostLease { .. }) => {
-                            tracing::error!(target: "keycycle", "{e}; its outcome will not be recorded by this cleanup");
-                            return;
-                        }
-                        Err(e) => {
-                            tracing::warn!(target: "keycycle", "could not renew the claim of action {id}: {e}; trying again");
-                        }
-                    }
-                }
-            })
-            .context("cannot start the thread that renews a deferred action's claim")
-            .context(Code::Config)?;
-        Ok(ClaimRenewal {
-            stop: Some(stop),
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for ClaimRenewal {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+fn renew_claim(
+    state: Arc<dyn StateStore>,
+    id: &str,
+    claimer: &str,
+    lease: Duration,
+) -> Result<Periodic> {
+    let (id, claimer) = (id.to_owned(), claimer.to_owned());
+    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    let renew = move || match state.renew_claim(&id, &claimer, now_ms().saturating_add(lease_ms)) {
+        Ok(()) => Some(lease / 3),
+        Err(e @ StateError::LostLease { .. }) => {
+            tracing::error!(target: "keycycle", "{e}; its outcome will not be recorded by this cleanup");
+            None
         }
-    }
+        Err(e) => {
+            tracing::warn!(target: "keycycle", "could not renew the claim of action {id}: {e}; trying again");
+            Some(lease / 3)
+        }
+    };
+    Periodic::start("keycycle-claim", lease / 3, renew)
+        .context("cannot start the thread that renews a deferred action's claim")
+        .context(Code::Config)
 }
 
 /// `keycycle cleanup`: runs the due actions, each claimed by this process
@@ -730,7 +704,7 @@ pub async fn cleanup(config: &Config, as_json: bool) -> Result<()> {
         // Renewed while the action runs: a plugin call may take longer
         // than a claim (`timeout_secs` goes up to a day), and an expired
         // claim would let another cleanup run the action a second time.
-        let renewal = ClaimRenewal::start(state.clone(), &action.id, &claimer, lease)?;
+        let renewal = renew_claim(state.clone(), &action.id, &claimer, lease)?;
         crate::debug::abort_after(|| "cleanup:claimed".to_owned());
         let run = state.run(&action.run_id).context(Code::Config)?;
         let env = run.as_ref().and_then(|run| run.env.clone());

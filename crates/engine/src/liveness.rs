@@ -102,15 +102,57 @@ pub fn share_liveness(state: Arc<dyn StateStore>, lease: Duration) {
     let _ = SHARED.set((state, lease));
 }
 
+/// A thread that does `work` again and again until dropped: first after
+/// `first`, then after whatever wait `work` returns, or never again when it
+/// returns `None`. Renewals of leases and claims run on it.
+pub struct Periodic {
+    /// Closed to stop the thread.
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Periodic {
+    pub fn start(
+        name: &str,
+        first: Duration,
+        mut work: impl FnMut() -> Option<Duration> + Send + 'static,
+    ) -> std::io::Result<Periodic> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                let mut wait = first;
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(wait) {
+                    match work() {
+                        Some(next) => wait = next,
+                        None => return,
+                    }
+                }
+            })?;
+        Ok(Periodic {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Periodic {
+    /// Stops the thread and waits for it, so nothing runs after the drop.
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// A run's lease in the shared state, renewed by a thread while held and
 /// given up when dropped.
 struct Lease {
     state: Arc<dyn StateStore>,
     run_id: String,
     holder: String,
-    /// Closed to stop the renewals.
-    stop: Option<mpsc::Sender<()>>,
-    renewer: Option<JoinHandle<()>>,
+    renewer: Option<Periodic>,
 }
 
 impl Lease {
@@ -164,57 +206,50 @@ impl Lease {
         }
         let valid = Arc::new(AtomicI64::new(lease.lease_until));
         fences().insert(run_id.to_owned(), (valid.clone(), ttl_ms));
-        let (stop, stopped) = mpsc::channel::<()>();
         let renewer = {
             let (state, run, holder) = (state.clone(), run_id.to_owned(), holder.clone());
-            std::thread::Builder::new()
-                .name("keycycle-lease".to_owned())
-                .spawn(move || {
-                    // Renewing every third of the lease leaves two chances
-                    // to get through before it runs out; after a failure
-                    // the next try comes sooner.
-                    let mut wait = ttl / 3;
-                    while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(wait) {
-                        // The lease counts from before the request: an
-                        // answer that took long must not stretch it.
-                        let until = now_ms().saturating_add(ttl_ms);
-                        match state.renew_run_lease(&run, &holder, until) {
-                            Ok(()) => {
-                                valid.store(until, Ordering::Release);
-                                wait = ttl / 3;
-                            }
-                            Err(e @ StateError::RunLeaseLost { .. }) => {
-                                stop_process(&run, &format!("{e}"));
-                            }
-                            Err(e) => {
-                                let until = valid.load(Ordering::Acquire);
-                                if now_ms() >= until.saturating_sub(margin(ttl_ms)) {
-                                    stop_process(
-                                        &run,
-                                        &format!(
-                                            "its lease in the shared state could not be renewed \
-                                             and runs out at {} ({e})",
-                                            rfc3339(until)
-                                        ),
-                                    );
-                                }
-                                tracing::warn!(target: "keycycle", "could not renew the lease of run {run}: {e}; trying again");
-                                wait = ttl / 10;
-                            }
-                        }
+            // Renewing every third of the lease leaves two chances to get
+            // through before it runs out; after a failure the next try
+            // comes sooner.
+            Periodic::start("keycycle-lease", ttl / 3, move || {
+                // The lease counts from before the request: an answer that
+                // took long must not stretch it.
+                let until = now_ms().saturating_add(ttl_ms);
+                match state.renew_run_lease(&run, &holder, until) {
+                    Ok(()) => {
+                        valid.store(until, Ordering::Release);
+                        Some(ttl / 3)
                     }
-                })
-                .map_err(|source| LivenessError::Io {
-                    what: "start the lease renewal of",
-                    path: PathBuf::from(run_id),
-                    source,
-                })?
+                    Err(e @ StateError::RunLeaseLost { .. }) => {
+                        stop_process(&run, &format!("{e}"));
+                    }
+                    Err(e) => {
+                        let until = valid.load(Ordering::Acquire);
+                        if now_ms() >= until.saturating_sub(margin(ttl_ms)) {
+                            stop_process(
+                                &run,
+                                &format!(
+                                    "its lease in the shared state could not be renewed \
+                                     and runs out at {} ({e})",
+                                    rfc3339(until)
+                                ),
+                            );
+                        }
+                        tracing::warn!(target: "keycycle", "could not renew the lease of run {run}: {e}; trying again");
+                        Some(ttl / 10)
+                    }
+                }
+            })
+            .map_err(|source| LivenessError::Io {
+                what: "start the lease renewal of",
+                path: PathBuf::from(run_id),
+                source,
+            })?
         };
         Ok(Lease {
             state: state.clone(),
             run_id: run_id.to_owned(),
             holder,
-            stop: Some(stop),
             renewer: Some(renewer),
         })
     }
@@ -331,10 +366,8 @@ impl std::fmt::Debug for Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         fences().remove(&self.run_id);
-        drop(self.stop.take());
-        if let Some(renewer) = self.renewer.take() {
-            let _ = renewer.join();
-        }
+        // Stopped before the lease is given up, so no renewal follows.
+        drop(self.renewer.take());
         // A lease that cannot be given up runs out by itself.
         if let Err(e) = self.state.drop_run_lease(&self.run_id, &self.holder) {
             tracing::warn!(target: "keycycle", "could not give up the lease of run {}: {e}", self.run_id);
